@@ -1,0 +1,46 @@
+# xyz2image-gpu: the targets people expect. PYTHON may point at a venv's interpreter.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: help install dev-install example test test-gpu lint typecheck bench bench-quick gpu-check clean
+
+help:
+	@echo "install      pip install the package (builds the optional compiled CPU kernel)"
+	@echo "dev-install  install with test/benchmark dependencies (editable)"
+	@echo "example      render the bundled example structures into ./npz_stacks"
+	@echo "test         run the test suite (NumPy; CuPy too where a GPU is present)"
+	@echo "test-gpu     run only the tests that have a device parameter, on the GPU"
+	@echo "lint         ruff check"
+	@echo "bench        CPU benchmark suite, results under benchmarks/results/"
+	@echo "gpu-check    tests + parity + GPU benchmark on a CUDA machine (see benchmarks/README.md)"
+
+install:
+	$(PIP) install .
+
+dev-install:
+	$(PIP) install -e ".[dev]"
+
+example:
+	xyz2image-gpu example structures
+	xyz2image-gpu render structures --n-rotation 64 -o npz_stacks
+
+test:
+	$(PYTHON) -m pytest -q
+
+test-gpu:
+	$(PYTHON) -m pytest -q -k "gpu"
+
+lint:
+	$(PYTHON) -m ruff check xyz2image_gpu tests benchmarks
+
+bench:
+	$(PYTHON) benchmarks/run_all.py
+
+bench-quick:
+	$(PYTHON) benchmarks/run_all.py --quick
+
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache xyz2image_gpu/*.so npz_stacks structures

@@ -1,0 +1,224 @@
+/*
+ * Compiled CPU kernel for Gaussian images: splat each atom's separable Gaussian into the
+ * image over the window where it exceeds exp(-25) of its peak, then quantise in place.
+ *
+ * Why this exists: the NumPy path computes image = Gx^T diag(w) Gy as a dense batched
+ * matrix product, E*E*N multiply-adds per image; most of those multiply a tail that is
+ * zero to float precision. Splatting over the window does ~(14 sigma)^2 per atom instead
+ * (edgesize 128, sigma 2.5 px: about 13x fewer), and fusing normalisation and rounding
+ * avoids three more passes over the image. The NumPy path stays the reference and the
+ * fallback when this module is not built.
+ *
+ * Determinism: the work for one image depends only on that image's inputs, atoms are
+ * added in input order, and the build disables floating-point contraction, so the bytes
+ * do not depend on the batch size or on which thread renders an image.
+ *
+ * Interface (all buffers C-contiguous, checked by the Python wrapper):
+ *   render(coords float32 (B,N,3), weights float32 (B,N), sigma float32 (B,),
+ *          out (B,E,E) or (B,E,E,E) of uint8/uint16/float32, out itemsize, ndim 2|3,
+ *          mode 0=float 1=image 2=fixed, top float, scale float, cut double)
+ * The GIL is released while rendering.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Where the compiler can dispatch at run time, also build the inner loop for AVX2
+ * (contraction stays off, so both clones give the same bytes). */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* Fill g[0..n) with w * exp(-(i0 + k - c)^2 / (2 s^2)) by a two-term recurrence in double:
+ * g(k+1) = g(k) * r(k), r(k+1) = r(k) * q with q = exp(-1/s^2): three exp calls per axis. */
+static void profile(double *g, int i0, int n, double c, double s, double w)
+{
+    double inv = 0.5 / (s * s);
+    double d = (double)i0 - c;
+    double v = w * exp(-d * d * inv);
+    double r = exp(-(2.0 * d + 1.0) * inv);
+    double q = exp(-2.0 * inv);
+    for (int k = 0; k < n; k++) {
+        g[k] = v;
+        v *= r;
+        r *= q;
+    }
+}
+
+/* Profiles below exp(-cut) of the peak are left out: the window reaches sqrt(2 cut) sigma. */
+static void window(double c, double s, double cut, int e, int *lo, int *hi)
+{
+    double reach = s * sqrt(2.0 * cut);
+    double a = ceil(c - reach), b = floor(c + reach);
+    *lo = a < 0 ? 0 : (a > e ? e : (int)a);
+    *hi = b > e - 1 ? e - 1 : (b < -1 ? -1 : (int)b);
+}
+
+VECTOR_CLONES static void axpy(float *restrict row, const float *restrict g, float a, int n)
+{
+    for (int k = 0; k < n; k++)
+        row[k] += a * g[k];
+}
+
+static void render_one(const float *coords, const float *weights, int n_atoms, float sigma,
+                       double cut, int e, int ndim, float *img, double *gx, double *gy, double *gz,
+                       float *gzf)
+{
+    size_t plane = (size_t)e * e;
+    memset(img, 0, sizeof(float) * (ndim == 2 ? plane : plane * e));
+    if (!(sigma > 0.0f) || !isfinite(sigma))
+        return;
+    for (int a = 0; a < n_atoms; a++) {
+        float w = weights[a];
+        if (w == 0.0f)
+            continue;
+        const float *c = coords + 3 * (size_t)a;
+        if (!isfinite(c[0]) || !isfinite(c[1]) || !isfinite(c[2]) || !isfinite(w))
+            continue; /* never index the image with a NaN-derived window */
+        int x0, x1, y0, y1, z0 = 0, z1 = 0;
+        window(c[0], sigma, cut, e, &x0, &x1);
+        window(c[1], sigma, cut, e, &y0, &y1);
+        if (x1 < x0 || y1 < y0)
+            continue;
+        profile(gx, x0, x1 - x0 + 1, c[0], sigma, w);
+        profile(gy, y0, y1 - y0 + 1, c[1], sigma, 1.0);
+        if (ndim == 2) {
+            for (int j = y0; j <= y1; j++)
+                gzf[j - y0] = (float)gy[j - y0];
+            for (int i = x0; i <= x1; i++)
+                axpy(img + (size_t)i * e + y0, gzf, (float)gx[i - x0], y1 - y0 + 1);
+        } else {
+            window(c[2], sigma, cut, e, &z0, &z1);
+            if (z1 < z0)
+                continue;
+            profile(gz, z0, z1 - z0 + 1, c[2], sigma, 1.0);
+            for (int k = z0; k <= z1; k++)
+                gzf[k - z0] = (float)gz[k - z0];
+            for (int i = x0; i <= x1; i++)
+                for (int j = y0; j <= y1; j++)
+                    axpy(img + (size_t)i * plane + (size_t)j * e + z0, gzf,
+                         (float)(gx[i - x0] * gy[j - y0]), z1 - z0 + 1);
+        }
+    }
+}
+
+/* Round half to even like rintf, written so that the loop vectorises: adding and removing
+ * 1.5 * 2^23 leaves the nearest integer for 0 <= v < 2^22 (values are clipped first). */
+#define RINT_MAGIC 12582912.0f
+
+VECTOR_CLONES static void store_u8(const float *restrict img, size_t n, uint8_t *restrict out,
+                                   float factor, float top)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = img[i] * factor;
+        v = v < 0.0f ? 0.0f : (v > top ? top : v);
+        v = (v + RINT_MAGIC) - RINT_MAGIC;
+        out[i] = (uint8_t)v;
+    }
+}
+
+VECTOR_CLONES static void store_u16(const float *restrict img, size_t n, uint16_t *restrict out,
+                                    float factor, float top)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = img[i] * factor;
+        v = v < 0.0f ? 0.0f : (v > top ? top : v);
+        v = (v + RINT_MAGIC) - RINT_MAGIC;
+        out[i] = (uint16_t)v;
+    }
+}
+
+static void store(const float *img, size_t n, void *out, int itemsize, int mode, float top,
+                  float scale)
+{
+    float factor = 1.0f;
+    if (mode == 1) {
+        float peak = 0.0f;
+        for (size_t i = 0; i < n; i++)
+            if (img[i] > peak)
+                peak = img[i];
+        factor = peak > 0.0f ? top / peak : 0.0f;
+    } else if (mode == 2) {
+        factor = scale;
+    }
+    if (itemsize == 4) {
+        memcpy(out, img, n * sizeof(float));
+        return;
+    }
+    if (itemsize == 1)
+        store_u8(img, n, (uint8_t *)out, factor, top);
+    else
+        store_u16(img, n, (uint16_t *)out, factor, top);
+}
+
+static PyObject *py_render(PyObject *self, PyObject *args)
+{
+    Py_buffer coords, weights, sigma, out;
+    int ndim, mode, itemsize;
+    float top, scale;
+    double cut;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*iiiffd", &coords, &weights, &sigma, &out, &itemsize,
+                          &ndim, &mode, &top, &scale, &cut))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t b = sigma.len / (Py_ssize_t)sizeof(float);
+    Py_ssize_t n = b ? weights.len / (Py_ssize_t)sizeof(float) / b : 0;
+    Py_ssize_t per = b ? out.len / itemsize / b : 0;
+    int e = ndim == 2 ? (int)llround(sqrt((double)per)) : (int)llround(cbrt((double)per));
+    if ((ndim != 2 && ndim != 3) || coords.len != b * n * 3 * (Py_ssize_t)sizeof(float) ||
+        (itemsize != 1 && itemsize != 2 && itemsize != 4) ||
+        (ndim == 2 ? (Py_ssize_t)e * e : (Py_ssize_t)e * e * e) != per) {
+        PyErr_SetString(PyExc_ValueError, "_splat.render: inconsistent buffer sizes");
+        goto done;
+    }
+    size_t img_n = (size_t)per;
+    float *img = malloc(sizeof(float) * img_n);
+    double *g = malloc(sizeof(double) * 3 * (size_t)e);
+    float *gf = malloc(sizeof(float) * (size_t)e);
+    if (!img || !g || !gf) {
+        free(img);
+        free(g);
+        free(gf);
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < b; i++) {
+        render_one((const float *)coords.buf + i * n * 3, (const float *)weights.buf + i * n,
+                   (int)n, ((const float *)sigma.buf)[i], cut, e, ndim, img, g, g + e, g + 2 * e, gf);
+        store(img, img_n, (char *)out.buf + (size_t)i * img_n * itemsize, itemsize, mode, top,
+              scale);
+    }
+    Py_END_ALLOW_THREADS
+    free(img);
+    free(g);
+    free(gf);
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&coords);
+    PyBuffer_Release(&weights);
+    PyBuffer_Release(&sigma);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"render", py_render, METH_VARARGS, "Render Gaussian images into out (see module source)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_splat", "Compiled CPU Gaussian splatting kernel.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__splat(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,147 @@
+"""Array backends: the one module that knows about CuPy.
+
+Every other module asks this one for a :class:`Backend` and does its array work through
+``backend.xp`` (``numpy`` or ``cupy``), so the NumPy tests exercise the same code paths the
+GPU runs. CuPy is imported lazily, once, and only here.
+
+Device selection
+----------------
+``auto``
+    The GPU when CuPy imports *and* a CUDA device is present, else NumPy. The reason for the
+    choice is kept in :attr:`Backend.reason` (``xyz2image-gpu info`` prints it).
+``cpu``
+    NumPy, always.
+``gpu``
+    CuPy on the current CUDA device; a clear :class:`BackendError` with an install hint when
+    that is not possible.
+
+Setting the environment variable ``XYZ2IMAGE_GPU_FORCE_CPU=1`` makes ``auto`` (and ``gpu``)
+resolve to the CPU, e.g. to run the NumPy path on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEVICES",
+    "FORCE_CPU_ENV",
+    "Backend",
+    "BackendError",
+    "cupy_status",
+    "get_backend",
+    "gpu_available",
+]
+
+DEVICES = ("auto", "cpu", "gpu")
+FORCE_CPU_ENV = "XYZ2IMAGE_GPU_FORCE_CPU"
+INSTALL_HINT = (
+    "install the GPU extra matching your CUDA toolkit, e.g. "
+    "`pip install 'xyz2image-gpu[gpu]'` (cupy-cuda12x) or `pip install cupy-cuda11x`"
+)
+
+
+class BackendError(RuntimeError):
+    """The requested device cannot be used."""
+
+
+@lru_cache(maxsize=1)
+def cupy_status() -> tuple[Any, str]:
+    """Return ``(cupy_module_or_None, reason)``: whether CuPy imports and sees a device."""
+    try:
+        import cupy
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a broken CUDA install raising at import
+        return None, f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001 - CUDA driver errors have many types
+        return None, f"CuPy imports but no CUDA device is usable ({type(exc).__name__}: {exc})"
+    if n < 1:
+        return None, "CuPy imports but no CUDA device is present"
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return cupy, f"CuPy {cupy.__version__} with {n} CUDA device(s); using {name}"
+
+
+def _force_cpu() -> bool:
+    return os.environ.get(FORCE_CPU_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports, a CUDA device is present and the CPU is not forced."""
+    return not _force_cpu() and cupy_status()[0] is not None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array module and the facts about it that the engine needs.
+
+    Attributes
+    ----------
+    name : str
+        ``"numpy"`` or ``"cupy"``.
+    xp : module
+        ``numpy`` or ``cupy``.
+    reason : str
+        Why this backend was chosen (for humans).
+    """
+
+    name: str
+    xp: Any
+    reason: str
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name == "cupy"
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """Copy a host array to the device (no copy on NumPy when dtype already matches)."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_host(self, a: Any) -> np.ndarray:
+        """Return ``a`` as a NumPy array (one device-to-host transfer on CuPy)."""
+        if self.is_gpu:
+            return self.xp.asnumpy(a)
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on NumPy); use before reading a timer."""
+        if self.is_gpu:
+            self.xp.cuda.get_current_stream().synchronize()
+
+
+_NUMPY = Backend("numpy", np, "NumPy on the CPU")
+
+
+def get_backend(device: str | Backend = "auto") -> Backend:
+    """Resolve ``device`` (``auto``, ``cpu``, ``gpu`` or a :class:`Backend`) to a backend.
+
+    Raises
+    ------
+    BackendError
+        ``device="gpu"`` and CuPy or a CUDA device is missing, or ``device`` is unknown.
+    """
+    if isinstance(device, Backend):
+        return device
+    device = str(device).lower()
+    if device not in DEVICES:
+        raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return Backend("numpy", np, "NumPy on the CPU (requested with device=cpu)")
+    if _force_cpu():
+        if device == "gpu":
+            raise BackendError(
+                f"device=gpu was requested but {FORCE_CPU_ENV} is set; unset it to use the GPU"
+            )
+        return Backend("numpy", np, f"NumPy on the CPU ({FORCE_CPU_ENV} is set)")
+    cupy, why = cupy_status()
+    if cupy is not None:
+        return Backend("cupy", cupy, why)
+    if device == "gpu":
+        raise BackendError(f"device=gpu was requested but {why}; {INSTALL_HINT}")
+    return Backend("numpy", np, f"NumPy on the CPU, because {why}")
