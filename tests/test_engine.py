@@ -536,3 +536,17 @@ def test_sub_pixel_sigma_gives_empty_image_on_every_kernel(device):
         img = r.render(st, 1)["gaussian_2d"]
         r.close()
         assert img.max() == 0, (kernel, img)
+
+
+def test_device_batches_match_host_batches(device):
+    """iter_batches(to_host=False) keeps arrays on the backend (for training loops fed from
+    the GPU) and holds the same values as the host batches."""
+    st = as_structure(Atoms("Au4", positions=[[0, 0, 0], [2, 0, 0], [0, 2, 0], [0, 0, 2]]))
+    r = Renderer(RenderSettings(edgesize=24), ["gaussian_2d", "coordinates_3d"], device)
+    host = next(r.iter_batches(st, 6, seed=3))
+    dev = next(r.iter_batches(st, 6, seed=3, to_host=False))
+    r.close()
+    assert set(host) == set(dev)
+    for key, value in dev.items():
+        assert type(value).__module__.split(".")[0] == r.backend.xp.__name__, key
+        np.testing.assert_array_equal(r.backend.to_host(value), host[key], err_msg=key)

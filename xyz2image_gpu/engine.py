@@ -356,19 +356,21 @@ class Renderer:
         return int(max(1, min(64, (4 << 20) // per)))
 
     # ------------------------------------------------------------------ device work
-    def _render_chunked(self, host: dict[str, np.ndarray], chunk: int) -> dict[str, np.ndarray]:
-        """Render a batch in steps of ``chunk`` images and join the host results."""
+    def _render_chunked(
+        self, host: dict[str, np.ndarray], chunk: int, to_host: bool = True
+    ) -> dict[str, Any]:
+        """Render a batch in steps of ``chunk`` images and join the results."""
         n = len(host["rotations"])
         if n <= chunk:
-            return self._render_device(host)
+            return self._render_device(host, to_host)
         parts = [
             self._render_device({k: v[i : i + chunk] for k, v in host.items()})
             for i in range(0, n, chunk)
         ]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def _render_device(self, host: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Render one batch on the backend; returns host arrays of the requested outputs."""
+    def _render_device(self, host: dict[str, np.ndarray], to_host: bool = True) -> dict[str, Any]:
+        """Render one batch on the backend; the requested outputs as host (or device) arrays."""
         s = self.settings
         be = self.backend
         xp = be.xp
@@ -398,52 +400,56 @@ class Renderer:
         if "coordinates_3d" in wanted:
             out["coordinates_3d"] = renderers.coordinates_3d(xp, voxels, valid)
         sigma_px = s.gauss_sigma / voxel
-        scratch = max(1 << 16, self.work_memory // 4)
-        if s.legacy and wanted & set(_GAUSSIAN):
-            mats = be.asarray(renderers.legacy_filter_matrices(be.to_host(sigma_px), e))
         for name in ("delta_3d", "delta_2d"):
             if name in wanted:
                 out[name] = getattr(renderers, name)(xp, voxels, valid, e)
-        if self.uses_compiled_kernel and wanted & set(_GAUSSIAN):
-            for name, ndim in (("gaussian_2d", 2), ("gaussian_3d", 3)):
-                if name in wanted:
-                    out[name] = renderers.splat_gaussian(
-                        coords, weights, sigma_px, e, ndim,
-                        normalization=s.normalization, bitrate=s.bitrate,
-                        intensity_scale=s.intensity_scale,
-                        executor=self._thread_pool(), parts=self.threads,
-                    )
-            wanted = wanted - set(_GAUSSIAN)
-        if "gaussian_2d" in wanted:
-            if s.legacy:
-                d2 = out.get("delta_2d")
-                if d2 is None:
-                    d2 = renderers.delta_2d(xp, voxels, valid, e)
-                img = renderers.legacy_gaussian_2d(xp, d2, mats)
-            else:
-                img = renderers.gaussian_2d(xp, coords, weights, sigma_px, e)
-            out["gaussian_2d"] = self._quantise(img)
-        if "gaussian_3d" in wanted:
-            if s.legacy:
-                d3 = out.get("delta_3d")
-                if d3 is None:
-                    d3 = renderers.delta_3d(xp, voxels, valid, e)
-                vol = renderers.legacy_gaussian_3d(xp, d3, mats)
-            else:
-                vol = renderers.gaussian_3d(
-                    xp, coords, weights, sigma_px, e, max_elements=scratch // 4
-                )
-            out["gaussian_3d"] = self._quantise(vol)
+        mats = None
+        if s.legacy and wanted & set(_GAUSSIAN):
+            mats = be.asarray(renderers.legacy_filter_matrices(be.to_host(sigma_px), e))
+        for name, ndim in (("gaussian_2d", 2), ("gaussian_3d", 3)):
+            if name in wanted:
+                out[name] = self._gaussian(ndim, coords, weights, sigma_px, voxels, valid,
+                                           mats, out.get(f"delta_{ndim}d"))
+        scratch = max(1 << 16, self.work_memory // 4)
         radius_px = (s.binary_radius / voxel).astype(coords.dtype)
         for name in ("binary_3d", "binary_2d"):
             if name in wanted:
                 out[name] = getattr(renderers, name)(
                     xp, coords, radius_px, valid, e, max_elements=scratch // 32
                 )
-        out["voxel_size"] = voxel
-        host_out = {k: be.to_host(v) for k, v in out.items()}
-        host_out["voxel_size"] = host_out["voxel_size"].astype(np.float64)
-        return host_out
+        out["voxel_size"] = voxel.astype(xp.float64)
+        if not to_host:
+            return out
+        return {k: be.to_host(v) for k, v in out.items()}
+
+    def _gaussian(
+        self, ndim: int, coords: Any, weights: Any, sigma_px: Any, voxels: Any, valid: Any,
+        mats: Any, delta: Any,
+    ) -> Any:
+        """One batch of gaussian_2d (ndim 2) or gaussian_3d (ndim 3), quantised."""
+        s = self.settings
+        xp = self.backend.xp
+        e = s.edgesize
+        if self.uses_compiled_kernel:
+            return renderers.splat_gaussian(
+                coords, weights, sigma_px, e, ndim,
+                normalization=s.normalization, bitrate=s.bitrate,
+                intensity_scale=s.intensity_scale,
+                executor=self._thread_pool(), parts=self.threads,
+            )
+        if s.legacy:
+            if delta is None:
+                delta = getattr(renderers, f"delta_{ndim}d")(xp, voxels, valid, e)
+            legacy = renderers.legacy_gaussian_2d if ndim == 2 else renderers.legacy_gaussian_3d
+            images = legacy(xp, delta, mats)
+        elif ndim == 2:
+            images = renderers.gaussian_2d(xp, coords, weights, sigma_px, e)
+        else:
+            scratch = max(1 << 16, self.work_memory // 4)
+            images = renderers.gaussian_3d(
+                xp, coords, weights, sigma_px, e, max_elements=scratch // 4
+            )
+        return self._quantise(images)
 
     def _thread_pool(self) -> ThreadPoolExecutor | None:
         if self.threads < 2:
@@ -483,12 +489,17 @@ class Renderer:
         batch_size: int | None = None,
         start: int = 0,
         stop: int | None = None,
-    ) -> Iterator[dict[str, np.ndarray]]:
+        to_host: bool = True,
+    ) -> Iterator[dict[str, Any]]:
         """Yield consecutive batches of images ``[start, stop)`` of one stack.
 
         Each batch is a dict of host arrays: the requested outputs plus ``rotations``
         (b, 3, 3), ``voxel_size`` (b,) Å per pixel, ``frame_index`` (b,) and, with
-        coordinates_3d, ``n_atoms`` (b,).
+        coordinates_3d, ``n_atoms`` (b,). Every batch is freshly allocated and belongs to
+        the caller (a writer may queue it while the next one renders). With
+        ``to_host=False`` the arrays stay on the
+        backend's device (CuPy arrays on the GPU, e.g. to hand to a training loop through
+        DLPack without a host round trip).
         """
         structure = as_structure(structure)
         if int(n_rotation) < 1:
@@ -507,11 +518,10 @@ class Renderer:
         for b0 in range(start, stop, batch_size):
             b1 = min(stop, b0 + batch_size)
             host = self._assemble(structure, frames, n_rotation, seed, stack, b0, b1)
-            batch = self._render_chunked(host, chunk)
-            batch["rotations"] = host["rotations"]
-            batch["frame_index"] = host["frame_index"]
-            if with_counts:
-                batch["n_atoms"] = host["n_atoms"]
+            batch = self._render_chunked(host, chunk, to_host)
+            extra = ["rotations", "frame_index"] + (["n_atoms"] if with_counts else [])
+            for key in extra:
+                batch[key] = host[key] if to_host else self.backend.asarray(host[key])
             yield batch
 
     def render(self, structure: Any, n_rotation: int = 1, **kwargs: Any) -> dict[str, np.ndarray]:

@@ -1,0 +1,330 @@
+"""The ``xyz2image-gpu`` command line: render, info, example, preview.
+
+``main`` is the console-script entry point; ``python -m xyz2image_gpu.cli`` runs it too.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .backend import DEVICES, FORCE_CPU_ENV, BackendError, cupy_status, get_backend
+from .engine import IMAGE_TYPES, OUTPUT_TYPES, Renderer, RenderSettings
+
+__all__ = ["cli", "main"]
+
+DEFAULT_OUTPUT_TYPES = "coordinates_3d,delta_3d,gaussian_2d"
+_TYPE_NAMES = ", ".join(OUTPUT_TYPES + tuple(IMAGE_TYPES))
+
+
+def _version() -> str:
+    from .runner import _package_version
+
+    return _package_version()
+
+
+def _split(value: str | None) -> list[str]:
+    return [t.strip() for t in (value or "").replace(";", ",").split(",") if t.strip()]
+
+
+def _parse_output_types(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from .runner import normalize_output_types
+
+    try:
+        return normalize_output_types(_split(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _parse_elements(ctx: click.Context, param: click.Parameter, value: str | None
+                    ) -> tuple[str, ...]:
+    from .runner import normalize_elements
+
+    try:
+        return normalize_elements(_split(value))
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}; give element symbols, e.g. C,H", ctx=ctx,
+                                 param=param) from None
+
+
+def _settings(**kwargs: Any) -> RenderSettings:
+    try:
+        return RenderSettings(**kwargs)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(_version(), "--version", prog_name="xyz2image-gpu")
+def cli() -> None:
+    """Simulated ADF-STEM images (Gaussian approximation) and 3D labels from .xyz structures,
+    batched on the GPU (CuPy) or the CPU (NumPy).
+
+    \b
+    Quick start:
+      xyz2image-gpu example structures
+      xyz2image-gpu render structures --n-rotation 64
+      xyz2image-gpu preview structures/au147_icosahedron.xyz -o au147.png
+    """
+
+
+# ------------------------------------------------------------------------------- render
+
+
+@cli.command(context_settings={"show_default": True},
+             short_help="Render images and labels of .xyz files.")
+@click.argument("inputs", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output-folder", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("npz_stacks"), help="Where OUTPUT/<stem>/<stack>.npz go.")
+@click.option("--n-rotation", type=click.IntRange(min=1), default=1,
+              help="Orientations per frame in each stack (1: the input's own view).")
+@click.option("--n-stacks", type=click.IntRange(min=1), default=1,
+              help="Stacks per input file, each with its own random rotations.")
+@click.option("--output-types", default=DEFAULT_OUTPUT_TYPES, callback=_parse_output_types,
+              help=f"Comma-separated, from: {_TYPE_NAMES}. *_image types are .tif stacks.")
+@click.option("--edgesize", type=click.IntRange(min=2), default=128,
+              help="Pixels along each edge of the image / voxel cube.")
+@click.option("--gauss-sigma", type=click.FloatRange(min=0, min_open=True), default=0.4,
+              help="Standard deviation of each atom's Gaussian, Å.")
+@click.option("--padxyz", type=click.FloatRange(min=0), default=1.5,
+              help="Minimum margin around the structure, Å.")
+@click.option("--bitrate", type=click.Choice(["8", "16"]), default="8",
+              help="Bits per pixel of normalised images.")
+@click.option("--binary-radius", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              help="Radius of the atoms' spheres in binary_3d / binary_2d, Å.")
+@click.option("--frameshift", type=click.IntRange(min=0), default=0,
+              help="First frame read from multi-frame files.")
+@click.option("--maxframes", type=click.IntRange(min=1), default=50,
+              help="Frames read from multi-frame files.")
+@click.option("--exclude-elements", default=None, show_default="none", callback=_parse_elements,
+              help="Comma-separated element symbols dropped from every frame, e.g. C,H.")
+@click.option("--z-exponent", type=float, default=0.0,
+              help="Weight atoms by Z**z (0: all equal; ~1.7 for ADF contrast).")
+@click.option("--framing", type=click.Choice(["image", "structure", "fixed"]), default="image",
+              help="image: fit each rotated image (the original script); structure: one box "
+                   "per structure; fixed: --pixel-size.")
+@click.option("--pixel-size", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Å per pixel, for --framing fixed.")
+@click.option("--normalization", type=click.Choice(["image", "float", "fixed"]),
+              default="image",
+              help="image: each image to full range; float: float32 sums; fixed: "
+                   "--intensity-scale grey levels per unit.")
+@click.option("--intensity-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Grey levels per unit of summed intensity, for --normalization fixed.")
+@click.option("--legacy", is_flag=True, help="Reproduce the original script's images exactly.")
+@click.option("--all-random", is_flag=True,
+              help="Rotation 0 random too (default: the input's view, turned 90° about z).")
+@click.option("--seed", type=int, default=0, help="Seed of the random rotations.")
+@click.option("--device", type=click.Choice(list(DEVICES)), default="auto",
+              envvar="XYZ2IMAGE_GPU_DEVICE", show_envvar=True,
+              help="auto: the GPU when CuPy and a CUDA device are there.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              show_default="number of CPU cores",
+              help="Rendering processes on the CPU (the GPU uses one).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              show_default="the engine's choice", help="Images rendered at once.")
+@click.option("--compress-level", type=click.IntRange(0, 9), default=6,
+              help="zlib level of the .npz members.")
+@click.option("--overwrite", is_flag=True,
+              help="Redo complete stacks; replace a manifest with other settings.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
+def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_stacks: int,
+           output_types: tuple[str, ...], edgesize: int, gauss_sigma: float, padxyz: float,
+           bitrate: str, binary_radius: float, frameshift: int, maxframes: int,
+           exclude_elements: tuple[str, ...], z_exponent: float, framing: str,
+           pixel_size: float | None, normalization: str, intensity_scale: float | None,
+           legacy: bool, all_random: bool, seed: int, device: str, workers: int | None,
+           batch_size: int | None, compress_level: int, overwrite: bool, quiet: bool) -> None:
+    """Render images and labels of every .xyz file in INPUTS (files or folders).
+
+    Each file gets OUTPUT/<stem>/<stack>.npz per stack, holding every frame x rotation
+    (keys: the output types, rotations, voxel_size, frame_index, n_atoms), *_image types
+    as OUTPUT/<stem>/<stack>_<type>.tif, and OUTPUT/manifest.json records the settings.
+    Running the same command again resumes: complete stacks are skipped.
+
+    \b
+    Example:
+      xyz2image-gpu render structures --n-rotation 64 --output-types \\
+          gaussian_2d,binary_2d,gaussian_2d_image -o dataset
+    """
+    from . import runner
+
+    settings = _settings(
+        edgesize=edgesize, gauss_sigma=gauss_sigma, padxyz=padxyz, bitrate=int(bitrate),
+        binary_radius=binary_radius, z_exponent=z_exponent, framing=framing,
+        pixel_size=pixel_size, normalization=normalization, intensity_scale=intensity_scale,
+        legacy=legacy, all_random=all_random)
+    try:
+        files = runner.find_inputs(inputs)
+    except runner.InputError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        Renderer(settings, runner.render_types(output_types), device)
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    config = runner.RunConfig(
+        inputs=tuple(files), output_folder=output_folder, settings=settings,
+        output_types=output_types, n_rotation=n_rotation, n_stacks=n_stacks, seed=seed,
+        frameshift=frameshift, maxframes=maxframes, exclude_elements=exclude_elements,
+        compress_level=compress_level, device=device,
+        workers=workers or os.cpu_count() or 1, batch_size=batch_size, overwrite=overwrite)
+
+    def report(message: str) -> None:
+        click.echo(message, err=True)
+
+    try:
+        summary = runner.run(config, report=report, progress="none" if quiet else "auto")
+    except runner.SettingsMismatchError as exc:
+        raise click.ClickException(str(exc)) from None
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted; complete stacks are kept: run the same command again to "
+                   "resume", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise click.ClickException(
+            f"cannot write output{where}: {exc.strerror or exc}; the run stopped, "
+            "complete stacks are kept (run the same command again to resume)") from None
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not quiet:
+        skipped = (f", {summary.stacks_skipped} complete stacks skipped"
+                   if summary.stacks_skipped else "")
+        click.echo(
+            f"wrote {summary.images} images in {summary.stacks_written} stacks to "
+            f"{output_folder}{skipped}; {summary.elapsed:.1f} s, "
+            f"{summary.images_per_second:.1f} images/s ({summary.device.split(':')[0]}, "
+            f"{summary.workers} worker{'s' if summary.workers > 1 else ''})", err=True)
+    if summary.failed:
+        click.echo(f"{len(summary.failed)} of {len(files)} input files failed:", err=True)
+        for _path, message in summary.failed:
+            click.echo(f"  {message}", err=True)
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------------- info
+
+
+@cli.command(short_help="Show the backend render would use, and versions.")
+@click.option("--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True,
+              envvar="XYZ2IMAGE_GPU_DEVICE", help="The device to resolve.")
+def info(device: str) -> None:
+    """Print which backend and device render would use, and why, plus versions."""
+    import numpy
+    import tifffile
+
+    lines = [f"xyz2image-gpu {_version()}",
+             f"python {platform.python_version()} ({sys.executable})",
+             f"numpy {numpy.__version__}", f"tifffile {tifffile.__version__}",
+             f"click {_dist_version('click')}"]
+    cupy, why = cupy_status()
+    lines.append(f"cupy {cupy.__version__ if cupy is not None else 'not usable'}: {why}")
+    lines.append(f"cpu cores: {os.cpu_count()}")
+    if os.environ.get(FORCE_CPU_ENV):
+        lines.append(f"{FORCE_CPU_ENV}={os.environ[FORCE_CPU_ENV]}")
+    try:
+        backend = get_backend(device)
+        lines.append(f"device={device} -> backend {backend.name} "
+                     f"({'GPU' if backend.is_gpu else 'CPU'}): {backend.reason}")
+    except BackendError as exc:
+        lines.append(f"device={device} -> unavailable: {exc}")
+    click.echo("\n".join(lines))
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+# ------------------------------------------------------------------------------ example
+
+
+@cli.command(short_help="Copy the bundled example structures into OUTDIR.")
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace files of the same name.")
+def example(outdir: Path, overwrite: bool) -> None:
+    """Copy the bundled example structures (Au147, Pt309, Pd55@Au92) into OUTDIR.
+
+    \b
+    Example:
+      xyz2image-gpu example structures && xyz2image-gpu render structures --n-rotation 64
+    """
+    from .examples import copy_examples
+
+    try:
+        copied = copy_examples(outdir, overwrite=overwrite)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{exc}; use --overwrite to replace it") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to {outdir}: {exc.strerror or exc}") from None
+    for path in copied:
+        click.echo(str(path))
+    click.echo(f"next: xyz2image-gpu render {outdir} --n-rotation 64", err=True)
+
+
+# ------------------------------------------------------------------------------ preview
+
+
+@cli.command(context_settings={"show_default": True},
+             short_help="Write a PNG montage of a few orientations.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("preview.png"), help="PNG to write.")
+@click.option("--n", "n_images", type=click.IntRange(1, 64), default=4,
+              help="Orientations shown (rows).")
+@click.option("--seed", type=int, default=0, help="Seed of the random rotations.")
+@click.option("--edgesize", type=click.IntRange(min=2), default=128, help="Pixels per edge.")
+@click.option("--gauss-sigma", type=click.FloatRange(min=0, min_open=True), default=0.4,
+              help="Gaussian sigma, Å.")
+@click.option("--padxyz", type=click.FloatRange(min=0), default=1.5, help="Margin, Å.")
+@click.option("--binary-radius", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              help="Atom radius in binary_2d, Å.")
+@click.option("--z-exponent", type=float, default=0.0, help="Weight atoms by Z**z.")
+@click.option("--frame", type=click.IntRange(min=0), default=0, help="Frame of the file shown.")
+@click.option("--device", type=click.Choice(list(DEVICES)), default="auto",
+              envvar="XYZ2IMAGE_GPU_DEVICE")
+def preview(file: Path, output: Path, n_images: int, seed: int, edgesize: int,
+            gauss_sigma: float, padxyz: float, binary_radius: float, z_exponent: float,
+            frame: int, device: str) -> None:
+    """Write a PNG montage of FILE in a few orientations: gaussian_2d, binary_2d, atoms.
+
+    \b
+    Example:
+      xyz2image-gpu preview structures/au147_icosahedron.xyz -o au147.png --n 4
+    """
+    from .preview import PreviewError, write_preview
+    from .structures import StructureError
+
+    settings = _settings(edgesize=edgesize, gauss_sigma=gauss_sigma, padxyz=padxyz,
+                         binary_radius=binary_radius, z_exponent=z_exponent)
+    try:
+        path = write_preview(file, output, n_images=n_images, seed=seed, settings=settings,
+                             frame=frame, device=device)
+    except (PreviewError, StructureError, BackendError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(str(path))
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point (``xyz2image-gpu``)."""
+    return cli.main(args=argv, prog_name="xyz2image-gpu")
+
+
+if __name__ == "__main__":
+    main()
