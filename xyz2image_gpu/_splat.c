@@ -14,8 +14,8 @@
  * do not depend on the batch size or on which thread renders an image.
  *
  * Interface (all buffers C-contiguous, checked by the Python wrapper):
- *   render(coords float32 (B,N,3), weights float32 (B,N), sigma float32 (B,),
- *          out (B,E,E) or (B,E,E,E) of uint8/uint16/float32, out itemsize, ndim 2|3,
+ *   render(coords float32 (B,N,3), weights float32 (B,N), sigma float32 (B,N) in pixels,
+ *          out (B,E,E) or (B,E,E,E) of uint8/uint16/float32, B, out itemsize, ndim 2|3,
  *          mode 0=float 1=image 2=fixed, top float, scale float, cut double)
  * The GIL is released while rendering.
  */
@@ -65,17 +65,16 @@ VECTOR_CLONES static void axpy(float *restrict row, const float *restrict g, flo
         row[k] += a * g[k];
 }
 
-static void render_one(const float *coords, const float *weights, int n_atoms, float sigma,
-                       double cut, int e, int ndim, float *img, double *gx, double *gy, double *gz,
+static void render_one(const float *coords, const float *weights, int n_atoms,
+                       const float *sigmas, double cut, int e, int ndim, float *img, double *gx, double *gy, double *gz,
                        float *gzf)
 {
     size_t plane = (size_t)e * e;
     memset(img, 0, sizeof(float) * (ndim == 2 ? plane : plane * e));
-    if (!(sigma > 0.0f) || !isfinite(sigma))
-        return;
     for (int a = 0; a < n_atoms; a++) {
         float w = weights[a];
-        if (w == 0.0f)
+        float sigma = sigmas[a];
+        if (w == 0.0f || !(sigma > 0.0f) || !isfinite(sigma))
             continue;
         const float *c = coords + 3 * (size_t)a;
         if (!isfinite(c[0]) || !isfinite(c[1]) || !isfinite(c[2]) || !isfinite(w))
@@ -159,19 +158,30 @@ static void store(const float *img, size_t n, void *out, int itemsize, int mode,
 static PyObject *py_render(PyObject *self, PyObject *args)
 {
     Py_buffer coords, weights, sigma, out;
-    int ndim, mode, itemsize;
+    int ndim, mode, itemsize, batch;
     float top, scale;
     double cut;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*iiiffd", &coords, &weights, &sigma, &out, &itemsize,
-                          &ndim, &mode, &top, &scale, &cut))
+    if (!PyArg_ParseTuple(args, "y*y*y*w*iiiiffd", &coords, &weights, &sigma, &out, &batch,
+                          &itemsize, &ndim, &mode, &top, &scale, &cut))
         return NULL;
     PyObject *result = NULL;
-    Py_ssize_t b = sigma.len / (Py_ssize_t)sizeof(float);
-    Py_ssize_t n = b ? weights.len / (Py_ssize_t)sizeof(float) / b : 0;
-    Py_ssize_t per = b ? out.len / itemsize / b : 0;
-    int e = ndim == 2 ? (int)llround(sqrt((double)per)) : (int)llround(cbrt((double)per));
-    if ((ndim != 2 && ndim != 3) || coords.len != b * n * 3 * (Py_ssize_t)sizeof(float) ||
+    Py_ssize_t b = 0;
+    Py_ssize_t n = 0;
+    Py_ssize_t per = 0;
+    int e = 0;
+    if (itemsize == 1 || itemsize == 2 || itemsize == 4) {
+        /* B = number of images: weights hold B*N floats, coords 3*B*N, out B*E^ndim */
+        Py_ssize_t wn = weights.len / (Py_ssize_t)sizeof(float);
+        b = (Py_ssize_t)batch;
+        n = b ? wn / b : 0;
+        per = b ? out.len / itemsize / b : 0;
+        e = ndim == 2 ? (int)llround(sqrt((double)per)) : (int)llround(cbrt((double)per));
+    }
+    if (b < 1 || (ndim != 2 && ndim != 3) ||
+        weights.len != b * n * (Py_ssize_t)sizeof(float) ||
+        coords.len != b * n * 3 * (Py_ssize_t)sizeof(float) ||
+        sigma.len != b * n * (Py_ssize_t)sizeof(float) ||
         (itemsize != 1 && itemsize != 2 && itemsize != 4) ||
         (ndim == 2 ? (Py_ssize_t)e * e : (Py_ssize_t)e * e * e) != per) {
         PyErr_SetString(PyExc_ValueError, "_splat.render: inconsistent buffer sizes");
@@ -191,7 +201,8 @@ static PyObject *py_render(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < b; i++) {
         render_one((const float *)coords.buf + i * n * 3, (const float *)weights.buf + i * n,
-                   (int)n, ((const float *)sigma.buf)[i], cut, e, ndim, img, g, g + e, g + 2 * e, gf);
+                   (int)n, (const float *)sigma.buf + i * n, cut, e, ndim, img, g, g + e,
+                   g + 2 * e, gf);
         store(img, img_n, (char *)out.buf + (size_t)i * img_n * itemsize, itemsize, mode, top,
               scale);
     }

@@ -59,6 +59,86 @@ def _settings(**kwargs: Any) -> RenderSettings:
         raise click.UsageError(str(exc)) from None
 
 
+def _parse_rms(ctx: click.Context, param: click.Parameter, value: str | None
+               ) -> tuple[tuple[str, float], ...]:
+    from .elements import atomic_number, symbol
+
+    pairs = []
+    for token in _split(value):
+        el, sep, u = token.partition("=")
+        try:
+            if not sep:
+                raise ValueError("expected ELEMENT=Å")
+            pairs.append((symbol(atomic_number(el.strip())), float(u)))
+        except (KeyError, ValueError) as exc:
+            raise click.BadParameter(f"{token!r}: {exc}; e.g. Au=0.085,Pd=0.09", ctx=ctx,
+                                     param=param) from None
+    return tuple(pairs)
+
+
+def physics_options(func: Any) -> Any:
+    """Options of the probe, contrast and augmentations (lengths in Å)."""
+    options = [
+        click.option("--probe-kv", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Fit the probe of these optics (accelerating voltage, kV) by a sum "
+                     "of Gaussians instead of one of --gauss-sigma."),
+        click.option("--probe-mrad", type=click.FloatRange(0, 200, min_open=True), default=20.0,
+                     help="Convergence semi-angle, mrad (with --probe-kv)."),
+        click.option("--probe-defocus", type=float, default=0.0,
+                     help="Defocus, Å, positive = underfocus (with --probe-kv)."),
+        click.option("--probe-cs", type=float, default=0.0,
+                     help="Spherical aberration Cs, mm (with --probe-kv)."),
+        click.option("--probe-source-size", type=click.FloatRange(min=0), default=0.0,
+                     help="Source size FWHM, Å (with --probe-kv)."),
+        click.option("--probe-gaussians", type=click.IntRange(1, 6), default=3,
+                     help="Gaussians in the probe fit."),
+        click.option("--thermal", is_flag=True,
+                     help="Fold each element's room-temperature r.m.s. thermal displacement "
+                     "(Debye–Waller) into its Gaussian widths."),
+        click.option("--thermal-rms", default=None, callback=_parse_rms, show_default="table",
+                     help="Override r.m.s. displacements, Å, e.g. Au=0.085,Pd=0.09."),
+        click.option("--phonon-jitter", is_flag=True,
+                     help="Augment: displace atoms at random by their thermal r.m.s. "
+                     "(labels keep the undisplaced atoms)."),
+        click.option("--dose", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Augment: Poisson shot noise at this dose, electrons per Å²."),
+        click.option("--read-noise", type=click.FloatRange(min=0), default=0.0,
+                     help="Augment: Gaussian read noise, fraction of the image maximum."),
+        click.option("--scan-jitter", type=click.FloatRange(min=0), default=0.0,
+                     help="Augment: r.m.s. scan-line jitter along the fast axis, Å."),
+        click.option("--drift", type=click.FloatRange(min=0), default=0.0,
+                     help="Augment: linear drift over one frame, Å, random direction."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _physics_settings(physics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """RenderSettings fields from the physics options, and the probe optics (or None)."""
+    fields = {
+        "thermal": physics["thermal"], "thermal_overrides": physics["thermal_rms"],
+        "phonon_jitter": physics["phonon_jitter"], "dose": physics["dose"],
+        "read_noise": physics["read_noise"], "scan_jitter": physics["scan_jitter"],
+        "drift": physics["drift"],
+    }
+    if physics["probe_kv"] is None:
+        return fields, None
+    from .probe import ProbeOptics, fit_probe
+
+    try:
+        optics = ProbeOptics(voltage_kv=physics["probe_kv"],
+                             convergence_mrad=physics["probe_mrad"],
+                             defocus=physics["probe_defocus"], cs_mm=physics["probe_cs"],
+                             source_size=physics["probe_source_size"])
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    fit = fit_probe(optics, physics["probe_gaussians"])
+    fields["probe"] = fit.components
+    return fields, {"optics": optics.describe(), "fit": fit.describe(),
+                    "residual": fit.residual}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(_version(), "--version", prog_name="xyz2image-gpu")
 def cli() -> None:
@@ -134,13 +214,15 @@ def cli() -> None:
 @click.option("--overwrite", is_flag=True,
               help="Redo complete stacks; replace a manifest with other settings.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
+@physics_options
 def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_stacks: int,
            output_types: tuple[str, ...], edgesize: int, gauss_sigma: float, padxyz: float,
            bitrate: str, binary_radius: float, frameshift: int, maxframes: int,
            exclude_elements: tuple[str, ...], z_exponent: float, framing: str,
            pixel_size: float | None, normalization: str, intensity_scale: float | None,
            legacy: bool, all_random: bool, seed: int, device: str, workers: int | None,
-           batch_size: int | None, compress_level: int, overwrite: bool, quiet: bool) -> None:
+           batch_size: int | None, compress_level: int, overwrite: bool, quiet: bool,
+           **physics: Any) -> None:
     """Render images and labels of every .xyz file in INPUTS (files or folders).
 
     Each file gets OUTPUT/<stem>/<stack>.npz per stack, holding every frame x rotation
@@ -155,11 +237,12 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
     """
     from . import runner
 
+    fields, probe_optics = _physics_settings(physics)
     settings = _settings(
         edgesize=edgesize, gauss_sigma=gauss_sigma, padxyz=padxyz, bitrate=int(bitrate),
         binary_radius=binary_radius, z_exponent=z_exponent, framing=framing,
         pixel_size=pixel_size, normalization=normalization, intensity_scale=intensity_scale,
-        legacy=legacy, all_random=all_random)
+        legacy=legacy, all_random=all_random, **fields)
     try:
         files = runner.find_inputs(inputs)
     except runner.InputError as exc:
@@ -175,7 +258,8 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         output_types=output_types, n_rotation=n_rotation, n_stacks=n_stacks, seed=seed,
         frameshift=frameshift, maxframes=maxframes, exclude_elements=exclude_elements,
         compress_level=compress_level, device=device,
-        workers=workers or os.cpu_count() or 1, batch_size=batch_size, overwrite=overwrite)
+        workers=workers or os.cpu_count() or 1, batch_size=batch_size, overwrite=overwrite,
+        probe_optics=probe_optics)
 
     def report(message: str) -> None:
         click.echo(message, err=True)

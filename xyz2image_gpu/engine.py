@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from . import renderers
+from . import augment, renderers
 from .backend import Backend, get_backend
 from .framing import FRAMINGS, frame_pixel_coordinates
 from .rotations import rotation_matrices
 from .structures import Structure, StructureError, as_structure
+from .thermal import smear_components, thermal_widths
 
 __all__ = [
     "IMAGE_TYPES",
@@ -94,6 +95,36 @@ class RenderSettings:
         SciPy ``gaussian_filter`` semantics, truncating conversion.
     all_random : bool
         Draw rotation 0 at random too instead of the seed's fixed 90° view about z.
+    probe : tuple of (amplitude, sigma) pairs
+        The probe's intensity as a sum of radially symmetric Gaussians
+        ``sum_g a_g exp(-r²/(2 sigma_g²))`` (sigma in Å), e.g. fitted to an aberrated probe
+        by :func:`xyz2image_gpu.probe.fit_probe`. Empty (default): one Gaussian of
+        ``gauss_sigma`` and amplitude 1.
+    thermal : bool
+        Fold each element's r.m.s. thermal displacement u (Debye–Waller, Å) into every
+        component's width, ``sigma² + u²``, keeping each component's 2-D integral.
+    thermal_overrides : tuple of (element, u) pairs
+        Replace the built-in room-temperature u (Å) of the named elements.
+    phonon_jitter : bool
+        Frozen-phonon-like augmentation: render each image from atoms displaced at random
+        by their element's u (Å, per axis); labels stay at the undisplaced positions.
+    dose : float or None
+        Poisson shot noise at this dose, electrons per Å² (see :mod:`.augment`); the clean
+        image is kept as ``gaussian_2d_clean`` and each image's expected count at its
+        brightest pixel as ``electrons_per_pixel``.
+    read_noise : float
+        Gaussian read noise, standard deviation as a fraction of each image's maximum.
+    scan_jitter : float
+        R.m.s. scan-line jitter, Å: each row (slow scan axis 0) shifted at random along the
+        fast axis (1).
+    drift : float
+        Linear specimen drift over one frame, Å, in a random direction per image (the
+        middle row undisplaced). Each image's per-row shifts (Å, x and y) are saved as
+        ``scan_offsets``.
+
+    Augmentations (``phonon_jitter``, ``dose``, ``read_noise``, ``scan_jitter``,
+    ``drift``) change gaussian_2d only; ``gaussian_2d_clean`` keeps the image without them,
+    paired with the labels.
     """
 
     edgesize: int = 128
@@ -108,8 +139,43 @@ class RenderSettings:
     intensity_scale: float | None = None
     legacy: bool = False
     all_random: bool = False
+    probe: tuple[tuple[float, float], ...] = ()
+    thermal: bool = False
+    thermal_overrides: tuple[tuple[str, float], ...] = ()
+    phonon_jitter: bool = False
+    dose: float | None = None
+    read_noise: float = 0.0
+    scan_jitter: float = 0.0
+    drift: float = 0.0
 
     def __post_init__(self) -> None:
+        # accept lists (e.g. from JSON) but store hashable tuples
+        probe = tuple((float(a), float(sig)) for a, sig in self.probe)
+        object.__setattr__(self, "probe", probe)
+        overrides = tuple((str(el), float(u)) for el, u in self.thermal_overrides)
+        object.__setattr__(self, "thermal_overrides", overrides)
+        for amplitude, sig in probe:
+            if not (amplitude >= 0 and sig > 0):
+                raise ValueError(
+                    f"probe components need amplitude >= 0 and sigma > 0 Å, got {probe}"
+                )
+        if probe and not sum(a for a, _ in probe) > 0:
+            raise ValueError("probe amplitudes must not all be 0")
+        for el, u in overrides:
+            if not u >= 0:
+                raise ValueError(f"thermal displacement of {el} must be >= 0 Å, got {u}")
+        if self.legacy and (probe or self.thermal):
+            raise ValueError("legacy mode renders the original single Gaussian; "
+                             "it takes no probe or thermal smearing")
+        if self.dose is not None and not self.dose > 0:
+            raise ValueError(f"dose must be > 0 electrons per Å², got {self.dose}")
+        if not self.read_noise >= 0:
+            raise ValueError(f"read_noise must be >= 0, got {self.read_noise}")
+        if not (self.scan_jitter >= 0 and self.drift >= 0):
+            raise ValueError("scan_jitter and drift must be >= 0 Å")
+        if self.legacy and self.augmented:
+            raise ValueError("legacy mode reproduces the original script; it takes no "
+                             "augmentations")
         if int(self.edgesize) != self.edgesize or self.edgesize < 2:
             raise ValueError(f"edgesize must be an integer >= 2, got {self.edgesize}")
         if not self.gauss_sigma > 0:
@@ -142,6 +208,26 @@ class RenderSettings:
         return dataclasses.asdict(self)
 
     @property
+    def noisy(self) -> bool:
+        """Whether gaussian_2d gets shot or read noise."""
+        return self.dose is not None or self.read_noise > 0
+
+    @property
+    def scan_distorted(self) -> bool:
+        """Whether gaussian_2d sees scan-line jitter or drift."""
+        return self.scan_jitter > 0 or self.drift > 0
+
+    @property
+    def augmented(self) -> bool:
+        """Whether any augmentation changes gaussian_2d."""
+        return self.noisy or self.phonon_jitter or self.scan_distorted
+
+    @property
+    def components(self) -> tuple[tuple[float, float], ...]:
+        """The probe as (amplitude, sigma Å) Gaussians: ``probe`` or ``gauss_sigma``."""
+        return self.probe or ((1.0, float(self.gauss_sigma)),)
+
+    @property
     def image_dtype(self) -> np.dtype:
         if self.normalization == "float":
             return np.dtype(np.float32)
@@ -170,8 +256,10 @@ class _FrameData:
 
     index: int
     centred: np.ndarray  # (N, 3) float64, relative to the centroid
-    weights: np.ndarray  # (N,) float64
+    amplitudes: np.ndarray  # (N, G) peak height of each atom's probe component
+    sigmas: np.ndarray  # (N, G) width of each atom's probe component, Å
     radius: float  # largest distance from the centroid, Å
+    rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
 
 
 class Renderer:
@@ -260,6 +348,12 @@ class Renderer:
                 layout[name] = ((n_images, e, e, e), self.settings.image_dtype)
             elif name == "gaussian_2d":
                 layout[name] = ((n_images, e, e), self.settings.image_dtype)
+        if "gaussian_2d" in self.output_types and self.settings.augmented:
+            layout["gaussian_2d_clean"] = ((n_images, e, e), self.settings.image_dtype)
+            if self.settings.dose is not None:
+                layout["electrons_per_pixel"] = ((n_images,), np.dtype(np.float64))
+            if self.settings.scan_distorted:
+                layout["scan_offsets"] = ((n_images, e, 2), np.dtype(np.float32))
         layout["rotations"] = ((n_images, 3, 3), np.dtype(np.float64))
         layout["voxel_size"] = ((n_images,), np.dtype(np.float64))
         layout["frame_index"] = ((n_images,), np.dtype(np.int32))
@@ -285,8 +379,21 @@ class Renderer:
                 weights = np.ones(len(pos))
             else:
                 weights = np.asarray(frame.numbers, dtype=np.float64) ** zexp
-            data.append(_FrameData(frame.index, centred, weights, radius))
+            amps, sigmas = self._components(frame.numbers, weights)
+            rms = self._thermal_rms(frame.numbers) if self.settings.phonon_jitter else None
+            data.append(_FrameData(frame.index, centred, amps, sigmas, radius, rms))
         return data
+
+    def _components(self, numbers: np.ndarray, weights: np.ndarray) -> tuple[Any, Any]:
+        """Per-atom probe components: amplitudes and widths (Å), both (N, G)."""
+        u = self._thermal_rms(numbers) if self.settings.thermal else np.zeros(len(numbers))
+        amps, sigmas = smear_components(self.settings.components, u)
+        return amps * weights[:, None], sigmas
+
+    def _thermal_rms(self, numbers: np.ndarray) -> np.ndarray:
+        """Each atom's r.m.s. thermal displacement along one axis, Å."""
+        u = thermal_widths(numbers, dict(self.settings.thermal_overrides))
+        return np.asarray(u, dtype=np.float64)
 
     def _assemble(
         self,
@@ -302,12 +409,19 @@ class Renderer:
         nmax = structure.max_atoms
         b = stop - start
         pos = np.empty((b, nmax, 3), dtype=np.float32)
-        weights = np.zeros((b, nmax), dtype=np.float32)
+        n_comp = len(self.settings.components)
+        amps = np.zeros((b, nmax, n_comp), dtype=np.float32)
+        sigmas = np.ones((b, nmax, n_comp), dtype=np.float32)  # padding: finite, weight 0
         valid = np.zeros((b, nmax), dtype=bool)
         rots = np.empty((b, 3, 3), dtype=np.float64)
         radius = np.empty(b, dtype=np.float32)
         frame_index = np.empty(b, dtype=np.int32)
         n_atoms = np.empty(b, dtype=np.int32)
+        s = self.settings
+        jitter = s.phonon_jitter
+        displacements = np.zeros((b, nmax, 3), dtype=np.float32) if jitter else None
+        scan = np.zeros((b, s.edgesize, 2), dtype=np.float32) if s.scan_distorted else None
+        keys: list[tuple] = []
         k = start
         while k < stop:
             f, r0 = divmod(k, n_rotation)
@@ -317,7 +431,8 @@ class Renderer:
             n = len(fd.centred)
             pos[sl, :n] = fd.centred
             pos[sl, n:] = fd.centred[0]  # padding copies atom 0: extents unchanged
-            weights[sl, :n] = fd.weights
+            amps[sl, :n] = fd.amplitudes
+            sigmas[sl, :n] = fd.sigmas
             valid[sl, :n] = True
             rots[sl] = rotation_matrices(
                 n_rotation,
@@ -332,10 +447,26 @@ class Renderer:
             radius[sl] = fd.radius
             frame_index[sl] = fd.index
             n_atoms[sl] = n
+            if s.augmented:
+                for r in range(r0, r1):
+                    key = augment.image_key(seed, structure.name, fd.index, stack, r)
+                    keys.append(key)
+                    i = k - start + r - r0
+                    if jitter:
+                        displacements[i, :n] = augment.phonon_displacements(key, fd.rms)
+                    if scan is not None:
+                        scan[i] = augment.scan_offsets(key, s.edgesize, s.scan_jitter, s.drift)
             k += r1 - r0
+        extra = {} if displacements is None else {"displacements": displacements}
+        if scan is not None:
+            extra["scan_offsets"] = scan
+        if keys:
+            extra["keys"] = np.array(keys, dtype=np.uint64)
         return {
+            **extra,
             "positions": pos,
-            "weights": weights,
+            "amplitudes": amps,
+            "sigmas": sigmas,
             "valid": valid,
             "rotations": rots,
             "radius": radius,
@@ -377,7 +508,7 @@ class Renderer:
         e = s.edgesize
         pos = be.asarray(host["positions"])
         rot = be.asarray(host["rotations"].astype(np.float32))
-        weights = be.asarray(host["weights"])
+        amps = be.asarray(host["amplitudes"])
         valid = be.asarray(host["valid"])
         radius = be.asarray(host["radius"])
         rotated = xp.matmul(pos, rot.transpose(0, 2, 1))
@@ -399,17 +530,51 @@ class Renderer:
             voxels = xp.rint(coords)
         if "coordinates_3d" in wanted:
             out["coordinates_3d"] = renderers.coordinates_3d(xp, voxels, valid)
-        sigma_px = s.gauss_sigma / voxel
+        # every probe component of every atom is one separable Gaussian
+        b, nmax, n_comp = amps.shape
+        weights = amps.reshape(b, nmax * n_comp)
+        sigma_px = (be.asarray(host["sigmas"]) / voxel[:, None, None]).reshape(b, nmax * n_comp)
+
+        def components(c: Any) -> Any:
+            if n_comp == 1:
+                return c
+            return xp.broadcast_to(c[:, :, None, :], (b, nmax, n_comp, 3)).reshape(-1, nmax * n_comp, 3)
+
+        gcoords = components(coords)
         for name in ("delta_3d", "delta_2d"):
             if name in wanted:
                 out[name] = getattr(renderers, name)(xp, voxels, valid, e)
         mats = None
         if s.legacy and wanted & set(_GAUSSIAN):
-            mats = be.asarray(renderers.legacy_filter_matrices(be.to_host(sigma_px), e))
+            image_sigma = be.to_host(s.gauss_sigma / voxel)
+            mats = be.asarray(renderers.legacy_filter_matrices(image_sigma, e))
         for name, ndim in (("gaussian_2d", 2), ("gaussian_3d", 3)):
-            if name in wanted:
-                out[name] = self._gaussian(ndim, coords, weights, sigma_px, voxels, valid,
-                                           mats, out.get(f"delta_{ndim}d"))
+            if name not in wanted:
+                continue
+            augmented = ndim == 2 and s.augmented
+            images = self._gaussian(ndim, gcoords, weights, sigma_px, voxels, valid, mats,
+                                    out.get(f"delta_{ndim}d"), quantised=not augmented)
+            if not augmented:
+                out[name] = images
+                continue
+            # the augmented image; gaussian_2d_clean and every label stay undisturbed
+            seen = images
+            if s.phonon_jitter or s.scan_distorted:
+                moved = coords
+                if s.phonon_jitter:  # frozen-phonon snapshot, framed by the undisplaced atoms
+                    shift = xp.matmul(be.asarray(host["displacements"]), rot.transpose(0, 2, 1))
+                    moved = coords + shift / voxel[:, None, None]
+                if s.scan_distorted:
+                    offsets = be.asarray(host["scan_offsets"]) / voxel[:, None, None]
+                    seen = renderers.gaussian_2d_scanned(
+                        xp, components(moved), weights, sigma_px, offsets, e,
+                        max_elements=max(1 << 16, self.work_memory // 16),
+                    )
+                else:
+                    seen = self._gaussian(2, components(moved), weights, sigma_px, voxels,
+                                          valid, mats, None, quantised=False)
+            out.update(self._finish_augmented(be.to_host(seen), be.to_host(images), host,
+                                              be.to_host(voxel)))
         scratch = max(1 << 16, self.work_memory // 4)
         radius_px = (s.binary_radius / voxel).astype(coords.dtype)
         for name in ("binary_3d", "binary_2d"):
@@ -419,21 +584,44 @@ class Renderer:
                 )
         out["voxel_size"] = voxel.astype(xp.float64)
         if not to_host:
-            return out
+            return {k: be.asarray(v) for k, v in out.items()}
         return {k: be.to_host(v) for k, v in out.items()}
+
+    def _finish_augmented(
+        self, seen: np.ndarray, clean: np.ndarray, host: dict[str, np.ndarray],
+        voxel: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """Add noise to the augmented float images and quantise them beside the clean ones."""
+        s = self.settings
+        out: dict[str, np.ndarray] = {}
+        if s.noisy:
+            per_pixel = None if s.dose is None else s.dose * voxel.astype(np.float64) ** 2
+            seen = augment.add_noise(
+                seen, [tuple(int(v) for v in key) for key in host["keys"]],
+                electrons_per_pixel=per_pixel, read_noise=s.read_noise,
+            )
+            if per_pixel is not None:
+                out["electrons_per_pixel"] = per_pixel
+        if s.scan_distorted:
+            out["scan_offsets"] = host["scan_offsets"]
+        quant = {"normalization": s.normalization, "bitrate": s.bitrate,
+                 "intensity_scale": s.intensity_scale}
+        out["gaussian_2d"] = renderers.quantise(np, seen.astype(np.float32), **quant)
+        out["gaussian_2d_clean"] = renderers.quantise(np, clean.astype(np.float32), **quant)
+        return out
 
     def _gaussian(
         self, ndim: int, coords: Any, weights: Any, sigma_px: Any, voxels: Any, valid: Any,
-        mats: Any, delta: Any,
+        mats: Any, delta: Any, *, quantised: bool = True,
     ) -> Any:
-        """One batch of gaussian_2d (ndim 2) or gaussian_3d (ndim 3), quantised."""
+        """One batch of gaussian_2d (ndim 2) or gaussian_3d (ndim 3), quantised or float."""
         s = self.settings
         xp = self.backend.xp
         e = s.edgesize
         if self.uses_compiled_kernel:
             return renderers.splat_gaussian(
                 coords, weights, sigma_px, e, ndim,
-                normalization=s.normalization, bitrate=s.bitrate,
+                normalization=s.normalization if quantised else "float", bitrate=s.bitrate,
                 intensity_scale=s.intensity_scale,
                 executor=self._thread_pool(), parts=self.threads,
             )
@@ -449,7 +637,7 @@ class Renderer:
             images = renderers.gaussian_3d(
                 xp, coords, weights, sigma_px, e, max_elements=scratch // 4
             )
-        return self._quantise(images)
+        return self._quantise(images) if quantised else images
 
     def _thread_pool(self) -> ThreadPoolExecutor | None:
         if self.threads < 2:

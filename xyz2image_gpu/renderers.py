@@ -41,6 +41,7 @@ __all__ = [
     "delta_2d",
     "delta_3d",
     "gaussian_2d",
+    "gaussian_2d_scanned",
     "gaussian_3d",
     "legacy_filter_matrices",
     "legacy_gaussian_2d",
@@ -65,24 +66,70 @@ SPLAT_CUT_8BIT = 16.0
 
 
 def axis_profiles(xp: Any, centres: Any, sigma_px: Any, edgesize: int) -> Any:
-    """1-D Gaussian profiles ``exp(-(i - c)^2 / (2 s^2))`` of shape (B, N, E), float32."""
+    """1-D Gaussian profiles ``exp(-(i - c)^2 / (2 s^2))`` of shape (B, N, E), float32.
+
+    ``centres`` (B, N) pixel coordinates; ``sigma_px`` (B, N) widths in pixels.
+    """
     grid = xp.arange(edgesize, dtype=centres.dtype)
     d = grid[None, None, :] - centres[:, :, None]
     d *= d
-    d *= (-0.5 / (sigma_px * sigma_px)).astype(centres.dtype)[:, None, None]
+    d *= (-0.5 / (sigma_px * sigma_px)).astype(centres.dtype)[:, :, None]
+    return _clamped_exp(xp, d)
+
+
+def gaussian_2d(xp: Any, coords: Any, weights: Any, sigma_px: Any, edgesize: int) -> Any:
+    """Sum of weighted 2-D Gaussians projected along z: float32 (B, E, E).
+
+    ``coords`` (B, N, 3) pixels, ``weights`` (B, N) peak heights, ``sigma_px`` (B, N).
+    """
+    gx = axis_profiles(xp, coords[:, :, 0], sigma_px, edgesize)
+    gx *= weights[:, :, None]
+    gy = axis_profiles(xp, coords[:, :, 1], sigma_px, edgesize)
+    return xp.matmul(gx.transpose(0, 2, 1), gy)
+
+
+def gaussian_2d_scanned(
+    xp: Any, coords: Any, weights: Any, sigma_px: Any, offsets_px: Any, edgesize: int, *,
+    max_elements: int,
+) -> Any:
+    """gaussian_2d seen through a distorted scan: row ``i`` shows the atoms shifted by
+    ``offsets_px[b, i]`` (x, y) pixels (drift and scan-line jitter). Float32 (B, E, E).
+
+    Rows are the slow scan axis (0), columns the fast axis (1); each row is taken as
+    acquired at one instant. No longer separable over the whole image, so each row has its
+    own y profiles: ``E*N*E`` exponentials per image, built for at most ``max_elements``
+    floats at once.
+    """
+    b, n, _ = coords.shape
+    e = edgesize
+    grid = xp.arange(e, dtype=coords.dtype)
+    inv = (-0.5 / (sigma_px * sigma_px)).astype(coords.dtype)  # (B, N)
+    out = xp.empty((b, e, e), dtype=coords.dtype)
+    step = max(1, max_elements // max(1, e * n * e))
+    for s in range(0, b, step):
+        sl = slice(s, s + step)
+        # x profile of atom a in row i: exp(-(i - x_a - ox_i)^2 / 2s^2), (b', E, N)
+        dx = (grid[None, :] - offsets_px[sl, :, 0])[:, :, None] - coords[sl, None, :, 0]
+        dx *= dx
+        dx *= inv[sl, None, :]
+        gx = _clamped_exp(xp, dx) * weights[sl, None, :]
+        # y profiles of every row: (b', E, N, E)
+        centres_y = coords[sl, None, :, 1] + offsets_px[sl, :, 1][:, :, None]
+        dy = grid[None, None, None, :] - centres_y[:, :, :, None]
+        dy *= dy
+        dy *= inv[sl, None, :, None]
+        gy = _clamped_exp(xp, dy)
+        out[sl] = xp.matmul(gx[:, :, None, :], gy)[:, :, 0, :]
+    return out
+
+
+def _clamped_exp(xp: Any, d: Any) -> Any:
+    """``exp(d)`` in place for d <= 0, cut to exactly 0 below exp(PROFILE_FLOOR)."""
     xp.maximum(d, PROFILE_FLOOR, out=d)
     keep = d > PROFILE_FLOOR
     xp.exp(d, out=d)
     d *= keep
     return d
-
-
-def gaussian_2d(xp: Any, coords: Any, weights: Any, sigma_px: Any, edgesize: int) -> Any:
-    """Sum of weighted 2-D Gaussians projected along z: float32 (B, E, E)."""
-    gx = axis_profiles(xp, coords[:, :, 0], sigma_px, edgesize)
-    gx *= weights[:, :, None]
-    gy = axis_profiles(xp, coords[:, :, 1], sigma_px, edgesize)
-    return xp.matmul(gx.transpose(0, 2, 1), gy)
 
 
 def gaussian_3d(
@@ -154,10 +201,13 @@ def splat_gaussian(
 
     def run(lo: int, hi: int) -> None:
         _splat.render(
-            c[lo:hi], w[lo:hi], s[lo:hi], out[lo:hi], itemsize, ndim, mode, top, scale, cut
+            c[lo:hi], w[lo:hi], s[lo:hi], out[lo:hi], hi - lo, itemsize, ndim, mode, top,
+            scale, cut,
         )
 
     parts = max(1, min(parts, b))
+    if b == 0:
+        return out
     if executor is None or parts == 1:
         run(0, b)
     else:

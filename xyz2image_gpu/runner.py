@@ -233,6 +233,8 @@ class RunConfig:
         Images per batch; None lets the engine choose.
     overwrite : bool
         Redo complete stacks, and replace a manifest with other settings.
+    probe_optics : dict or None
+        The optics and fit that ``settings.probe`` came from, recorded in the manifest.
     """
 
     inputs: tuple[Path, ...]
@@ -250,6 +252,7 @@ class RunConfig:
     workers: int = 1
     batch_size: int | None = None
     overwrite: bool = False
+    probe_optics: dict[str, Any] | None = None
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that decide the output bytes (compared on resume)."""
@@ -263,6 +266,8 @@ class RunConfig:
             "exclude_elements": list(self.exclude_elements),
             "compress_level": int(self.compress_level),
         }
+        if self.probe_optics is not None:  # where settings.probe came from
+            params["probe_optics"] = self.probe_optics
         return json.loads(json.dumps(params))
 
 
