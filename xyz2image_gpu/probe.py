@@ -44,9 +44,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from .optimize import nelder_mead
 
 __all__ = [
     "FWHM_PER_SIGMA",
@@ -607,53 +609,6 @@ def _nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarr
     return x
 
 
-def _nelder_mead(
-    f: Callable[[np.ndarray], float],
-    x0: np.ndarray,
-    step: float = 0.25,
-    xtol: float = 1e-7,
-    ftol: float = 1e-13,
-    max_eval: int = 2000,
-) -> tuple[np.ndarray, float]:
-    """Minimise f from x0 with the Nelder-Mead simplex (standard coefficients 1, 2, ½, ½)."""
-    n = x0.size
-    simplex = np.vstack([x0] + [x0 + step * np.eye(n)[i] for i in range(n)])
-    values = np.array([f(p) for p in simplex])
-    evals = n + 1
-    while evals < max_eval:
-        order = np.argsort(values)
-        simplex, values = simplex[order], values[order]
-        spread = np.max(np.abs(simplex[1:] - simplex[0]))
-        if spread <= xtol or values[-1] - values[0] <= ftol * (abs(values[0]) + 1e-300):
-            break
-        centroid = simplex[:-1].mean(axis=0)
-        xr = centroid + (centroid - simplex[-1])
-        fr = f(xr)
-        evals += 1
-        if fr < values[0]:
-            xe = centroid + 2.0 * (centroid - simplex[-1])
-            fe = f(xe)
-            evals += 1
-            simplex[-1], values[-1] = (xe, fe) if fe < fr else (xr, fr)
-        elif fr < values[-2]:
-            simplex[-1], values[-1] = xr, fr
-        else:
-            if fr < values[-1]:
-                xc = centroid + 0.5 * (xr - centroid)
-            else:
-                xc = centroid + 0.5 * (simplex[-1] - centroid)
-            fc = f(xc)
-            evals += 1
-            if fc < min(fr, values[-1]):
-                simplex[-1], values[-1] = xc, fc
-            else:
-                simplex[1:] = simplex[0] + 0.5 * (simplex[1:] - simplex[0])
-                values[1:] = [f(p) for p in simplex[1:]]
-                evals += n
-    best = int(np.argmin(values))
-    return simplex[best], float(values[best])
-
-
 def fit_gaussians(
     r: Any,
     intensity: Any,
@@ -788,8 +743,8 @@ def fit_gaussians(
 
     best_x, best_f = None, math.inf
     for x0 in starts:
-        x, fx = _nelder_mead(cost, x0)
-        x, fx = _nelder_mead(cost, x, step=0.05)  # restart: escape a collapsed simplex
+        x, fx = nelder_mead(cost, x0)
+        x, fx = nelder_mead(cost, x, step=0.05)  # restart: escape a collapsed simplex
         if fx < best_f:
             best_x, best_f = x, fx
     assert best_x is not None

@@ -1,0 +1,86 @@
+"""calibrate recovers the settings of images this project rendered."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import icosahedron
+
+from xyz2image_gpu import render
+from xyz2image_gpu.calibrate import calibrate, pearson_r
+from xyz2image_gpu.probe import ProbeOptics, fit_probe
+
+
+def _mixed_cluster():
+    atoms = icosahedron("Au", 3)
+    rng = np.random.default_rng(3)
+    atoms.numbers[rng.random(len(atoms)) < 0.5] = 46  # Pd
+    return atoms
+
+
+def _reference(atoms, **settings):
+    out = render(atoms, 1, ["gaussian_2d"], device="cpu", framing="fixed", pixel_size=0.2,
+                 edgesize=80, normalization="float", **settings)
+    imaged = atoms.positions @ out["rotations"][0].T  # the structure as the image shows it
+    return out["gaussian_2d"][0], imaged
+
+
+def test_recovers_sigma_z_exponent_and_scale():
+    atoms = _mixed_cluster()
+    image, imaged = _reference(atoms, gauss_sigma=0.33, z_exponent=1.6)
+    image = 7.5 * image + 2.0  # an arbitrary intensity scale and offset
+    result = calibrate(image, imaged, atoms.numbers, 0.2, sigma=0.45, z_exponent=1.2)
+    assert result.gauss_sigma == pytest.approx(0.33, rel=0.02)
+    assert result.z_exponent == pytest.approx(1.6, abs=0.05)
+    assert result.intensity_scale == pytest.approx(7.5, rel=0.02)
+    assert result.background == pytest.approx(2.0, abs=0.05)
+    assert np.hypot(*result.shift) < 0.02
+    assert result.r_final > 0.9999 > result.r_initial
+    opts = result.render_options()
+    assert "--gauss-sigma 0.33" in opts and "--z-exponent 1.6" in opts
+
+
+def test_recovers_source_size_of_an_optics_probe():
+    atoms = icosahedron("Pt", 3)
+    optics = ProbeOptics(voltage_kv=200, convergence_mrad=20, source_size=0.6)
+    image, imaged = _reference(atoms, probe=fit_probe(optics).components)
+    start = ProbeOptics(voltage_kv=200, convergence_mrad=20, source_size=0.3)
+    result = calibrate(image, imaged, atoms.numbers, 0.2, optics=start, fit_z=False,
+                       z_exponent=0.0)
+    assert result.source_size == pytest.approx(0.6, rel=0.03)
+    assert result.r_final > 0.9999
+    opts = result.render_options().split()
+    assert float(opts[opts.index("--probe-source-size") + 1]) == pytest.approx(0.6, rel=0.03)
+
+
+def test_pearson_and_input_checks():
+    a = np.arange(16.0).reshape(4, 4)
+    assert pearson_r(a, 2 * a + 1) == pytest.approx(1.0)
+    assert pearson_r(a, -a) == pytest.approx(-1.0)
+    with pytest.raises(ValueError):
+        calibrate(np.zeros((2, 2, 2)), np.zeros((1, 3)), [79], 0.1)
+    with pytest.raises(ValueError):
+        calibrate(np.zeros((4, 4)), np.zeros((2, 3)), [79], 0.1)
+
+
+def test_calibrate_command(tmp_path):
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+
+    atoms = _mixed_cluster()
+    image, imaged = _reference(atoms, gauss_sigma=0.35, z_exponent=1.7)
+    np.save(tmp_path / "ref.npy", image)
+    lines = [str(len(atoms)), "as imaged"] + [
+        f"{'Au' if z == 79 else 'Pd'} {x:.8f} {y:.8f} {w:.8f}"
+        for z, (x, y, w) in zip(atoms.numbers, imaged)]
+    (tmp_path / "cluster.xyz").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "ref.npy"),
+                                      str(tmp_path / "cluster.xyz"), "--pixel-size", "0.2",
+                                      "--sigma", "0.5", "--z-exponent", "1.2"])
+    assert result.exit_code == 0, result.output
+    assert "--gauss-sigma 0.35" in result.output
+    assert "--z-exponent 1.70" in result.output
+    bad = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "cluster.xyz"),
+                                   str(tmp_path / "cluster.xyz"), "--pixel-size", "0.2"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output

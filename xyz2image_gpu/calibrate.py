@@ -1,0 +1,219 @@
+"""Calibrate render settings against a reference image (multislice or experiment).
+
+Given an image, the structure it shows (positions as imaged: beam along z, image axis 0 = x,
+axis 1 = y, like this project's outputs) and its pixel size, fit by least squares
+
+    image ≈ scale * sum_a Z_a^n * probe(r - r_a - shift) + background
+
+over the probe width (one Gaussian of ``sigma`` Å, or an optics probe with a fitted source
+size: the coherent probe's Gaussians convolved with the source Gaussian), the Z exponent ``n`` and a sub-pixel ``shift``; ``scale`` and ``background`` are
+solved linearly at every step. The field of view is the one of ``framing="fixed"``: the
+structure's bounding box centred in the image. The result prints as ``render`` options.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .optimize import nelder_mead
+from .probe import FWHM_PER_SIGMA, ProbeOptics, fit_probe
+from .renderers import axis_profiles
+from .thermal import smear_components
+
+__all__ = ["CalibrationResult", "calibrate", "model_image", "pearson_r"]
+
+
+def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two images."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    a = a - a.mean()
+    b = b - b.mean()
+    denom = math.sqrt(float(a @ a) * float(b @ b))
+    return float(a @ b) / denom if denom > 0 else 0.0
+
+
+def model_image(
+    positions: np.ndarray,
+    numbers: np.ndarray,
+    shape: tuple[int, int],
+    pixel_size: float,
+    components: tuple[tuple[float, float], ...],
+    z_exponent: float,
+    shift: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """Unscaled model image (float64, ``shape``): the atoms' probe sums, weights Z^n.
+
+    The rotated bounding box's centre sits at pixel ((H-1)/2, (W-1)/2), as with
+    ``framing="fixed"``; ``shift`` (Å) moves the atoms.
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    centre = (pos.min(axis=0) + pos.max(axis=0)) / 2.0
+    h, w = shape
+    cx = (pos[:, 0] - centre[0] + shift[0]) / pixel_size + (h - 1) / 2.0
+    cy = (pos[:, 1] - centre[1] + shift[1]) / pixel_size + (w - 1) / 2.0
+    weights = np.asarray(numbers, dtype=np.float64) ** z_exponent
+    image = np.zeros(shape)
+    for amplitude, sigma in components:
+        s = np.full((1, len(pos)), sigma / pixel_size)
+        gx = axis_profiles(np, cx[None, :], s, h)[0]  # (N, H)
+        gy = axis_profiles(np, cy[None, :], s, w)[0]  # (N, W)
+        image += (gx * (amplitude * weights)[:, None]).T @ gy
+    return image
+
+
+@dataclass
+class CalibrationResult:
+    """Fitted settings and how well they match.
+
+    Attributes
+    ----------
+    gauss_sigma : float or None
+        Fitted Gaussian width, Å (sigma mode).
+    source_size : float or None
+        Fitted source size FWHM, Å (optics mode).
+    optics : ProbeOptics or None
+        The optics with the fitted source size (optics mode).
+    components : tuple of (amplitude, sigma Å)
+        The fitted probe as Gaussians.
+    z_exponent : float
+    intensity_scale : float
+        Reference units per unit of summed intensity (an atom of weight 1 peaks at 1):
+        ``--normalization fixed --intensity-scale`` for images on the reference's scale.
+    background : float
+        Constant offset of the reference, its units.
+    shift : (float, float)
+        Fitted displacement of the atoms, Å.
+    r_initial, r_final : float
+        Pearson r of the starting and the fitted model against the reference.
+    """
+
+    gauss_sigma: float | None
+    source_size: float | None
+    optics: ProbeOptics | None
+    components: tuple[tuple[float, float], ...]
+    z_exponent: float
+    intensity_scale: float
+    background: float
+    shift: tuple[float, float]
+    r_initial: float
+    r_final: float
+
+    def render_options(self) -> str:
+        """The ``xyz2image-gpu render`` options that reproduce the fit."""
+        if self.optics is not None:
+            o = self.optics
+            probe = (f"--probe-kv {o.voltage_kv:g} --probe-mrad {o.convergence_mrad:g} "
+                     f"--probe-defocus {o.defocus:g} --probe-cs {o.cs_mm:g} "
+                     f"--probe-source-size {o.source_size:.4g}")
+        else:
+            probe = f"--gauss-sigma {self.gauss_sigma:.4g}"
+        return (f"{probe} --z-exponent {self.z_exponent:.3f} "
+                f"--normalization fixed --intensity-scale {self.intensity_scale:.6g}")
+
+
+def _linear_fit(model: np.ndarray, image: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares scale and background of ``image ≈ scale * model + bg``; and the SSE."""
+    a = np.stack([model.ravel(), np.ones(model.size)], axis=1)
+    coef, *_ = np.linalg.lstsq(a, image.ravel(), rcond=None)
+    resid = a @ coef - image.ravel()
+    return float(coef[0]), float(coef[1]), float(resid @ resid)
+
+
+def calibrate(
+    image: Any,
+    positions: Any,
+    numbers: Any,
+    pixel_size: float,
+    *,
+    sigma: float = 0.4,
+    z_exponent: float = 1.7,
+    fit_z: bool = True,
+    optics: ProbeOptics | None = None,
+    probe_gaussians: int = 3,
+) -> CalibrationResult:
+    """Fit probe width, Z exponent, intensity scale, background and shift to ``image``.
+
+    Parameters
+    ----------
+    image : (H, W) array
+        The reference, indexed [x, y].
+    positions : (N, 3) array
+        Atom positions as imaged, Å (beam along z).
+    numbers : (N,) array
+        Atomic numbers.
+    pixel_size : float
+        Å per pixel of the reference.
+    sigma, z_exponent : float
+        Starting values (Å; exponent).
+    fit_z : bool
+        Fit the Z exponent (else keep ``z_exponent``).
+    optics : ProbeOptics, optional
+        Fit the source size of these optics instead of a single Gaussian's sigma.
+    probe_gaussians : int
+        Gaussians in the optics probe fit.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"the reference must be one 2-D image, got shape {img.shape}")
+    if not pixel_size > 0:
+        raise ValueError("pixel_size must be > 0 Å")
+    pos = np.asarray(positions, dtype=np.float64)
+    num = np.asarray(numbers)
+    if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) != len(num):
+        raise ValueError("positions must be (N, 3) with one atomic number per atom")
+
+    coherent = None
+    if optics is not None:  # the source blur is a Gaussian convolution of the coherent probe
+        coherent = fit_probe(ProbeOptics(optics.voltage_kv, optics.convergence_mrad,
+                                         optics.defocus, optics.cs_mm, 0.0), probe_gaussians)
+
+    def components_of(width: float) -> tuple[tuple[float, float], ...]:
+        if coherent is None:
+            return ((1.0, width),)
+        amps, sigmas = smear_components(coherent.components, width / FWHM_PER_SIGMA)
+        return tuple(zip(amps.tolist(), sigmas.tolist()))
+
+    start_width = sigma if optics is None else max(optics.source_size, 0.3)
+
+    def unpack(x: np.ndarray) -> tuple[float, float, tuple[float, float]]:
+        width = math.exp(float(x[0]))
+        n = float(x[1]) if fit_z else z_exponent
+        return width, n, (float(x[-2]), float(x[-1]))
+
+    def model(x: np.ndarray) -> np.ndarray:
+        width, n, shift = unpack(x)
+        return model_image(pos, num, img.shape, pixel_size, components_of(width), n, shift)
+
+    def cost(x: np.ndarray) -> float:
+        return _linear_fit(model(x), img)[2]
+
+    x0 = np.array([math.log(start_width)] + ([z_exponent] if fit_z else []) + [0.0, 0.0])
+    r_initial = pearson_r(model(x0), img)
+    x, _ = nelder_mead(cost, x0, step=0.2, max_eval=600)
+    x, _ = nelder_mead(cost, x, step=0.02, max_eval=600)  # restart from a fresh simplex
+    width, n, shift = unpack(x)
+    fitted_optics = None
+    components = components_of(width)
+    if optics is not None:  # report the probe that render will use for these optics
+        fitted_optics = ProbeOptics(optics.voltage_kv, optics.convergence_mrad,
+                                    optics.defocus, optics.cs_mm, width)
+        components = fit_probe(fitted_optics, probe_gaussians).components
+    best = model_image(pos, num, img.shape, pixel_size, components, n, shift)
+    scale, background, _ = _linear_fit(best, img)
+    return CalibrationResult(
+        gauss_sigma=None if optics is not None else width,
+        source_size=width if optics is not None else None,
+        optics=fitted_optics,
+        components=components,
+        z_exponent=n,
+        intensity_scale=scale,
+        background=background,
+        shift=shift,
+        r_initial=r_initial,
+        r_final=pearson_r(best, img),
+    )
