@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: help install dev-install example test test-gpu lint typecheck bench bench-quick gpu-check clean
+.PHONY: help install dev-install example test test-gpu lint bench bench-full gpu-check clean
 
 help:
 	@echo "install      pip install the package (builds the optional compiled CPU kernel)"
@@ -11,7 +11,8 @@ help:
 	@echo "test         run the test suite (NumPy; CuPy too where a GPU is present)"
 	@echo "test-gpu     run only the tests that have a device parameter, on the GPU"
 	@echo "lint         ruff check"
-	@echo "bench        CPU benchmark suite, results under benchmarks/results/"
+	@echo "bench        CPU benchmark suite (--quick, a few minutes), results in benchmarks/results/"
+	@echo "bench-full   the same with more points and longer runs"
 	@echo "gpu-check    tests + parity + GPU benchmark on a CUDA machine (see benchmarks/README.md)"
 
 install:
@@ -34,10 +35,10 @@ lint:
 	$(PYTHON) -m ruff check xyz2image_gpu tests benchmarks
 
 bench:
-	$(PYTHON) benchmarks/run_all.py
-
-bench-quick:
 	$(PYTHON) benchmarks/run_all.py --quick
+
+bench-full:
+	$(PYTHON) benchmarks/run_all.py
 
 gpu-check:
 	$(PYTHON) benchmarks/gpu_check.py

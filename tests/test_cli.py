@@ -422,3 +422,25 @@ def test_preview_png(tmp_path):
                      "cpu")
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_physics_options_reach_the_files_and_manifest(tmp_path):
+    out = tmp_path / "phys"
+    result = _invoke("render", AU147, *SMALL, "--n-rotation", "3", "-o", out,
+                     "--output-types", "gaussian_2d,coordinates_3d", "--probe-kv", "200",
+                     "--probe-mrad", "20", "--probe-source-size", "0.5", "--thermal",
+                     "--thermal-rms", "au=0.1", "--z-exponent", "1.7", "--dose", "100",
+                     "--read-noise", "0.01", "--scan-jitter", "0.1", "--drift", "0.5",
+                     "--phonon-jitter", "--column-correction", "1,-0.01", "--quiet")
+    assert result.exit_code == 0, result.output
+    with np.load(out / "au147_icosahedron" / "0000.npz", allow_pickle=False) as z:
+        for key in ("gaussian_2d", "gaussian_2d_clean", "electrons_per_pixel",
+                    "scan_offsets", "coordinates_3d", "rotations"):
+            assert key in z.files, key
+        assert z["scan_offsets"].shape == (3, 32, 2)
+    params = json.loads((out / "manifest.json").read_text())["parameters"]
+    assert params["thermal"] and params["thermal_overrides"] == [["Au", 0.1]]
+    assert params["probe_optics"]["residual"] < 0.05 and len(params["probe"]) >= 1
+    assert params["column_correction"] == [1.0, -0.01]
+    bad = _invoke("render", AU147, *SMALL, "-o", tmp_path / "bad", "--thermal-rms", "Xx=1")
+    assert bad.exit_code != 0 and "Traceback" not in bad.output

@@ -118,3 +118,24 @@ def test_probe_settings_accept_lists_and_stay_hashable():
     assert s.thermal_overrides == (("Au", 0.08),)
     hash(s)
     assert RenderSettings().components == ((1.0, 0.4),)
+
+
+def test_column_correction_is_a_per_pixel_polynomial(device):
+    """gaussian_2d with column_correction (c1, c2) equals c1 I + c2 I² of the float image,
+    on every kernel, and quantises that."""
+    atoms = icosahedron("Au", 3)
+    st = as_structure(atoms)
+    kernels = ["numpy", "auto"] if device == "cpu" else ["auto"]
+    for kernel in kernels:
+        plain = Renderer(RenderSettings(edgesize=48, normalization="float"), ["gaussian_2d"],
+                         device, cpu_kernel=kernel).render(st, 2)["gaussian_2d"]
+        corr = Renderer(RenderSettings(edgesize=48, normalization="float",
+                                       column_correction=(0.9, -0.05)), ["gaussian_2d"],
+                        device, cpu_kernel=kernel).render(st, 2)["gaussian_2d"]
+        np.testing.assert_allclose(corr, 0.9 * plain - 0.05 * plain**2, rtol=1e-5, atol=1e-6)
+        q = Renderer(RenderSettings(edgesize=48, column_correction=(0.9, -0.05)),
+                     ["gaussian_2d"], device, cpu_kernel=kernel).render(st, 2)["gaussian_2d"]
+        for k in range(2):
+            p = plain[k].astype(np.float64)
+            want = quantise(0.9 * p - 0.05 * p**2)
+            assert np.abs(q[k].astype(int) - want.astype(int)).max() <= 1

@@ -76,6 +76,15 @@ def _parse_rms(ctx: click.Context, param: click.Parameter, value: str | None
     return tuple(pairs)
 
 
+def _parse_floats(ctx: click.Context, param: click.Parameter, value: str | None
+                  ) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in _split(value))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated numbers, e.g. 1.0,-0.02",
+                                 ctx=ctx, param=param) from None
+
+
 def physics_options(func: Any) -> Any:
     """Options of the probe, contrast and augmentations (lengths in Å)."""
     options = [
@@ -108,6 +117,11 @@ def physics_options(func: Any) -> Any:
                      help="Augment: r.m.s. scan-line jitter along the fast axis, Å."),
         click.option("--drift", type=click.FloatRange(min=0), default=0.0,
                      help="Augment: linear drift over one frame, Å, random direction."),
+        click.option("--column-correction", default=None, callback=_parse_floats,
+                     show_default="none",
+                     help="Coefficients c1,c2,... of a per-pixel polynomial sum c_k I^k "
+                     "applied to gaussian_2d (I in units of one atom's peak), e.g. the fit "
+                     "in validation/results/column_correction.json."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -120,7 +134,7 @@ def _physics_settings(physics: dict[str, Any]) -> tuple[dict[str, Any], dict[str
         "thermal": physics["thermal"], "thermal_overrides": physics["thermal_rms"],
         "phonon_jitter": physics["phonon_jitter"], "dose": physics["dose"],
         "read_noise": physics["read_noise"], "scan_jitter": physics["scan_jitter"],
-        "drift": physics["drift"],
+        "drift": physics["drift"], "column_correction": physics["column_correction"],
     }
     if physics["probe_kv"] is None:
         return fields, None

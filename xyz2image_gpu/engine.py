@@ -122,6 +122,12 @@ class RenderSettings:
         middle row undisplaced). Each image's per-row shifts (Å, x and y) are saved as
         ``scan_offsets``.
 
+    column_correction : tuple of float
+        Coefficients ``(c1, c2, ...)`` of a per-pixel polynomial ``sum_k c_k I^k`` applied
+        to gaussian_2d before quantisation, with ``I`` in units of one atom's peak of weight
+        1: a fitted correction of the convolution image towards multislice channelling (see
+        ``validation/``). Empty (default): none.
+
     Augmentations (``phonon_jitter``, ``dose``, ``read_noise``, ``scan_jitter``,
     ``drift``) change gaussian_2d only; ``gaussian_2d_clean`` keeps the image without them,
     paired with the labels.
@@ -147,6 +153,7 @@ class RenderSettings:
     read_noise: float = 0.0
     scan_jitter: float = 0.0
     drift: float = 0.0
+    column_correction: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         # accept lists (e.g. from JSON) but store hashable tuples
@@ -154,6 +161,10 @@ class RenderSettings:
         object.__setattr__(self, "probe", probe)
         overrides = tuple((str(el), float(u)) for el, u in self.thermal_overrides)
         object.__setattr__(self, "thermal_overrides", overrides)
+        correction = tuple(float(c) for c in self.column_correction)
+        object.__setattr__(self, "column_correction", correction)
+        if self.legacy and correction:
+            raise ValueError("legacy mode takes no column correction")
         for amplitude, sig in probe:
             if not (amplitude >= 0 and sig > 0):
                 raise ValueError(
@@ -552,10 +563,14 @@ class Renderer:
             if name not in wanted:
                 continue
             augmented = ndim == 2 and s.augmented
+            corrected = ndim == 2 and bool(s.column_correction)
             images = self._gaussian(ndim, gcoords, weights, sigma_px, voxels, valid, mats,
-                                    out.get(f"delta_{ndim}d"), quantised=not augmented)
+                                    out.get(f"delta_{ndim}d"),
+                                    quantised=not (augmented or corrected))
+            if corrected:
+                images = self._correct_columns(images)
             if not augmented:
-                out[name] = images
+                out[name] = self._quantise(images) if corrected else images
                 continue
             # the augmented image; gaussian_2d_clean and every label stay undisturbed
             seen = images
@@ -573,6 +588,8 @@ class Renderer:
                 else:
                     seen = self._gaussian(2, components(moved), weights, sigma_px, voxels,
                                           valid, mats, None, quantised=False)
+                if corrected:
+                    seen = self._correct_columns(seen)
             out.update(self._finish_augmented(be.to_host(seen), be.to_host(images), host,
                                               be.to_host(voxel)))
         scratch = max(1 << 16, self.work_memory // 4)
@@ -586,6 +603,17 @@ class Renderer:
         if not to_host:
             return {k: be.asarray(v) for k, v in out.items()}
         return {k: be.to_host(v) for k, v in out.items()}
+
+    def _correct_columns(self, images: Any) -> Any:
+        """The per-pixel polynomial ``sum_k c_k I^k`` of ``column_correction``."""
+        xp = self.backend.xp
+        images = xp.asarray(images)
+        out = xp.zeros_like(images)
+        power = xp.ones_like(images)
+        for c in self.settings.column_correction:
+            power = power * images
+            out += images.dtype.type(c) * power
+        return out
 
     def _finish_augmented(
         self, seen: np.ndarray, clean: np.ndarray, host: dict[str, np.ndarray],
