@@ -286,6 +286,13 @@ class Renderer:
         Bytes of scratch memory one rendering step may use; sets the internal chunking and
         the default batch size. Default: 128 MiB on the CPU, a quarter of free device memory
         on the GPU.
+    threads : int, optional
+        Threads the compiled CPU kernel splits a batch over (default: all cores). Use 1 in
+        worker processes that already share the cores.
+    cpu_kernel : {"auto", "compiled", "numpy"}
+        On the CPU, Gaussian images from the compiled kernel (``auto``: when it is built and
+        ``XYZ2IMAGE_GPU_NO_EXTENSION`` is not set) or from the NumPy/BLAS path. Both agree
+        within one grey level; each is byte-reproducible on its own.
     """
 
     def __init__(
@@ -324,12 +331,13 @@ class Renderer:
     # ------------------------------------------------------------------ layout
     def _per_image_bytes(self, n_atoms: int) -> int:
         """Rough scratch bytes one image needs, to size batches."""
-        e = self.settings.edgesize
-        n = max(1, n_atoms)
+        s = self.settings
+        e = s.edgesize
+        n = max(1, n_atoms) * len(s.components)  # every probe component is a Gaussian
         total = 3 * 4 * e * n + 64 * n
         for name in self.output_types:
             if name in ("gaussian_2d", "delta_2d", "binary_2d"):
-                total += 3 * 4 * e * e
+                total += 3 * 4 * e * e * (2 if s.augmented else 1)
             elif name in ("gaussian_3d", "delta_3d", "binary_3d"):
                 total += 3 * 4 * e**3
         if self.settings.legacy:
