@@ -205,6 +205,26 @@ def _deflate_chunk(data: Any, zdict: bytes, level: int, strategy: int,
             memoryview(data).nbytes)
 
 
+class _CompleteOrAbort:
+    """Context manager of a writer: ``close()`` on success, ``abort()`` on an error."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 class _Member:
     """One ``<key>.npy`` member: its compressed stream in a temporary file, CRC and sizes."""
 
@@ -247,7 +267,7 @@ class _Member:
             self.fh.close()
 
 
-class NpzStreamWriter:
+class NpzStreamWriter(_CompleteOrAbort):
     """Write an ``.npz`` archive incrementally, one batch of images at a time.
 
     Each member (``<key>.npy``) is deflate-compressed as its batches arrive into its own
@@ -452,15 +472,6 @@ class NpzStreamWriter:
             member.close()
         shutil.rmtree(self._tmpdir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def _assemble(self, archive: Path) -> None:
         """Write the ZIP container (APPNOTE 6.3) around the members' deflate streams."""
@@ -512,7 +523,7 @@ class NpzStreamWriter:
             os.fsync(out.fileno())
 
 
-class TiffStackWriter:
+class TiffStackWriter(_CompleteOrAbort):
     """Write a stack of 2D images to an ImageJ TIFF, one page per image, batch by batch.
 
     The file reads back with ``tifffile.imread(path)`` as ``(n, E, E)`` and opens in
@@ -611,21 +622,11 @@ class TiffStackWriter:
         except FileNotFoundError:
             pass
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
 
 _STOP = object()
 
 
-class BackgroundWriter:
+class BackgroundWriter(_CompleteOrAbort):
     """Run writes on one background thread fed by a bounded queue.
 
     The producer (the rendering loop) puts ``(writer, batch)`` pairs, meaning
@@ -717,13 +718,4 @@ class BackgroundWriter:
             self._thread.join()
         self._raised = True
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
