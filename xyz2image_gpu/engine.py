@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import augment, renderers
 from .backend import Backend, get_backend
@@ -510,13 +511,20 @@ class Renderer:
         self, host: dict[str, np.ndarray], chunk: int, to_host: bool = True
     ) -> dict[str, Any]:
         """Render a batch in steps of ``chunk`` images and join the results."""
-        n = len(host["rotations"])
-        if n <= chunk:
+        if self.backend.is_gpu:
             return self._render_device(host, to_host)
-        parts = [
-            self._render_device({k: v[i : i + chunk] for k, v in host.items()})
-            for i in range(0, n, chunk)
-        ]
+        n = len(host["rotations"])
+        # On the CPU, BLAS runs on one thread and the steps of a batch run on the renderer's
+        # threads instead: OpenBLAS's own threads spin-wait on each other whenever another
+        # process holds a core (measured at edgesize 128, 147 atoms, on a loaded 2-core
+        # machine: 62 images/s with its default threads, 6,200 with one).
+        with threadpool_limits(limits=1, user_api="blas"):
+            if n <= chunk:
+                return self._render_device(host, to_host)
+            steps = [{k: v[i : i + chunk] for k, v in host.items()} for i in range(0, n, chunk)]
+            pool = self._thread_pool()
+            parts = list(pool.map(self._render_device, steps)) if pool else [
+                self._render_device(step) for step in steps]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _render_device(self, host: dict[str, np.ndarray], to_host: bool = True) -> dict[str, Any]:
