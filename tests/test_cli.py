@@ -431,7 +431,8 @@ def test_physics_options_reach_the_files_and_manifest(tmp_path):
                      "--probe-mrad", "20", "--probe-source-size", "0.5", "--thermal",
                      "--thermal-rms", "au=0.1", "--z-exponent", "1.7", "--dose", "100",
                      "--read-noise", "0.01", "--scan-jitter", "0.1", "--drift", "0.5",
-                     "--phonon-jitter", "--column-correction", "1,-0.01", "--quiet")
+                     "--phonon-jitter", "--column-correction", "0.17", "--column-broadening",
+                     "0.004", "--quiet")
     assert result.exit_code == 0, result.output
     with np.load(out / "au147_icosahedron" / "0000.npz", allow_pickle=False) as z:
         for key in ("gaussian_2d", "gaussian_2d_clean", "electrons_per_pixel",
@@ -441,6 +442,6 @@ def test_physics_options_reach_the_files_and_manifest(tmp_path):
     params = json.loads((out / "manifest.json").read_text())["parameters"]
     assert params["thermal"] and params["thermal_overrides"] == [["Au", 0.1]]
     assert params["probe_optics"]["residual"] < 0.05 and len(params["probe"]) >= 1
-    assert params["column_correction"] == [1.0, -0.01]
+    assert params["column_correction"] == [0.17] and params["column_broadening"] == 0.004
     bad = _invoke("render", AU147, *SMALL, "-o", tmp_path / "bad", "--thermal-rms", "Xx=1")
     assert bad.exit_code != 0 and "Traceback" not in bad.output

@@ -119,9 +119,14 @@ def physics_options(func: Any) -> Any:
                      help="Augment: linear drift over one frame, Å, random direction."),
         click.option("--column-correction", default=None, callback=_parse_floats,
                      show_default="none",
-                     help="Coefficients c1,c2,... of a per-pixel polynomial sum c_k I^k "
-                     "applied to gaussian_2d (I in units of one atom's peak), e.g. the fit "
-                     "in validation/results/column_correction.json."),
+                     help="Per-atom channelling correction c1,c2,...: each atom's weight "
+                     "times 1 + sum c_k x^k, x = its column's image in single-atom units; "
+                     "fitted to multislice: 0.17 (validation/results/)."),
+        click.option("--column-broadening", type=click.FloatRange(min=0), default=0.0,
+                     help="With --column-correction: widths grow by this × (x - 1), Å² "
+                     "(fitted: 0.004)."),
+        click.option("--column-reference", default="Au",
+                     help="Element whose single-atom peak is the unit of x."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -135,6 +140,8 @@ def _physics_settings(physics: dict[str, Any]) -> tuple[dict[str, Any], dict[str
         "phonon_jitter": physics["phonon_jitter"], "dose": physics["dose"],
         "read_noise": physics["read_noise"], "scan_jitter": physics["scan_jitter"],
         "drift": physics["drift"], "column_correction": physics["column_correction"],
+        "column_broadening": physics["column_broadening"],
+        "column_reference": physics["column_reference"],
     }
     if physics["probe_kv"] is None:
         return fields, None

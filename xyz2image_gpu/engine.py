@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from . import augment, renderers
 from .backend import Backend, get_backend
+from .elements import atomic_number
 from .framing import FRAMINGS, frame_pixel_coordinates
 from .rotations import rotation_matrices
 from .structures import Structure, StructureError, as_structure
@@ -124,10 +125,16 @@ class RenderSettings:
         ``scan_offsets``.
 
     column_correction : tuple of float
-        Coefficients ``(c1, c2, ...)`` of a per-pixel polynomial ``sum_k c_k I^k`` applied
-        to gaussian_2d before quantisation, with ``I`` in units of one atom's peak of weight
-        1: a fitted correction of the convolution image towards multislice channelling (see
-        ``validation/``). Empty (default): none.
+        Per-atom correction of the convolution image towards multislice (channelling makes
+        a column of n atoms differ from n single atoms): each atom's weight is multiplied by
+        ``1 + sum_k c_k x^k``, ``x`` being the convolution image at the atom in units of
+        one isolated ``column_reference`` atom's peak (about its column's atom count).
+        Fitted values: ``validation/results/column_correction.json``. Empty: none.
+    column_broadening : float
+        With the correction: each atom's Gaussian widths grow by
+        ``column_broadening * max(x - 1, 0)`` Å² (integral kept).
+    column_reference : str
+        Element whose single-atom peak is the unit of ``x``.
 
     Augmentations (``phonon_jitter``, ``dose``, ``read_noise``, ``scan_jitter``,
     ``drift``) change gaussian_2d only; ``gaussian_2d_clean`` keeps the image without them,
@@ -155,6 +162,8 @@ class RenderSettings:
     scan_jitter: float = 0.0
     drift: float = 0.0
     column_correction: tuple[float, ...] = ()
+    column_broadening: float = 0.0
+    column_reference: str = "Au"
 
     def __post_init__(self) -> None:
         # accept lists (e.g. from JSON) but store hashable tuples
@@ -164,8 +173,14 @@ class RenderSettings:
         object.__setattr__(self, "thermal_overrides", overrides)
         correction = tuple(float(c) for c in self.column_correction)
         object.__setattr__(self, "column_correction", correction)
-        if self.legacy and correction:
+        if not self.column_broadening >= 0:
+            raise ValueError("column_broadening must be >= 0 Å²")
+        if self.legacy and (correction or self.column_broadening):
             raise ValueError("legacy mode takes no column correction")
+        try:
+            atomic_number(self.column_reference)
+        except KeyError:
+            raise ValueError(f"unknown column_reference element {self.column_reference!r}") from None
         for amplitude, sig in probe:
             if not (amplitude >= 0 and sig > 0):
                 raise ValueError(
@@ -321,6 +336,10 @@ class Renderer:
             and renderers.compiled_kernel_available()
         )
         self.threads = max(1, int(threads or os.cpu_count() or 1))
+        # one isolated column_reference atom's peak, the unit of the column correction
+        ref = np.array([atomic_number(self.settings.column_reference)])
+        ref_amps, _ = self._components(ref, ref.astype(np.float64) ** self.settings.z_exponent)
+        self._reference_peak = float(ref_amps.sum())
         self._executor: ThreadPoolExecutor | None = None
         if work_memory is None:
             work_memory = 128 << 20
@@ -559,8 +578,12 @@ class Renderer:
             out["coordinates_3d"] = renderers.coordinates_3d(xp, voxels, valid)
         # every probe component of every atom is one separable Gaussian
         b, nmax, n_comp = amps.shape
+        sig_px = be.asarray(host["sigmas"]) / voxel[:, None, None]
+        if s.column_correction or s.column_broadening:
+            amps, sig2 = self._column_corrected(coords, amps, sig_px * sig_px, voxel)
+            sig_px = xp.sqrt(sig2)
         weights = amps.reshape(b, nmax * n_comp)
-        sigma_px = (be.asarray(host["sigmas"]) / voxel[:, None, None]).reshape(b, nmax * n_comp)
+        sigma_px = sig_px.reshape(b, nmax * n_comp)
 
         def components(c: Any) -> Any:
             if n_comp == 1:
@@ -579,14 +602,10 @@ class Renderer:
             if name not in wanted:
                 continue
             augmented = ndim == 2 and s.augmented
-            corrected = ndim == 2 and bool(s.column_correction)
             images = self._gaussian(ndim, gcoords, weights, sigma_px, voxels, valid, mats,
-                                    out.get(f"delta_{ndim}d"),
-                                    quantised=not (augmented or corrected))
-            if corrected:
-                images = self._correct_columns(images)
+                                    out.get(f"delta_{ndim}d"), quantised=not augmented)
             if not augmented:
-                out[name] = self._quantise(images) if corrected else images
+                out[name] = images
                 continue
             # the augmented image; gaussian_2d_clean and every label stay undisturbed
             seen = images
@@ -604,8 +623,6 @@ class Renderer:
                 else:
                     seen = self._gaussian(2, components(moved), weights, sigma_px, voxels,
                                           valid, mats, None, quantised=False)
-                if corrected:
-                    seen = self._correct_columns(seen)
             out.update(self._finish_augmented(be.to_host(seen), be.to_host(images), host,
                                               be.to_host(voxel)))
         scratch = max(1 << 16, self.work_memory // 4)
@@ -620,16 +637,40 @@ class Renderer:
             return {k: be.asarray(v) for k, v in out.items()}
         return {k: be.to_host(v) for k, v in out.items()}
 
-    def _correct_columns(self, images: Any) -> Any:
-        """The per-pixel polynomial ``sum_k c_k I^k`` of ``column_correction``."""
+    def _column_corrected(self, coords: Any, amps: Any, sig2: Any, voxel: Any) -> Any:
+        """Per-atom column correction: new amplitudes and squared widths (px²), (B, N, G).
+
+        ``x_i``, the convolution image at atom i's own position in units of one isolated
+        ``column_reference`` atom's peak, counts the atoms of its column; the atom's weight
+        is multiplied by ``1 + sum_k c_k x_i^k`` and its widths grow by
+        ``column_broadening * max(x_i - 1, 0)`` Å², each component keeping its integral.
+        """
+        s = self.settings
         xp = self.backend.xp
-        images = xp.asarray(images)
-        out = xp.zeros_like(images)
-        power = xp.ones_like(images)
-        for c in self.settings.column_correction:
-            power = power * images
-            out += images.dtype.type(c) * power
-        return out
+        b, n, n_comp = amps.shape
+        xy = coords[:, :, :2]
+        x = xp.empty((b, n), dtype=amps.dtype)
+        step = max(1, (self.work_memory // 8) // max(1, 4 * n * n))
+        for i in range(0, b, step):
+            sl = slice(i, i + step)
+            diff = xy[sl, :, None, :] - xy[sl, None, :, :]
+            d2 = (diff * diff).sum(axis=-1)  # (b', N, N) px²
+            acc = xp.zeros(d2.shape[:2], dtype=amps.dtype)
+            for g in range(n_comp):
+                kernel = xp.exp(d2 * (-0.5 / sig2[sl, None, :, g]))
+                acc += (kernel * amps[sl, None, :, g]).sum(axis=-1)
+            x[sl] = acc
+        x /= amps.dtype.type(self._reference_peak)
+        factor = xp.ones_like(x)
+        power = xp.ones_like(x)
+        for c in s.column_correction:
+            power = power * x
+            factor += amps.dtype.type(c) * power
+        if s.column_broadening > 0:
+            extra = (s.column_broadening / (voxel * voxel))[:, None] * xp.maximum(x - 1, 0)
+            grown = sig2 + extra[:, :, None].astype(sig2.dtype)
+            return amps * factor[:, :, None] * (sig2 / grown), grown
+        return amps * factor[:, :, None], sig2
 
     def _finish_augmented(
         self, seen: np.ndarray, clean: np.ndarray, host: dict[str, np.ndarray],
