@@ -151,7 +151,8 @@ def calibrate(
     sigma, z_exponent : float
         Starting values (Å; exponent).
     fit_z : bool
-        Fit the Z exponent (else keep ``z_exponent``).
+        Fit the Z exponent (else keep ``z_exponent``). With a single element the exponent
+        only scales the image, so it is never fitted.
     optics : ProbeOptics, optional
         Fit the source size of these optics instead of a single Gaussian's sigma.
     probe_gaussians : int
@@ -166,6 +167,8 @@ def calibrate(
     num = np.asarray(numbers)
     if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) != len(num):
         raise ValueError("positions must be (N, 3) with one atomic number per atom")
+    if len(np.unique(num)) < 2:
+        fit_z = False  # one element: Z^n is a constant factor, absorbed by the scale
 
     coherent = None
     if optics is not None:  # the source blur is a Gaussian convolution of the coherent probe
