@@ -96,15 +96,19 @@ def test_invalid_augmentation_settings(bad):
         RenderSettings(**bad)
 
 
-def test_scan_distortions_match_per_row_analytic_sum(device):
+@pytest.mark.parametrize("kernel", ["numpy", "auto"])
+def test_scan_distortions_match_per_row_analytic_sum(device, kernel):
     """Drift and scan-line jitter: row i shows the atoms shifted by the saved
     scan_offsets[i] (Å); the reference sums each row's Gaussians exactly."""
+    if device != "cpu" and kernel == "numpy":
+        pytest.skip("cpu_kernel only matters on the CPU")
     atoms = icosahedron("Au", 3)
     st = as_structure(atoms)
     settings = RenderSettings(edgesize=48, scan_jitter=0.3, drift=2.0, normalization="float")
-    out = Renderer(settings, ["gaussian_2d", "delta_2d"], device).render(st, 3, seed=1)
+    out = Renderer(settings, ["gaussian_2d", "delta_2d"], device, cpu_kernel=kernel).render(
+        st, 3, seed=1)
     clean = Renderer(RenderSettings(edgesize=48, normalization="float"), ["gaussian_2d"],
-                     device).render(st, 3, seed=1)
+                     device, cpu_kernel=kernel).render(st, 3, seed=1)
     np.testing.assert_array_equal(out["gaussian_2d_clean"], clean["gaussian_2d"])
     assert out["scan_offsets"].shape == (3, 48, 2)
     grid = np.arange(48.0)

@@ -16,7 +16,8 @@
  * Interface (all buffers C-contiguous, checked by the Python wrapper):
  *   render(coords float32 (B,N,3), weights float32 (B,N), sigma float32 (B,N) in pixels,
  *          out (B,E,E) or (B,E,E,E) of uint8/uint16/float32, B, out itemsize, ndim 2|3,
- *          mode 0=float 1=image 2=fixed, top float, scale float, cut double)
+ *          mode 0=float 1=image 2=fixed, top float, scale float, cut double,
+ *          offsets float32 (B,E,2) per-row scan shifts in pixels for 2-D, or empty)
  * The GIL is released while rendering.
  */
 #define PY_SSIZE_T_CLEAN
@@ -65,9 +66,32 @@ VECTOR_CLONES static void axpy(float *restrict row, const float *restrict g, flo
         row[k] += a * g[k];
 }
 
+/* 2-D image through a distorted scan: row i sees the atom shifted by offsets[i] = (ox, oy)
+ * pixels, so each row gets its own x weight and y profile (4 exp calls per row and atom). */
+static void splat_scanned(const float *c, float w, float sigma, double cut, int e,
+                          const float *offsets, float *img, double *gy, float *gyf)
+{
+    double inv = 0.5 / ((double)sigma * sigma);
+    double reach = sigma * sqrt(2.0 * cut);
+    for (int i = 0; i < e; i++) {
+        double dx = (double)i - c[0] - offsets[2 * i];
+        if (dx > reach || dx < -reach)
+            continue;
+        double cy = (double)c[1] + offsets[2 * i + 1];
+        int y0, y1;
+        window(cy, sigma, cut, e, &y0, &y1);
+        if (y1 < y0)
+            continue;
+        profile(gy, y0, y1 - y0 + 1, cy, sigma, 1.0);
+        for (int j = y0; j <= y1; j++)
+            gyf[j - y0] = (float)gy[j - y0];
+        axpy(img + (size_t)i * e + y0, gyf, (float)(w * exp(-dx * dx * inv)), y1 - y0 + 1);
+    }
+}
+
 static void render_one(const float *coords, const float *weights, int n_atoms,
-                       const float *sigmas, double cut, int e, int ndim, float *img, double *gx, double *gy, double *gz,
-                       float *gzf)
+                       const float *sigmas, double cut, int e, int ndim, const float *offsets,
+                       float *img, double *gx, double *gy, double *gz, float *gzf)
 {
     size_t plane = (size_t)e * e;
     memset(img, 0, sizeof(float) * (ndim == 2 ? plane : plane * e));
@@ -79,6 +103,10 @@ static void render_one(const float *coords, const float *weights, int n_atoms,
         const float *c = coords + 3 * (size_t)a;
         if (!isfinite(c[0]) || !isfinite(c[1]) || !isfinite(c[2]) || !isfinite(w))
             continue; /* never index the image with a NaN-derived window */
+        if (offsets) {
+            splat_scanned(c, w, sigma, cut, e, offsets, img, gy, gzf);
+            continue;
+        }
         int x0, x1, y0, y1, z0 = 0, z1 = 0;
         window(c[0], sigma, cut, e, &x0, &x1);
         window(c[1], sigma, cut, e, &y0, &y1);
@@ -157,13 +185,13 @@ static void store(const float *img, size_t n, void *out, int itemsize, int mode,
 
 static PyObject *py_render(PyObject *self, PyObject *args)
 {
-    Py_buffer coords, weights, sigma, out;
+    Py_buffer coords, weights, sigma, out, offsets;
     int ndim, mode, itemsize, batch;
     float top, scale;
     double cut;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*iiiiffd", &coords, &weights, &sigma, &out, &batch,
-                          &itemsize, &ndim, &mode, &top, &scale, &cut))
+    if (!PyArg_ParseTuple(args, "y*y*y*w*iiiiffdy*", &coords, &weights, &sigma, &out, &batch,
+                          &itemsize, &ndim, &mode, &top, &scale, &cut, &offsets))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t b = 0;
@@ -183,7 +211,9 @@ static PyObject *py_render(PyObject *self, PyObject *args)
         coords.len != b * n * 3 * (Py_ssize_t)sizeof(float) ||
         sigma.len != b * n * (Py_ssize_t)sizeof(float) ||
         (itemsize != 1 && itemsize != 2 && itemsize != 4) ||
-        (ndim == 2 ? (Py_ssize_t)e * e : (Py_ssize_t)e * e * e) != per) {
+        (ndim == 2 ? (Py_ssize_t)e * e : (Py_ssize_t)e * e * e) != per ||
+        (offsets.len != 0 &&
+         (ndim != 2 || offsets.len != b * e * 2 * (Py_ssize_t)sizeof(float)))) {
         PyErr_SetString(PyExc_ValueError, "_splat.render: inconsistent buffer sizes");
         goto done;
     }
@@ -201,7 +231,8 @@ static PyObject *py_render(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < b; i++) {
         render_one((const float *)coords.buf + i * n * 3, (const float *)weights.buf + i * n,
-                   (int)n, (const float *)sigma.buf + i * n, cut, e, ndim, img, g, g + e,
+                   (int)n, (const float *)sigma.buf + i * n, cut, e, ndim,
+                   offsets.len ? (const float *)offsets.buf + i * e * 2 : NULL, img, g, g + e,
                    g + 2 * e, gf);
         store(img, img_n, (char *)out.buf + (size_t)i * img_n * itemsize, itemsize, mode, top,
               scale);
@@ -217,6 +248,7 @@ done:
     PyBuffer_Release(&weights);
     PyBuffer_Release(&sigma);
     PyBuffer_Release(&out);
+    PyBuffer_Release(&offsets);
     return result;
 }
 

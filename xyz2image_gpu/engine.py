@@ -616,10 +616,18 @@ class Renderer:
                     moved = coords + shift / voxel[:, None, None]
                 if s.scan_distorted:
                     offsets = be.asarray(host["scan_offsets"]) / voxel[:, None, None]
-                    seen = renderers.gaussian_2d_scanned(
-                        xp, components(moved), weights, sigma_px, offsets, e,
-                        max_elements=max(1 << 16, self.work_memory // 16),
-                    )
+                    if self.uses_compiled_kernel:
+                        seen = renderers.splat_gaussian(
+                            components(moved), weights, sigma_px, e, 2,
+                            normalization="float", bitrate=s.bitrate,
+                            executor=self._thread_pool(), parts=self.threads,
+                            offsets_px=offsets,
+                        )
+                    else:
+                        seen = renderers.gaussian_2d_scanned(
+                            xp, components(moved), weights, sigma_px, offsets, e,
+                            max_elements=max(1 << 16, self.work_memory // 16),
+                        )
                 else:
                     seen = self._gaussian(2, components(moved), weights, sigma_px, voxels,
                                           valid, mats, None, quantised=False)

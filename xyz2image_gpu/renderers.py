@@ -173,6 +173,7 @@ def splat_gaussian(
     intensity_scale: float | None = None,
     executor: Executor | None = None,
     parts: int = 1,
+    offsets_px: np.ndarray | None = None,
 ) -> np.ndarray:
     """Gaussian images with the compiled CPU kernel, already quantised.
 
@@ -180,6 +181,7 @@ def splat_gaussian(
     is summed over the window where its profile exceeds exp(-cut) of the peak (cut 16 for
     8-bit images, 25 otherwise). ``parts``
     contiguous slices of the batch run on ``executor`` threads (the kernel releases the GIL).
+    ``offsets_px`` (B, E, 2), 2-D only: per-row scan shifts as in :func:`gaussian_2d_scanned`.
     """
     if _splat is None:
         raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
@@ -199,10 +201,14 @@ def splat_gaussian(
 
     cut = SPLAT_CUT_8BIT if dtype is np.uint8 else -PROFILE_FLOOR
 
+    o = np.empty(0, dtype=np.float32)
+    if offsets_px is not None:
+        o = np.ascontiguousarray(offsets_px, dtype=np.float32)
+
     def run(lo: int, hi: int) -> None:
         _splat.render(
             c[lo:hi], w[lo:hi], s[lo:hi], out[lo:hi], hi - lo, itemsize, ndim, mode, top,
-            scale, cut,
+            scale, cut, o[lo:hi] if o.size else o,
         )
 
     parts = max(1, min(parts, b))
