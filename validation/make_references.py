@@ -161,7 +161,9 @@ def clusters() -> dict[str, tuple]:
         "au13pd42_cs_rand": (au13_pd42, 12, "Au13@Pd42 core-shell icosahedron, random"),
         "au_fcc110": (fcc110, None,
                       "Au fcc cylinder (r 5.2 Å, length 18 Å) along [110]: columns of <= 7"),
-        "au_fcc110_rand": (fcc110, 29, "the same Au fcc crystallite, random orientation (seed 29 of 13-39: smallest projected extent, rod axis 26° off the beam)"),
+        "au_fcc110_rand": (fcc110, 29, ("the same Au fcc crystallite, random orientation "
+                           "(seed 29 of 13-39: smallest projected extent, rod axis 26° off "
+                           "the beam)")),
         "au147_ico": (au147, None, "Au147 Mackay icosahedron, as built by ase.cluster"),
         "au147_ico_rand": (au147, 14, "Au147 icosahedron, random orientation"),
     }

@@ -6,7 +6,8 @@ axis 1 = y, like this project's outputs) and its pixel size, fit by least square
     image ≈ scale * sum_a Z_a^n * probe(r - r_a - shift) + background
 
 over the probe width (one Gaussian of ``sigma`` Å, or an optics probe with a fitted source
-size: the coherent probe's Gaussians convolved with the source Gaussian), the Z exponent ``n`` and a sub-pixel ``shift``; ``scale`` and ``background`` are
+size: the coherent probe's Gaussians convolved with the source Gaussian), the Z exponent
+``n`` and a sub-pixel ``shift``; ``scale`` and ``background`` are
 solved linearly at every step. The field of view is the one of ``framing="fixed"``: the
 structure's bounding box centred in the image. The result prints as ``render`` options.
 """

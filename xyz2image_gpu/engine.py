@@ -180,7 +180,8 @@ class RenderSettings:
         try:
             atomic_number(self.column_reference)
         except KeyError:
-            raise ValueError(f"unknown column_reference element {self.column_reference!r}") from None
+            raise ValueError(
+                f"unknown column_reference element {self.column_reference!r}") from None
         for amplitude, sig in probe:
             if not (amplitude >= 0 and sig > 0):
                 raise ValueError(
@@ -588,7 +589,8 @@ class Renderer:
         def components(c: Any) -> Any:
             if n_comp == 1:
                 return c
-            return xp.broadcast_to(c[:, :, None, :], (b, nmax, n_comp, 3)).reshape(-1, nmax * n_comp, 3)
+            spread = xp.broadcast_to(c[:, :, None, :], (b, nmax, n_comp, 3))
+            return spread.reshape(b, nmax * n_comp, 3)
 
         gcoords = components(coords)
         for name in ("delta_3d", "delta_2d"):

@@ -212,7 +212,8 @@ class ProbeOptics:
     def describe(self) -> str:
         """One line for logs and manifests."""
         return (
-            f"{self.voltage_kv:g} kV (λ {self.wavelength:.5f} Å), α {self.convergence_mrad:g} mrad, "
+            f"{self.voltage_kv:g} kV (λ {self.wavelength:.5f} Å), "
+            f"α {self.convergence_mrad:g} mrad, "
             f"Δf {self.defocus:+g} Å (+ = underfocus), Cs {self.cs_mm:g} mm, "
             f"source {self.source_size:g} Å FWHM"
         )

@@ -374,7 +374,9 @@ def quantise(xp: Any, images: Any, *, normalization: str, bitrate: int,
     return scaled.astype(dtype)
 
 
-def legacy_filter_matrices(sigma_px: np.ndarray, edgesize: int, truncate: float = 4.0) -> np.ndarray:
+def legacy_filter_matrices(
+    sigma_px: np.ndarray, edgesize: int, truncate: float = 4.0
+) -> np.ndarray:
     """Per-image (B, E, E) float64 matrices M with ``gaussian_filter1d(x, s) == M @ x``.
 
     Follows SciPy's ``reflect`` mode ``(d c b a | a b c d | d c b a)``: radius
