@@ -32,7 +32,7 @@ test-gpu:
 	$(PYTHON) -m pytest -q -k "gpu"
 
 lint:
-	$(PYTHON) -m ruff check xyz2image_gpu tests benchmarks
+	$(PYTHON) -m ruff check xyz2image_gpu tests benchmarks validation
 
 bench:
 	$(PYTHON) benchmarks/run_all.py --quick
