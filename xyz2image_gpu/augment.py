@@ -21,6 +21,8 @@ the worker count or the device.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 import numpy as np
 
 from .rotations import _name_hash
@@ -76,6 +78,7 @@ def add_noise(
     *,
     electrons_per_pixel: np.ndarray | None,
     read_noise: float,
+    executor: Executor | None = None,
 ) -> np.ndarray:
     """Shot and read noise for a batch of float images (B, E, E) on the host.
 
@@ -91,12 +94,18 @@ def add_noise(
         Standard deviation of additive Gaussian noise, as a fraction of each clean image's
         maximum.
 
+    executor : Executor, optional
+        Threads to spread the images over (NumPy's generators release the GIL while they
+        fill arrays); each image has its own generator, so the result is the same.
+
     Returns
     -------
     (B, E, E) float32 array in the images' units (negative values possible with read noise).
     """
     out = np.empty(images.shape, dtype=np.float32)
-    for i, image in enumerate(images):
+
+    def one(i: int) -> None:
+        image = images[i]
         rng = image_rng(keys[i], NOISE)
         peak = float(image.max())
         noisy = image.astype(np.float64)
@@ -106,4 +115,10 @@ def add_noise(
         if read_noise > 0:
             noisy = noisy + rng.normal(0.0, read_noise * peak, size=image.shape)
         out[i] = noisy
+
+    if executor is None:
+        for i in range(len(images)):
+            one(i)
+    else:
+        list(executor.map(one, range(len(images))))
     return out

@@ -694,6 +694,7 @@ class Renderer:
             seen = augment.add_noise(
                 seen, [tuple(int(v) for v in key) for key in host["keys"]],
                 electrons_per_pixel=per_pixel, read_noise=s.read_noise,
+                executor=self._thread_pool(),
             )
             if per_pixel is not None:
                 out["electrons_per_pixel"] = per_pixel
