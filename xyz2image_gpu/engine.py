@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import augment, renderers
 from .backend import Backend, get_backend
@@ -342,6 +342,7 @@ class Renderer:
         ref_amps, _ = self._components(ref, ref.astype(np.float64) ** self.settings.z_exponent)
         self._reference_peak = float(ref_amps.sum())
         self._executor: ThreadPoolExecutor | None = None
+        self._blas: ThreadpoolController | None = None
         if work_memory is None:
             work_memory = 128 << 20
             if self.backend.is_gpu:
@@ -538,7 +539,9 @@ class Renderer:
         # threads instead: OpenBLAS's own threads spin-wait on each other whenever another
         # process holds a core (measured at edgesize 128, 147 atoms, on a loaded 2-core
         # machine: 62 images/s with its default threads, 6,200 with one).
-        with threadpool_limits(limits=1, user_api="blas"):
+        if self._blas is None:  # scanning the loaded libraries costs ~1 ms: do it once
+            self._blas = ThreadpoolController()
+        with self._blas.limit(limits=1, user_api="blas"):
             if n <= chunk:
                 return self._render_device(host, to_host)
             steps = [{k: v[i : i + chunk] for k, v in host.items()} for i in range(0, n, chunk)]
