@@ -445,3 +445,13 @@ def test_physics_options_reach_the_files_and_manifest(tmp_path):
     assert params["column_correction"] == [0.17] and params["column_broadening"] == 0.004
     bad = _invoke("render", AU147, *SMALL, "-o", tmp_path / "bad", "--thermal-rms", "Xx=1")
     assert bad.exit_code != 0 and "Traceback" not in bad.output
+
+
+def test_z_exponent_default_is_haadf_like_and_zero_for_legacy(tmp_path):
+    for extra, want in (([], 1.7), (["--legacy"], 0.0), (["--z-exponent", "0"], 0.0)):
+        out = tmp_path / f"z{len(extra)}{want}"
+        result = _invoke("render", AU147, *SMALL, "--n-rotation", "2", "-o", out, "--quiet",
+                         *extra)
+        assert result.exit_code == 0, result.output
+        params = json.loads((out / "manifest.json").read_text())["parameters"]
+        assert params["z_exponent"] == want, extra

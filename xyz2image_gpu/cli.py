@@ -22,6 +22,11 @@ DEFAULT_OUTPUT_TYPES = "coordinates_3d,delta_3d,gaussian_2d"
 _TYPE_NAMES = ", ".join(OUTPUT_TYPES + tuple(IMAGE_TYPES))
 
 
+#: Default Z exponent of the command line: HAADF-like contrast (the engine's default, 0,
+#: keeps the original script's equal weights).
+HAADF_Z_EXPONENT = 1.7
+
+
 def _version() -> str:
     from .runner import _package_version
 
@@ -205,8 +210,11 @@ def cli() -> None:
               help="Frames read from multi-frame files.")
 @click.option("--exclude-elements", default=None, show_default="none", callback=_parse_elements,
               help="Comma-separated element symbols dropped from every frame, e.g. C,H.")
-@click.option("--z-exponent", type=float, default=0.0,
-              help="Weight atoms by Z**z (0: all equal; ~1.7 for ADF contrast).")
+@click.option("--z-exponent", type=float, default=None,
+              show_default=f"{HAADF_Z_EXPONENT} (0 with --legacy)",
+              help="Weight atoms by Z**z. HAADF intensity grows about as Z^1.6-1.8 "
+              "(Krivanek et al., Nature 464, 571 (2010): Z^1.64; validation/ against "
+              "multislice: 1.6-1.7); 0 weighs all atoms equally, as the original script.")
 @click.option("--framing", type=click.Choice(["image", "structure", "fixed"]), default="image",
               help="image: fit each rotated image (the original script); structure: one box "
                    "per structure; fixed: --pixel-size.")
@@ -239,7 +247,7 @@ def cli() -> None:
 def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_stacks: int,
            output_types: tuple[str, ...], edgesize: int, gauss_sigma: float, padxyz: float,
            bitrate: str, binary_radius: float, frameshift: int, maxframes: int,
-           exclude_elements: tuple[str, ...], z_exponent: float, framing: str,
+           exclude_elements: tuple[str, ...], z_exponent: float | None, framing: str,
            pixel_size: float | None, normalization: str, intensity_scale: float | None,
            legacy: bool, all_random: bool, seed: int, device: str, workers: int | None,
            batch_size: int | None, compress_level: int, overwrite: bool, quiet: bool,
@@ -258,6 +266,8 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
     """
     from . import runner
 
+    if z_exponent is None:
+        z_exponent = 0.0 if legacy else HAADF_Z_EXPONENT
     fields, probe_optics = _physics_settings(physics)
     settings = _settings(
         edgesize=edgesize, gauss_sigma=gauss_sigma, padxyz=padxyz, bitrate=int(bitrate),
@@ -372,7 +382,8 @@ def _dist_version(name: str) -> str:
 @click.option("--frame", type=click.IntRange(min=0), default=0, help="Frame of STRUCTURE.")
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=0.4,
               help="Starting Gaussian sigma, Å.")
-@click.option("--z-exponent", type=float, default=1.7, help="Starting (or fixed) Z exponent.")
+@click.option("--z-exponent", type=float, default=HAADF_Z_EXPONENT,
+              help="Starting (or fixed) Z exponent.")
 @click.option("--fix-z", is_flag=True, help="Keep --z-exponent instead of fitting it.")
 @click.option("--probe-kv", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Fit the source size of these optics instead of one Gaussian.")
@@ -469,7 +480,8 @@ def example(outdir: Path, overwrite: bool) -> None:
 @click.option("--padxyz", type=click.FloatRange(min=0), default=1.5, help="Margin, Å.")
 @click.option("--binary-radius", type=click.FloatRange(min=0, min_open=True), default=1.0,
               help="Atom radius in binary_2d, Å.")
-@click.option("--z-exponent", type=float, default=0.0, help="Weight atoms by Z**z.")
+@click.option("--z-exponent", type=float, default=HAADF_Z_EXPONENT,
+              help="Weight atoms by Z**z (see render --help).")
 @click.option("--frame", type=click.IntRange(min=0), default=0, help="Frame of the file shown.")
 @click.option("--device", type=click.Choice(list(DEVICES)), default="auto",
               envvar="XYZ2IMAGE_GPU_DEVICE")
