@@ -55,6 +55,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent))
 
 from xyz2image_gpu import Renderer, RenderSettings
+from xyz2image_gpu.calibrate import pearson_r
 from xyz2image_gpu.rotations import R0
 from xyz2image_gpu.structures import as_structure
 
@@ -125,13 +126,6 @@ def single_atom_peak(number: int, pixel_size: float, **settings) -> float:
 
 
 # ---------------------------------------------------------------------------- alignment
-def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64).ravel() - np.mean(a)
-    b = np.asarray(b, dtype=np.float64).ravel() - np.mean(b)
-    d = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b) / d if d > 0 else 0.0
-
-
 def fourier_shift(image: np.ndarray, shift) -> np.ndarray:
     """``image`` moved by ``shift`` pixels (axis 0, axis 1), periodic, sub-pixel."""
     k0 = np.fft.fftfreq(image.shape[0])[:, None]

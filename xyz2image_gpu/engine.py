@@ -338,9 +338,13 @@ class Renderer:
         )
         self.threads = max(1, int(threads or os.cpu_count() or 1))
         # one isolated column_reference atom's peak, the unit of the column correction
-        ref = np.array([atomic_number(self.settings.column_reference)])
-        ref_amps, _ = self._components(ref, ref.astype(np.float64) ** self.settings.z_exponent)
-        self._reference_peak = float(ref_amps.sum())
+        self._reference_peak = 1.0
+        if self.settings.column_correction or self.settings.column_broadening:
+            ref = np.array([atomic_number(self.settings.column_reference)])
+            ref_amps, _ = self._components(
+                ref, ref.astype(np.float64) ** self.settings.z_exponent,
+                self._thermal_rms(ref) if self.settings.thermal else None)
+            self._reference_peak = float(ref_amps.sum())
         self._executor: ThreadPoolExecutor | None = None
         self._blas: ThreadpoolController | None = None
         if work_memory is None:
@@ -420,14 +424,21 @@ class Renderer:
                 weights = np.ones(len(pos))
             else:
                 weights = np.asarray(frame.numbers, dtype=np.float64) ** zexp
-            amps, sigmas = self._components(frame.numbers, weights)
-            rms = self._thermal_rms(frame.numbers) if self.settings.phonon_jitter else None
-            data.append(_FrameData(frame.index, centred, amps, sigmas, radius, rms))
+            s = self.settings
+            rms = self._thermal_rms(frame.numbers) if s.thermal or s.phonon_jitter else None
+            amps, sigmas = self._components(frame.numbers, weights, rms)
+            data.append(_FrameData(frame.index, centred, amps, sigmas, radius,
+                                   rms if s.phonon_jitter else None))
         return data
 
-    def _components(self, numbers: np.ndarray, weights: np.ndarray) -> tuple[Any, Any]:
-        """Per-atom probe components: amplitudes and widths (Å), both (N, G)."""
-        u = self._thermal_rms(numbers) if self.settings.thermal else np.zeros(len(numbers))
+    def _components(
+        self, numbers: np.ndarray, weights: np.ndarray, rms: np.ndarray | None
+    ) -> tuple[Any, Any]:
+        """Per-atom probe components: amplitudes and widths (Å), both (N, G).
+
+        ``rms``: the atoms' thermal displacements, folded in when ``settings.thermal``.
+        """
+        u = rms if self.settings.thermal else np.zeros(len(numbers))
         amps, sigmas = smear_components(self.settings.components, u)
         return amps * weights[:, None], sigmas
 
