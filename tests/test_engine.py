@@ -30,7 +30,7 @@ from reference import (
 )
 from seed_algorithm import seed_gaussian_2d  # benchmarks/, put on sys.path by conftest.py
 
-from xyz2image_gpu import OUTPUT_TYPES, Renderer, RenderSettings, as_structure, render
+from xyz2image_gpu import OUTPUT_TYPES, Renderer, RenderSettings, as_structure, render, renderers
 from xyz2image_gpu.rotations import rotation_matrices
 
 DEFAULTS = {
@@ -550,3 +550,92 @@ def test_device_batches_match_host_batches(device):
     for key, value in dev.items():
         assert type(value).__module__.split(".")[0] == r.backend.xp.__name__, key
         np.testing.assert_array_equal(r.backend.to_host(value), host[key], err_msg=key)
+
+
+# ------------------------------------------------------------------------------ threads
+THREAD_CASES = {
+    "plain": ({"edgesize": 40}, ["gaussian_2d", "gaussian_3d", "coordinates_3d", "delta_3d"]),
+    # edgesize 128: the NumPy path splits a batch of 17 into steps of at most 10 images
+    "augmented": ({"edgesize": 128, "dose": 2e3, "read_noise": 0.01, "phonon_jitter": True,
+                   "scan_jitter": 0.05}, ["gaussian_2d", "coordinates_3d"]),
+}
+
+
+@pytest.mark.parametrize("kernel", ["auto", "numpy"])
+@pytest.mark.parametrize("case", list(THREAD_CASES))
+def test_thread_count_does_not_change_bytes(case, kernel):
+    """The renderer's threads split a batch into steps that each run the whole pipeline (and
+    noise on their own thread): the bytes match one thread, and no step waits on a task of
+    its own full pool (that deadlocked once, with noise on the NumPy path). Run on a daemon
+    thread so that a hang fails the test instead of stalling the suite."""
+    extra, outputs = THREAD_CASES[case]
+    obj, _ = structure("au13")
+    settings = RenderSettings(**extra)
+    results: dict[int, dict] = {}
+
+    def render_all() -> None:
+        for threads in (1, 2, 3):
+            r = Renderer(settings, outputs, "cpu", threads=threads, cpu_kernel=kernel)
+            try:
+                results[threads] = r.render(obj, 23, seed=5, batch_size=17)
+            finally:
+                r.close()
+
+    import threading
+
+    worker = threading.Thread(target=render_all, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "rendering on several threads did not finish (deadlock?)"
+    assert set(results) == {1, 2, 3}
+    for threads in (2, 3):
+        assert set(results[threads]) == set(results[1])
+        for key, value in results[1].items():
+            np.testing.assert_array_equal(results[threads][key], value,
+                                          err_msg=f"{key}, {threads} threads")
+
+
+@pytest.mark.skipif(not renderers.compiled_kernel_available(), reason="_splat not built")
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_compiled_profiles_match_direct_sum_over_widths(ndim):
+    """The kernel builds each atom's profile from two exp calls and recurrences (short
+    windows: exp per pixel). Float images against a float64 sum of exp over every pixel,
+    for widths from a fifth of a pixel to 12 px, atoms inside, on and beyond the edges."""
+    rng = np.random.default_rng(7)
+    e = 48 if ndim == 2 else 20
+    n = 40
+    sigmas = np.array([0.2, 0.31, 0.5, 0.9, 1.7, 2.56, 4.0, 7.5, 12.0])
+    coords = rng.uniform(-6, e + 6, size=(len(sigmas), n, 3)).astype(np.float32)
+    weights = rng.uniform(0.2, 3.0, size=(len(sigmas), n)).astype(np.float32)
+    sig = np.repeat(sigmas[:, None], n, axis=1).astype(np.float32)
+    sig[:, ::5] *= 1.5  # a second width inside the same image
+    got = renderers.splat_gaussian(coords, weights, sig, e, ndim, normalization="float",
+                                   bitrate=8)
+    grid = np.arange(e, dtype=np.float64)
+    for b in range(len(sigmas)):
+        ref = np.zeros((e,) * ndim)
+        for a in range(n):
+            s2 = 2.0 * float(sig[b, a]) ** 2
+            prof = [np.exp(-(grid - float(coords[b, a, k])) ** 2 / s2) for k in range(ndim)]
+            term = float(weights[b, a]) * prof[0][:, None] * prof[1][None, :]
+            if ndim == 3:
+                term = term[:, :, None] * prof[2][None, None, :]
+            ref += term
+        err = np.abs(got[b].astype(np.float64) - ref).max()
+        assert err <= 2e-6 * max(ref.max(), 1e-30), (sigmas[b], err, ref.max())
+
+
+@pytest.mark.skipif(not renderers.compiled_kernel_available(), reason="_splat not built")
+def test_compiled_kernel_fills_given_array_and_checks_it():
+    coords = np.full((2, 1, 3), 4.0, dtype=np.float32)
+    w = np.ones((2, 1), dtype=np.float32)
+    s = np.full((2, 1), 1.0, dtype=np.float32)
+    into = np.zeros((2, 9, 9), dtype=np.uint8)
+    back = renderers.splat_gaussian(coords, w, s, 9, 2, normalization="image", bitrate=8,
+                                    out=into)
+    assert back is into and into[:, 4, 4].tolist() == [255, 255]
+    for bad in (np.zeros((2, 9, 9), np.uint16), np.zeros((2, 9, 8), np.uint8),
+                np.zeros((2, 9, 18), np.uint8)[:, :, ::2]):
+        with pytest.raises(ValueError, match="out must be"):
+            renderers.splat_gaussian(coords, w, s, 9, 2, normalization="image", bitrate=8,
+                                     out=bad)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -290,6 +291,10 @@ class _FrameData:
     rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
 
 
+#: Prefix of the host keys that carry preallocated output slices into a rendering step.
+_DIRECT = "_into:"
+
+
 class Renderer:
     """Renders a structure's images in batches on one backend.
 
@@ -346,6 +351,7 @@ class Renderer:
                 self._thermal_rms(ref) if self.settings.thermal else None)
             self._reference_peak = float(ref_amps.sum())
         self._executor: ThreadPoolExecutor | None = None
+        self._local = threading.local()
         self._blas: ThreadpoolController | None = None
         if work_memory is None:
             work_memory = 128 << 20
@@ -552,14 +558,44 @@ class Renderer:
         # machine: 62 images/s with its default threads, 6,200 with one).
         if self._blas is None:  # scanning the loaded libraries costs ~1 ms: do it once
             self._blas = ThreadpoolController()
+        pool = self._thread_pool()
+        direct: dict[str, np.ndarray] = {}
+        if self.uses_compiled_kernel and pool is not None:
+            # One step per thread, each running the whole pipeline (rotation, framing, the
+            # features' NumPy work, kernel, noise) for its slice, so the NumPy work runs on
+            # every core too instead of alone between kernel calls; the kernel writes
+            # straight into the batch's arrays (no join). Measured at edgesize 128, 147
+            # atoms, 2 cores, against a batch-wide NumPy set-up and a threaded kernel:
+            # column correction 1,470 -> 2,820 images/s, phonon jitter 6,880 -> 9,680,
+            # noise 2,440 -> 2,920; plain images the same within noise (~55,000).
+            chunk = min(chunk, -(-n // self.threads))
+            if n > chunk:
+                direct = self._direct_outputs(n)
+                host = {**host, **{_DIRECT + k: v for k, v in direct.items()}}
         with self._blas.limit(limits=1, user_api="blas"):
             if n <= chunk:
                 return self._render_device(host, to_host)
             steps = [{k: v[i : i + chunk] for k, v in host.items()} for i in range(0, n, chunk)]
-            pool = self._thread_pool()
-            parts = list(pool.map(self._render_device, steps)) if pool else [
+            parts = list(pool.map(self._render_step, steps)) if pool else [
                 self._render_device(step) for step in steps]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return {k: direct[k] if k in direct else np.concatenate([p[k] for p in parts])
+                for k in parts[0]}
+
+    def _direct_outputs(self, n: int) -> dict[str, np.ndarray]:
+        """Arrays the compiled kernel fills in place: the un-augmented Gaussian outputs."""
+        s = self.settings
+        e = s.edgesize
+        out = {}
+        if "gaussian_2d" in self.output_types and not s.augmented:
+            out["gaussian_2d"] = np.empty((n, e, e), dtype=s.image_dtype)
+        if "gaussian_3d" in self.output_types:
+            out["gaussian_3d"] = np.empty((n, e, e, e), dtype=s.image_dtype)
+        return out
+
+    def _render_step(self, host: dict[str, np.ndarray]) -> dict[str, Any]:
+        """One step on a pool thread: work inside it stays on this thread (no nested pool)."""
+        self._local.in_pool = True
+        return self._render_device(host)
 
     def _render_device(self, host: dict[str, np.ndarray], to_host: bool = True) -> dict[str, Any]:
         """Render one batch on the backend; the requested outputs as host (or device) arrays."""
@@ -619,7 +655,8 @@ class Renderer:
                 continue
             augmented = ndim == 2 and s.augmented
             images = self._gaussian(ndim, gcoords, weights, sigma_px, voxels, valid, mats,
-                                    out.get(f"delta_{ndim}d"), quantised=not augmented)
+                                    out.get(f"delta_{ndim}d"), quantised=not augmented,
+                                    into=host.get(_DIRECT + name))
             if not augmented:
                 out[name] = images
                 continue
@@ -722,9 +759,12 @@ class Renderer:
 
     def _gaussian(
         self, ndim: int, coords: Any, weights: Any, sigma_px: Any, voxels: Any, valid: Any,
-        mats: Any, delta: Any, *, quantised: bool = True,
+        mats: Any, delta: Any, *, quantised: bool = True, into: np.ndarray | None = None,
     ) -> Any:
-        """One batch of gaussian_2d (ndim 2) or gaussian_3d (ndim 3), quantised or float."""
+        """One batch of gaussian_2d (ndim 2) or gaussian_3d (ndim 3), quantised or float.
+
+        ``into``: with the compiled kernel, the array to fill (returned).
+        """
         s = self.settings
         xp = self.backend.xp
         e = s.edgesize
@@ -733,7 +773,7 @@ class Renderer:
                 coords, weights, sigma_px, e, ndim,
                 normalization=s.normalization if quantised else "float", bitrate=s.bitrate,
                 intensity_scale=s.intensity_scale,
-                executor=self._thread_pool(), parts=self.threads,
+                executor=self._thread_pool(), parts=self.threads, out=into,
             )
         if s.legacy:
             if delta is None:
@@ -750,7 +790,9 @@ class Renderer:
         return self._quantise(images) if quantised else images
 
     def _thread_pool(self) -> ThreadPoolExecutor | None:
-        if self.threads < 2:
+        """The renderer's threads; None with one thread, and on those threads themselves
+        (a task waiting on tasks of its own full pool would never finish)."""
+        if self.threads < 2 or getattr(self._local, "in_pool", False):
             return None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="xyz2image")

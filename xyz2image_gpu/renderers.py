@@ -174,6 +174,7 @@ def splat_gaussian(
     executor: Executor | None = None,
     parts: int = 1,
     offsets_px: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Gaussian images with the compiled CPU kernel, already quantised.
 
@@ -182,6 +183,7 @@ def splat_gaussian(
     8-bit images, 25 otherwise). ``parts``
     contiguous slices of the batch run on ``executor`` threads (the kernel releases the GIL).
     ``offsets_px`` (B, E, 2), 2-D only: per-row scan shifts as in :func:`gaussian_2d_scanned`.
+    ``out``: a C-contiguous array of the result's shape and dtype to fill (and return).
     """
     if _splat is None:
         raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
@@ -191,7 +193,11 @@ def splat_gaussian(
     else:
         dtype = np.uint8 if bitrate == 8 else np.uint16
         mode = 1 if normalization == "image" else 2
-    out = np.empty((b,) + (edgesize,) * ndim, dtype=dtype)
+    shape = (b,) + (edgesize,) * ndim
+    if out is None:
+        out = np.empty(shape, dtype=dtype)
+    elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {np.dtype(dtype)} array of shape {shape}")
     c = np.ascontiguousarray(coords, dtype=np.float32)
     w = np.ascontiguousarray(weights, dtype=np.float32)
     s = np.ascontiguousarray(sigma_px, dtype=np.float32)
