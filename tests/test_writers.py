@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 import zipfile
@@ -86,6 +87,23 @@ def test_npz_bytes_do_not_depend_on_batch_size_or_threads(tmp_path):
         for batch, threads in [(1, 1), (4, 2), (23, 4), (7, 1)]
     }
     assert len(set(blobs.values())) == 1
+
+
+@pytest.mark.parametrize("mode", ["absent", "refused"])
+def test_npz_bytes_same_when_kernel_copy_unavailable(tmp_path, monkeypatch, mode):
+    """The archive is assembled with os.copy_file_range where it exists; without it, or
+    when the kernel refuses it (EXDEV, ENOSYS), the buffered copy gives the same bytes."""
+    arrays = _arrays()
+    ref = _write(tmp_path / "ref.npz", arrays, 9, threads=2).read_bytes()
+    if mode == "absent":
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    else:
+        def refuse(*args, **kwargs):
+            raise OSError(18, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    got = _write(tmp_path / "got.npz", arrays, 9, threads=2).read_bytes()
+    assert got == ref
+    assert _no_temporaries(tmp_path)
 
 
 def test_npz_compress_level(tmp_path):

@@ -22,6 +22,7 @@ of compression threads (see :class:`NpzStreamWriter`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import io
@@ -331,6 +332,9 @@ class NpzStreamWriter(_CompleteOrAbort):
         self._tmpdir.mkdir(parents=False, exist_ok=False)
         self._members: list[_Member] = []
         self._pool: ThreadPoolExecutor | None = None
+        # chunks submitted and not yet written, oldest first; up to _window stay in flight
+        self._inflight: collections.deque[tuple[_Member, Any]] = collections.deque()
+        self._window = 4 * self.threads if self.threads > 1 else 0
         self._closed = False
         try:
             for i, (key, (shape, dtype)) in enumerate(layout.items()):
@@ -358,7 +362,9 @@ class NpzStreamWriter(_CompleteOrAbort):
         ----------
         batch : mapping of str to ndarray
             Host arrays for every layout key (extra keys are ignored), with the layout's
-            dtype and trailing shape, all with the same number of rows.
+            dtype and trailing shape, all with the same number of rows. With several
+            threads the last few chunks may still be compressing when this returns: do not
+            modify the arrays afterwards (the renderer's batches are fresh arrays each time).
         """
         if self._closed:
             raise ValueError(f"{self.path}: writer is closed")
@@ -385,11 +391,14 @@ class NpzStreamWriter(_CompleteOrAbort):
                 )
             flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
             views.append((member, memoryview(flat), arr.shape[0]))
-        jobs = []
         for member, view, rows in views:
-            jobs.append((member, self._submit(member, member.chunks(view), final=False)))
+            for job in self._submit(member, member.chunks(view), final=False):
+                self._inflight.append((member, job))
             member.rows += rows
-        self._drain(jobs)
+        # Results are written in order, but only the oldest beyond a window are waited for:
+        # the pool keeps compressing across batches instead of idling at the end of each
+        # (measured, 16,384 images at 128 px, 2 threads: 3.33 -> see benchmarks/README.md).
+        self._drain(self._window)
 
     def _submit(self, member: _Member, chunks: Iterable[Any], final: bool) -> list[Any]:
         out = []
@@ -409,17 +418,20 @@ class NpzStreamWriter(_CompleteOrAbort):
                                           last))
         return out
 
-    def _drain(self, jobs: list[tuple[_Member, list[Any]]]) -> None:
-        for member, results in jobs:
-            for result in results:
-                data, crc, size = result.result() if isinstance(result, Future) else result
-                member.crc = crc32_combine(member.crc, crc, size)
-                member.raw_size += size
-                member.fh.write(data)
-                member.compressed_size += len(data)
+    def _drain(self, keep: int = 0) -> None:
+        """Write finished chunks, oldest first, until at most ``keep`` are in flight."""
+        while len(self._inflight) > keep:
+            member, result = self._inflight.popleft()
+            data, crc, size = result.result() if isinstance(result, Future) else result
+            member.crc = crc32_combine(member.crc, crc, size)
+            member.raw_size += size
+            member.fh.write(data)
+            member.compressed_size += len(data)
 
     def _feed(self, member: _Member, data: memoryview) -> None:
-        self._drain([(member, self._submit(member, member.chunks(data), final=False))])
+        for job in self._submit(member, member.chunks(data), final=False):
+            self._inflight.append((member, job))
+        self._drain()
 
     # -- finishing -----------------------------------------------------------------------
     def close(self) -> None:
@@ -443,12 +455,12 @@ class NpzStreamWriter(_CompleteOrAbort):
                     f"{self.path}: incomplete, {self.rows_written} of {self.n_rows} rows "
                     f"appended to {', '.join(missing)}"
                 )
-            jobs = []
             for member in self._members:
                 last = bytes(member.pending)
                 member.pending = bytearray()
-                jobs.append((member, self._submit(member, [last], final=True)))
-            self._drain(jobs)
+                for job in self._submit(member, [last], final=True):
+                    self._inflight.append((member, job))
+            self._drain()
             for member in self._members:
                 member.close()
             archive = self._tmpdir / "archive.npz"
@@ -468,6 +480,7 @@ class NpzStreamWriter(_CompleteOrAbort):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._inflight.clear()
         for member in self._members:
             member.close()
         shutil.rmtree(self._tmpdir, ignore_errors=True)
@@ -490,7 +503,7 @@ class NpzStreamWriter(_CompleteOrAbort):
                     0xFFFFFFFF if big else usize, len(name), len(extra)))
                 out.write(name + extra)
                 with open(member.path, "rb") as src:
-                    shutil.copyfileobj(src, out, 16 << 20)
+                    _copy_stream(src, out, csize)
                 member.path.unlink()
                 # central directory: zip64 fields only for values that overflow, in order
                 fields = []
@@ -521,6 +534,32 @@ class NpzStreamWriter(_CompleteOrAbort):
                 min(cd_size, 0xFFFFFFFF), min(cd_offset, 0xFFFFFFFF), 0))
             out.flush()
             os.fsync(out.fileno())
+
+
+def _copy_stream(src: Any, dst: Any, size: int) -> None:
+    """Append ``size`` bytes of ``src`` to ``dst`` (both binary files, ``dst`` at its end).
+
+    In the kernel with :func:`os.copy_file_range` where the system has it (Linux): measured
+    0.39 s of a 3.5 s run (16,384 images at 128 px into two archives) went to the
+    read/write copy, 0.03 s in the kernel. Elsewhere, or if the kernel refuses (older
+    kernels across file systems), :func:`shutil.copyfileobj`.
+    """
+    dst.flush()
+    done = 0
+    copy_range = getattr(os, "copy_file_range", None)
+    if copy_range is not None:
+        try:
+            while done < size:
+                n = copy_range(src.fileno(), dst.fileno(), size - done)
+                if n == 0:
+                    break
+                done += n
+        except OSError:
+            if done:
+                raise  # part of it was copied: do not guess where the files stand
+        dst.seek(0, os.SEEK_END)
+        src.seek(done)
+    shutil.copyfileobj(src, dst, 16 << 20)
 
 
 class TiffStackWriter(_CompleteOrAbort):
