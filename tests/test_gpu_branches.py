@@ -22,16 +22,66 @@ from xyz2image_gpu.backend import Backend
 FREE_BYTES = 1 << 30
 
 
+class _FakeEvent:
+    def __init__(self, copies: list) -> None:
+        self._copies = copies
+
+    def synchronize(self) -> None:
+        for src, out in self._copies:
+            out[...] = src
+        self._copies.clear()
+
+
+class _FakeStream:
+    """A stream whose asynchronous copies land only when an event recorded after them is
+    synchronised, so that reading a pinned buffer too early reads its garbage."""
+
+    def __init__(self, non_blocking: bool = False) -> None:
+        self.queued: list = []
+        self.active = 0
+
+    def __enter__(self):
+        self.active += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.active -= 1
+
+    def record(self) -> _FakeEvent:
+        copies, self.queued = self.queued, []
+        return _FakeEvent(copies)
+
+
 class _FakeCupy(types.ModuleType):
-    """NumPy under CuPy's name, with ``asnumpy`` and ``cuda.runtime.memGetInfo``."""
+    """NumPy under CuPy's name, with ``asnumpy``, ``cuda.runtime.memGetInfo``, streams,
+    events and pinned memory (filled with 0xAB, as fresh memory holds anything)."""
 
     def __init__(self) -> None:
         super().__init__("cupy")
-        self.asnumpy = np.asarray
+        self.async_copies = 0
+        self.pinned_bytes = 0
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(memGetInfo=lambda: (FREE_BYTES, 2 * FREE_BYTES)),
             get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None),
+            Stream=_FakeStream,
+            alloc_pinned_memory=self._alloc_pinned,
         )
+
+    def _alloc_pinned(self, nbytes: int) -> bytearray:
+        self.pinned_bytes += nbytes
+        return bytearray(b"\xab" * nbytes)
+
+    def asnumpy(self, a, stream=None, out=None, blocking=True):
+        if out is None:
+            return np.asarray(a)
+        assert out.shape == a.shape and out.dtype == a.dtype
+        if blocking:
+            out[...] = a
+        else:
+            assert stream is not None and stream.active, "async copy outside its stream"
+            stream.queued.append((np.array(a, copy=True), out))
+            self.async_copies += 1
+        return out
 
     def __getattr__(self, name: str):
         return getattr(np, name)
@@ -74,3 +124,34 @@ def test_gpu_branches_match_the_numpy_path(fake_gpu, extra):
     device_batch = next(gpu.iter_batches(st, 5, seed=2, to_host=False))
     assert all(isinstance(v, np.ndarray) for v in device_batch.values())
     gpu.close()
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 7])
+def test_gpu_batches_overlap_copies_through_pinned_buffers(fake_gpu, batch_size):
+    """On the GPU, batches reach the host through two streams and page-locked buffers that
+    are reused every second batch (the last batch may be shorter). With copies that land
+    only when their stream's event is waited for, every batch must still equal the NumPy
+    path, and no batch handed over may change when later batches are rendered."""
+    st = as_structure(icosahedron("Au", 3))
+    outputs = ["coordinates_3d", "gaussian_2d", "delta_3d"]
+    settings = RenderSettings(edgesize=16)
+    cpu = Renderer(settings, outputs, "cpu", cpu_kernel="numpy")
+    want = cpu.render(st, 7, seed=4)
+    cpu.close()
+    gpu = Renderer(settings, outputs, fake_gpu)
+    batches = list(gpu.iter_batches(st, 7, seed=4, batch_size=batch_size))
+    gpu.close()
+    fake = fake_gpu.xp
+    n_batches = -(-7 // batch_size)
+    assert len(batches) == n_batches
+    assert fake.async_copies >= n_batches * len(outputs)  # every output crossed async
+    got = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    assert set(got) == set(want)
+    for key, value in want.items():
+        if key.startswith("gaussian"):
+            assert np.abs(got[key].astype(int) - value.astype(int)).max() <= 1, key
+        else:
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+    # pinned memory: two slots, each sized for one full batch of every output
+    per_image = 16 * 16 + 16**3 + st.max_atoms * 3 * 2 + 8
+    assert fake.pinned_bytes <= 2 * min(batch_size, 7) * per_image + 4096

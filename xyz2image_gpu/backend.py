@@ -114,6 +114,29 @@ class Backend:
         if self.is_gpu:
             self.xp.cuda.get_current_stream().synchronize()
 
+    # -- overlapping transfers with compute (CuPy only) -----------------------------------
+    def new_stream(self) -> Any:
+        """A CUDA stream that does not synchronise with the legacy default stream."""
+        return self.xp.cuda.Stream(non_blocking=True)
+
+    def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A NumPy array in page-locked host memory: device-to-host copies into it can run
+        asynchronously (from pageable memory CUDA copies through a staging buffer and the
+        host waits)."""
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        mem = self.xp.cuda.alloc_pinned_memory(max(1, count * dtype.itemsize))
+        return np.frombuffer(mem, dtype, count).reshape(shape)
+
+    def copy_to_host_async(self, a: Any, out: np.ndarray, stream: Any) -> None:
+        """Queue the copy of device array ``a`` into ``out`` (pinned, same shape and dtype)
+        on ``stream``; the host does not wait. Read ``out`` only after the stream (or an
+        event recorded after this call) has been synchronised."""
+        try:
+            self.xp.asnumpy(a, stream=stream, out=out, blocking=False)
+        except TypeError:  # CuPy < 13 has no ``blocking``: a copy on a given stream is async
+            self.xp.asnumpy(a, stream=stream, out=out)
+
 
 _NUMPY = Backend("numpy", np, "NumPy on the CPU")
 
