@@ -327,3 +327,18 @@ def test_background_writer_abort_swallows_and_skips():
     with pytest.raises(TypeError):
         other.put(object())
     other.close()
+
+
+def test_thread_defaults_follow_cpu_affinity(monkeypatch):
+    """Under a scheduler's allocation (fewer cores than the machine has) compression and
+    rendering threads follow the cores this process may use, not os.cpu_count()."""
+    from xyz2image_gpu import Renderer, backend
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 9}, raising=False)
+    assert backend.available_cores() == 3
+    assert writers.default_compression_threads() == 3
+    assert Renderer(device="cpu").threads == 3
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    assert backend.available_cores() == 64
+    assert writers.default_compression_threads() == 64

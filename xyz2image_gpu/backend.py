@@ -33,6 +33,7 @@ __all__ = [
     "FORCE_CPU_ENV",
     "Backend",
     "BackendError",
+    "available_cores",
     "cupy_status",
     "get_backend",
     "gpu_available",
@@ -66,6 +67,15 @@ def cupy_status() -> tuple[Any, str]:
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     return cupy, f"CuPy {cupy.__version__} with {n} CUDA device(s); using {name}"
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on: its affinity where the system reports one (a
+    batch scheduler's allocation, ``taskset``), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity outside Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _force_cpu() -> bool:

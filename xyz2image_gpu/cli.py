@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from .backend import DEVICES, FORCE_CPU_ENV, BackendError, cupy_status, get_backend
+from .backend import (
+    DEVICES,
+    FORCE_CPU_ENV,
+    BackendError,
+    available_cores,
+    cupy_status,
+    get_backend,
+)
 from .engine import IMAGE_TYPES, OUTPUT_TYPES, Renderer, RenderSettings
 
 __all__ = ["cli", "main"]
@@ -289,7 +296,7 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         output_types=output_types, n_rotation=n_rotation, n_stacks=n_stacks, seed=seed,
         frameshift=frameshift, maxframes=maxframes, exclude_elements=exclude_elements,
         compress_level=compress_level, device=device,
-        workers=workers or os.cpu_count() or 1, batch_size=batch_size, overwrite=overwrite,
+        workers=workers or available_cores(), batch_size=batch_size, overwrite=overwrite,
         probe_optics=probe_optics)
 
     def report(message: str) -> None:
@@ -344,7 +351,7 @@ def info(device: str) -> None:
              f"click {_dist_version('click')}"]
     cupy, why = cupy_status()
     lines.append(f"cupy {cupy.__version__ if cupy is not None else 'not usable'}: {why}")
-    lines.append(f"cpu cores: {os.cpu_count()}")
+    lines.append(f"cpu cores: {available_cores()} usable of {os.cpu_count()}")
     from .renderers import NO_EXTENSION_ENV, compiled_kernel_available
 
     lines.append("compiled CPU kernel: " + (

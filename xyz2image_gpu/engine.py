@@ -14,7 +14,6 @@ split or the number of workers.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from . import augment, renderers
-from .backend import Backend, get_backend
+from .backend import Backend, available_cores, get_backend
 from .elements import atomic_number
 from .framing import FRAMINGS, frame_pixel_coordinates
 from .rotations import rotation_matrices
@@ -341,7 +340,7 @@ class Renderer:
             and cpu_kernel != "numpy"
             and renderers.compiled_kernel_available()
         )
-        self.threads = max(1, int(threads or os.cpu_count() or 1))
+        self.threads = max(1, int(threads or available_cores()))
         # one isolated column_reference atom's peak, the unit of the column correction
         self._reference_peak = 1.0
         if self.settings.column_correction or self.settings.column_broadening:

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .backend import available_cores
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -123,8 +125,12 @@ def remove_stale_temporaries(folder: Path | str) -> list[Path]:
 
 
 def default_compression_threads() -> int:
-    """Threads used to compress one archive's batch by default: the cores, at most 8."""
-    return max(1, min(8, os.cpu_count() or 1))
+    """Threads used to compress one archive's batch by default: every core this process
+    may run on (its CPU affinity, e.g. under a batch scheduler), at most 64.
+
+    With a GPU rendering, deflate is the whole host-side cost, so every core compresses.
+    """
+    return min(64, available_cores())
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
