@@ -639,3 +639,23 @@ def test_compiled_kernel_fills_given_array_and_checks_it():
         with pytest.raises(ValueError, match="out must be"):
             renderers.splat_gaussian(coords, w, s, 9, 2, normalization="image", bitrate=8,
                                      out=bad)
+
+
+@pytest.mark.skipif(not renderers.compiled_column_available(), reason="_splat not built")
+def test_compiled_column_values_match_every_pair():
+    """The compiled column sum (terms below exp(-25) of their peak left out) against a
+    float64 sum over every pair and probe component."""
+    rng = np.random.default_rng(3)
+    b, n, g = 3, 60, 2
+    coords = rng.uniform(0, 40, size=(b, n, 3)).astype(np.float32)
+    coords[:, :10, :2] = coords[:, 10:20, :2] + 0.01  # columns of stacked atoms
+    amps = rng.uniform(0.1, 2.0, size=(b, n, g)).astype(np.float32)
+    amps[:, -5:] = 0.0  # padding atoms
+    sig2 = rng.uniform(1.0, 16.0, size=(b, n, g)).astype(np.float32)
+    got = renderers.column_values_compiled(coords, amps, sig2)
+    c = coords.astype(np.float64)
+    d2 = ((c[:, :, None, :2] - c[:, None, :, :2]) ** 2).sum(-1)
+    want = (amps[:, None, :, :] * np.exp(-d2[..., None] / (2.0 * sig2[:, None, :, :]))).sum(
+        axis=(2, 3))
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-9)
+    assert want.max() > 2 * want.min()  # the columns made a difference

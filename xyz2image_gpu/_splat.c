@@ -347,8 +347,74 @@ done:
     return result;
 }
 
+/* Column correction: each atom's value of the (unnormalised) projected image at its own
+ * position, x_i = sum_j sum_g a_jg exp(-d_ij^2 / (2 s2_jg)), d_ij the distance in the
+ * image plane (pixels), in double, atoms j in input order. Terms below exp(-cut) of their
+ * component's peak are left out (they change x by less than float precision at cut 25).
+ * The NumPy path evaluates every pair (N^2 G exponentials, measured 967 images/s for 147
+ * atoms at edgesize 128 with the 3-Gaussian probe); here most pairs end at one compare.
+ *
+ *   column(coords float32 (B,N,3), amps float32 (B,N,G), sig2 float32 (B,N,G) in px^2,
+ *          out float32 (B,N), B, G, cut double)
+ */
+static void column_one(const float *c, const float *amps, const float *sig2, int n, int g,
+                       double cut, float *x)
+{
+    for (int i = 0; i < n; i++) {
+        double xi = c[3 * i], yi = c[3 * i + 1];
+        double acc = 0.0;
+        for (int j = 0; j < n; j++) {
+            double dx = c[3 * j] - xi, dy = c[3 * j + 1] - yi;
+            double d2 = dx * dx + dy * dy;
+            for (int k = 0; k < g; k++) {
+                double a = amps[(size_t)j * g + k];
+                double t = d2 / (2.0 * sig2[(size_t)j * g + k]);
+                if (a != 0.0 && t < cut)
+                    acc += a * exp(-t);
+            }
+        }
+        x[i] = (float)acc;
+    }
+}
+
+static PyObject *py_column(PyObject *self, PyObject *args)
+{
+    Py_buffer coords, amps, sig2, out;
+    int batch, g;
+    double cut;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*iid", &coords, &amps, &sig2, &out, &batch, &g, &cut))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t b = batch, n = 0;
+    if (b >= 1 && g >= 1)
+        n = out.len / (Py_ssize_t)sizeof(float) / b;
+    if (b < 1 || g < 1 || out.len != b * n * (Py_ssize_t)sizeof(float) ||
+        coords.len != b * n * 3 * (Py_ssize_t)sizeof(float) ||
+        amps.len != b * n * g * (Py_ssize_t)sizeof(float) || sig2.len != amps.len) {
+        PyErr_SetString(PyExc_ValueError, "_splat.column: inconsistent buffer sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < b; i++)
+        column_one((const float *)coords.buf + i * n * 3, (const float *)amps.buf + i * n * g,
+                   (const float *)sig2.buf + i * n * g, (int)n, g, cut,
+                   (float *)out.buf + i * n);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&coords);
+    PyBuffer_Release(&amps);
+    PyBuffer_Release(&sig2);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"render", py_render, METH_VARARGS, "Render Gaussian images into out (see module source)."},
+    {"column", py_column, METH_VARARGS,
+     "Each atom's projected image value at its own position (see module source)."},
     {NULL, NULL, 0, NULL},
 };
 

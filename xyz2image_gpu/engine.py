@@ -708,18 +708,21 @@ class Renderer:
         s = self.settings
         xp = self.backend.xp
         b, n, n_comp = amps.shape
-        xy = coords[:, :, :2]
-        x = xp.empty((b, n), dtype=amps.dtype)
-        step = max(1, (self.work_memory // 8) // max(1, 4 * n * n))
-        for i in range(0, b, step):
-            sl = slice(i, i + step)
-            diff = xy[sl, :, None, :] - xy[sl, None, :, :]
-            d2 = (diff * diff).sum(axis=-1)  # (b', N, N) px²
-            acc = xp.zeros(d2.shape[:2], dtype=amps.dtype)
-            for g in range(n_comp):
-                kernel = xp.exp(d2 * (-0.5 / sig2[sl, None, :, g]))
-                acc += (kernel * amps[sl, None, :, g]).sum(axis=-1)
-            x[sl] = acc
+        if self.uses_compiled_kernel and renderers.compiled_column_available():
+            x = renderers.column_values_compiled(coords, amps, sig2)
+        else:  # every pair, on the device
+            xy = coords[:, :, :2]
+            x = xp.empty((b, n), dtype=amps.dtype)
+            step = max(1, (self.work_memory // 8) // max(1, 4 * n * n))
+            for i in range(0, b, step):
+                sl = slice(i, i + step)
+                diff = xy[sl, :, None, :] - xy[sl, None, :, :]
+                d2 = (diff * diff).sum(axis=-1)  # (b', N, N) px²
+                acc = xp.zeros(d2.shape[:2], dtype=amps.dtype)
+                for g in range(n_comp):
+                    kernel = xp.exp(d2 * (-0.5 / sig2[sl, None, :, g]))
+                    acc += (kernel * amps[sl, None, :, g]).sum(axis=-1)
+                x[sl] = acc
         x /= amps.dtype.type(self._reference_peak)
         factor = xp.ones_like(x)
         power = xp.ones_like(x)

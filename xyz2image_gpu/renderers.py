@@ -161,6 +161,11 @@ def compiled_kernel_available() -> bool:
     return _splat is not None and flag in ("", "0", "false", "no")
 
 
+def compiled_column_available() -> bool:
+    """True when the compiled kernel has the column-correction sum (built together)."""
+    return compiled_kernel_available() and hasattr(_splat, "column")
+
+
 def splat_gaussian(
     coords: np.ndarray,
     weights: np.ndarray,
@@ -226,6 +231,25 @@ def splat_gaussian(
         bounds = [round(i * b / parts) for i in range(parts + 1)]
         for f in [executor.submit(run, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
             f.result()
+    return out
+
+
+def column_values_compiled(coords: np.ndarray, amps: np.ndarray, sig2: np.ndarray,
+                           cut: float = -PROFILE_FLOOR) -> np.ndarray:
+    """Each atom's projected image value at its own position, with the compiled kernel.
+
+    ``x_i = sum_j sum_g amps[j, g] exp(-d_ij^2 / (2 sig2[j, g]))`` over the image plane
+    (pixel coordinates ``coords[..., :2]``), (B, N) float32; terms below ``exp(-cut)`` of
+    their peak are left out.
+    """
+    if _splat is None or not hasattr(_splat, "column"):
+        raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
+    b, n, g = amps.shape
+    out = np.empty((b, n), dtype=np.float32)
+    if b and n:
+        _splat.column(np.ascontiguousarray(coords, dtype=np.float32),
+                      np.ascontiguousarray(amps, dtype=np.float32),
+                      np.ascontiguousarray(sig2, dtype=np.float32), out, b, g, float(cut))
     return out
 
 
