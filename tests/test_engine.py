@@ -659,3 +659,25 @@ def test_compiled_column_values_match_every_pair():
         axis=(2, 3))
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-9)
     assert want.max() > 2 * want.min()  # the columns made a difference
+
+
+@pytest.mark.skipif(not renderers.compiled_quantise_available(), reason="_splat not built")
+@pytest.mark.parametrize("normalization,bitrate,scale", [
+    ("image", 8, None), ("image", 16, None), ("fixed", 8, 40.0), ("fixed", 16, 900.0)])
+def test_compiled_quantise_matches_numpy(normalization, bitrate, scale):
+    """Augmented images are quantised by the compiled store loop: the same bytes as
+    renderers.quantise (NumPy), with an all-zero image, negative values (read noise) and
+    values past the top among them."""
+    rng = np.random.default_rng(11)
+    images = rng.normal(0.3, 0.4, size=(5, 33, 31)).astype(np.float32)
+    images[1] = 0.0
+    images[2, 0, 0] = 1e4  # clipped at the top in fixed mode
+    images[3] = np.round(images[3] * 8) / 8  # exact halves after scaling: ties to even
+    kw = {"normalization": normalization, "bitrate": bitrate, "intensity_scale": scale}
+    got = renderers.quantise_compiled(images, **kw)
+    want = renderers.quantise(np, images, **kw)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+    assert diff.max() <= (0 if normalization == "fixed" else 1)
+    assert (diff > 0).mean() < 1e-3
+    assert got[1].max() == 0

@@ -411,8 +411,42 @@ done:
     return result;
 }
 
+/* Quantise float images that were rendered (and perhaps augmented) elsewhere, as render()
+ * does its own: quantise(images float32 (B,P), out (B,P) uint8/uint16, B, out itemsize,
+ * mode 1=image 2=fixed, top float, scale float). */
+static PyObject *py_quantise(PyObject *self, PyObject *args)
+{
+    Py_buffer images, out;
+    int batch, itemsize, mode;
+    float top, scale;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*iiiff", &images, &out, &batch, &itemsize, &mode, &top,
+                          &scale))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t b = batch;
+    Py_ssize_t per = b >= 1 ? images.len / (Py_ssize_t)sizeof(float) / b : 0;
+    if (b < 1 || (itemsize != 1 && itemsize != 2) || (mode != 1 && mode != 2) ||
+        images.len != b * per * (Py_ssize_t)sizeof(float) || out.len != b * per * itemsize) {
+        PyErr_SetString(PyExc_ValueError, "_splat.quantise: inconsistent buffer sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < b; i++)
+        store((const float *)images.buf + i * per, (size_t)per,
+              (char *)out.buf + (size_t)i * per * itemsize, itemsize, mode, top, scale);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&images);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"render", py_render, METH_VARARGS, "Render Gaussian images into out (see module source)."},
+    {"quantise", py_quantise, METH_VARARGS, "Quantise float images (see module source)."},
     {"column", py_column, METH_VARARGS,
      "Each atom's projected image value at its own position (see module source)."},
     {NULL, NULL, 0, NULL},
