@@ -455,3 +455,29 @@ def test_z_exponent_default_is_haadf_like_and_zero_for_legacy(tmp_path):
         assert result.exit_code == 0, result.output
         params = json.loads((out / "manifest.json").read_text())["parameters"]
         assert params["z_exponent"] == want, extra
+
+
+def test_default_workers_threads_for_compiled_gaussians(tmp_path, monkeypatch):
+    """Without --workers: one process on threads when the compiled kernel makes every
+    output, one per core otherwise (NumPy labels, TIFF stacks, legacy mode)."""
+    from xyz2image_gpu import RenderSettings, renderers
+
+    monkeypatch.setattr(runner_mod, "available_cores", lambda: 6)
+    plain = RenderSettings()
+    compiled = renderers.compiled_kernel_available()
+    assert runner_mod.default_workers(plain, ("gaussian_2d",)) == (1 if compiled else 6)
+    assert runner_mod.default_workers(plain, ("coordinates_3d", "gaussian_3d")) == (
+        1 if compiled else 6)
+    assert runner_mod.default_workers(plain, ("gaussian_2d", "delta_3d")) == 6
+    assert runner_mod.default_workers(plain, ("gaussian_2d", "gaussian_2d_image")) == 6
+    assert runner_mod.default_workers(RenderSettings(legacy=True), ("gaussian_2d",)) == 6
+    monkeypatch.setattr(renderers, "compiled_kernel_available", lambda: False)
+    assert runner_mod.default_workers(plain, ("gaussian_2d",)) == 6
+    monkeypatch.undo()
+    out = tmp_path / "out"
+    result = _invoke("render", AU147, PT309, "-o", out, "--edgesize", "24", "--n-rotation",
+                     "3", "--output-types", "gaussian_2d", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["execution"]["workers"] == runner_mod.default_workers(
+        RenderSettings(), ("gaussian_2d",))

@@ -241,7 +241,8 @@ def cli() -> None:
               envvar="XYZ2IMAGE_GPU_DEVICE", show_envvar=True,
               help="auto: the GPU when CuPy and a CUDA device are there.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              show_default="number of CPU cores",
+              show_default="1 with threads for Gaussian images from the compiled kernel, "
+              "else one per CPU core",
               help="Rendering processes on the CPU (the GPU uses one).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               show_default="the engine's choice", help="Images rendered at once.")
@@ -296,7 +297,7 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         output_types=output_types, n_rotation=n_rotation, n_stacks=n_stacks, seed=seed,
         frameshift=frameshift, maxframes=maxframes, exclude_elements=exclude_elements,
         compress_level=compress_level, device=device,
-        workers=workers or available_cores(), batch_size=batch_size, overwrite=overwrite,
+        workers=workers, batch_size=batch_size, overwrite=overwrite,
         probe_optics=probe_optics)
 
     def report(message: str) -> None:
