@@ -136,12 +136,13 @@ class Backend:
         dtype = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))
         mem = self.xp.cuda.alloc_pinned_memory(max(1, count * dtype.itemsize))
-        return np.frombuffer(mem, dtype, count).reshape(shape)
+        return np.ndarray(shape, dtype=dtype, buffer=mem)  # as cupyx.empty_pinned does
 
     def copy_to_host_async(self, a: Any, out: np.ndarray, stream: Any) -> None:
         """Queue the copy of device array ``a`` into ``out`` (pinned, same shape and dtype)
         on ``stream``; the host does not wait. Read ``out`` only after the stream (or an
         event recorded after this call) has been synchronised."""
+        a = self.xp.ascontiguousarray(a)  # a C-ordered device array copies as one block
         try:
             self.xp.asnumpy(a, stream=stream, out=out, blocking=False)
         except TypeError:  # CuPy < 13 has no ``blocking``: a copy on a given stream is async
