@@ -481,3 +481,43 @@ def test_default_workers_threads_for_compiled_gaussians(tmp_path, monkeypatch):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["execution"]["workers"] == runner_mod.default_workers(
         RenderSettings(), ("gaussian_2d",))
+
+
+def test_error_while_a_unit_finishes_behind_the_next(tmp_path, monkeypatch):
+    """With one worker a unit's archive is assembled while the next unit renders: a write
+    error there still stops the run with a clean message, nothing half-written is left and
+    the unit is not recorded as complete."""
+    calls = []
+    original = writers.NpzStreamWriter._assemble
+
+    def fail_first(self, archive):
+        calls.append(self.path.name)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "Input/output error")
+        return original(self, archive)
+
+    monkeypatch.setattr(writers.NpzStreamWriter, "_assemble", fail_first)
+    out = tmp_path / "out"
+    result = _invoke("render", AU147, PT309, "-o", out, "--n-rotation", 40, *SMALL)
+    assert result.exit_code == 1
+    assert "Input/output error" in result.output and "Traceback" not in result.output
+    assert not [p for p in out.rglob("*") if is_temporary(p)]
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["au147_icosahedron"]["completed_stacks"] == []
+    assert not (out / "au147_icosahedron" / "0000.npz").exists()
+
+
+def test_units_finish_behind_the_next_and_are_all_recorded(tmp_path):
+    """Many units on one worker: every stack complete in the manifest, bytes as with two
+    workers (where no unit finishes behind another)."""
+    inputs = [AU147, PT309]
+    common = ["--edgesize", "24", "--n-rotation", "6", "--n-stacks", "3", "--output-types",
+              "gaussian_2d,coordinates_3d,gaussian_2d_image"]
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    assert _invoke("render", *inputs, "-o", one, "--workers", 1, *common).exit_code == 0
+    assert _invoke("render", *inputs, "-o", two, "--workers", 2, *common).exit_code == 0
+    assert _output_files(one) == _output_files(two)
+    manifest = json.loads((one / "manifest.json").read_text())
+    for entry in manifest["files"].values():
+        assert entry["status"] == "complete" and entry["completed_stacks"] == [0, 1, 2]

@@ -740,6 +740,18 @@ class BackgroundWriter(_CompleteOrAbort):
             raise TypeError("put() needs a callable, or a writer and a batch")
         self._queue.put(item if batch is None else (item, batch))
 
+    def finish(self) -> None:
+        """Let the thread stop once the queued writes are done, without waiting for them
+        (:meth:`close` waits; :attr:`finished` tells). Nothing more can be put."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` (or :meth:`close`) was called and the thread has ended."""
+        return self._closed and not self._thread.is_alive()
+
     def close(self) -> None:
         """Wait for the queued writes and stop the thread; safe to call twice.
 
@@ -748,10 +760,8 @@ class BackgroundWriter(_CompleteOrAbort):
         Exception
             An exception raised on the writer thread and not yet re-raised.
         """
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join()
+        self.finish()
+        self._thread.join()
         self._raise_pending()
 
     def abort(self) -> None:
