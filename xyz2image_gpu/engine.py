@@ -365,9 +365,12 @@ class Renderer:
         s = self.settings
         e = s.edgesize
         n = max(1, n_atoms) * len(s.components)  # every probe component is a Gaussian
-        total = 3 * 4 * e * n + 64 * n
+        # the NumPy path's profile matrices (B, N, E); the compiled kernel needs none
+        total = (0 if self.uses_compiled_kernel else 3 * 4 * e * n) + 64 * n
         for name in self.output_types:
-            if name in ("gaussian_2d", "delta_2d", "binary_2d"):
+            if name == "gaussian_2d" and self.uses_compiled_kernel and not s.augmented:
+                total += 4 * e * e  # the quantised image, written in place
+            elif name in ("gaussian_2d", "delta_2d", "binary_2d"):
                 total += 3 * 4 * e * e * (2 if s.augmented else 1)
             elif name in ("gaussian_3d", "delta_3d", "binary_3d"):
                 total += 3 * 4 * e**3
@@ -378,7 +381,10 @@ class Renderer:
     def default_batch_size(self, structure: Structure) -> int:
         """Images per batch: as many as fit the scratch memory, within [1, 4096]."""
         per = self._per_image_bytes(structure.max_atoms)
-        cap = 4096 if self.backend.is_gpu else 256
+        # CPU: up to 1024 with the compiled kernel (measured at edgesize 128, 147 atoms, 2
+        # cores: 5-8% more images/s than 256, fewer per-batch Python steps; the CLI end to
+        # end the same within noise), 256 on the NumPy path
+        cap = 4096 if self.backend.is_gpu else 1024 if self.uses_compiled_kernel else 256
         return int(max(1, min(cap, self.work_memory // per)))
 
     def output_layout(
