@@ -346,8 +346,6 @@ def run_render(preset: Preset, backends: list[Backend], structures: dict[int, An
                      (r["output"], r["edgesize"], r["n_atoms"]) == (output, edge, s.max_atoms)),
                     None)
         for backend in backends:
-            if output == "binary_3d" and backend.kernel == "compiled":
-                continue  # binary_3d has no compiled kernel: the same code as cpu/numpy
             r = render_rate(backend, s, output, edge, target_s=preset.target_s,
                             repeats=preset.repeats, start=preset.start)
             rec = {"backend": backend.label, "device": backend.device,

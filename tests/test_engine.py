@@ -681,3 +681,27 @@ def test_compiled_quantise_matches_numpy(normalization, bitrate, scale):
     assert diff.max() <= (0 if normalization == "fixed" else 1)
     assert (diff > 0).mean() < 1e-3
     assert got[1].max() == 0
+
+
+@pytest.mark.skipif(not renderers.compiled_binary_available(), reason="_splat not built")
+@pytest.mark.parametrize("axes", [2, 3])
+def test_compiled_binary_labels_equal_numpy_bytes(axes):
+    """Binary labels from the compiled kernel against the NumPy path's splat: the same
+    float32 test, so the same bytes, with atoms on voxel centres and half-way between
+    (radius exactly reaching voxels), beyond the edges, invalid, or with no ball."""
+    rng = np.random.default_rng(5)
+    e = 20
+    b, n = 6, 30
+    centres = rng.uniform(-3, e + 3, size=(b, n, axes)).astype(np.float32)
+    centres[:, :5] = np.round(centres[:, :5])  # on voxel centres
+    centres[:, 5:10] = np.floor(centres[:, 5:10]) + 0.5  # half-way
+    r2 = rng.uniform(0.5, 9.0, size=(b, n)).astype(np.float32)
+    r2[:, :10] = np.float32(1.0)  # radius 1 from a voxel centre: ties at distance exactly 1
+    r2[:, 10:12] = -1.0  # draws nothing
+    valid = np.ones((b, n), dtype=bool)
+    valid[:, -3:] = False
+    got = renderers._splat_spheres_compiled(centres, r2, valid, e, axes)
+    want = renderers._splat_spheres(np, centres, r2, valid, e, axes, max_elements=1 << 20)
+    assert got.dtype == bool and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    assert want.sum() > 50

@@ -467,7 +467,97 @@ done:
     return result;
 }
 
+/* Binary labels: the union of balls |v - c|^2 <= r2 on the voxel grid (2-D: pixels), the
+ * same float32 arithmetic as the NumPy path (renderers._splat_spheres: d = v - c, then
+ * (dx^2 + dy^2) + dz^2 <= r2, no contraction), so the same bytes. Each atom tests the box
+ * floor(c) +- (ceil(sqrt(r2)) + 1), rows that miss the ball skipped. The NumPy path builds
+ * every atom's box of offsets in memory (measured, 147 atoms at 80^3: 188 images/s).
+ *
+ *   binary(coords float32 (B,N,ndim), r2 float32 (B,N) (negative: draws nothing),
+ *          valid uint8 (B,N), out bool (B,E^ndim), B, ndim)
+ */
+static void binary_one(const float *c, const float *r2, const unsigned char *valid, int n,
+                       int e, int ndim, unsigned char *out)
+{
+    size_t plane = (size_t)e * e;
+    memset(out, 0, ndim == 2 ? plane : plane * e);
+    for (int a = 0; a < n; a++) {
+        float rr = r2[a];
+        const float *p = c + (size_t)ndim * a;
+        if (!valid[a] || !(rr >= 0.0f) || !isfinite(p[0]) || !isfinite(p[1]) ||
+            (ndim == 3 && !isfinite(p[2])))
+            continue;
+        int reach = (int)ceil(sqrt((double)rr)) + 1;
+        int lo[3], hi[3];
+        for (int k = 0; k < ndim; k++) {
+            double f = floor((double)p[k]);
+            double l = f - reach, h = f + reach;
+            lo[k] = l < 0 ? 0 : (l > e - 1 ? e : (int)l);
+            hi[k] = h > e - 1 ? e - 1 : (h < 0 ? -1 : (int)h);
+        }
+        for (int i = lo[0]; i <= hi[0]; i++) {
+            float dx = (float)i - p[0];
+            float dx2 = dx * dx;
+            for (int j = lo[1]; j <= hi[1]; j++) {
+                float dy = (float)j - p[1];
+                float dxy = dx2 + dy * dy;
+                if (ndim == 2) {
+                    if (dxy <= rr)
+                        out[(size_t)i * e + j] = 1;
+                    continue;
+                }
+                if (dxy > rr)
+                    continue; /* adding dz^2 >= 0 cannot bring it back */
+                unsigned char *row = out + (size_t)i * plane + (size_t)j * e;
+                for (int k = lo[2]; k <= hi[2]; k++) {
+                    float dz = (float)k - p[2];
+                    if (dxy + dz * dz <= rr)
+                        row[k] = 1;
+                }
+            }
+        }
+    }
+}
+
+static PyObject *py_binary(PyObject *self, PyObject *args)
+{
+    Py_buffer coords, r2, valid, out;
+    int batch, ndim;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*ii", &coords, &r2, &valid, &out, &batch, &ndim))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t b = batch, n = 0, per = 0;
+    int e = 0;
+    if (b >= 1 && (ndim == 2 || ndim == 3)) {
+        n = r2.len / (Py_ssize_t)sizeof(float) / b;
+        per = out.len / b;
+        e = ndim == 2 ? (int)llround(sqrt((double)per)) : (int)llround(cbrt((double)per));
+    }
+    if (b < 1 || (ndim != 2 && ndim != 3) || r2.len != b * n * (Py_ssize_t)sizeof(float) ||
+        coords.len != b * n * ndim * (Py_ssize_t)sizeof(float) || valid.len != b * n ||
+        out.len != b * per || (ndim == 2 ? (Py_ssize_t)e * e : (Py_ssize_t)e * e * e) != per) {
+        PyErr_SetString(PyExc_ValueError, "_splat.binary: inconsistent buffer sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < b; i++)
+        binary_one((const float *)coords.buf + i * n * ndim, (const float *)r2.buf + i * n,
+                   (const unsigned char *)valid.buf + i * n, (int)n, e, ndim,
+                   (unsigned char *)out.buf + (size_t)i * per);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&coords);
+    PyBuffer_Release(&r2);
+    PyBuffer_Release(&valid);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"binary", py_binary, METH_VARARGS, "Binary ball labels (see module source)."},
     {"render", py_render, METH_VARARGS, "Render Gaussian images into out (see module source)."},
     {"quantise", py_quantise, METH_VARARGS, "Quantise float images (see module source)."},
     {"column", py_column, METH_VARARGS,

@@ -340,6 +340,12 @@ class Renderer:
             and cpu_kernel != "numpy"
             and renderers.compiled_kernel_available()
         )
+        #: Whether binary labels use the compiled kernel (CPU, legacy mode too: same bytes).
+        self.uses_compiled_labels = (
+            not self.backend.is_gpu
+            and cpu_kernel != "numpy"
+            and renderers.compiled_binary_available()
+        )
         self.threads = max(1, int(threads or available_cores()))
         # one isolated column_reference atom's peak, the unit of the column correction
         self._reference_peak = 1.0
@@ -696,7 +702,8 @@ class Renderer:
         for name in ("binary_3d", "binary_2d"):
             if name in wanted:
                 out[name] = getattr(renderers, name)(
-                    xp, coords, radius_px, valid, e, max_elements=scratch // 32
+                    xp, coords, radius_px, valid, e, max_elements=scratch // 32,
+                    compiled=self.uses_compiled_labels,
                 )
         out["voxel_size"] = voxel.astype(xp.float64)
         if not to_host:

@@ -349,16 +349,45 @@ def _splat_spheres(
     return out
 
 
+def compiled_binary_available() -> bool:
+    """True when the compiled kernel has the binary-label splat (built together)."""
+    return compiled_kernel_available() and hasattr(_splat, "binary")
+
+
+def _splat_spheres_compiled(centres: np.ndarray, radius_sq: np.ndarray, valid: np.ndarray,
+                            edgesize: int, axes: int) -> np.ndarray:
+    """:func:`_splat_spheres` with the compiled kernel: the same float32 test, same bytes."""
+    b, n = radius_sq.shape
+    out = np.empty((b,) + (edgesize,) * axes, dtype=bool)
+    if b == 0:
+        return out
+    if n == 0:
+        out[...] = False
+        return out
+    _splat.binary(np.ascontiguousarray(centres, dtype=np.float32),
+                  np.ascontiguousarray(radius_sq, dtype=np.float32),
+                  np.ascontiguousarray(valid, dtype=bool).view(np.uint8), out.view(np.uint8),
+                  b, axes)
+    return out
+
+
 def binary_3d(
-    xp: Any, centres: Any, radius_px: Any, valid: Any, edgesize: int, *, max_elements: int
+    xp: Any, centres: Any, radius_px: Any, valid: Any, edgesize: int, *, max_elements: int,
+    compiled: bool = False,
 ) -> Any:
-    """Bool (B, E, E, E): voxels within ``radius_px`` (per image, (B,)) of an atom centre."""
+    """Bool (B, E, E, E): voxels within ``radius_px`` (per image, (B,)) of an atom centre.
+
+    ``compiled``: on NumPy arrays, with the compiled kernel (the same bytes).
+    """
     r2 = xp.broadcast_to((radius_px * radius_px)[:, None], valid.shape)
+    if compiled:
+        return _splat_spheres_compiled(centres, r2, valid, edgesize, 3)
     return _splat_spheres(xp, centres, r2, valid, edgesize, 3, max_elements=max_elements)
 
 
 def binary_2d(
-    xp: Any, centres: Any, radius_px: Any, valid: Any, edgesize: int, *, max_elements: int
+    xp: Any, centres: Any, radius_px: Any, valid: Any, edgesize: int, *, max_elements: int,
+    compiled: bool = False,
 ) -> Any:
     """Bool (B, E, E): exactly ``binary_3d(...).any(axis=2)``, computed in 2-D.
 
@@ -370,6 +399,8 @@ def binary_2d(
     nearest = xp.clip(xp.rint(z), 0, edgesize - 1)
     dz = z - nearest
     r2 = (radius_px * radius_px)[:, None] - dz * dz
+    if compiled:
+        return _splat_spheres_compiled(centres[:, :, :2], r2, valid, edgesize, 2)
     return _splat_spheres(
         xp, centres[:, :, :2], r2, valid, edgesize, 2, max_elements=max_elements
     )
