@@ -641,7 +641,7 @@ def test_compiled_kernel_fills_given_array_and_checks_it():
                                      out=bad)
 
 
-@pytest.mark.skipif(not renderers.compiled_column_available(), reason="_splat not built")
+@pytest.mark.skipif(not renderers.compiled_kernel_available("column"), reason="_splat not built")
 def test_compiled_column_values_match_every_pair():
     """The compiled column sum (terms below exp(-25) of their peak left out) against a
     float64 sum over every pair and probe component."""
@@ -661,7 +661,7 @@ def test_compiled_column_values_match_every_pair():
     assert want.max() > 2 * want.min()  # the columns made a difference
 
 
-@pytest.mark.skipif(not renderers.compiled_quantise_available(), reason="_splat not built")
+@pytest.mark.skipif(not renderers.compiled_kernel_available("quantise"), reason="_splat not built")
 @pytest.mark.parametrize("normalization,bitrate,scale", [
     ("image", 8, None), ("image", 16, None), ("fixed", 8, 40.0), ("fixed", 16, 900.0)])
 def test_compiled_quantise_matches_numpy(normalization, bitrate, scale):
@@ -683,7 +683,7 @@ def test_compiled_quantise_matches_numpy(normalization, bitrate, scale):
     assert got[1].max() == 0
 
 
-@pytest.mark.skipif(not renderers.compiled_binary_available(), reason="_splat not built")
+@pytest.mark.skipif(not renderers.compiled_kernel_available("binary"), reason="_splat not built")
 @pytest.mark.parametrize("axes", [2, 3])
 def test_compiled_binary_labels_equal_numpy_bytes(axes):
     """Binary labels from the compiled kernel against the NumPy path's splat: the same

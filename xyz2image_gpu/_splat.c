@@ -484,10 +484,10 @@ static void binary_one(const float *c, const float *r2, const unsigned char *val
     for (int a = 0; a < n; a++) {
         float rr = r2[a];
         const float *p = c + (size_t)ndim * a;
-        if (!valid[a] || !(rr >= 0.0f) || !isfinite(p[0]) || !isfinite(p[1]) ||
-            (ndim == 3 && !isfinite(p[2])))
+        if (!valid[a] || !(rr >= 0.0f) || !isfinite(rr) || !isfinite(p[0]) ||
+            !isfinite(p[1]) || (ndim == 3 && !isfinite(p[2])))
             continue;
-        int reach = (int)ceil(sqrt((double)rr)) + 1;
+        double reach = ceil(sqrt((double)rr)) + 1.0; /* double: no int overflow */
         int lo[3], hi[3];
         for (int k = 0; k < ndim; k++) {
             double f = floor((double)p[k]);

@@ -344,7 +344,7 @@ class Renderer:
         self.uses_compiled_labels = (
             not self.backend.is_gpu
             and cpu_kernel != "numpy"
-            and renderers.compiled_binary_available()
+            and renderers.compiled_kernel_available("binary")
         )
         self.threads = max(1, int(threads or available_cores()))
         # one isolated column_reference atom's peak, the unit of the column correction
@@ -721,7 +721,7 @@ class Renderer:
         s = self.settings
         xp = self.backend.xp
         b, n, n_comp = amps.shape
-        if self.uses_compiled_kernel and renderers.compiled_column_available():
+        if self.uses_compiled_kernel and renderers.compiled_kernel_available("column"):
             x = renderers.column_values_compiled(coords, amps, sig2)
         else:  # every pair, on the device
             xy = coords[:, :, :2]
@@ -768,7 +768,7 @@ class Renderer:
             out["scan_offsets"] = host["scan_offsets"]
         quant = {"normalization": s.normalization, "bitrate": s.bitrate,
                  "intensity_scale": s.intensity_scale}
-        if self.uses_compiled_kernel and renderers.compiled_quantise_available():
+        if self.uses_compiled_kernel and renderers.compiled_kernel_available("quantise"):
             # measured, jittered images at 128 px: NumPy's quantise took 45% of the time
             for key, images in (("gaussian_2d", seen), ("gaussian_2d_clean", clean)):
                 out[key] = renderers.quantise_compiled(images, **quant)

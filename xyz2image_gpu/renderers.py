@@ -155,20 +155,12 @@ def gaussian_3d(
     return out
 
 
-def compiled_kernel_available() -> bool:
-    """True when the compiled CPU kernel is built and not disabled by the environment."""
+def compiled_kernel_available(entry: str = "render") -> bool:
+    """True when the compiled CPU kernel is built, has ``entry`` (``render``, ``quantise``,
+    ``column``, ``binary``: a build older than the package may lack the newer ones) and is
+    not disabled by the environment."""
     flag = os.environ.get(NO_EXTENSION_ENV, "").strip().lower()
-    return _splat is not None and flag in ("", "0", "false", "no")
-
-
-def compiled_quantise_available() -> bool:
-    """True when the compiled kernel has the stand-alone quantiser (built together)."""
-    return compiled_kernel_available() and hasattr(_splat, "quantise")
-
-
-def compiled_column_available() -> bool:
-    """True when the compiled kernel has the column-correction sum (built together)."""
-    return compiled_kernel_available() and hasattr(_splat, "column")
+    return _splat is not None and hasattr(_splat, entry) and flag in ("", "0", "false", "no")
 
 
 def splat_gaussian(
@@ -247,7 +239,7 @@ def column_values_compiled(coords: np.ndarray, amps: np.ndarray, sig2: np.ndarra
     (pixel coordinates ``coords[..., :2]``), (B, N) float32; terms below ``exp(-cut)`` of
     their peak are left out.
     """
-    if _splat is None or not hasattr(_splat, "column"):
+    if not compiled_kernel_available("column"):
         raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
     b, n, g = amps.shape
     out = np.empty((b, n), dtype=np.float32)
@@ -349,14 +341,11 @@ def _splat_spheres(
     return out
 
 
-def compiled_binary_available() -> bool:
-    """True when the compiled kernel has the binary-label splat (built together)."""
-    return compiled_kernel_available() and hasattr(_splat, "binary")
-
-
 def _splat_spheres_compiled(centres: np.ndarray, radius_sq: np.ndarray, valid: np.ndarray,
                             edgesize: int, axes: int) -> np.ndarray:
     """:func:`_splat_spheres` with the compiled kernel: the same float32 test, same bytes."""
+    if not compiled_kernel_available("binary"):
+        raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
     b, n = radius_sq.shape
     out = np.empty((b,) + (edgesize,) * axes, dtype=bool)
     if b == 0:
@@ -447,7 +436,7 @@ def quantise_compiled(images: np.ndarray, *, normalization: str, bitrate: int,
     Same rounding (to nearest, ties to even) and clipping; ``float`` passes through."""
     if normalization == "float":
         return images.astype(np.float32, copy=False)
-    if _splat is None or not hasattr(_splat, "quantise"):
+    if not compiled_kernel_available("quantise"):
         raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
     if normalization not in ("image", "fixed"):
         raise ValueError(f"unknown normalization {normalization!r}")
