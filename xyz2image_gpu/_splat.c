@@ -1,6 +1,9 @@
 /*
  * Compiled CPU kernel for Gaussian images: splat each atom's separable Gaussian into the
- * image over the window where it exceeds exp(-25) of its peak, then quantise in place.
+ * image over the window where it exceeds exp(-cut) of the image's brightest Gaussian (cut
+ * 16 for 8-bit images, 25 otherwise), then quantise in place. Beside it, for the same
+ * CPU path: quantise() for float images made elsewhere, column() for the column
+ * correction's per-atom sums and binary() for the binary ball labels (see each).
  *
  * Why this exists: the NumPy path computes image = Gx^T diag(w) Gy as a dense batched
  * matrix product, E*E*N multiply-adds per image; most of those multiply a tail that is
@@ -18,7 +21,7 @@
  *          out (B,E,E) or (B,E,E,E) of uint8/uint16/float32, B, out itemsize, ndim 2|3,
  *          mode 0=float 1=image 2=fixed, top float, scale float, cut double,
  *          offsets float32 (B,E,2) per-row scan shifts in pixels for 2-D, or empty)
- * The GIL is released while rendering.
+ * Every entry releases the GIL while it works.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
