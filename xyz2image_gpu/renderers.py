@@ -346,12 +346,9 @@ def _splat_spheres_compiled(centres: np.ndarray, radius_sq: np.ndarray, valid: n
     """:func:`_splat_spheres` with the compiled kernel: the same float32 test, same bytes."""
     if not compiled_kernel_available("binary"):
         raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
-    b, n = radius_sq.shape
+    b = radius_sq.shape[0]
     out = np.empty((b,) + (edgesize,) * axes, dtype=bool)
     if b == 0:
-        return out
-    if n == 0:
-        out[...] = False
         return out
     _splat.binary(np.ascontiguousarray(centres, dtype=np.float32),
                   np.ascontiguousarray(radius_sq, dtype=np.float32),
