@@ -44,4 +44,4 @@ gpu-check:
 	$(PYTHON) benchmarks/gpu_check.py
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache xyz2image_gpu/*.so npz_stacks structures
+	rm -rf build dist *.egg-info .pytest_cache xyz2image_gpu/pipeline/kernels/*.so npz_stacks structures

@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "xyz2image_gpu._splat",
-            ["xyz2image_gpu/_splat.c"],
+            "xyz2image_gpu.pipeline.kernels._splat",
+            ["xyz2image_gpu/pipeline/kernels/_splat.c"],
             # No FMA contraction: the same bytes on every x86-64 build of the kernel.
             # -fno-wrapv undoes the -fwrapv that CPython's own flags bring: with wrapping
             # int arithmetic GCC cannot vectorise the row loops as well (measured: 3-D

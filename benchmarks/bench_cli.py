@@ -235,7 +235,7 @@ def seed_memory_estimate(n_images: int, edgesize: int, n_atoms: int,
 
 # ---------------------------------------------------------------------------- helpers
 def _example_files(folder: Path) -> list[Path]:
-    from xyz2image_gpu.examples import copy_examples
+    from xyz2image_gpu.structures.examples import copy_examples
 
     copy_examples(folder, overwrite=True)
     return [folder / name for name in EXAMPLE_FILES]

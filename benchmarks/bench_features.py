@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from xyz2image_gpu import Renderer, RenderSettings, as_structure
-from xyz2image_gpu.probe import ProbeOptics, fit_probe
+from xyz2image_gpu.physics.probe import ProbeOptics, fit_probe
 
 
 def cases() -> dict[str, dict]:

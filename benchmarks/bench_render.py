@@ -33,7 +33,7 @@ import numpy as np
 
 from xyz2image_gpu import Renderer, RenderSettings, as_structure
 from xyz2image_gpu.backend import cupy_status, get_backend, gpu_available
-from xyz2image_gpu.rotations import rotation_matrices
+from xyz2image_gpu.pipeline.rotations import rotation_matrices
 
 HERE = Path(__file__).resolve().parent
 for _path in (HERE, HERE.parent / "tests"):  # seed_algorithm.py here, reference.py in tests/

@@ -103,7 +103,8 @@ def _gpu_description() -> dict[str, Any] | None:
 
 def machine_info() -> dict[str, Any]:
     """A hostname-free description of this machine and the software that ran the benchmark."""
-    from xyz2image_gpu import backend, renderers
+    from xyz2image_gpu import backend
+    from xyz2image_gpu.pipeline import kernels as renderers
 
     info: dict[str, Any] = {
         "cpu_model": _cpu_model(),
@@ -232,11 +233,11 @@ def au_cluster(n_atoms: int, seed: int = 0) -> tuple[Any, str]:
             atoms = Icosahedron("Au", shells)
             return as_structure(atoms, name=name), f"ase.cluster.Icosahedron('Au', {shells})"
         except ImportError:
-            from xyz2image_gpu.examples import icosahedron_positions
+            from xyz2image_gpu.structures.examples import icosahedron_positions
 
             pos, _ = icosahedron_positions(shells, 2.88)
             return (as_structure(pos, symbols=["Au"] * len(pos), name=name),
-                    f"xyz2image_gpu.examples.icosahedron_positions({shells}, 2.88)")
+                    f"xyz2image_gpu.structures.examples.icosahedron_positions({shells}, 2.88)")
     pos = random_cluster(n_atoms, seed=seed)
     return (as_structure(pos, symbols=["Au"] * len(pos), name=name),
             f"random_cluster({n_atoms}, seed={seed}): jittered fcc Au ball")

@@ -42,7 +42,7 @@ from common import fmt_rate
 
 from xyz2image_gpu import Renderer, RenderSettings
 from xyz2image_gpu.backend import FORCE_CPU_ENV, cupy_status, gpu_available
-from xyz2image_gpu.renderers import compiled_kernel_available
+from xyz2image_gpu.pipeline.kernels import compiled_kernel_available
 
 __all__ = ["ParityCase", "main", "run_parity", "run_tests"]
 
@@ -130,7 +130,7 @@ LABEL_FLIP_TOLERANCE = 1e-4  # fraction of atoms / voxels
 
 def _parity_structures() -> dict[str, Any]:
     from xyz2image_gpu import as_structure
-    from xyz2image_gpu.examples import bundled_examples
+    from xyz2image_gpu.structures.examples import bundled_examples
 
     files = {p.stem: p for p in bundled_examples()}
     return {

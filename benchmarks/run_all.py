@@ -47,8 +47,8 @@ from common import calibrated_median, fmt_rate
 
 from xyz2image_gpu import Renderer, RenderSettings
 from xyz2image_gpu.backend import gpu_available
-from xyz2image_gpu.renderers import compiled_kernel_available
-from xyz2image_gpu.rotations import rotation_matrices
+from xyz2image_gpu.pipeline.kernels import compiled_kernel_available
+from xyz2image_gpu.pipeline.rotations import rotation_matrices
 
 try:
     from seed_algorithm import seed_render_stack

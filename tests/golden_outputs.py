@@ -32,12 +32,12 @@ CASES: list[tuple[str, list[str], bool]] = [
     ("default", [], False),
     ("default_numpy", [], True),
     ("every_type_16bit_structure", [
-        "--output-types", "coordinates_3d,delta_3d,delta_2d,gaussian_3d,gaussian_2d,"
-        "binary_3d,binary_2d,delta_2d_image,gaussian_2d_image,binary_2d_image",
+        "--output-types", ("coordinates_3d,delta_3d,delta_2d,gaussian_3d,gaussian_2d,"
+        "binary_3d,binary_2d,delta_2d_image,gaussian_2d_image,binary_2d_image"),
         "--bitrate", "16", "--framing", "structure", "--n-stacks", "2", "--seed", "7"], False),
     ("every_type_numpy", [
-        "--output-types", "coordinates_3d,delta_3d,delta_2d,gaussian_3d,gaussian_2d,"
-        "binary_3d,binary_2d", "--all-random"], True),
+        "--output-types", ("coordinates_3d,delta_3d,delta_2d,gaussian_3d,gaussian_2d,"
+        "binary_3d,binary_2d"), "--all-random"], True),
     ("fixed_framing_fixed_scale", [
         "--output-types", "gaussian_2d,gaussian_3d,coordinates_3d", "--framing", "fixed",
         "--pixel-size", "0.9", "--normalization", "fixed", "--intensity-scale", "40"], False),
@@ -45,8 +45,8 @@ CASES: list[tuple[str, list[str], bool]] = [
         "--output-types", "gaussian_2d,gaussian_3d", "--normalization", "float",
         "--z-exponent", "1.2", "--exclude-elements", "Pd"], False),
     ("legacy", [
-        "--output-types", "coordinates_3d,delta_2d,gaussian_2d,gaussian_3d,binary_2d,"
-        "gaussian_2d_image", "--legacy"], False),
+        "--output-types", ("coordinates_3d,delta_2d,gaussian_2d,gaussian_3d,binary_2d,"
+        "gaussian_2d_image"), "--legacy"], False),
     ("probe_thermal_column", [
         "--output-types", "gaussian_2d,gaussian_3d", "--probe-kv", "200", "--probe-mrad", "20",
         "--probe-source-size", "0.6", "--thermal", "--thermal-rms", "Au=0.09",
@@ -70,7 +70,7 @@ CASES: list[tuple[str, list[str], bool]] = [
 
 def write_inputs(folder: Path) -> Path:
     """The bundled examples plus a 3-frame trajectory, written into ``folder``."""
-    from xyz2image_gpu.examples import copy_examples, icosahedron_positions
+    from xyz2image_gpu.structures.examples import copy_examples, icosahedron_positions
 
     copy_examples(folder)
     pos, _ = icosahedron_positions(2, 2.88)

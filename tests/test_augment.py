@@ -7,7 +7,7 @@ import pytest
 from reference import analytic_gaussian_2d, frame_pixel_coords, icosahedron, quantise
 
 from xyz2image_gpu import Renderer, RenderSettings, as_structure
-from xyz2image_gpu.augment import add_noise, image_key, phonon_displacements
+from xyz2image_gpu.physics.augment import add_noise, image_key, phonon_displacements
 
 
 def test_shot_noise_is_poisson_at_the_dose():
@@ -130,7 +130,7 @@ def test_scan_distortions_match_per_row_analytic_sum(device, kernel):
 
 
 def test_scan_jitter_statistics():
-    from xyz2image_gpu.augment import scan_offsets
+    from xyz2image_gpu.physics.augment import scan_offsets
 
     rows = np.array([scan_offsets(image_key(0, "s", 0, 0, r), 256, 0.5, 0.0) for r in range(40)])
     assert np.all(rows[:, :, 0] == 0)  # jitter is along the fast axis only

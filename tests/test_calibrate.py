@@ -7,8 +7,8 @@ import pytest
 from reference import icosahedron
 
 from xyz2image_gpu import render
-from xyz2image_gpu.calibrate import calibrate, pearson_r
-from xyz2image_gpu.probe import ProbeOptics, fit_probe
+from xyz2image_gpu.physics.calibrate import calibrate, pearson_r
+from xyz2image_gpu.physics.probe import ProbeOptics, fit_probe
 
 
 def _mixed_cluster():

@@ -18,11 +18,14 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 
-from xyz2image_gpu import runner as runner_mod
-from xyz2image_gpu import writers
+from xyz2image_gpu import RenderSettings
+from xyz2image_gpu import output as writers
+from xyz2image_gpu import run as runner_mod
 from xyz2image_gpu.cli import cli
-from xyz2image_gpu.examples import bundled_examples, copy_examples, icosahedron_positions
-from xyz2image_gpu.writers import is_temporary
+from xyz2image_gpu.output import is_temporary
+from xyz2image_gpu.run import config as run_config
+from xyz2image_gpu.run.lock import _folder_lock
+from xyz2image_gpu.structures.examples import bundled_examples, copy_examples, icosahedron_positions
 
 AU147 = next(p for p in bundled_examples() if p.name == "au147_icosahedron.xyz")
 PT309 = next(p for p in bundled_examples() if p.name == "pt309_icosahedron.xyz")
@@ -229,7 +232,7 @@ def test_quiet_and_progress_lines(tmp_path):
     assert result.exit_code == 0 and result.output == ""
     stream = io.StringIO()
     config = runner_mod.RunConfig(inputs=(AU147,), output_folder=tmp_path / "p",
-                                  settings=runner_mod.RenderSettings(edgesize=16),
+                                  settings=RenderSettings(edgesize=16),
                                   output_types=("gaussian_2d",), n_rotation=6, batch_size=2)
     summary = runner_mod.run(config, progress="lines", progress_stream=stream,
                              progress_interval=0.0)
@@ -392,7 +395,7 @@ def test_busy_output_folder_is_refused(tmp_path):
     pytest.importorskip("fcntl")
     out = tmp_path / "out"
     out.mkdir()
-    with runner_mod._folder_lock(out):
+    with _folder_lock(out):
         result = _invoke("render", AU147, "-o", out, *SMALL)
     assert result.exit_code == 1 and "another xyz2image-gpu run" in result.output
     assert _invoke("render", AU147, "-o", out, *SMALL).exit_code == 0
@@ -460,9 +463,9 @@ def test_z_exponent_default_is_haadf_like_and_zero_for_legacy(tmp_path):
 def test_default_workers_threads_for_compiled_gaussians(tmp_path, monkeypatch):
     """Without --workers: one process on threads when the compiled kernel makes every
     output, one per core otherwise (NumPy labels, TIFF stacks, legacy mode)."""
-    from xyz2image_gpu import RenderSettings, renderers
+    from xyz2image_gpu.pipeline.kernels import compiled as renderers
 
-    monkeypatch.setattr(runner_mod, "available_cores", lambda: 6)
+    monkeypatch.setattr(run_config, "available_cores", lambda: 6)
     plain = RenderSettings()
     compiled = renderers.compiled_kernel_available()
     assert runner_mod.default_workers(plain, ("gaussian_2d",)) == (1 if compiled else 6)

@@ -30,8 +30,11 @@ from reference import (
 )
 from seed_algorithm import seed_gaussian_2d  # benchmarks/, put on sys.path by conftest.py
 
-from xyz2image_gpu import OUTPUT_TYPES, Renderer, RenderSettings, as_structure, render, renderers
-from xyz2image_gpu.rotations import rotation_matrices
+from xyz2image_gpu import OUTPUT_TYPES, Renderer, RenderSettings, as_structure, render
+from xyz2image_gpu.pipeline import kernels as renderers
+from xyz2image_gpu.pipeline.kernels.compiled import _splat_spheres_compiled
+from xyz2image_gpu.pipeline.kernels.labels import _splat_spheres
+from xyz2image_gpu.pipeline.rotations import rotation_matrices
 
 DEFAULTS = {
     "edgesize": 128, "gauss_sigma": 0.4, "padxyz": 1.5, "bitrate": 8, "binary_radius": 1.0,
@@ -700,8 +703,8 @@ def test_compiled_binary_labels_equal_numpy_bytes(axes):
     r2[:, 10:12] = -1.0  # draws nothing
     valid = np.ones((b, n), dtype=bool)
     valid[:, -3:] = False
-    got = renderers._splat_spheres_compiled(centres, r2, valid, e, axes)
-    want = renderers._splat_spheres(np, centres, r2, valid, e, axes, max_elements=1 << 20)
+    got = _splat_spheres_compiled(centres, r2, valid, e, axes)
+    want = _splat_spheres(np, centres, r2, valid, e, axes, max_elements=1 << 20)
     assert got.dtype == bool and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     assert want.sum() > 50

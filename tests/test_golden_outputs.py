@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import golden_outputs  # noqa: E402
+import golden_outputs
 
-from xyz2image_gpu.renderers import compiled_kernel_available  # noqa: E402
+from xyz2image_gpu.pipeline.kernels import compiled_kernel_available
 
 RECORDED = json.loads(golden_outputs.RECORD.read_text())
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from xyz2image_gpu.probe import (
+from xyz2image_gpu.physics.probe import (
     GaussianFit,
     ProbeOptics,
     bessel_j0,

@@ -12,7 +12,7 @@ from ase import Atoms
 from reference import R0
 from scipy import stats
 
-from xyz2image_gpu.rotations import rotation_matrices
+from xyz2image_gpu.pipeline.rotations import rotation_matrices
 
 N_STAT = 20_000
 

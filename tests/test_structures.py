@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xyz2image_gpu import structures
-from xyz2image_gpu.elements import MAX_Z, SYMBOLS, atomic_number, symbol
 from xyz2image_gpu.structures import (
     Frame,
     Structure,
@@ -17,6 +15,8 @@ from xyz2image_gpu.structures import (
     as_structure,
     read_xyz,
 )
+from xyz2image_gpu.structures import xyz as structures
+from xyz2image_gpu.structures.elements import MAX_Z, SYMBOLS, atomic_number, symbol
 
 pytest.importorskip("ase")
 import ase.io

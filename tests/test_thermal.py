@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from xyz2image_gpu import thermal
-from xyz2image_gpu.thermal import (
+from xyz2image_gpu.physics import thermal
+from xyz2image_gpu.physics.thermal import (
     DEFAULT_RMS_DISPLACEMENT,
     RMS_DISPLACEMENT,
     ThermalDataWarning,

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from xyz2image_gpu import writers
-from xyz2image_gpu.writers import (
+from xyz2image_gpu import output as writers
+from xyz2image_gpu.output import (
     BackgroundWriter,
     NpzStreamWriter,
     TiffStackWriter,
+    _zip,
     is_temporary,
     remove_stale_temporaries,
     temporary_path,
@@ -120,7 +121,7 @@ def test_npz_compress_level(tmp_path):
 
 def test_npz_zip64_records(tmp_path, monkeypatch):
     # pretend 4 GiB is 100 bytes: every size and offset takes the zip64 path
-    monkeypatch.setattr(writers, "_ZIP64_LIMIT", 100)
+    monkeypatch.setattr(_zip, "_ZIP64_LIMIT", 100)
     arrays = _arrays(9)
     out = _write(tmp_path / "z64.npz", arrays, batch=4)
     with zipfile.ZipFile(out) as zf:
@@ -180,7 +181,7 @@ def test_npz_context_manager_aborts_on_error(tmp_path):
 def test_crc32_combine(len1, len2):
     rng = np.random.default_rng(len1 + len2)
     a, b = rng.bytes(len1), rng.bytes(len2)
-    assert writers.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+    assert _zip.crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
 def test_temporaries(tmp_path):

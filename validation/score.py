@@ -55,8 +55,8 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent))
 
 from xyz2image_gpu import Renderer, RenderSettings
-from xyz2image_gpu.calibrate import pearson_r
-from xyz2image_gpu.rotations import R0
+from xyz2image_gpu.physics.calibrate import pearson_r
+from xyz2image_gpu.pipeline.rotations import R0
 from xyz2image_gpu.structures import as_structure
 
 #: The order in which references are reported.
@@ -167,10 +167,10 @@ def align(model: np.ndarray, reference: np.ndarray, max_shift: float = MAX_SHIFT
 # ---------------------------------------------------------------------------- cases
 def optics_probe():
     """(components, residual, source) of the 200 kV / 20 mrad aberration-free probe fit."""
-    from xyz2image_gpu.probe import ProbeOptics, fit_probe
+    from xyz2image_gpu.physics.probe import ProbeOptics, fit_probe
 
     fit = fit_probe(ProbeOptics(200.0, 20.0, 0.0, 0.0, 0.0), n=3)
-    return tuple(fit.components), float(fit.residual), "xyz2image_gpu.probe.fit_probe"
+    return tuple(fit.components), float(fit.residual), "xyz2image_gpu.physics.probe.fit_probe"
 
 
 def case_settings() -> dict[str, dict]:

@@ -3,7 +3,7 @@
 Turn atomic coordinates (.xyz) into normalised simulated ADF-STEM images and their 3D labels
 for many random orientations, on the GPU (CuPy) or the CPU (NumPy)::
 
-    from xyz2image_gpu import render
+    from . import render
     out = render("au147.xyz", n_rotation=64, output_types=["gaussian_2d", "coordinates_3d"])
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .backend import Backend, BackendError, get_backend
-from .engine import IMAGE_TYPES, OUTPUT_TYPES, Renderer, RenderSettings, render
+from .pipeline import IMAGE_TYPES, OUTPUT_TYPES, Renderer, RenderSettings, render
 from .structures import Frame, Structure, StructureError, as_structure, read_xyz
 
 try:

@@ -1,9 +1,9 @@
 """The rendering engine: structures in, batches of images and labels out, in memory.
 
-:class:`Renderer` is the library entry point that the CLI, the benchmarks and (later) data
-loaders share. It renders any range of a stack's images in batches; each batch is a dict of
-host NumPy arrays with the same names, shapes and dtypes that the .npz files hold.
-:func:`render` is the one-call convenience for notebooks.
+:class:`Renderer` is the library entry point that the CLI, the benchmarks and data consumers
+share. It renders any range of a stack's images in batches; each batch is a dict of host
+NumPy arrays (or device arrays, with ``to_host=False``) with the same names, shapes and
+dtypes that the .npz files hold. :func:`render` is the one-call convenience for notebooks.
 
 Image ``k`` of a stack is frame ``k // n_rotation`` seen in rotation ``k % n_rotation``.
 Every image is a pure function of the settings, the seed, the structure name, the frame,
@@ -13,7 +13,6 @@ split or the number of workers.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,259 +22,21 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from . import augment, renderers
-from .backend import Backend, available_cores, get_backend
-from .elements import atomic_number
-from .framing import FRAMINGS, frame_pixel_coordinates
+from ..backend import Backend, available_cores, get_backend
+from ..physics import augment
+from ..physics.thermal import smear_components, thermal_widths
+from ..structures.convert import as_structure
+from ..structures.elements import atomic_number
+from ..structures.model import Structure, StructureError
+from . import kernels as renderers
+from .framing import frame_pixel_coordinates
 from .rotations import rotation_matrices
-from .structures import Structure, StructureError, as_structure
-from .thermal import smear_components, thermal_widths
+from .settings import _GAUSSIAN, RenderSettings, _check_output_types
 
 __all__ = [
-    "IMAGE_TYPES",
-    "METADATA_KEYS",
-    "NORMALIZATIONS",
-    "OUTPUT_TYPES",
-    "RenderSettings",
     "Renderer",
     "render",
 ]
-
-#: Array outputs, with the original script's key names.
-OUTPUT_TYPES = (
-    "coordinates_3d",
-    "delta_3d",
-    "delta_2d",
-    "gaussian_3d",
-    "gaussian_2d",
-    "binary_3d",
-    "binary_2d",
-)
-#: TIFF-stack outputs and the array each one shows.
-IMAGE_TYPES = {
-    "delta_2d_image": "delta_2d",
-    "gaussian_2d_image": "gaussian_2d",
-    "binary_2d_image": "binary_2d",
-}
-#: Per-image metadata every batch carries.
-METADATA_KEYS = ("rotations", "voxel_size", "frame_index")
-NORMALIZATIONS = ("image", "float", "fixed")
-
-_GAUSSIAN = ("gaussian_2d", "gaussian_3d")
-
-
-@dataclass(frozen=True)
-class RenderSettings:
-    """Everything that decides what an image looks like (lengths in Å).
-
-    Attributes
-    ----------
-    edgesize : int
-        Pixels along each edge of the square image / voxel cube.
-    gauss_sigma : float
-        Standard deviation of each atom's Gaussian, Å.
-    padxyz : float
-        Minimum margin around the structure, Å (``image`` and ``structure`` framing).
-    bitrate : {8, 16}
-        Integer depth of normalised images.
-    binary_radius : float
-        Radius of the atoms' spheres in binary_3d / binary_2d, Å.
-    z_exponent : float
-        Atoms weighted by Z**z_exponent (0: all equal, as the seed).
-    framing : {"image", "structure", "fixed"}
-        See :mod:`xyz2image_gpu.framing`.
-    pixel_size : float or None
-        Å per pixel for ``framing="fixed"``.
-    normalization : {"image", "float", "fixed"}
-        ``image``: each image scaled to the full integer range (the seed); ``float``: float32
-        sums (an atom of weight 1 peaks at 1); ``fixed``: ``rint(sum * intensity_scale)``
-        clipped, one scale for every image.
-    intensity_scale : float or None
-        Grey levels per unit of summed intensity for ``normalization="fixed"``.
-    legacy : bool
-        Reproduce the original script: rounded positions, one count per occupied voxel,
-        SciPy ``gaussian_filter`` semantics, truncating conversion.
-    all_random : bool
-        Draw rotation 0 at random too instead of the seed's fixed 90° view about z.
-    probe : tuple of (amplitude, sigma) pairs
-        The probe's intensity as a sum of radially symmetric Gaussians
-        ``sum_g a_g exp(-r²/(2 sigma_g²))`` (sigma in Å), e.g. fitted to an aberrated probe
-        by :func:`xyz2image_gpu.probe.fit_probe`. Empty (default): one Gaussian of
-        ``gauss_sigma`` and amplitude 1.
-    thermal : bool
-        Fold each element's r.m.s. thermal displacement u (Debye–Waller, Å) into every
-        component's width, ``sigma² + u²``, keeping each component's 2-D integral.
-    thermal_overrides : tuple of (element, u) pairs
-        Replace the built-in room-temperature u (Å) of the named elements.
-    phonon_jitter : bool
-        Frozen-phonon-like augmentation: render each image from atoms displaced at random
-        by their element's u (Å, per axis); labels stay at the undisplaced positions.
-    dose : float or None
-        Poisson shot noise at this dose, electrons per Å² (see :mod:`.augment`); the clean
-        image is kept as ``gaussian_2d_clean`` and each image's expected count at its
-        brightest pixel as ``electrons_per_pixel``.
-    read_noise : float
-        Gaussian read noise, standard deviation as a fraction of each image's maximum.
-    scan_jitter : float
-        R.m.s. scan-line jitter, Å: each row (slow scan axis 0) shifted at random along the
-        fast axis (1).
-    drift : float
-        Linear specimen drift over one frame, Å, in a random direction per image (the
-        middle row undisplaced). Each image's per-row shifts (Å, x and y) are saved as
-        ``scan_offsets``.
-
-    column_correction : tuple of float
-        Per-atom correction of the convolution image towards multislice (channelling makes
-        a column of n atoms differ from n single atoms): each atom's weight is multiplied by
-        ``1 + sum_k c_k x^k``, ``x`` being the convolution image at the atom in units of
-        one isolated ``column_reference`` atom's peak (about its column's atom count).
-        Fitted values: ``validation/results/column_correction.json``. Empty: none.
-    column_broadening : float
-        With the correction: each atom's Gaussian widths grow by
-        ``column_broadening * max(x - 1, 0)`` Å² (integral kept).
-    column_reference : str
-        Element whose single-atom peak is the unit of ``x``.
-
-    Augmentations (``phonon_jitter``, ``dose``, ``read_noise``, ``scan_jitter``,
-    ``drift``) change gaussian_2d only; ``gaussian_2d_clean`` keeps the image without them,
-    paired with the labels.
-    """
-
-    edgesize: int = 128
-    gauss_sigma: float = 0.4
-    padxyz: float = 1.5
-    bitrate: int = 8
-    binary_radius: float = 1.0
-    z_exponent: float = 0.0
-    framing: str = "image"
-    pixel_size: float | None = None
-    normalization: str = "image"
-    intensity_scale: float | None = None
-    legacy: bool = False
-    all_random: bool = False
-    probe: tuple[tuple[float, float], ...] = ()
-    thermal: bool = False
-    thermal_overrides: tuple[tuple[str, float], ...] = ()
-    phonon_jitter: bool = False
-    dose: float | None = None
-    read_noise: float = 0.0
-    scan_jitter: float = 0.0
-    drift: float = 0.0
-    column_correction: tuple[float, ...] = ()
-    column_broadening: float = 0.0
-    column_reference: str = "Au"
-
-    def __post_init__(self) -> None:
-        # accept lists (e.g. from JSON) but store hashable tuples
-        probe = tuple((float(a), float(sig)) for a, sig in self.probe)
-        object.__setattr__(self, "probe", probe)
-        overrides = tuple((str(el), float(u)) for el, u in self.thermal_overrides)
-        object.__setattr__(self, "thermal_overrides", overrides)
-        correction = tuple(float(c) for c in self.column_correction)
-        object.__setattr__(self, "column_correction", correction)
-        if not self.column_broadening >= 0:
-            raise ValueError("column_broadening must be >= 0 Å²")
-        if self.legacy and (correction or self.column_broadening):
-            raise ValueError("legacy mode takes no column correction")
-        try:
-            atomic_number(self.column_reference)
-        except KeyError:
-            raise ValueError(
-                f"unknown column_reference element {self.column_reference!r}") from None
-        for amplitude, sig in probe:
-            if not (amplitude >= 0 and sig > 0):
-                raise ValueError(
-                    f"probe components need amplitude >= 0 and sigma > 0 Å, got {probe}"
-                )
-        if probe and not sum(a for a, _ in probe) > 0:
-            raise ValueError("probe amplitudes must not all be 0")
-        for el, u in overrides:
-            if not u >= 0:
-                raise ValueError(f"thermal displacement of {el} must be >= 0 Å, got {u}")
-        if self.legacy and (probe or self.thermal):
-            raise ValueError("legacy mode renders the original single Gaussian; "
-                             "it takes no probe or thermal smearing")
-        if self.dose is not None and not self.dose > 0:
-            raise ValueError(f"dose must be > 0 electrons per Å², got {self.dose}")
-        if not self.read_noise >= 0:
-            raise ValueError(f"read_noise must be >= 0, got {self.read_noise}")
-        if not (self.scan_jitter >= 0 and self.drift >= 0):
-            raise ValueError("scan_jitter and drift must be >= 0 Å")
-        if self.legacy and self.augmented:
-            raise ValueError("legacy mode reproduces the original script; it takes no "
-                             "augmentations")
-        if int(self.edgesize) != self.edgesize or self.edgesize < 2:
-            raise ValueError(f"edgesize must be an integer >= 2, got {self.edgesize}")
-        if not self.gauss_sigma > 0:
-            raise ValueError(f"gauss_sigma must be > 0 Å, got {self.gauss_sigma}")
-        if not self.padxyz >= 0:
-            raise ValueError(f"padxyz must be >= 0 Å, got {self.padxyz}")
-        if self.bitrate not in (8, 16):
-            raise ValueError(f"bitrate must be 8 or 16, got {self.bitrate}")
-        if not self.binary_radius > 0:
-            raise ValueError(f"binary_radius must be > 0 Å, got {self.binary_radius}")
-        if self.framing not in FRAMINGS:
-            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
-        if self.framing == "fixed" and not (self.pixel_size and self.pixel_size > 0):
-            raise ValueError("framing='fixed' needs a positive pixel_size in Å")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
-                f"got {self.normalization!r}"
-            )
-        if self.normalization == "fixed" and not (
-            self.intensity_scale and self.intensity_scale > 0
-        ):
-            raise ValueError("normalization='fixed' needs a positive intensity_scale")
-        if self.legacy and self.z_exponent != 0:
-            raise ValueError("legacy mode counts every atom once; it needs z_exponent=0")
-        if self.legacy and self.normalization != "image":
-            raise ValueError("legacy mode normalises each image as the seed did")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @property
-    def noisy(self) -> bool:
-        """Whether gaussian_2d gets shot or read noise."""
-        return self.dose is not None or self.read_noise > 0
-
-    @property
-    def scan_distorted(self) -> bool:
-        """Whether gaussian_2d sees scan-line jitter or drift."""
-        return self.scan_jitter > 0 or self.drift > 0
-
-    @property
-    def augmented(self) -> bool:
-        """Whether any augmentation changes gaussian_2d."""
-        return self.noisy or self.phonon_jitter or self.scan_distorted
-
-    @property
-    def components(self) -> tuple[tuple[float, float], ...]:
-        """The probe as (amplitude, sigma Å) Gaussians: ``probe`` or ``gauss_sigma``."""
-        return self.probe or ((1.0, float(self.gauss_sigma)),)
-
-    @property
-    def image_dtype(self) -> np.dtype:
-        if self.normalization == "float":
-            return np.dtype(np.float32)
-        return np.dtype(np.uint8 if self.bitrate == 8 else np.uint16)
-
-
-def _check_output_types(output_types: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(output_types, str):
-        output_types = [output_types]
-    out: list[str] = []
-    for name in output_types:
-        base = IMAGE_TYPES.get(name, name)
-        if base not in OUTPUT_TYPES:
-            valid = ", ".join(OUTPUT_TYPES + tuple(IMAGE_TYPES))
-            raise ValueError(f"unknown output type {name!r}; valid: {valid}")
-        if base not in out:
-            out.append(base)
-    if not out:
-        raise ValueError("no output types requested")
-    return tuple(out)
 
 
 @dataclass

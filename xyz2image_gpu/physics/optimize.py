@@ -10,7 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["nelder_mead"]
+__all__ = [
+    "nelder_mead",
+]
 
 
 def nelder_mead(

@@ -20,12 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from ..pipeline.kernels.gaussian import axis_profiles
 from .optimize import nelder_mead
 from .probe import FWHM_PER_SIGMA, ProbeOptics, fit_probe
-from .renderers import axis_profiles
 from .thermal import smear_components
 
-__all__ = ["CalibrationResult", "calibrate", "model_image", "pearson_r"]
+__all__ = [
+    "CalibrationResult",
+    "calibrate",
+    "model_image",
+    "pearson_r",
+]
 
 
 def pearson_r(a: np.ndarray, b: np.ndarray) -> float:

@@ -25,7 +25,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from .rotations import _name_hash
+from ..pipeline.rotations import _name_hash
 
 __all__ = [
     "NOISE",

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FRAMINGS", "frame_pixel_coordinates"]
+__all__ = [
+    "FRAMINGS",
+    "frame_pixel_coordinates",
+]
 
 FRAMINGS = ("image", "structure", "fixed")
 

@@ -51,12 +51,14 @@ from typing import Any, Union
 
 import numpy as np
 
-from .elements import atomic_number, symbol
+from ..structures.elements import atomic_number, symbol
 
 __all__ = [
     "DEFAULT_RMS_DISPLACEMENT",
     "REFERENCE_TEMPERATURE",
     "RMS_DISPLACEMENT",
+    "ElementKey",
+    "Overrides",
     "ThermalDataWarning",
     "debye_rms_displacement",
     "displacement_source",

@@ -1,64 +1,46 @@
-"""Streaming writers: compressed ``.npz`` stacks, ImageJ ``.tif`` stacks, a background thread.
-
-The renderer yields a stack batch by batch; these writers put each batch on disk as it
-arrives, so memory is bounded by the batch, not by the stack (8000 rotations of a 128³
+"""Streaming ``.npz`` stacks: :class:`NpzStreamWriter` writes an archive (what ``np.load``
+reads) member by member, every member deflate-compressed in parallel chunks while the batches
+arrive, so memory is bounded by the batch, not by the stack (8000 rotations of a 128³
 ``delta_3d`` volume are 16 GB raw).
 
-* :class:`NpzStreamWriter` writes an ``.npz`` archive (what ``np.load`` reads) member by
-  member, every member deflate-compressed while the batches arrive.
-* :class:`TiffStackWriter` writes one TIFF page per image (ImageJ hyperstack, pixel size in Å).
-* :class:`BackgroundWriter` runs writers on a thread fed by a bounded queue and re-raises an
-  error of that thread (disk full, permission denied) in the producer.
-
-Every output is written under a temporary name in its destination folder (see
-:func:`temporary_path`) and renamed to its final name only when complete, so a killed run
-leaves no half-written file under a final name; :func:`remove_stale_temporaries` cleans up
-what a killed run left behind.
-
-Outputs are byte-for-byte reproducible: no timestamps (zip dates are fixed at 1980-01-01, no
-TIFF DateTime tag) and compressed bytes that do not depend on the batch size or on the number
-of compression threads (see :class:`NpzStreamWriter`).
+Outputs are byte-for-byte reproducible: zip dates are fixed at 1980-01-01, and compressed
+bytes do not depend on the batch size or on the number of compression threads.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import functools
-import io
 import os
-import queue
 import shutil
 import struct
-import threading
 import zlib
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .backend import available_cores
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
+from ..backend import available_cores
+from . import _zip
+from ._zip import (
+    _DOS_DATE,
+    _DOS_TIME,
+    _EXTERNAL_ATTR,
+    _MADE_BY_UNIX,
+    _VERSION_DEFLATE,
+    _VERSION_ZIP64,
+    _ZIP_MAX_ENTRIES,
+    _copy_stream,
+    _npy_header,
+    crc32_combine,
+)
+from .atomic import _CompleteOrAbort, temporary_path
 
 __all__ = [
-    "TEMP_SUFFIX",
-    "BackgroundWriter",
     "NpzStreamWriter",
-    "TiffStackWriter",
-    "crc32_combine",
     "default_compression_threads",
-    "is_temporary",
-    "remove_stale_temporaries",
-    "temporary_path",
 ]
-
-#: Temporary outputs are named ``.<final name>.<pid>.tmp`` (files or folders).
-TEMP_SUFFIX = ".tmp"
 
 # Deflate input is cut into chunks of this many bytes of the member's stream (npy header +
 # data), at fixed offsets. Each chunk is compressed on its own (primed with the previous
@@ -68,61 +50,6 @@ _CHUNK_BYTES = 1 << 20
 _DICT_BYTES = 1 << 15
 _MEM_LEVEL = 8  # zlib's default, as zipfile and np.savez_compressed use
 
-# ZIP format constants (APPNOTE.TXT). _ZIP64_LIMIT is a module variable so tests can lower
-# it and exercise the zip64 records without writing 4 GiB.
-_ZIP64_LIMIT = 0xFFFFFFFF
-_ZIP_MAX_ENTRIES = 0xFFFF
-_DOS_TIME = 0  # 00:00:00
-_DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01: fixed, so outputs are reproducible
-_EXTERNAL_ATTR = (0o100644 << 16) & 0xFFFFFFFF  # regular file, rw-r--r--
-_VERSION_DEFLATE = 20
-_VERSION_ZIP64 = 45
-_MADE_BY_UNIX = 3 << 8
-
-
-def temporary_path(final: Path | str) -> Path:
-    """Return the temporary name under which ``final`` is written: ``.<name>.<pid>.tmp``.
-
-    It lies in the same folder as ``final``, so :func:`os.replace` onto ``final`` is atomic.
-    """
-    final = Path(final)
-    return final.with_name(f".{final.name}.{os.getpid()}{TEMP_SUFFIX}")
-
-
-def is_temporary(path: Path | str) -> bool:
-    """True when ``path`` is named like a :func:`temporary_path`."""
-    name = Path(path).name
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
-
-
-def remove_stale_temporaries(folder: Path | str) -> list[Path]:
-    """Remove temporaries (files or folders) left in ``folder`` by a killed run.
-
-    Only names matching :func:`is_temporary` are removed. Call it only when no other run
-    writes into ``folder``.
-
-    Returns
-    -------
-    list of Path
-        What was removed.
-    """
-    folder = Path(folder)
-    removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    for entry in sorted(folder.iterdir()):
-        if not is_temporary(entry):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            try:
-                entry.unlink()
-            except FileNotFoundError:
-                pass
-        removed.append(entry)
-    return removed
-
 
 def default_compression_threads() -> int:
     """Threads used to compress one archive's batch by default: every core this process
@@ -131,69 +58,6 @@ def default_compression_threads() -> int:
     With a GPU rendering, deflate is the whole host-side cost, so every core compresses.
     """
     return min(64, available_cores())
-
-
-def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    """The ``.npy`` header (magic, version, dict) for a C-ordered array of shape and dtype."""
-    header = {
-        "descr": np.lib.format.dtype_to_descr(dtype),
-        "fortran_order": False,
-        "shape": tuple(int(s) for s in shape),
-    }
-    buf = io.BytesIO()
-    try:
-        np.lib.format.write_array_header_1_0(buf, header)
-    except ValueError:  # header longer than 64 KiB: needs format 2.0
-        buf = io.BytesIO()
-        np.lib.format.write_array_header_2_0(buf, header)
-    return buf.getvalue()
-
-
-# CRC-32 of a concatenation from the CRCs of its parts (the algorithm of zlib's
-# crc32_combine, which Python does not expose): crc(A + B) = crc(A) * x^(8 len(B)) + crc(B)
-# in GF(2)[x] modulo the CRC polynomial, in zlib's reflected bit order. It lets each chunk's
-# CRC be computed on the compression threads.
-_CRC_POLY = 0xEDB88320
-
-
-def _multmodp(a: int, b: int) -> int:
-    """a * b modulo the CRC-32 polynomial (reflected: bit 31 is x^0)."""
-    m = 1 << 31
-    p = 0
-    while True:
-        if a & m:
-            p ^= b
-            if a & (m - 1) == 0:
-                return p
-        m >>= 1
-        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
-
-
-def _x2n_table() -> list[int]:
-    table = [1 << 30]  # x^1
-    for _ in range(31):
-        table.append(_multmodp(table[-1], table[-1]))  # x^(2^k)
-    return table
-
-
-_X2N = _x2n_table()
-
-
-@functools.lru_cache(maxsize=64)
-def _x8nmodp(n: int) -> int:
-    """x^(8 n) modulo the CRC-32 polynomial."""
-    p, k = 1 << 31, 3  # x^0; 8 = 2^3
-    while n:
-        if n & 1:
-            p = _multmodp(_X2N[k & 31], p)
-        n >>= 1
-        k += 1
-    return p
-
-
-def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
-    """CRC-32 of ``A + B`` from ``crc1 = crc32(A)``, ``crc2 = crc32(B)`` and ``len(B)``."""
-    return _multmodp(_x8nmodp(len2), crc1) ^ crc2
 
 
 def _deflate_chunk(data: Any, zdict: bytes, level: int, strategy: int,
@@ -210,26 +74,6 @@ def _deflate_chunk(data: Any, zdict: bytes, level: int, strategy: int,
     out = comp.compress(data)
     return (out + comp.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH), crc,
             memoryview(data).nbytes)
-
-
-class _CompleteOrAbort:
-    """Context manager of a writer: ``close()`` on success, ``abort()`` on an error."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class _Member:
@@ -496,9 +340,9 @@ class NpzStreamWriter(_CompleteOrAbort):
                 offset = out.tell()
                 name = member.name.encode("ascii")
                 usize, csize = member.raw_size, member.compressed_size
-                big = usize >= _ZIP64_LIMIT or csize >= _ZIP64_LIMIT
+                big = usize >= _zip._ZIP64_LIMIT or csize >= _zip._ZIP64_LIMIT
                 extra = struct.pack("<HHQQ", 1, 16, usize, csize) if big else b""
-                version = _VERSION_ZIP64 if big or offset >= _ZIP64_LIMIT else _VERSION_DEFLATE
+                version = _VERSION_ZIP64 if big or offset >= _zip._ZIP64_LIMIT else _VERSION_DEFLATE
                 out.write(struct.pack(
                     "<IHHHHHIIIHH", 0x04034B50, version, 0, zlib.DEFLATED, _DOS_TIME,
                     _DOS_DATE, member.crc, 0xFFFFFFFF if big else csize,
@@ -509,11 +353,11 @@ class NpzStreamWriter(_CompleteOrAbort):
                 member.path.unlink()
                 # central directory: zip64 fields only for values that overflow, in order
                 fields = []
-                if usize >= _ZIP64_LIMIT:
+                if usize >= _zip._ZIP64_LIMIT:
                     fields.append(usize)
-                if csize >= _ZIP64_LIMIT:
+                if csize >= _zip._ZIP64_LIMIT:
                     fields.append(csize)
-                if offset >= _ZIP64_LIMIT:
+                if offset >= _zip._ZIP64_LIMIT:
                     fields.append(offset)
                 cextra = (struct.pack("<HH", 1, 8 * len(fields))
                           + struct.pack(f"<{len(fields)}Q", *fields)) if fields else b""
@@ -526,7 +370,8 @@ class NpzStreamWriter(_CompleteOrAbort):
             out.writelines(central)
             cd_size = out.tell() - cd_offset
             n = len(central)
-            if n > _ZIP_MAX_ENTRIES or cd_offset >= _ZIP64_LIMIT or cd_size >= _ZIP64_LIMIT:
+            limit = _zip._ZIP64_LIMIT
+            if n > _ZIP_MAX_ENTRIES or cd_offset >= limit or cd_size >= limit:
                 eocd64 = out.tell()
                 out.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, _MADE_BY_UNIX | 45, 45,
                                       0, 0, n, n, cd_size, cd_offset))
@@ -536,237 +381,3 @@ class NpzStreamWriter(_CompleteOrAbort):
                 min(cd_size, 0xFFFFFFFF), min(cd_offset, 0xFFFFFFFF), 0))
             out.flush()
             os.fsync(out.fileno())
-
-
-def _copy_stream(src: Any, dst: Any, size: int) -> None:
-    """Append ``size`` bytes of ``src`` to ``dst`` (both binary files, ``dst`` at its end).
-
-    In the kernel with :func:`os.copy_file_range` where the system has it (Linux): measured
-    0.39 s of a 3.5 s run (16,384 images at 128 px into two archives) went to the
-    read/write copy, 0.03 s in the kernel. Elsewhere, or if the kernel refuses (older
-    kernels across file systems), :func:`shutil.copyfileobj`.
-    """
-    dst.flush()
-    done = 0
-    copy_range = getattr(os, "copy_file_range", None)
-    if copy_range is not None:
-        try:
-            while done < size:
-                n = copy_range(src.fileno(), dst.fileno(), size - done)
-                if n == 0:
-                    break
-                done += n
-        except OSError:
-            if done:
-                raise  # part of it was copied: do not guess where the files stand
-        dst.seek(0, os.SEEK_END)
-        src.seek(done)
-    shutil.copyfileobj(src, dst, 16 << 20)
-
-
-class TiffStackWriter(_CompleteOrAbort):
-    """Write a stack of 2D images to an ImageJ TIFF, one page per image, batch by batch.
-
-    The file reads back with ``tifffile.imread(path)`` as ``(n, E, E)`` and opens in
-    ImageJ/Fiji as a stack calibrated in Å (ImageJ ``unit=A``, which ImageJ shows as Å, and
-    X/Y resolution of ``1 / pixel_size`` pixels per Å).
-
-    Parameters
-    ----------
-    path : path-like
-        Final ``.tif`` path; nothing exists under it until :meth:`close` succeeds.
-    shape : tuple of int
-        ``(n_images, E, E)``: the full stack.
-    dtype : dtype
-        Image dtype. ``bool`` is written as ``uint8`` 0/255 (atoms white); ``float64`` as
-        ``float32`` (ImageJ reads no 64-bit floats); integers as they are.
-    pixel_size_angstrom : float or None
-        Pixel size in Å, or None for an uncalibrated stack (e.g. when the pixel size varies
-        from image to image; the ``.npz`` beside it holds every image's ``voxel_size``).
-    """
-
-    def __init__(self, path: Path | str, shape: tuple[int, ...], dtype: Any,
-                 pixel_size_angstrom: float | None) -> None:
-        import tifffile
-
-        if len(shape) != 3:
-            raise ValueError(f"a TIFF stack needs shape (n, E, E), got {shape}")
-        self.path = Path(path)
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
-        self.pixel_size_angstrom = pixel_size_angstrom
-        self._rows = 0
-        self._closed = False
-        self._tmp = temporary_path(self.path)
-        self._imagej_description = tifffile.imagej_description
-        self._tif = tifffile.TiffWriter(self._tmp, imagej=True)
-        self._kwargs: dict[str, Any] = {"contiguous": True, "photometric": "minisblack"}
-        metadata: dict[str, Any] = {}
-        if pixel_size_angstrom is not None and pixel_size_angstrom > 0:
-            res = 1.0 / float(pixel_size_angstrom)
-            self._kwargs["resolution"] = (res, res)
-            metadata["unit"] = "A"
-        self._kwargs["metadata"] = metadata
-
-    @property
-    def rows_written(self) -> int:
-        """Images written so far."""
-        return self._rows
-
-    def _convert(self, images: np.ndarray) -> np.ndarray:
-        if images.dtype == np.bool_:
-            return images.view(np.uint8) * np.uint8(255)
-        if images.dtype == np.float64:
-            return images.astype(np.float32)
-        return images
-
-    def append(self, images: np.ndarray) -> None:
-        """Write the next images, shape ``(b, E, E)``."""
-        if self._closed:
-            raise ValueError(f"{self.path}: writer is closed")
-        images = np.asarray(images)
-        if images.ndim != 3 or images.shape[1:] != self.shape[1:]:
-            raise ValueError(f"{self.path}: expected images of shape (b, {self.shape[1]}, "
-                             f"{self.shape[2]}), got {images.shape}")
-        if self._rows + images.shape[0] > self.shape[0]:
-            raise ValueError(f"{self.path}: more than the {self.shape[0]} images declared")
-        for image in self._convert(images):
-            self._tif.write(np.ascontiguousarray(image), **self._kwargs)
-        self._rows += images.shape[0]
-
-    def close(self) -> None:
-        """Finish the file and rename it to :attr:`path`; safe to call twice."""
-        if self._closed:
-            return
-        try:
-            if self._rows != self.shape[0]:
-                raise ValueError(
-                    f"{self.path}: incomplete, {self._rows} of {self.shape[0]} images written")
-            # per-image writes leave ImageJ guessing the axis of the images ("channels");
-            # declare them slices of one stack
-            self._tif.overwrite_description(self._imagej_description(
-                self.shape, axes="ZYX", **self._kwargs["metadata"]))
-            self._tif.close()
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        self._closed = True
-
-    def abort(self) -> None:
-        """Drop the partial file; nothing reaches :attr:`path`."""
-        self._closed = True
-        with contextlib.suppress(Exception):  # the file is being discarded anyway
-            self._tif.close()
-        try:
-            self._tmp.unlink()
-        except FileNotFoundError:
-            pass
-
-
-_STOP = object()
-
-
-class BackgroundWriter(_CompleteOrAbort):
-    """Run writes on one background thread fed by a bounded queue.
-
-    The producer (the rendering loop) puts ``(writer, batch)`` pairs, meaning
-    ``writer.append(batch)``, or zero-argument callables (e.g. ``writer.close``); the thread
-    runs them in order. When the thread falls behind, :meth:`put` blocks, so at most
-    ``maxsize`` batches wait in memory. Copy device arrays to the host before putting them.
-
-    An exception raised on the thread (a full disk, a permission error) stops the writes;
-    the producer gets it re-raised at its next :meth:`put` or at :meth:`close`, never lost.
-
-    Parameters
-    ----------
-    maxsize : int, optional
-        Batches (or callables) that may wait in the queue (default 2).
-    name : str, optional
-        Thread name.
-    """
-
-    def __init__(self, maxsize: int = 2, name: str = "xyz2image-writer") -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, int(maxsize)))
-        self._error: BaseException | None = None
-        self._raised = False
-        self._cancel = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            if self._error is not None or self._cancel.is_set():
-                continue  # keep draining so that the producer never blocks forever
-            try:
-                if callable(item):
-                    item()
-                else:
-                    writer, batch = item
-                    writer.append(batch)
-            except BaseException as exc:  # noqa: BLE001 - handed to the producer
-                self._error = exc
-
-    @property
-    def error(self) -> BaseException | None:
-        """The exception raised on the thread, if any."""
-        return self._error
-
-    def _raise_pending(self) -> None:
-        if self._error is not None and not self._raised:
-            self._raised = True
-            raise self._error
-
-    def put(self, item: Any, batch: Any = None) -> None:
-        """Queue ``writer.append(batch)`` (``put(writer, batch)``) or a callable (``put(fn)``).
-
-        Raises
-        ------
-        Exception
-            The exception that an earlier item raised on the writer thread.
-        """
-        if self._closed:
-            raise ValueError("BackgroundWriter is closed")
-        self._raise_pending()
-        if batch is None and not callable(item):
-            raise TypeError("put() needs a callable, or a writer and a batch")
-        self._queue.put(item if batch is None else (item, batch))
-
-    def finish(self) -> None:
-        """Let the thread stop once the queued writes are done, without waiting for them
-        (:meth:`close` waits; :attr:`finished` tells). Nothing more can be put."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_STOP)
-
-    @property
-    def finished(self) -> bool:
-        """True once :meth:`finish` (or :meth:`close`) was called and the thread has ended."""
-        return self._closed and not self._thread.is_alive()
-
-    def close(self) -> None:
-        """Wait for the queued writes and stop the thread; safe to call twice.
-
-        Raises
-        ------
-        Exception
-            An exception raised on the writer thread and not yet re-raised.
-        """
-        self.finish()
-        self._thread.join()
-        self._raise_pending()
-
-    def abort(self) -> None:
-        """Skip the queued writes, stop the thread, and swallow its error (for clean-up)."""
-        self._cancel.set()
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join()
-        self._raised = True
-
-

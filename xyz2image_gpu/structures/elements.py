@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MAX_Z", "SYMBOLS", "atomic_number", "symbol"]
+__all__ = [
+    "MAX_Z",
+    "SYMBOLS",
+    "atomic_number",
+    "symbol",
+]
 
 #: Element symbols indexed by atomic number; index 0 is the placeholder ``"X"``.
 SYMBOLS: tuple[str, ...] = (

@@ -11,10 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Renderer, RenderSettings
-from .structures import as_structure
+from ..pipeline.engine import Renderer
+from ..pipeline.settings import RenderSettings
+from ..structures.convert import as_structure
 
-__all__ = ["PreviewError", "render_preview", "write_preview"]
+__all__ = [
+    "PreviewError",
+    "render_preview",
+    "write_preview",
+]
 
 _TYPES = ("coordinates_3d", "gaussian_2d", "binary_2d")
 
@@ -86,4 +91,3 @@ def write_preview(path: Path | str, output: Path | str, *, n_images: int = 4, se
     output = Path(output)
     fig.savefig(output, format="png")
     return output
-

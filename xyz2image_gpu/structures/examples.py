@@ -124,7 +124,7 @@ def _build(name: str) -> tuple[list[str], np.ndarray, str]:
 
 def bundled_examples() -> list[Path]:
     """Paths of the example ``.xyz`` files shipped with the package."""
-    folder = resources.files("xyz2image_gpu") / "data"
+    folder = resources.files("xyz2image_gpu.structures") / "data"
     return sorted(Path(str(folder / name)) for name in EXAMPLES)
 
 

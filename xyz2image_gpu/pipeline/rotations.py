@@ -20,7 +20,12 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["R0", "quaternions_to_matrices", "rotation_key", "rotation_matrices"]
+__all__ = [
+    "R0",
+    "quaternions_to_matrices",
+    "rotation_key",
+    "rotation_matrices",
+]
 
 #: The seed's first view: ``ase.Atoms.rotate(90, 'z')``; rotated positions = positions @ R0.T.
 R0 = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])

@@ -1,0 +1,90 @@
+"""Nothing half-written: every output is written under a temporary name in its destination
+folder and renamed to its final name only when complete; :func:`remove_stale_temporaries`
+cleans up what a killed run left behind. :class:`_CompleteOrAbort` is the writers' shared
+protocol (``complete()`` renames, ``abort()`` removes, a ``with`` block picks one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = [
+    "TEMP_SUFFIX",
+    "is_temporary",
+    "remove_stale_temporaries",
+    "temporary_path",
+]
+
+#: Temporary outputs are named ``.<final name>.<pid>.tmp`` (files or folders).
+TEMP_SUFFIX = ".tmp"
+
+
+def temporary_path(final: Path | str) -> Path:
+    """Return the temporary name under which ``final`` is written: ``.<name>.<pid>.tmp``.
+
+    It lies in the same folder as ``final``, so :func:`os.replace` onto ``final`` is atomic.
+    """
+    final = Path(final)
+    return final.with_name(f".{final.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def is_temporary(path: Path | str) -> bool:
+    """True when ``path`` is named like a :func:`temporary_path`."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_stale_temporaries(folder: Path | str) -> list[Path]:
+    """Remove temporaries (files or folders) left in ``folder`` by a killed run.
+
+    Only names matching :func:`is_temporary` are removed. Call it only when no other run
+    writes into ``folder``.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        if not is_temporary(entry):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            try:
+                entry.unlink()
+            except FileNotFoundError:
+                pass
+        removed.append(entry)
+    return removed
+
+
+class _CompleteOrAbort:
+    """Context manager of a writer: ``close()`` on success, ``abort()`` on an error."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,8 @@
+"""Physics: one module per physical effect, each holding everything of that effect that is
+not a kernel.
+
+* :mod:`.probe`: the probe's intensity from its optics, fitted by a sum of Gaussians;
+* :mod:`.thermal`: r.m.s. thermal displacements (Debye–Waller) and the widths they give;
+* :mod:`.augment`: frozen-phonon jitter, shot and read noise, scan distortions;
+* :mod:`.calibrate`: fitting render settings to a reference image.
+"""

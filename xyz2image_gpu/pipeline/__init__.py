@@ -1,0 +1,25 @@
+"""The rendering pipeline: settings, rotations, framing, kernels and the engine that runs them.
+
+Data flows through it in one direction (see README's "How it works")::
+
+    structures -> rotations (rotations.py) -> framing (framing.py, Å -> pixels)
+               -> kernels (kernels/, one module per kind of output) -> quantise
+
+:class:`~.engine.Renderer` drives these stages for whole batches on one backend; it renders
+in memory and knows nothing of files.
+"""
+
+from __future__ import annotations
+
+from .engine import Renderer, render
+from .settings import IMAGE_TYPES, METADATA_KEYS, NORMALIZATIONS, OUTPUT_TYPES, RenderSettings
+
+__all__ = [
+    "IMAGE_TYPES",
+    "METADATA_KEYS",
+    "NORMALIZATIONS",
+    "OUTPUT_TYPES",
+    "RenderSettings",
+    "Renderer",
+    "render",
+]

@@ -1,0 +1,52 @@
+"""Kernels: one function per output type, each rendering a whole batch in one tensor.
+
+All take ``xp`` (``numpy`` or ``cupy``) and batched pixel coordinates from
+:mod:`..framing`, and return arrays on that backend; nothing here transfers to the host.
+
+* :mod:`.gaussian`: separable Gaussian images (batched matrix products) and quantisation;
+* :mod:`.labels`: coordinates, delta and binary (sphere) labels;
+* :mod:`.legacy`: the original script's rounded-voxel images and SciPy-style filter;
+* :mod:`.compiled`: wrappers of the optional compiled CPU kernel (``_splat.c``).
+"""
+
+from __future__ import annotations
+
+from .compiled import (
+    NO_EXTENSION_ENV,
+    column_values_compiled,
+    compiled_kernel_available,
+    quantise_compiled,
+    splat_gaussian,
+)
+from .gaussian import (
+    PROFILE_FLOOR,
+    axis_profiles,
+    gaussian_2d,
+    gaussian_2d_scanned,
+    gaussian_3d,
+    quantise,
+)
+from .labels import binary_2d, binary_3d, coordinates_3d, delta_2d, delta_3d
+from .legacy import legacy_filter_matrices, legacy_gaussian_2d, legacy_gaussian_3d
+
+__all__ = [
+    "NO_EXTENSION_ENV",
+    "PROFILE_FLOOR",
+    "axis_profiles",
+    "binary_2d",
+    "binary_3d",
+    "column_values_compiled",
+    "compiled_kernel_available",
+    "coordinates_3d",
+    "delta_2d",
+    "delta_3d",
+    "gaussian_2d",
+    "gaussian_2d_scanned",
+    "gaussian_3d",
+    "legacy_filter_matrices",
+    "legacy_gaussian_2d",
+    "legacy_gaussian_3d",
+    "quantise",
+    "quantise_compiled",
+    "splat_gaussian",
+]

@@ -1,0 +1,144 @@
+"""Labels: each atom's nearest voxel (``coordinates_3d``), delta volumes and projections, and
+binary spheres of a given radius (``binary_3d``, ``binary_2d``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .compiled import _splat_spheres_compiled
+
+__all__ = [
+    "binary_2d",
+    "binary_3d",
+    "coordinates_3d",
+    "delta_2d",
+    "delta_3d",
+]
+
+
+def coordinates_3d(xp: Any, voxels: Any, valid: Any) -> Any:
+    """Nearest voxel of each atom as int16 (B, N, 3); padding rows are -1.
+
+    ``voxels`` are the rounded float coordinates (``rint``); values beyond the int16 range
+    (atoms far outside a fixed field of view) saturate instead of wrapping around.
+    """
+    out = xp.clip(voxels, -32768, 32767).astype(xp.int16)
+    out[~valid] = -1
+    return out
+
+
+def _in_bounds(xp: Any, voxels: Any, valid: Any, edgesize: int, axes: int) -> Any:
+    ok = valid.copy()
+    for k in range(axes):
+        ok &= (voxels[..., k] >= 0) & (voxels[..., k] <= edgesize - 1)
+    return ok
+
+
+def delta_3d(xp: Any, voxels: Any, valid: Any, edgesize: int) -> Any:
+    """Bool (B, E, E, E), True at every atom's voxel (``voxels``: rounded float coords)."""
+    b = voxels.shape[0]
+    e = edgesize
+    out = xp.zeros((b, e, e, e), dtype=bool)
+    ok = _in_bounds(xp, voxels, valid, e, 3)
+    bi, ai = xp.nonzero(ok)
+    v = voxels[bi, ai].astype(xp.int64)
+    out[bi, v[:, 0], v[:, 1], v[:, 2]] = True
+    return out
+
+
+def delta_2d(xp: Any, voxels: Any, valid: Any, edgesize: int) -> Any:
+    """Bool (B, E, E): delta_3d projected along z (atoms outside the z range are dropped)."""
+    b = voxels.shape[0]
+    e = edgesize
+    out = xp.zeros((b, e, e), dtype=bool)
+    ok = _in_bounds(xp, voxels, valid, e, 3)
+    bi, ai = xp.nonzero(ok)
+    v = voxels[bi, ai].astype(xp.int64)
+    out[bi, v[:, 0], v[:, 1]] = True
+    return out
+
+
+def _splat_offsets(xp: Any, reach: int, axes: int) -> Any:
+    r = xp.arange(-reach, reach + 1, dtype=xp.int64)
+    grids = xp.meshgrid(*([r] * axes), indexing="ij")
+    return xp.stack([g.ravel() for g in grids], axis=1)  # (M, axes)
+
+
+def _splat_spheres(
+    xp: Any,
+    centres: Any,
+    radius_sq: Any,
+    valid: Any,
+    edgesize: int,
+    axes: int,
+    *,
+    max_elements: int,
+) -> Any:
+    """Union of balls ``|v - c| <= r`` on the voxel grid, by testing each atom's bounding box.
+
+    centres: (B, N, axes) float coordinates; radius_sq: (B, N) squared radii in pixels²
+    (negative means "draws nothing").
+    """
+    b, n, _ = centres.shape
+    e = edgesize
+    out = xp.zeros((b,) + (e,) * axes, dtype=bool)
+    rmax = float(xp.sqrt(xp.maximum(radius_sq.max(), 0.0))) if n else 0.0
+    reach = math.ceil(rmax) + 1
+    offsets = _splat_offsets(xp, reach, axes)  # (M, axes)
+    m = offsets.shape[0]
+    base = xp.floor(centres).astype(xp.int64)  # (B, N, axes)
+    flat_out = out.reshape(-1)
+    step = max(1, max_elements // max(1, n * m))
+    strides = [e ** (axes - 1 - k) for k in range(axes)]
+    for s in range(0, b, step):
+        sl = slice(s, s + step)
+        vox = base[sl, :, None, :] + offsets[None, None, :, :]  # (b', N, M, axes)
+        d = vox.astype(centres.dtype) - centres[sl, :, None, :]
+        inside = (d * d).sum(axis=-1) <= radius_sq[sl, :, None]
+        inside &= valid[sl, :, None]
+        for k in range(axes):
+            inside &= (vox[..., k] >= 0) & (vox[..., k] < e)
+        bi, ai, mi = xp.nonzero(inside)
+        v = vox[bi, ai, mi]
+        flat = (bi + s) * (e**axes)
+        for k in range(axes):
+            flat = flat + v[:, k] * strides[k]
+        flat_out[flat] = True
+    return out
+
+
+def binary_3d(
+    xp: Any, centres: Any, radius_px: Any, valid: Any, edgesize: int, *, max_elements: int,
+    compiled: bool = False,
+) -> Any:
+    """Bool (B, E, E, E): voxels within ``radius_px`` (per image, (B,)) of an atom centre.
+
+    ``compiled``: on NumPy arrays, with the compiled kernel (the same bytes).
+    """
+    r2 = xp.broadcast_to((radius_px * radius_px)[:, None], valid.shape)
+    if compiled:
+        return _splat_spheres_compiled(centres, r2, valid, edgesize, 3)
+    return _splat_spheres(xp, centres, r2, valid, edgesize, 3, max_elements=max_elements)
+
+
+def binary_2d(
+    xp: Any, centres: Any, radius_px: Any, valid: Any, edgesize: int, *, max_elements: int,
+    compiled: bool = False,
+) -> Any:
+    """Bool (B, E, E): exactly ``binary_3d(...).any(axis=2)``, computed in 2-D.
+
+    A ball of radius r around (x, y, z) reaches the pixel column (i, j) iff
+    ``(i-x)^2 + (j-y)^2 <= r^2 - dz^2``, dz the distance from z to the nearest voxel plane
+    inside the volume.
+    """
+    z = centres[:, :, 2]
+    nearest = xp.clip(xp.rint(z), 0, edgesize - 1)
+    dz = z - nearest
+    r2 = (radius_px * radius_px)[:, None] - dz * dz
+    if compiled:
+        return _splat_spheres_compiled(centres[:, :, :2], r2, valid, edgesize, 2)
+    return _splat_spheres(
+        xp, centres[:, :, :2], r2, valid, edgesize, 2, max_elements=max_elements
+    )

@@ -1,0 +1,53 @@
+"""Runs: inputs x stacks as units of work, executed, recorded in a manifest, resumable.
+
+* :mod:`.config`: what a run is asked to do (:class:`RunConfig`) and what it did;
+* :mod:`.manifest`: the manifest and the rules of resume;
+* :mod:`.units`: rendering one unit (one input file x one stack) to its files;
+* :mod:`.execute`: running every unit on threads or worker processes;
+* :mod:`.lock`: the output folder's lock;
+* :mod:`.progress`: the progress display.
+"""
+
+from __future__ import annotations
+
+from .config import (
+    InputError,
+    RunConfig,
+    RunSummary,
+    SettingsMismatchError,
+    array_types,
+    default_workers,
+    find_inputs,
+    image_types,
+    normalize_elements,
+    normalize_output_types,
+    npz_path,
+    render_types,
+    tif_path,
+)
+from .execute import run
+from .lock import FolderBusyError
+from .manifest import MANIFEST_NAME
+from .progress import Progress
+from .units import UnitCancelled
+
+__all__ = [
+    "MANIFEST_NAME",
+    "FolderBusyError",
+    "InputError",
+    "Progress",
+    "RunConfig",
+    "RunSummary",
+    "SettingsMismatchError",
+    "UnitCancelled",
+    "array_types",
+    "default_workers",
+    "find_inputs",
+    "image_types",
+    "normalize_elements",
+    "normalize_output_types",
+    "npz_path",
+    "render_types",
+    "run",
+    "tif_path",
+]

@@ -1,0 +1,362 @@
+"""Executing a run: every unit (input file x stack) on threads or worker processes, the
+manifest kept up to date, temporaries of a killed run removed, complete stacks skipped.
+
+Every file is written under a temporary name (``.<name>.<pid>.tmp``) and renamed when it is
+complete; temporaries left by a killed run are removed by the next run, which skips the
+stacks that the manifest records as complete and whose files exist (resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..backend import get_backend
+from ..output.atomic import remove_stale_temporaries
+from ..output.npz import default_compression_threads
+from ..structures.convert import as_structure
+from ..structures.model import StructureError
+from .config import RunConfig, RunSummary, SettingsMismatchError, default_workers
+from .lock import _folder_lock
+from .manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    _atomic_write_json,
+    _differences,
+    _load_manifest,
+    _package_version,
+    _sha256,
+)
+from .progress import Progress
+from .units import _THREAD_ENV, _Finishing, _render_unit, _Unit, _worker_init, _worker_run
+
+__all__ = [
+    "run",
+]
+
+
+# ----------------------------------------------------------------------------- run
+
+
+class _Run:
+    """State of one ``render`` run (the main process)."""
+
+    def __init__(self, config: RunConfig, report: Callable[[str], None],
+                 progress_mode: str, progress_stream: TextIO | None,
+                 progress_interval: float) -> None:
+        self.config = config
+        self.report = report
+        self.progress_mode = progress_mode
+        self.progress_stream = progress_stream
+        self.progress_interval = progress_interval
+        self.out = Path(config.output_folder)
+        self.manifest_path = self.out / MANIFEST_NAME
+        self.summary = RunSummary()
+        self.progress: Progress | None = None
+        self._last_save = 0.0
+
+    # -- manifest
+    def _save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_save >= 1.0:
+            self._last_save = now
+            _atomic_write_json(self.manifest_path, self.manifest)
+
+    def _file_entry(self, stem: str) -> dict[str, Any]:
+        return self.manifest["files"][stem]
+
+    def _mark_complete(self, unit: _Unit) -> None:
+        entry = self._file_entry(unit.stem)
+        stacks = set(entry["completed_stacks"]) | {unit.stack}
+        entry["completed_stacks"] = sorted(stacks)
+        if all(s in stacks for s in range(self.config.n_stacks)):
+            entry["status"] = "complete"
+        self._save()
+
+    def _mark_failed(self, stem: str, message: str) -> None:
+        entry = self._file_entry(stem)
+        entry["status"] = "failed"
+        entry["error"] = message
+        self.summary.failed.append((entry["path"], message))
+        self._say(f"error: {message} (file skipped)")
+        self._save(force=True)
+
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress.write(message)
+        else:
+            self.report(message)
+
+    # -- phases
+    def prepare(self) -> tuple[list[_Unit], int]:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        old = None if cfg.overwrite else _load_manifest(self.manifest_path)
+        params = cfg.parameters()
+        if old is not None and old.get("parameters") != params:
+            diff = _differences(old.get("parameters", {}), params)
+            raise SettingsMismatchError(
+                f"{self.out} holds stacks rendered with other settings ("
+                + "; ".join(diff[:6]) + ("; ..." if len(diff) > 6 else "")
+                + "); use --overwrite to replace them or choose another --output-folder")
+        backend = get_backend(cfg.device)
+        if backend.is_gpu:
+            workers = 1
+        elif cfg.workers is None:
+            workers = default_workers(cfg.settings, cfg.output_types)
+        else:
+            workers = max(1, int(cfg.workers))
+        self.device = "gpu" if backend.is_gpu else "cpu"
+        self.workers = workers
+        self.summary.device = f"{backend.name}: {backend.reason}"
+        self.summary.workers = workers
+        old_files = (old or {}).get("files", {})
+        self.manifest = {
+            "format": MANIFEST_FORMAT,
+            "package": "xyz2image-gpu",
+            "version": _package_version(),
+            "parameters": params,
+            "n_stacks": int(cfg.n_stacks),
+            "device": {"requested": cfg.device, "backend": backend.name,
+                       "reason": backend.reason},
+            "execution": {"workers": workers, "batch_size": cfg.batch_size},
+            "files": {},
+        }
+        # keep what other runs into this folder (with these settings) recorded
+        for stem, entry in old_files.items():
+            self.manifest["files"][stem] = entry
+        remove_stale_temporaries(self.out)
+        units: list[_Unit] = []
+        total = 0
+        threads = default_compression_threads() if workers == 1 else 1
+        for path in cfg.inputs:
+            stem = path.stem
+            remove_stale_temporaries(self.out / stem)
+            entry = {"path": str(path), "sha256": None, "status": "pending", "error": None,
+                     "n_frames": None, "images_per_stack": None, "completed_stacks": []}
+            previous = old_files.get(stem)
+            self.manifest["files"][stem] = entry
+            try:
+                entry["sha256"] = _sha256(path)
+                structure = as_structure(path, frameshift=cfg.frameshift,
+                                         maxframes=cfg.maxframes,
+                                         exclude_elements=cfg.exclude_elements)
+            except (StructureError, OSError) as exc:
+                self._mark_failed(stem, _describe_input_error(path, exc))
+                continue
+            entry["n_frames"] = len(structure.frames)
+            entry["images_per_stack"] = len(structure.frames) * cfg.n_rotation
+            done: set[int] = set()
+            if previous and previous.get("sha256") == entry["sha256"] and not cfg.overwrite:
+                done = set(previous.get("completed_stacks", []))
+            for stack in range(cfg.n_stacks):
+                unit = _Unit(
+                    str(path), stem, stack, str(self.out), cfg.settings, cfg.output_types,
+                    cfg.n_rotation, cfg.seed, cfg.frameshift, cfg.maxframes,
+                    cfg.exclude_elements, cfg.compress_level, self.device, cfg.batch_size,
+                    threads)
+                if stack in done and all(p.exists() for p in unit.outputs()):
+                    entry["completed_stacks"].append(stack)
+                    self.summary.stacks_skipped += 1
+                    continue
+                units.append(unit)
+                total += entry["images_per_stack"]
+            if len(entry["completed_stacks"]) == cfg.n_stacks:
+                entry["status"] = "complete"
+        if self.workers > 1 and len(units) <= 1:
+            self.workers = 1  # one unit: render it here, with threaded compression
+            self.summary.workers = 1
+            self.manifest["execution"]["workers"] = 1
+        if self.workers == 1 and threads == 1:
+            threads = default_compression_threads()
+            units = [dataclasses.replace(u, compression_threads=threads) for u in units]
+        self._save(force=True)
+        return units, total
+
+    def execute(self, units: list[_Unit], total: int) -> None:
+        self.progress = Progress(total, self.progress_mode, self.progress_stream,
+                                 self.progress_interval)
+        try:
+            if self.workers > 1:
+                self._execute_pool(units)
+            else:
+                self._execute_serial(units)
+        finally:
+            self.progress.close()
+            self.progress = None
+            self._save(force=True)
+
+    def _count(self, n: int) -> None:
+        self.summary.images += n
+        assert self.progress is not None
+        self.progress.update(n)
+
+    def _execute_serial(self, units: list[_Unit]) -> None:
+        # Each unit returns once its batches are queued; its writer finishes (last chunks,
+        # archive assembly, fsync) while the next unit renders, and it is marked complete
+        # as soon as its files are. Measured at 128 px, 8 files x 2048 images on 2 cores:
+        # 3.22 -> 3.07 s.
+        failed: set[str] = set()
+        finishing: list[_Finishing] = []
+
+        def settle(keep: int) -> None:
+            """Mark finished units complete; wait for the oldest while more than keep
+            are left."""
+            while finishing and (len(finishing) > keep or finishing[0].finished):
+                done = finishing.pop(0)
+                done.wait()
+                self.summary.stacks_written += 1
+                self._mark_complete(done.unit)
+
+        def on_batch(n: int) -> None:
+            self._count(n)
+            settle(keep=len(finishing))  # never waits
+
+        try:
+            for unit in units:
+                if unit.stem in failed:
+                    continue
+                try:
+                    result = _render_unit(unit, on_batch, defer=True)
+                except StructureError as exc:
+                    failed.add(unit.stem)
+                    self._mark_failed(unit.stem, str(exc))
+                    continue
+                assert isinstance(result, _Finishing)
+                finishing.append(result)
+                settle(keep=1)  # at most one unit finishes behind the renderer
+            settle(keep=0)
+        except BaseException:
+            for pending in finishing:
+                pending.abort()
+            raise
+
+    def _execute_pool(self, units: list[_Unit]) -> None:
+        # one BLAS/OpenMP thread per worker: N workers already fill N cores. Spawned children
+        # read these when they import NumPy, so they stay set while the pool runs.
+        saved = {k: os.environ.get(k) for k in _THREAD_ENV}
+        os.environ.update(dict.fromkeys(_THREAD_ENV, "1"))
+        try:
+            self._run_pool(units)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def _run_pool(self, units: list[_Unit]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        progress_queue = ctx.Queue()
+        stop_event = ctx.Event()
+        failed: set[str] = set()
+        pending = list(reversed(units))
+        running: dict[Future[Any], _Unit] = {}
+        pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(progress_queue, stop_event, os.getpid()))
+
+        def drain_progress() -> None:
+            while True:
+                try:
+                    self._count(progress_queue.get_nowait())
+                except Exception:  # noqa: BLE001 - queue.Empty
+                    return
+
+        try:
+            while pending or running:
+                while pending and len(running) < 2 * self.workers:
+                    unit = pending.pop()
+                    if unit.stem not in failed:
+                        running[pool.submit(_worker_run, unit)] = unit
+                if not running:
+                    continue
+                done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                drain_progress()
+                for future in done:
+                    unit = running.pop(future)
+                    status, value = future.result()  # OSError etc. re-raised here
+                    if status == "structure-error":
+                        if unit.stem not in failed:
+                            failed.add(unit.stem)
+                            self._mark_failed(unit.stem, value)
+                    elif status == "ok":
+                        self.summary.stacks_written += 1
+                        self._mark_complete(unit)
+            drain_progress()
+        except BaseException:
+            stop_event.set()  # running units abort and remove their temporaries
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            progress_queue.close()
+
+
+def _describe_input_error(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, StructureError):
+        text = str(exc)
+        return text if str(path) in text else f"{path}: {text}"
+    return f"{path}: cannot read ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
+
+
+def run(config: RunConfig, *, report: Callable[[str], None] | None = None,
+        progress: str = "auto", progress_stream: TextIO | None = None,
+        progress_interval: float = 10.0) -> RunSummary:
+    """Render every (file, stack) unit of ``config`` into ``config.output_folder``.
+
+    Stacks already complete (manifest and files agree, input unchanged) are skipped unless
+    ``config.overwrite``. A malformed input file is reported through ``report`` and skipped;
+    it is listed in :attr:`RunSummary.failed`.
+
+    Parameters
+    ----------
+    config : RunConfig
+    report : callable, optional
+        Receives messages for the user (default: print to stderr).
+    progress : {"auto", "bar", "lines", "none"}
+        See :class:`Progress`.
+    progress_stream : file, optional
+        Where progress goes (default stderr).
+    progress_interval : float
+        Seconds between plain progress lines.
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    SettingsMismatchError
+        The output folder's manifest records other settings (and not ``overwrite``).
+    OSError
+        Writing an output failed (disk full, permission denied); the run stops and no
+        partial file is left under a final name.
+    BackendError
+        The requested device is not available.
+    KeyboardInterrupt
+        Interrupted; completed stacks are kept and recorded, so the same command resumes.
+    """
+    if report is None:
+        def report(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    state = _Run(config, report, progress, progress_stream, progress_interval)
+    Path(config.output_folder).mkdir(parents=True, exist_ok=True)
+    with _folder_lock(Path(config.output_folder)):
+        units, total = state.prepare()
+        try:
+            state.execute(units, total)
+        except BrokenProcessPool as exc:
+            raise RuntimeError(f"a worker process died unexpectedly ({exc}); out of memory? "
+                               "try fewer --workers or a smaller --batch-size") from None
+        finally:
+            state.summary.elapsed = time.perf_counter() - start
+    return state.summary

@@ -1,0 +1,75 @@
+"""The manifest (``OUTPUT/manifest.json``): every parameter, the device, and per input file
+its hash and which stacks are complete. A run resumes from it: stacks recorded complete whose
+files exist are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..output.atomic import temporary_path
+from .config import SettingsMismatchError
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
+]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    tmp = temporary_path(path)
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _load_manifest(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SettingsMismatchError(
+            f"{path} is not a readable manifest ({exc}); use --overwrite to replace it or "
+            "choose another output folder") from None
+    if not isinstance(data, dict) or "parameters" not in data:
+        raise SettingsMismatchError(
+            f"{path} is not an xyz2image-gpu manifest; use --overwrite to replace it or "
+            "choose another output folder")
+    return data
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = list(new) + [k for k in old if k not in new]
+    return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
+            for k in keys if old.get(k) != new.get(k)]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_version() -> str:
+    try:
+        from .. import __version__
+
+        return str(__version__)
+    except Exception:  # noqa: BLE001 - a partial install still renders
+        return "unknown"

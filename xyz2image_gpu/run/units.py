@@ -1,0 +1,219 @@
+"""One unit of work: one stack of one input file, every frame in ``n_rotation`` orientations.
+A unit renders batch by batch and streams the batches through a bounded queue to a
+background writer thread, so its memory is set by the batch size, not by ``n_rotation`` or
+the number of files. Worker processes (spawned: CUDA and threads do not survive fork) run
+units through :func:`_worker_run`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..output.background import BackgroundWriter
+from ..output.npz import NpzStreamWriter
+from ..output.tiff import TiffStackWriter
+from ..pipeline.engine import Renderer
+from ..pipeline.settings import IMAGE_TYPES, OUTPUT_TYPES, RenderSettings
+from ..structures.convert import as_structure
+from ..structures.model import Structure, StructureError
+from .config import image_types, npz_path, render_types, tif_path
+
+__all__ = [
+    "UnitCancelled",
+]
+
+#: Per-process caches: the renderer and the structure of the last unit.
+_RENDERERS: dict[Any, Renderer] = {}
+_STRUCTURE: dict[str, Any] = {}
+
+# -- worker processes (spawned: CUDA and threads do not survive fork) ----------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+class UnitCancelled(Exception):
+    """A unit stopped because the run was interrupted."""
+
+
+# ----------------------------------------------------------------------------- units
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One stack of one file; picklable, sent to worker processes."""
+
+    path: str
+    stem: str
+    stack: int
+    output_folder: str
+    settings: RenderSettings
+    output_types: tuple[str, ...]
+    n_rotation: int
+    seed: int
+    frameshift: int
+    maxframes: int
+    exclude_elements: tuple[str, ...]
+    compress_level: int
+    device: str
+    batch_size: int | None
+    compression_threads: int
+
+    def outputs(self) -> list[Path]:
+        out = Path(self.output_folder)
+        return [npz_path(out, self.stem, self.stack)] + [
+            tif_path(out, self.stem, self.stack, n) for n in image_types(self.output_types)]
+
+
+def _renderer(unit: _Unit) -> Renderer:
+    key = (unit.settings, render_types(unit.output_types), unit.device,
+           unit.compression_threads)
+    if key not in _RENDERERS:
+        for old in _RENDERERS.values():
+            old.close()
+        _RENDERERS.clear()
+        # one thread per core the unit may use: all of them in the serial path, one in a
+        # worker process (the compiled CPU kernel splits a batch over these threads)
+        _RENDERERS[key] = Renderer(unit.settings, render_types(unit.output_types), unit.device,
+                                   threads=unit.compression_threads)
+    return _RENDERERS[key]
+
+
+def _structure(unit: _Unit) -> Structure:
+    key = (unit.path, unit.frameshift, unit.maxframes, unit.exclude_elements)
+    if _STRUCTURE.get("key") != key:
+        _STRUCTURE.clear()
+        _STRUCTURE["value"] = as_structure(
+            unit.path, frameshift=unit.frameshift, maxframes=unit.maxframes,
+            exclude_elements=unit.exclude_elements)
+        _STRUCTURE["key"] = key
+    return _STRUCTURE["value"]
+
+
+def _tif_pixel_size(settings: RenderSettings, structure: Structure,
+                    voxel_size: np.ndarray) -> float | None:
+    """One pixel size for a whole TIFF stack, or None when it varies from image to image."""
+    if settings.framing == "fixed":
+        return float(settings.pixel_size) if settings.pixel_size else None
+    if settings.framing == "structure" and len(structure.frames) == 1:
+        return float(voxel_size[0])
+    return None
+
+
+class _Finishing:
+    """A unit whose images are all rendered and queued, its writer thread still at work."""
+
+    def __init__(self, unit: _Unit, background: BackgroundWriter, writers: list[Any]) -> None:
+        self.unit = unit
+        self.background = background
+        self.writers = writers
+
+    @property
+    def finished(self) -> bool:
+        return self.background.finished
+
+    def wait(self) -> None:
+        """Wait for the files to be complete; on a writing error remove them and raise."""
+        try:
+            self.background.close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        self.background.abort()
+        for writer in self.writers:
+            writer.abort()
+
+
+def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
+                 stop: Callable[[], bool] = lambda: False, *,
+                 defer: bool = False) -> int | _Finishing:
+    """Render one stack and write its files; return the number of images.
+
+    ``defer``: return as soon as every batch is queued, with a :class:`_Finishing` whose
+    ``wait()`` completes the files, so that the next unit renders while this one's last
+    batches are compressed and its archive assembled and synced.
+
+    Raises StructureError (bad input), OSError (writing failed), UnitCancelled.
+    """
+    structure = _structure(unit)
+    renderer = _renderer(unit)
+    n_images = len(structure.frames) * unit.n_rotation
+    layout = renderer.output_layout(structure, n_images)
+    npz_keys = [k for k in layout if k not in OUTPUT_TYPES or k in unit.output_types]
+    folder = Path(unit.output_folder) / unit.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    npz = NpzStreamWriter(npz_path(Path(unit.output_folder), unit.stem, unit.stack),
+                          {k: layout[k] for k in npz_keys}, unit.compress_level,
+                          unit.compression_threads)
+    tifs: dict[str, TiffStackWriter] = {}
+    background = BackgroundWriter(maxsize=2)
+    try:
+        for batch in renderer.iter_batches(structure, unit.n_rotation, seed=unit.seed,
+                                           stack=unit.stack, batch_size=unit.batch_size):
+            if stop():
+                raise UnitCancelled(f"{unit.stem} stack {unit.stack}")
+            if not tifs and image_types(unit.output_types):
+                px = _tif_pixel_size(unit.settings, structure, batch["voxel_size"])
+                for name in image_types(unit.output_types):
+                    shape, dtype = layout[IMAGE_TYPES[name]]
+                    tifs[name] = TiffStackWriter(
+                        tif_path(Path(unit.output_folder), unit.stem, unit.stack, name),
+                        shape, dtype, px)
+            background.put(npz, batch)
+            for name, writer in tifs.items():
+                background.put(writer, batch[IMAGE_TYPES[name]])
+            on_batch(len(batch["rotations"]))
+        background.put(npz.close)
+        for writer in tifs.values():
+            background.put(writer.close)
+        if defer:
+            background.finish()
+            return _Finishing(unit, background, [npz, *tifs.values()])
+        background.close()
+    except BaseException:
+        background.abort()
+        npz.abort()
+        for writer in tifs.values():
+            writer.abort()
+        raise
+    return n_images
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def _watch_parent(parent: int) -> None:
+    # A worker orphaned by `kill -9` of the main process exits instead of rendering on.
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _worker_init(progress_queue: Any, stop_event: Any, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+    _WORKER["queue"] = progress_queue
+    _WORKER["stop"] = stop_event
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _worker_run(unit: _Unit) -> tuple[str, Any]:
+    """Run a unit in a worker; errors that the main process must tell apart come back as data."""
+    queue = _WORKER["queue"]
+    stop_event = _WORKER["stop"]
+    try:
+        n = _render_unit(unit, queue.put, stop_event.is_set)
+    except StructureError as exc:
+        return "structure-error", str(exc)
+    except UnitCancelled:
+        return "cancelled", None
+    return "ok", n
