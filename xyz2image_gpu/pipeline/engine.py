@@ -31,7 +31,7 @@ from ..structures.model import Structure, StructureError
 from . import kernels as renderers
 from .framing import frame_pixel_coordinates
 from .rotations import rotation_matrices
-from .settings import _GAUSSIAN, RenderSettings, _check_output_types
+from .settings import _GAUSSIAN, RenderSettings, requested_arrays
 
 __all__ = [
     "Renderer",
@@ -88,7 +88,7 @@ class Renderer:
         cpu_kernel: str = "auto",
     ) -> None:
         self.settings = settings or RenderSettings()
-        self.output_types = _check_output_types(output_types)
+        self.output_types = requested_arrays(output_types)
         self.backend = get_backend(device)
         if cpu_kernel not in ("auto", "compiled", "numpy"):
             raise ValueError(f"cpu_kernel must be auto, compiled or numpy, got {cpu_kernel!r}")

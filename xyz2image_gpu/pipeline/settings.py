@@ -5,7 +5,7 @@ types (:data:`OUTPUT_TYPES`, the TIFF :data:`IMAGE_TYPES`), validated here and n
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +15,17 @@ from ..structures.elements import atomic_number
 from .framing import FRAMINGS
 
 __all__ = [
+    "ALL_OUTPUT_TYPES",
     "IMAGE_TYPES",
     "METADATA_KEYS",
     "NORMALIZATIONS",
     "OUTPUT_TYPES",
     "RenderSettings",
+    "array_types",
+    "image_types",
+    "normalize_output_types",
+    "render_types",
+    "requested_arrays",
 ]
 
 #: Array outputs, with the original script's key names.
@@ -38,6 +44,8 @@ IMAGE_TYPES = {
     "gaussian_2d_image": "gaussian_2d",
     "binary_2d_image": "binary_2d",
 }
+#: Every output type name: the arrays, then the TIFF stacks.
+ALL_OUTPUT_TYPES = OUTPUT_TYPES + tuple(IMAGE_TYPES)
 #: Per-image metadata every batch carries.
 METADATA_KEYS = ("rotations", "voxel_size", "frame_index")
 NORMALIZATIONS = ("image", "float", "fixed")
@@ -243,17 +251,76 @@ class RenderSettings:
         return np.dtype(np.uint8 if self.bitrate == 8 else np.uint16)
 
 
-def _check_output_types(output_types: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(output_types, str):
-        output_types = [output_types]
+# ------------------------------------------------------------------------ output types
+
+
+def _validated(names: str | Iterable[str]) -> list[str]:
+    """Output type names in the order given, each once; a string is a comma-separated list.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or none given; the message lists the valid names.
+    """
+    if isinstance(names, str):
+        names = names.split(",")
+    valid = ", ".join(ALL_OUTPUT_TYPES)
     out: list[str] = []
-    for name in output_types:
+    for name in names:
+        name = str(name).strip()
+        if not name:
+            continue
+        if name not in ALL_OUTPUT_TYPES:
+            raise ValueError(f"unknown output type {name!r}; valid names: {valid}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ValueError(f"no output type given; valid names: {valid}")
+    return out
+
+
+def normalize_output_types(names: str | Iterable[str]) -> tuple[str, ...]:
+    """Validate output type names (arrays and ``*_image`` stacks); each once, in the order
+    of :data:`ALL_OUTPUT_TYPES`.
+
+    Parameters
+    ----------
+    names : str or iterable of str
+        Names from :data:`ALL_OUTPUT_TYPES`; a string is a comma-separated list. Blank
+        names are skipped.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the valid ones), or none given.
+    """
+    wanted = set(_validated(names))
+    return tuple(n for n in ALL_OUTPUT_TYPES if n in wanted)
+
+
+def requested_arrays(names: str | Iterable[str]) -> tuple[str, ...]:
+    """The arrays the engine makes for ``names``, in the order given: each ``*_image``
+    name becomes the array it shows (validated as :func:`normalize_output_types`)."""
+    out: list[str] = []
+    for name in _validated(names):
         base = IMAGE_TYPES.get(name, name)
-        if base not in OUTPUT_TYPES:
-            valid = ", ".join(OUTPUT_TYPES + tuple(IMAGE_TYPES))
-            raise ValueError(f"unknown output type {name!r}; valid: {valid}")
         if base not in out:
             out.append(base)
-    if not out:
-        raise ValueError("no output types requested")
     return tuple(out)
+
+
+def array_types(output_types: Sequence[str]) -> tuple[str, ...]:
+    """The output types stored in the ``.npz`` (not the ``*_image`` ones)."""
+    return tuple(n for n in output_types if n in OUTPUT_TYPES)
+
+
+def image_types(output_types: Sequence[str]) -> tuple[str, ...]:
+    """The ``*_image`` output types (written as ``.tif`` stacks)."""
+    return tuple(n for n in output_types if n in IMAGE_TYPES)
+
+
+def render_types(output_types: str | Iterable[str]) -> tuple[str, ...]:
+    """The arrays the engine makes for a run: array types plus the arrays the ``*_image``
+    types show, in the order of :data:`OUTPUT_TYPES` (validated)."""
+    needed = set(requested_arrays(output_types))
+    return tuple(n for n in OUTPUT_TYPES if n in needed)

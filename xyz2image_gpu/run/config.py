@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from ..backend import available_cores
-from ..pipeline.settings import IMAGE_TYPES, OUTPUT_TYPES, RenderSettings
+from ..pipeline.settings import (
+    ALL_OUTPUT_TYPES,
+    IMAGE_TYPES,
+    RenderSettings,
+    array_types,
+    image_types,
+    normalize_output_types,
+    render_types,
+)
 from ..structures.elements import SYMBOLS, atomic_number
 from ..structures.xyz import XYZ_SUFFIXES
 
@@ -38,7 +46,9 @@ __all__ = [
     "render_types",
     "tif_path",
 ]
-ALL_TYPE_NAMES = OUTPUT_TYPES + tuple(IMAGE_TYPES)
+#: Every output type name (:data:`..pipeline.settings.ALL_OUTPUT_TYPES`). The output type
+#: functions exported here live in :mod:`..pipeline.settings`, the one home of the names.
+ALL_TYPE_NAMES = ALL_OUTPUT_TYPES
 
 
 class InputError(ValueError):
@@ -50,44 +60,6 @@ class SettingsMismatchError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- options
-
-
-def normalize_output_types(names: Iterable[str]) -> tuple[str, ...]:
-    """Validate output type names; return them deduplicated in canonical order.
-
-    Raises
-    ------
-    ValueError
-        An unknown name (the message lists the valid ones), or none given.
-    """
-    wanted = []
-    for name in names:
-        name = name.strip()
-        if not name:
-            continue
-        if name not in ALL_TYPE_NAMES:
-            raise ValueError(
-                f"unknown output type {name!r}; valid names: {', '.join(ALL_TYPE_NAMES)}")
-        wanted.append(name)
-    if not wanted:
-        raise ValueError(f"no output type given; valid names: {', '.join(ALL_TYPE_NAMES)}")
-    return tuple(n for n in ALL_TYPE_NAMES if n in wanted)
-
-
-def array_types(output_types: Sequence[str]) -> tuple[str, ...]:
-    """The output types stored in the ``.npz`` (not the ``*_image`` ones)."""
-    return tuple(n for n in output_types if n in OUTPUT_TYPES)
-
-
-def image_types(output_types: Sequence[str]) -> tuple[str, ...]:
-    """The ``*_image`` output types (written as ``.tif`` stacks)."""
-    return tuple(n for n in output_types if n in IMAGE_TYPES)
-
-
-def render_types(output_types: Sequence[str]) -> tuple[str, ...]:
-    """The engine outputs needed: array types plus the arrays the ``*_image`` types show."""
-    needed = set(array_types(output_types)) | {IMAGE_TYPES[n] for n in image_types(output_types)}
-    return tuple(n for n in OUTPUT_TYPES if n in needed)
 
 
 def normalize_elements(symbols: Iterable[str]) -> tuple[str, ...]:
