@@ -60,3 +60,45 @@ def test_output_types_are_validated_in_one_place():
                       lambda n: Renderer(output_types=n, device="cpu")):
             with pytest.raises(ValueError, match="valid names: coordinates_3d"):
                 check(bad)
+
+
+# ------------------------------------------------------------------------ element lists
+
+
+def test_element_lists_are_parsed_in_one_place(tmp_path):
+    from xyz2image_gpu import RenderSettings, as_structure, run
+    from xyz2image_gpu.physics.thermal import rms_displacement
+    from xyz2image_gpu.structures import elements
+
+    assert run.normalize_elements is elements.normalize_elements
+    assert elements.element_numbers(["h", " C ", 6, "", "79"]) == (1, 6, 79)
+    assert elements.element_numbers("C, h") == (1, 6)
+    assert elements.element_numbers(None) == elements.element_numbers("") == ()
+    assert elements.normalize_elements(["au", 1]) == ("H", "Au")
+    with pytest.raises(ValueError, match="exclude_elements: unknown element 'Xx'"):
+        elements.element_numbers("C,Xx", what="exclude_elements")
+    with pytest.raises(KeyError):  # also a KeyError, as atomic_number raises
+        elements.element_numbers(["Qq"])
+
+    want = (("Au", 0.085), ("Pd", 0.09))
+    for given in ("au=0.085, Pd=0.09", {"Au": 0.085, 46: "0.09"},
+                  [("AU", 0.085), ("pd", 0.09)], ["Au=0.085", "Pd=0.09"],
+                  "Au=1,Pd=0.09,au=0.085"):
+        assert elements.element_values(given) == want, given
+    for bad, message in (("Au", "expected ELEMENT=number"), ("Xx=1", "unknown element"),
+                         ("Au=x", "not a number"), ([("Au",)], "pair")):
+        with pytest.raises(ValueError, match=message):
+            elements.element_values(bad)
+
+    # every user of the vocabulary goes through it
+    st = as_structure([[0, 0, 0], [1, 0, 0], [2, 0, 0]], symbols=["Au", "C", "H"],
+                      exclude_elements="c,H")
+    assert st.frames[0].numbers.tolist() == [79]
+    with pytest.raises(ValueError, match="exclude_elements: unknown element 'Xx'"):
+        as_structure([[0, 0, 0]], numbers=[79], exclude_elements=["Xx"])
+    settings = RenderSettings(thermal=True, thermal_overrides={"pd": 0.2, "au": 0.1})
+    assert settings.thermal_overrides == (("Pd", 0.2), ("Au", 0.1))
+    assert settings == RenderSettings(thermal=True, thermal_overrides="Pd=0.2,Au=0.1")
+    with pytest.raises(ValueError, match="thermal_overrides: unknown element 'Qq'"):
+        RenderSettings(thermal_overrides=(("Qq", 0.1),))
+    assert rms_displacement("Pd", overrides="Au=0.12,pd=0.2") == 0.2

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..structures.elements import atomic_number
+from ..structures.elements import atomic_number, element_values
 from .framing import FRAMINGS
 
 __all__ = [
@@ -95,7 +95,8 @@ class RenderSettings:
         Fold each element's r.m.s. thermal displacement u (Debye–Waller, Å) into every
         component's width, ``sigma² + u²``, keeping each component's 2-D integral.
     thermal_overrides : tuple of (element, u) pairs
-        Replace the built-in room-temperature u (Å) of the named elements.
+        Replace the built-in room-temperature u (Å) of the named elements. Also accepted:
+        a mapping or ``"Au=0.085,Pd=0.09"``; stored as (symbol, u) pairs.
     phonon_jitter : bool
         Frozen-phonon-like augmentation: render each image from atoms displaced at random
         by their element's u (Å, per axis); labels stay at the undisplaced positions.
@@ -158,7 +159,7 @@ class RenderSettings:
         # accept lists (e.g. from JSON) but store hashable tuples
         probe = tuple((float(a), float(sig)) for a, sig in self.probe)
         object.__setattr__(self, "probe", probe)
-        overrides = tuple((str(el), float(u)) for el, u in self.thermal_overrides)
+        overrides = element_values(self.thermal_overrides, what="thermal_overrides")
         object.__setattr__(self, "thermal_overrides", overrides)
         correction = tuple(float(c) for c in self.column_correction)
         object.__setattr__(self, "column_correction", correction)

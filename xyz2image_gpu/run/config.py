@@ -27,7 +27,7 @@ from ..pipeline.settings import (
     normalize_output_types,
     render_types,
 )
-from ..structures.elements import SYMBOLS, atomic_number
+from ..structures.elements import normalize_elements
 from ..structures.xyz import XYZ_SUFFIXES
 
 __all__ = [
@@ -60,26 +60,6 @@ class SettingsMismatchError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- options
-
-
-def normalize_elements(symbols: Iterable[str]) -> tuple[str, ...]:
-    """Element symbols (any case, or atomic numbers) -> canonical symbols, sorted by Z.
-
-    Raises
-    ------
-    ValueError
-        An unknown element.
-    """
-    zs = set()
-    for token in symbols:
-        token = str(token).strip()
-        if not token:
-            continue
-        try:
-            zs.add(atomic_number(token))
-        except KeyError:
-            raise ValueError(f"unknown element {token!r}") from None
-    return tuple(SYMBOLS[z] for z in sorted(zs))
 
 
 #: Outputs the compiled kernel makes without Python-level work per image.
