@@ -16,6 +16,7 @@ from .framing import FRAMINGS
 
 __all__ = [
     "ALL_OUTPUT_TYPES",
+    "HAADF_Z_EXPONENT",
     "IMAGE_TYPES",
     "METADATA_KEYS",
     "NORMALIZATIONS",
@@ -49,6 +50,10 @@ ALL_OUTPUT_TYPES = OUTPUT_TYPES + tuple(IMAGE_TYPES)
 #: Per-image metadata every batch carries.
 METADATA_KEYS = ("rotations", "voxel_size", "frame_index")
 NORMALIZATIONS = ("image", "float", "fixed")
+#: Default Z exponent, the same for the API and the command line: HAADF-like contrast.
+#: ADF intensity grows about as Z^1.6-1.8 (Krivanek et al., Nature 464, 571 (2010): Z^1.64;
+#: validation/ against multislice: 1.6-1.7). Legacy mode uses 0 (every atom counts once).
+HAADF_Z_EXPONENT = 1.7
 
 _GAUSSIAN = ("gaussian_2d", "gaussian_3d")
 
@@ -69,8 +74,10 @@ class RenderSettings:
         Integer depth of normalised images.
     binary_radius : float
         Radius of the atoms' spheres in binary_3d / binary_2d, Å.
-    z_exponent : float
-        Atoms weighted by Z**z_exponent (0: all equal, as the seed).
+    z_exponent : float or None
+        Atoms weighted by Z**z_exponent. None (default): :data:`HAADF_Z_EXPONENT` (1.7,
+        HAADF-like), or 0 with ``legacy`` (all equal, as the original script); the
+        attribute holds the resolved number.
     framing : {"image", "structure", "fixed"}
         See :mod:`xyz2image_gpu.framing`.
     pixel_size : float or None
@@ -136,7 +143,7 @@ class RenderSettings:
     padxyz: float = 1.5
     bitrate: int = 8
     binary_radius: float = 1.0
-    z_exponent: float = 0.0
+    z_exponent: float | None = None
     framing: str = "image"
     pixel_size: float | None = None
     normalization: str = "image"
@@ -156,6 +163,8 @@ class RenderSettings:
     column_reference: str = "Au"
 
     def __post_init__(self) -> None:
+        if self.z_exponent is None:  # one default contrast for the API and the CLI
+            object.__setattr__(self, "z_exponent", 0.0 if self.legacy else HAADF_Z_EXPONENT)
         # accept lists (e.g. from JSON) but store hashable tuples
         probe = tuple((float(a), float(sig)) for a, sig in self.probe)
         object.__setattr__(self, "probe", probe)
