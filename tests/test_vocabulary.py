@@ -102,3 +102,83 @@ def test_element_lists_are_parsed_in_one_place(tmp_path):
     with pytest.raises(ValueError, match="thermal_overrides: unknown element 'Qq'"):
         RenderSettings(thermal_overrides=(("Qq", 0.1),))
     assert rms_displacement("Pd", overrides="Au=0.12,pd=0.2") == 0.2
+
+
+# ------------------------------------------------------------------- settings and contrast
+
+
+def test_one_default_contrast_for_the_api_and_the_cli():
+    from xyz2image_gpu import RenderSettings
+    from xyz2image_gpu.cli import options
+    from xyz2image_gpu.pipeline.settings import HAADF_Z_EXPONENT
+
+    assert HAADF_Z_EXPONENT == options.HAADF_Z_EXPONENT == 1.7
+    assert RenderSettings().z_exponent == 1.7
+    assert RenderSettings(legacy=True).z_exponent == 0.0
+    assert RenderSettings(z_exponent=0).z_exponent == 0
+    assert RenderSettings() == RenderSettings(z_exponent=1.7)
+    assert RenderSettings().to_dict()["z_exponent"] == 1.7
+    with pytest.raises(ValueError, match="legacy"):
+        RenderSettings(legacy=True, z_exponent=1.7)
+
+
+def test_settings_round_trip_through_a_dict():
+    import json
+
+    from xyz2image_gpu import RenderSettings
+
+    settings = RenderSettings(
+        edgesize=48, probe=((1.0, 0.4), (0.05, 1.5)), thermal=True,
+        thermal_overrides={"au": 0.1}, column_correction=[0.17], column_broadening=0.004,
+        framing="fixed", pixel_size=0.3, dose=100.0)
+    data = json.loads(json.dumps(settings.to_dict()))
+    assert data["probe"] == [[1.0, 0.4], [0.05, 1.5]]
+    again = RenderSettings.from_dict(data)
+    assert again == settings and hash(again) == hash(settings)
+    assert RenderSettings.from_dict({}) == RenderSettings()
+    assert RenderSettings.from_dict({"legacy": True}).z_exponent == 0
+    with pytest.raises(ValueError, match="unknown RenderSettings field 'sigma'; valid: edgesize"):
+        RenderSettings.from_dict({"sigma": 0.3})
+
+
+def test_a_manifest_written_by_the_cli_turns_back_into_its_settings(tmp_path):
+    """The "parameters" of a real manifest rebuild the settings the CLI rendered with, and
+    those settings render the stack's bytes again through the API."""
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from xyz2image_gpu import Renderer, RenderSettings, run
+    from xyz2image_gpu.cli import cli
+    from xyz2image_gpu.structures.examples import bundled_examples
+
+    source = next(p for p in bundled_examples() if p.name == "aupd147_core_shell.xyz")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "render", str(source), "-o", str(out), "--edgesize", "32", "--n-rotation", "3",
+        "--seed", "5", "--device", "cpu", "--workers", "1", "--quiet",
+        "--output-types", "gaussian_2d,binary_2d_image", "--framing", "structure",
+        "--bitrate", "16", "--probe-kv", "200", "--probe-source-size", "0.5", "--thermal",
+        "--thermal-rms", "au=0.1", "--column-correction", "0.17,-0.01",
+        "--column-broadening", "0.004", "--exclude-elements", "h"])
+    assert result.exit_code == 0, result.output
+    params = json.loads((out / run.MANIFEST_NAME).read_text())["parameters"]
+    assert set(params) == set(RenderSettings().to_dict()) | set(run.RUN_PARAMETERS)
+    settings = run.settings_from_parameters(params)
+    assert settings == RenderSettings(
+        edgesize=32, framing="structure", bitrate=16, thermal=True,
+        thermal_overrides=(("Au", 0.1),), column_correction=(0.17, -0.01),
+        column_broadening=0.004, probe=tuple(map(tuple, params["probe"])))
+    assert settings.z_exponent == 1.7 and len(settings.probe) > 1
+    with pytest.raises(ValueError, match="unknown RenderSettings field 'n_stacks'"):
+        run.settings_from_parameters({**params, "n_stacks": 2})
+
+    renderer = Renderer(settings, run.render_types(params["output_types"]), "cpu")
+    try:
+        again = renderer.render(source, params["n_rotation"], seed=params["seed"], stack=0)
+    finally:
+        renderer.close()
+    with np.load(out / source.stem / "0000.npz") as stored:
+        np.testing.assert_array_equal(again["gaussian_2d"], stored["gaussian_2d"])
+        np.testing.assert_array_equal(again["rotations"], stored["rotations"])

@@ -5,7 +5,7 @@ types (:data:`OUTPUT_TYPES`, the TIFF :data:`IMAGE_TYPES`), validated here and n
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,7 +232,33 @@ class RenderSettings:
             raise ValueError("legacy mode normalises each image as the seed did")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name, ``z_exponent`` resolved; JSON-ready (tuples become lists in
+        JSON, and :meth:`from_dict` turns them back)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RenderSettings:
+        """The settings a :meth:`to_dict` (e.g. read back from JSON) describes.
+
+        Parameters
+        ----------
+        data : mapping
+            Field names and values; lists stand for tuples, a missing field takes its
+            default.
+
+        Raises
+        ------
+        ValueError
+            A key that is not a field (the message names it and the valid ones), or a value
+            the settings reject.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(
+                f"unknown RenderSettings field{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; valid: {', '.join(names)}")
+        return cls(**data)
 
     @property
     def noisy(self) -> bool:

@@ -12,7 +12,7 @@ Output layout (a contract that other tools read)::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from ..structures.xyz import XYZ_SUFFIXES
 
 __all__ = [
     "ALL_TYPE_NAMES",
+    "RUN_PARAMETERS",
     "InputError",
     "RunConfig",
     "RunSummary",
@@ -44,6 +45,7 @@ __all__ = [
     "normalize_output_types",
     "npz_path",
     "render_types",
+    "settings_from_parameters",
     "tif_path",
 ]
 #: Every output type name (:data:`..pipeline.settings.ALL_OUTPUT_TYPES`). The output type
@@ -205,6 +207,28 @@ class RunConfig:
         if self.probe_optics is not None:  # where settings.probe came from
             params["probe_optics"] = self.probe_optics
         return json.loads(json.dumps(params))
+
+
+#: The keys of :meth:`RunConfig.parameters` that are the run's own, not settings fields.
+RUN_PARAMETERS = ("output_types", "n_rotation", "seed", "frameshift", "maxframes",
+                  "exclude_elements", "compress_level", "probe_optics")
+
+
+def settings_from_parameters(parameters: Mapping[str, Any]) -> RenderSettings:
+    """The :class:`RenderSettings` a manifest's ``"parameters"`` were written from.
+
+    Parameters
+    ----------
+    parameters : mapping
+        :meth:`RunConfig.parameters`, e.g. ``json.load(manifest)["parameters"]``.
+
+    Raises
+    ------
+    ValueError
+        A key that is neither a settings field nor one of :data:`RUN_PARAMETERS`.
+    """
+    return RenderSettings.from_dict(
+        {k: v for k, v in parameters.items() if k not in RUN_PARAMETERS})
 
 
 @dataclass
