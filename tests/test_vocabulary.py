@@ -182,3 +182,80 @@ def test_a_manifest_written_by_the_cli_turns_back_into_its_settings(tmp_path):
     with np.load(out / source.stem / "0000.npz") as stored:
         np.testing.assert_array_equal(again["gaussian_2d"], stored["gaussian_2d"])
         np.testing.assert_array_equal(again["rotations"], stored["rotations"])
+
+
+# ------------------------------------------------------------------------- command line
+
+
+def _commands():
+    from xyz2image_gpu.cli import cli
+
+    return cli.commands
+
+
+def test_every_option_is_in_the_help_and_settings_defaults_are_the_fields():
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from xyz2image_gpu import RenderSettings
+    from xyz2image_gpu.cli import cli
+
+    fields = {f.name: f.default for f in dataclasses.fields(RenderSettings)}
+    for name, command in _commands().items():
+        result = CliRunner().invoke(cli, [name, "--help"], terminal_width=100)
+        assert result.exit_code == 0, result.output
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("-"):
+                    assert opt in result.output, (name, opt)
+            field = {"thermal_rms": "thermal_overrides"}.get(param.name, param.name)
+            if name in ("render", "preview") and field in fields:
+                assert param.default == fields[field], (name, param.name)
+            # comma lists are parameter types, not callbacks
+            assert param.callback is None or param.is_eager, (name, param.name)
+
+
+def test_shared_options_are_declared_once():
+    """An option that several commands take is the same declaration in each."""
+    seen: dict[str, tuple] = {}
+    for name, command in _commands().items():
+        for param in command.params:
+            if param.name in ("help", "seed", "frame", "z_exponent", "pixel_size", "overwrite"):
+                continue  # meanings differ: calibrate's are a start or of its reference
+                continue
+            key = (type(param.type).__name__, repr(param.default), param.help,
+                   param.envvar, getattr(param.type, "min", None),
+                   getattr(param.type, "max", None))
+            if param.name == "probe_kv":  # the one help that says what the command does
+                key = key[:2] + key[3:]
+            first = seen.setdefault(param.name, (name, key))
+            assert first[1] == key, (param.name, first[0], name)
+    assert {"device", "edgesize", "gauss_sigma", "padxyz", "binary_radius",
+            "probe_mrad", "probe_cs"} <= set(seen)
+
+
+def test_environment_variables_of_the_command_line(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+    from xyz2image_gpu.structures.examples import bundled_examples
+
+    source = str(next(iter(bundled_examples())))
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["render", source, "-o", str(tmp_path / "bad")],
+                        env={"XYZ2IMAGE_GPU_DEVICE": "tpu"})
+    assert bad.exit_code == 2 and "'tpu' is not one of" in bad.output
+    result = runner.invoke(cli, ["render", source, "-o", str(tmp_path / "out"), "--quiet"],
+                           env={"XYZ2IMAGE_GPU_DEVICE": "cpu",
+                                "XYZ2IMAGE_GPU_RENDER_EDGESIZE": "16",
+                                "XYZ2IMAGE_GPU_RENDER_EXCLUDE_ELEMENTS": "h,c",
+                                "XYZ2IMAGE_GPU_RENDER_THERMAL_RMS": "au=0.1"})
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    params = manifest["parameters"]
+    assert params["edgesize"] == 16 and params["exclude_elements"] == ["H", "C"]
+    assert params["thermal_overrides"] == [["Au", 0.1]]
+    assert manifest["device"]["requested"] == "cpu"

@@ -9,7 +9,6 @@ import sys
 import click
 
 from ..backend import (
-    DEVICES,
     BackendError,
     available_cores,
     cupy_status,
@@ -17,7 +16,7 @@ from ..backend import (
 )
 from ..flags import NO_EXTENSION_ENV, set_flags
 from .main import cli
-from .options import _version
+from .options import device_option, package_version
 
 __all__ = [
     "info",
@@ -28,14 +27,13 @@ __all__ = [
 
 
 @cli.command(short_help="Show the backend render would use, and versions.")
-@click.option("--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True,
-              envvar="XYZ2IMAGE_GPU_DEVICE", help="The device to resolve.")
+@device_option
 def info(device: str) -> None:
     """Print which backend and device render would use, and why, plus versions."""
     import numpy
     import tifffile
 
-    lines = [f"xyz2image-gpu {_version()}",
+    lines = [f"xyz2image-gpu {package_version()}",
              f"python {platform.python_version()} ({sys.executable})",
              f"numpy {numpy.__version__}", f"tifffile {tifffile.__version__}",
              f"click {_dist_version('click')}"]

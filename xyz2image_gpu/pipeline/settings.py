@@ -16,6 +16,7 @@ from .framing import FRAMINGS
 
 __all__ = [
     "ALL_OUTPUT_TYPES",
+    "BITRATES",
     "HAADF_Z_EXPONENT",
     "IMAGE_TYPES",
     "METADATA_KEYS",
@@ -50,6 +51,8 @@ ALL_OUTPUT_TYPES = OUTPUT_TYPES + tuple(IMAGE_TYPES)
 #: Per-image metadata every batch carries.
 METADATA_KEYS = ("rotations", "voxel_size", "frame_index")
 NORMALIZATIONS = ("image", "float", "fixed")
+#: Integer depths of normalised images.
+BITRATES = (8, 16)
 #: Default Z exponent, the same for the API and the command line: HAADF-like contrast.
 #: ADF intensity grows about as Z^1.6-1.8 (Krivanek et al., Nature 464, 571 (2010): Z^1.64;
 #: validation/ against multislice: 1.6-1.7). Legacy mode uses 0 (every atom counts once).
@@ -209,7 +212,7 @@ class RenderSettings:
             raise ValueError(f"gauss_sigma must be > 0 Å, got {self.gauss_sigma}")
         if not self.padxyz >= 0:
             raise ValueError(f"padxyz must be >= 0 Å, got {self.padxyz}")
-        if self.bitrate not in (8, 16):
+        if self.bitrate not in BITRATES:
             raise ValueError(f"bitrate must be 8 or 16, got {self.bitrate}")
         if not self.binary_radius > 0:
             raise ValueError(f"binary_radius must be > 0 Å, got {self.binary_radius}")
