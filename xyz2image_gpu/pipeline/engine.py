@@ -730,7 +730,8 @@ def render(
     structure : path, Structure, ase.Atoms, list of Atoms
         What to render (see :func:`xyz2image_gpu.structures.as_structure`).
     n_rotation : int
-        Orientations per frame; rotation 0 is the seed's fixed view unless ``all_random``.
+        Orientations per frame; rotation 0 is the original script's fixed view unless
+        ``all_random``.
     output_types : sequence of str
         Any of :data:`OUTPUT_TYPES`.
     seed, stack : int

@@ -86,16 +86,16 @@ class RenderSettings:
     pixel_size : float or None
         Å per pixel for ``framing="fixed"``.
     normalization : {"image", "float", "fixed"}
-        ``image``: each image scaled to the full integer range (the seed); ``float``: float32
-        sums (an atom of weight 1 peaks at 1); ``fixed``: ``rint(sum * intensity_scale)``
-        clipped, one scale for every image.
+        ``image``: each image scaled to the full integer range (the original script);
+        ``float``: float32 sums (an atom of weight 1 peaks at 1); ``fixed``:
+        ``rint(sum * intensity_scale)`` clipped, one scale for every image.
     intensity_scale : float or None
         Grey levels per unit of summed intensity for ``normalization="fixed"``.
     legacy : bool
         Reproduce the original script: rounded positions, one count per occupied voxel,
         SciPy ``gaussian_filter`` semantics, truncating conversion.
     all_random : bool
-        Draw rotation 0 at random too instead of the seed's fixed 90° view about z.
+        Draw rotation 0 at random too instead of the original script's fixed 90° view about z.
     probe : tuple of (amplitude, sigma) pairs
         The probe's intensity as a sum of radially symmetric Gaussians
         ``sum_g a_g exp(-r²/(2 sigma_g²))`` (sigma in Å), e.g. fitted to an aberrated probe
@@ -232,7 +232,7 @@ class RenderSettings:
         if self.legacy and self.z_exponent != 0:
             raise ValueError("legacy mode counts every atom once; it needs z_exponent=0")
         if self.legacy and self.normalization != "image":
-            raise ValueError("legacy mode normalises each image as the seed did")
+            raise ValueError("legacy mode normalises each image as the original script did")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by name, ``z_exponent`` resolved; JSON-ready (tuples become lists in

@@ -75,7 +75,7 @@ def default_workers(settings: RenderSettings, output_types: Sequence[str]) -> in
     (it and zlib release the GIL): measured at 128 px, 2 files, 2 cores, gaussian_2d, it
     finished 2 x 2048 images in 1.0 s against 1.14 s with 2 processes (whose start-up
     costs 0.17 s) and 2 x 8192 in 3.3 against 3.4 s. Otherwise (the NumPy labels such as
-    delta_3d, TIFF stacks, legacy mode) one process per core: 2 x 2048 of the seed's
+    delta_3d, TIFF stacks, legacy mode) one process per core: 2 x 2048 of the original script's
     default outputs at 80 px took 2.65 s with 2 processes, 2.87 s with threads.
     """
     from ..pipeline.kernels.compiled import compiled_kernel_available
