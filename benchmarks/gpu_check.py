@@ -22,7 +22,6 @@ the CPU, parity of the NumPy path against the compiled CPU kernel, a tiny CPU be
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from common import fmt_rate
 
 from xyz2image_gpu import Renderer, RenderSettings
 from xyz2image_gpu.backend import FORCE_CPU_ENV, cupy_status, gpu_available
+from xyz2image_gpu.flags import force_cpu
 from xyz2image_gpu.pipeline.kernels import compiled_kernel_available
 
 __all__ = ["ParityCase", "main", "run_parity", "run_tests"]
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     has_gpu = gpu_available()
     reason = cupy_status()[1]
-    if os.environ.get(FORCE_CPU_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+    if force_cpu():
         reason = f"{FORCE_CPU_ENV} is set; unset it to use the GPU ({reason})"
     report: dict[str, Any] = {"benchmark": "gpu_check", "date": common.today(),
                               "machine": common.machine_info(), "gpu_reason": reason,

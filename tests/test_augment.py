@@ -69,7 +69,7 @@ def test_phonon_jitter_displaces_image_not_labels(device):
     st = as_structure(atoms)
     u = 0.15
     settings = RenderSettings(edgesize=64, phonon_jitter=True, normalization="float",
-                              thermal_overrides=(("Au", u),))
+                              thermal_overrides=(("Au", u),), z_exponent=0)
     outputs = ["gaussian_2d", "coordinates_3d"]
     out = Renderer(settings, outputs, device).render(st, 3, seed=9, stack=2)
     plain = Renderer(RenderSettings(edgesize=64, normalization="float"), outputs,
@@ -104,10 +104,12 @@ def test_scan_distortions_match_per_row_analytic_sum(device, kernel):
         pytest.skip("cpu_kernel only matters on the CPU")
     atoms = icosahedron("Au", 3)
     st = as_structure(atoms)
-    settings = RenderSettings(edgesize=48, scan_jitter=0.3, drift=2.0, normalization="float")
+    settings = RenderSettings(edgesize=48, scan_jitter=0.3, drift=2.0, normalization="float",
+                              z_exponent=0)
     out = Renderer(settings, ["gaussian_2d", "delta_2d"], device, cpu_kernel=kernel).render(
         st, 3, seed=1)
-    clean = Renderer(RenderSettings(edgesize=48, normalization="float"), ["gaussian_2d"],
+    clean = Renderer(RenderSettings(edgesize=48, normalization="float", z_exponent=0),
+                     ["gaussian_2d"],
                      device, cpu_kernel=kernel).render(st, 3, seed=1)
     np.testing.assert_array_equal(out["gaussian_2d_clean"], clean["gaussian_2d"])
     assert out["scan_offsets"].shape == (3, 48, 2)

@@ -38,7 +38,7 @@ from xyz2image_gpu.pipeline.rotations import rotation_matrices
 
 DEFAULTS = {
     "edgesize": 128, "gauss_sigma": 0.4, "padxyz": 1.5, "bitrate": 8, "binary_radius": 1.0,
-    "z_exponent": 0.0,
+    "z_exponent": 0.0,  # equal weights unless a case says otherwise (not the API default)
     "framing": "image", "pixel_size": None, "normalization": "image", "intensity_scale": None,
     "legacy": False, "all_random": False,
 }
@@ -142,7 +142,7 @@ def test_gaussian_2d_matches_analytic(case, kernel, device):
     key, n_rotation, kw = GAUSS_2D_CASES[case]
     obj, frames = structure(key)
     s = _settings(**kw)
-    out = run(obj, n_rotation, ["gaussian_2d"], device, cpu_kernel=kernel, **kw)
+    out = run(obj, n_rotation, ["gaussian_2d"], device, cpu_kernel=kernel, **s)
     assert out["gaussian_2d"].shape == (n_rotation, s["edgesize"], s["edgesize"])
     pos, numbers = frames[0]
     weights = numbers.astype(np.float64) ** s["z_exponent"]
@@ -174,7 +174,7 @@ def test_gaussian_3d_matches_analytic(case, kernel, device):
     key, n_rotation, kw = GAUSS_3D_CASES[case]
     obj, frames = structure(key)
     s = _settings(**kw)
-    out = run(obj, n_rotation, ["gaussian_3d", "gaussian_2d"], device, cpu_kernel=kernel, **kw)
+    out = run(obj, n_rotation, ["gaussian_3d", "gaussian_2d"], device, cpu_kernel=kernel, **s)
     e = s["edgesize"]
     assert out["gaussian_3d"].shape == (n_rotation, e, e, e)
     pos, numbers = frames[0]

@@ -70,7 +70,7 @@ def test_thermal_smearing_with_overrides(device):
     st = as_structure(atoms)
     u_by_z = {79: 0.09, 46: 0.2}
     settings = RenderSettings(edgesize=64, gauss_sigma=0.3, thermal=True, normalization="float",
-                              thermal_overrides=(("Au", 0.09), ("pd", 0.2)))
+                              thermal_overrides=(("Au", 0.09), ("pd", 0.2)), z_exponent=0)
     out = Renderer(settings, ["gaussian_2d"], device).render(st, 2, seed=2)
     u = np.array([u_by_z[z] for z in atoms.numbers])
     for k in range(2):

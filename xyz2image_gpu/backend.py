@@ -28,6 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from .flags import FORCE_CPU_ENV
+from .flags import force_cpu as _force_cpu
+
 __all__ = [
     "DEVICES",
     "FORCE_CPU_ENV",
@@ -40,7 +43,6 @@ __all__ = [
 ]
 
 DEVICES = ("auto", "cpu", "gpu")
-FORCE_CPU_ENV = "XYZ2IMAGE_GPU_FORCE_CPU"
 INSTALL_HINT = (
     "install the GPU extra matching your CUDA toolkit, e.g. "
     "`pip install 'xyz2image-gpu[gpu]'` (cupy-cuda12x) or `pip install cupy-cuda11x`"
@@ -76,10 +78,6 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # no sched_getaffinity outside Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _force_cpu() -> bool:
-    return os.environ.get(FORCE_CPU_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def gpu_available() -> bool:

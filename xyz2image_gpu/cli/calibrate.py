@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..pipeline.settings import HAADF_Z_EXPONENT, RenderSettings
 from .main import cli
-from .options import HAADF_Z_EXPONENT
+from .options import optics_options, probe_optics
 
 __all__ = [
     "calibrate",
@@ -24,20 +26,15 @@ __all__ = [
 @click.option("--pixel-size", type=click.FloatRange(min=0, min_open=True), required=True,
               help="Å per pixel of IMAGE.")
 @click.option("--frame", type=click.IntRange(min=0), default=0, help="Frame of STRUCTURE.")
-@click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=0.4,
-              help="Starting Gaussian sigma, Å.")
+@click.option("--sigma", type=click.FloatRange(min=0, min_open=True),
+              default=RenderSettings().gauss_sigma, help="Starting Gaussian sigma, Å.")
 @click.option("--z-exponent", type=float, default=HAADF_Z_EXPONENT,
               help="Starting (or fixed) Z exponent.")
 @click.option("--fix-z", is_flag=True, help="Keep --z-exponent instead of fitting it.")
-@click.option("--probe-kv", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Fit the source size of these optics instead of one Gaussian.")
-@click.option("--probe-mrad", type=click.FloatRange(0, 200, min_open=True), default=20.0,
-              help="Convergence semi-angle, mrad.")
-@click.option("--probe-defocus", type=float, default=0.0, help="Defocus, Å (+ underfocus).")
-@click.option("--probe-cs", type=float, default=0.0, help="Cs, mm.")
+@optics_options("Fit the source size of these optics (accelerating voltage, kV) instead of "
+                "one Gaussian.")
 def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma: float,
-              z_exponent: float, fix_z: bool, probe_kv: float | None, probe_mrad: float,
-              probe_defocus: float, probe_cs: float) -> None:
+              z_exponent: float, fix_z: bool, **optics: Any) -> None:
     """Fit render settings to IMAGE (.npy or .tif, indexed [x, y]) of STRUCTURE (.xyz, atoms
     as imaged: beam along z), whose bounding box is centred in the image.
 
@@ -47,7 +44,6 @@ def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma
     import numpy as np
 
     from ..physics.calibrate import calibrate as fit
-    from ..physics.probe import ProbeOptics
     from ..structures.model import StructureError
     from ..structures.xyz import read_xyz
 
@@ -62,12 +58,10 @@ def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma
     except (OSError, ValueError) as exc:  # StructureError is a ValueError
         raise click.ClickException(str(exc)) from None
     ref = np.squeeze(ref)
-    optics = None
-    if probe_kv is not None:
-        optics = ProbeOptics(probe_kv, probe_mrad, probe_defocus, probe_cs, 0.0)
     try:
         result = fit(ref, st.frames[0].positions, st.frames[0].numbers, pixel_size,
-                     sigma=sigma, z_exponent=z_exponent, fit_z=not fix_z, optics=optics)
+                     sigma=sigma, z_exponent=z_exponent, fit_z=not fix_z,
+                     optics=probe_optics(optics))
     except (StructureError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if result.optics is not None:

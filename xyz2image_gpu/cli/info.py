@@ -9,15 +9,14 @@ import sys
 import click
 
 from ..backend import (
-    DEVICES,
-    FORCE_CPU_ENV,
     BackendError,
     available_cores,
     cupy_status,
     get_backend,
 )
+from ..flags import NO_EXTENSION_ENV, set_flags
 from .main import cli
-from .options import _version
+from .options import device_option, package_version
 
 __all__ = [
     "info",
@@ -28,27 +27,25 @@ __all__ = [
 
 
 @cli.command(short_help="Show the backend render would use, and versions.")
-@click.option("--device", type=click.Choice(list(DEVICES)), default="auto", show_default=True,
-              envvar="XYZ2IMAGE_GPU_DEVICE", help="The device to resolve.")
+@device_option
 def info(device: str) -> None:
     """Print which backend and device render would use, and why, plus versions."""
     import numpy
     import tifffile
 
-    lines = [f"xyz2image-gpu {_version()}",
+    lines = [f"xyz2image-gpu {package_version()}",
              f"python {platform.python_version()} ({sys.executable})",
              f"numpy {numpy.__version__}", f"tifffile {tifffile.__version__}",
              f"click {_dist_version('click')}"]
     cupy, why = cupy_status()
     lines.append(f"cupy {cupy.__version__ if cupy is not None else 'not usable'}: {why}")
     lines.append(f"cpu cores: {available_cores()} usable of {os.cpu_count()}")
-    from ..pipeline.kernels.compiled import NO_EXTENSION_ENV, compiled_kernel_available
+    from ..pipeline.kernels.compiled import compiled_kernel_available
 
     lines.append("compiled CPU kernel: " + (
         "built, used for Gaussian images on the CPU" if compiled_kernel_available()
         else f"not used (not built, or {NO_EXTENSION_ENV} is set): NumPy/BLAS path"))
-    if os.environ.get(FORCE_CPU_ENV):
-        lines.append(f"{FORCE_CPU_ENV}={os.environ[FORCE_CPU_ENV]}")
+    lines += [f"{name}={value}" for name, value in set_flags().items()]
     try:
         backend = get_backend(device)
         lines.append(f"device={device} -> backend {backend.name} "

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from .options import _version
+from ..flags import ENV_PREFIX
+from .options import package_version
 
 __all__ = [
     "cli",
@@ -14,8 +15,9 @@ __all__ = [
 ]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(_version(), "--version", prog_name="xyz2image-gpu")
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                                "auto_envvar_prefix": ENV_PREFIX})
+@click.version_option(package_version(), "--version", prog_name="xyz2image-gpu")
 def cli() -> None:
     """Simulated ADF-STEM images (Gaussian approximation) and 3D labels from .xyz structures,
     batched on the GPU (CuPy) or the CPU (NumPy).

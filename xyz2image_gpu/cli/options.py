@@ -1,163 +1,335 @@
-"""Options and parameter types the commands share: output types, element lists, the probe,
-contrast and augmentation options, and their translation into :class:`RenderSettings`.
+"""Options and parameter types the commands share, declared once.
+
+* Parameter types for the comma-separated lists: :class:`OutputTypesType`,
+  :class:`ElementListType`, :class:`ElementValuesType` (``El=value`` pairs) and
+  :class:`FloatListType`, each parsing through the package's one parser of that vocabulary.
+* :func:`setting_option`: an option for a :class:`RenderSettings` field, whose default is the
+  field's, so that the command line and the API cannot drift apart.
+* Option groups: :func:`device_option`, :func:`geometry_options`, :func:`optics_options`
+  (the probe's optics) and :func:`physics_options` (the probe fit, thermal smearing,
+  augmentations and the column correction).
+* :func:`settings_from_options`: the collected options turned into :class:`RenderSettings`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
-from ..pipeline.settings import IMAGE_TYPES, OUTPUT_TYPES, RenderSettings
+from ..backend import DEVICES
+from ..flags import DEVICE_ENV
+from ..physics.probe import ProbeOptics, fit_probe
+from ..pipeline.settings import (
+    ALL_OUTPUT_TYPES,
+    HAADF_Z_EXPONENT,
+    RenderSettings,
+    normalize_output_types,
+)
+from ..structures.elements import element_values, normalize_elements
 
 __all__ = [
     "DEFAULT_OUTPUT_TYPES",
     "HAADF_Z_EXPONENT",
+    "TYPE_NAMES",
+    "CommaListType",
+    "ElementListType",
+    "ElementValuesType",
+    "FloatListType",
+    "IntChoice",
+    "OutputTypesType",
+    "device_option",
+    "geometry_options",
+    "make_settings",
+    "optics_options",
+    "package_version",
     "physics_options",
+    "setting_option",
+    "settings_from_options",
+    "split_list",
 ]
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 DEFAULT_OUTPUT_TYPES = "coordinates_3d,delta_3d,gaussian_2d"
-_TYPE_NAMES = ", ".join(OUTPUT_TYPES + tuple(IMAGE_TYPES))
+#: The valid output type names, for help texts.
+TYPE_NAMES = ", ".join(ALL_OUTPUT_TYPES)
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RenderSettings)}
+#: Options named otherwise than their field (``--thermal-rms``: thermal_overrides).
+_FIELD_OF_OPTION: dict[str, str] = {}
+_OPTICS = {f.name: f.default for f in dataclasses.fields(ProbeOptics)}
+_PROBE_GAUSSIANS = inspect.signature(fit_probe).parameters["n"].default
 
 
-#: Default Z exponent of the command line: HAADF-like contrast (the engine's default, 0,
-#: keeps the original script's equal weights).
-HAADF_Z_EXPONENT = 1.7
+def package_version() -> str:
+    """The installed package's version (``--version``, ``info``)."""
+    from .. import __version__
+
+    return str(__version__)
 
 
-def _version() -> str:
-    from ..run.manifest import _package_version
-
-    return _package_version()
-
-
-def _split(value: str | None) -> list[str]:
+def split_list(value: str | None) -> list[str]:
+    """The non-blank items of a comma- (or semicolon-) separated list, stripped."""
     return [t.strip() for t in (value or "").replace(";", ",").split(",") if t.strip()]
 
 
-def _parse_output_types(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    from ..run.config import normalize_output_types
-
-    try:
-        return normalize_output_types(_split(value))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+# ------------------------------------------------------------------------ parameter types
 
 
-def _parse_elements(ctx: click.Context, param: click.Parameter, value: str | None
-                    ) -> tuple[str, ...]:
-    from ..run.config import normalize_elements
+class CommaListType(click.ParamType):
+    """A comma-separated list parsed by :meth:`parse`; a value that is not a string (a
+    default, already parsed) is taken as it is."""
 
-    try:
-        return normalize_elements(_split(value))
-    except ValueError as exc:
-        raise click.BadParameter(f"{exc}; give element symbols, e.g. C,H", ctx=ctx,
-                                 param=param) from None
+    #: Appended to the parser's error message: how the list should look.
+    hint = ""
 
+    def parse(self, items: list[str]) -> Any:
+        raise NotImplementedError
 
-def _settings(**kwargs: Any) -> RenderSettings:
-    try:
-        return RenderSettings(**kwargs)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-def _parse_rms(ctx: click.Context, param: click.Parameter, value: str | None
-               ) -> tuple[tuple[str, float], ...]:
-    from ..structures.elements import atomic_number, symbol
-
-    pairs = []
-    for token in _split(value):
-        el, sep, u = token.partition("=")
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
         try:
-            if not sep:
-                raise ValueError("expected ELEMENT=Å")
-            pairs.append((symbol(atomic_number(el.strip())), float(u)))
-        except (KeyError, ValueError) as exc:
-            raise click.BadParameter(f"{token!r}: {exc}; e.g. Au=0.085,Pd=0.09", ctx=ctx,
-                                     param=param) from None
-    return tuple(pairs)
+            return self.parse(split_list(value))
+        except ValueError as exc:
+            self.fail(f"{exc}{self.hint}", param, ctx)
 
 
-def _parse_floats(ctx: click.Context, param: click.Parameter, value: str | None
-                  ) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in _split(value))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give comma-separated numbers, e.g. 1.0,-0.02",
-                                 ctx=ctx, param=param) from None
+class OutputTypesType(CommaListType):
+    """Output type names, validated and put in canonical order."""
+
+    name = "types"
+
+    def parse(self, items: list[str]) -> tuple[str, ...]:
+        return normalize_output_types(items)
 
 
-def physics_options(func: Any) -> Any:
-    """Options of the probe, contrast and augmentations (lengths in Å)."""
-    options = [
-        click.option("--probe-kv", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Fit the probe of these optics (accelerating voltage, kV) by a sum "
-                     "of Gaussians instead of one of --gauss-sigma."),
-        click.option("--probe-mrad", type=click.FloatRange(0, 200, min_open=True), default=20.0,
-                     help="Convergence semi-angle, mrad (with --probe-kv)."),
-        click.option("--probe-defocus", type=float, default=0.0,
-                     help="Defocus, Å, positive = underfocus (with --probe-kv)."),
-        click.option("--probe-cs", type=float, default=0.0,
-                     help="Spherical aberration Cs, mm (with --probe-kv)."),
-        click.option("--probe-source-size", type=click.FloatRange(min=0), default=0.0,
-                     help="Source size FWHM, Å (with --probe-kv)."),
-        click.option("--probe-gaussians", type=click.IntRange(1, 6), default=3,
-                     help="Gaussians in the probe fit."),
-        click.option("--thermal", is_flag=True,
-                     help="Fold each element's room-temperature r.m.s. thermal displacement "
-                     "(Debye–Waller) into its Gaussian widths."),
-        click.option("--thermal-rms", default=None, callback=_parse_rms, show_default="table",
-                     help="Override r.m.s. displacements, Å, e.g. Au=0.085,Pd=0.09."),
-        click.option("--phonon-jitter", is_flag=True,
-                     help="Augment: displace atoms at random by their thermal r.m.s. "
-                     "(labels keep the undisplaced atoms)."),
-        click.option("--dose", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Augment: Poisson shot noise at this dose, electrons per Å²."),
-        click.option("--read-noise", type=click.FloatRange(min=0), default=0.0,
-                     help="Augment: Gaussian read noise, fraction of the image maximum."),
-        click.option("--scan-jitter", type=click.FloatRange(min=0), default=0.0,
-                     help="Augment: r.m.s. scan-line jitter along the fast axis, Å."),
-        click.option("--drift", type=click.FloatRange(min=0), default=0.0,
-                     help="Augment: linear drift over one frame, Å, random direction."),
-        click.option("--column-correction", default=None, callback=_parse_floats,
-                     show_default="none",
-                     help="Per-atom channelling correction c1,c2,...: each atom's weight "
-                     "times 1 + sum c_k x^k, x = its column's image in single-atom units; "
-                     "fitted to multislice: 0.17 (validation/results/)."),
-        click.option("--column-broadening", type=click.FloatRange(min=0), default=0.0,
-                     help="With --column-correction: widths grow by this × (x - 1), Å² "
-                     "(fitted: 0.004)."),
-        click.option("--column-reference", default="Au",
-                     help="Element whose single-atom peak is the unit of x."),
-    ]
+class ElementListType(CommaListType):
+    """Element symbols (any case) or atomic numbers -> symbols sorted by Z."""
+
+    name = "elements"
+    hint = "; give element symbols, e.g. C,H"
+
+    def parse(self, items: list[str]) -> tuple[str, ...]:
+        return normalize_elements(items)
+
+
+class ElementValuesType(CommaListType):
+    """``El=value`` pairs -> ``(symbol, value)`` pairs."""
+
+    name = "el=value"
+    hint = "; e.g. Au=0.085,Pd=0.09"
+
+    def parse(self, items: list[str]) -> tuple[tuple[str, float], ...]:
+        return element_values(items)
+
+
+class FloatListType(CommaListType):
+    """Numbers -> a tuple of floats."""
+
+    name = "numbers"
+
+    def parse(self, items: list[str]) -> tuple[float, ...]:
+        try:
+            return tuple(float(t) for t in items)
+        except ValueError:
+            raise ValueError(f"{','.join(items)!r}: give comma-separated numbers, "
+                             "e.g. 1.0,-0.02") from None
+
+
+class IntChoice(click.Choice):
+    """One of a few integers (shown and typed as text, returned as int)."""
+
+    def __init__(self, choices: Sequence[int]) -> None:
+        super().__init__([str(c) for c in choices])
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        return int(super().convert(str(value), param, ctx))
+
+
+# ------------------------------------------------------------------------------ options
+
+
+def setting_option(*decls: str, field: str | None = None, **attrs: Any) -> Callable[[F], F]:
+    """``click.option`` for the :class:`RenderSettings` field ``field`` (default: named after
+    the last option name, ``--gauss-sigma`` -> ``gauss_sigma``).
+
+    The option defaults to the field's default, so the two cannot differ, and
+    :func:`settings_from_options` passes its value to that field. (The parameter keeps the
+    option's name, which click's environment variables are named after.)
+    """
+    option = decls[-1].lstrip("-").replace("-", "_")
+    field = field or option
+    if field not in _FIELDS:
+        raise TypeError(f"{field!r} is not a RenderSettings field")
+    if field != option:
+        _FIELD_OF_OPTION[option] = field
+    return click.option(*decls, default=_FIELDS[field].default, **attrs)
+
+
+def _apply(options: Sequence[Callable[[F], F]], func: F) -> F:
+    """Apply option decorators so that they list in the order given."""
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _physics_settings(physics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """RenderSettings fields from the physics options, and the probe optics (or None)."""
-    fields = {
-        "thermal": physics["thermal"], "thermal_overrides": physics["thermal_rms"],
-        "phonon_jitter": physics["phonon_jitter"], "dose": physics["dose"],
-        "read_noise": physics["read_noise"], "scan_jitter": physics["scan_jitter"],
-        "drift": physics["drift"], "column_correction": physics["column_correction"],
-        "column_broadening": physics["column_broadening"],
-        "column_reference": physics["column_reference"],
-    }
-    if physics["probe_kv"] is None:
-        return fields, None
-    from ..physics.probe import ProbeOptics, fit_probe
+def device_option(func: F) -> F:
+    """``--device``, also read from ``XYZ2IMAGE_GPU_DEVICE``."""
+    return click.option("--device", type=click.Choice(list(DEVICES)), default="auto",
+                        envvar=DEVICE_ENV, show_envvar=True, show_default=True,
+                        help="auto: the GPU when CuPy and a CUDA device are there.")(func)
 
+
+def geometry_options(*, legacy: bool = True) -> Callable[[F], F]:
+    """The image's size and each atom's Gaussian, sphere and weight (lengths in Å).
+
+    Parameters
+    ----------
+    legacy : bool
+        Whether the command has ``--legacy`` (which makes the Z exponent's default 0).
+    """
+    z_default = f"{HAADF_Z_EXPONENT} (0 with --legacy)" if legacy else str(HAADF_Z_EXPONENT)
+    options = [
+        setting_option("--edgesize", type=click.IntRange(min=2), show_default=True,
+                       help="Pixels along each edge of the image / voxel cube."),
+        setting_option("--gauss-sigma", type=click.FloatRange(min=0, min_open=True),
+                       show_default=True, help="Standard deviation of each atom's Gaussian, Å."),
+        setting_option("--padxyz", type=click.FloatRange(min=0), show_default=True,
+                       help="Minimum margin around the structure, Å."),
+        setting_option("--binary-radius", type=click.FloatRange(min=0, min_open=True),
+                       show_default=True,
+                       help="Radius of the atoms' spheres in binary_3d / binary_2d, Å."),
+        setting_option("--z-exponent", type=float, show_default=z_default,
+                       help="Weight atoms by Z**z. HAADF intensity grows about as Z^1.6-1.8 "
+                       "(Krivanek et al., Nature 464, 571 (2010): Z^1.64; validation/ against "
+                       "multislice: 1.6-1.7); 0 weighs all atoms equally, as the original "
+                       "script."),
+    ]
+    return lambda func: _apply(options, func)
+
+
+def optics_options(kv_help: str) -> Callable[[F], F]:
+    """The probe-forming optics (:class:`ProbeOptics`; defaults from its fields).
+
+    Parameters
+    ----------
+    kv_help : str
+        Help of ``--probe-kv``: what the command does with the optics.
+    """
+    options = [
+        click.option("--probe-kv", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help=kv_help),
+        click.option("--probe-mrad", type=click.FloatRange(0, 200, min_open=True, max_open=True),
+                     default=_OPTICS["convergence_mrad"], show_default=True,
+                     help="Convergence semi-angle, mrad (with --probe-kv)."),
+        click.option("--probe-defocus", type=float, default=_OPTICS["defocus"],
+                     show_default=True,
+                     help="Defocus, Å, positive = underfocus (with --probe-kv)."),
+        click.option("--probe-cs", type=float, default=_OPTICS["cs_mm"], show_default=True,
+                     help="Spherical aberration Cs, mm (with --probe-kv)."),
+    ]
+    return lambda func: _apply(options, func)
+
+
+def physics_options(func: F) -> F:
+    """Options of the probe, thermal smearing, augmentations and the column correction
+    (lengths in Å)."""
+    options = [
+        optics_options("Fit the probe of these optics (accelerating voltage, kV) by a sum "
+                       "of Gaussians instead of one of --gauss-sigma."),
+        click.option("--probe-source-size", type=click.FloatRange(min=0),
+                     default=_OPTICS["source_size"], show_default=True,
+                     help="Source size FWHM, Å (with --probe-kv)."),
+        click.option("--probe-gaussians", type=click.IntRange(1, 6), default=_PROBE_GAUSSIANS,
+                     show_default=True, help="Gaussians in the probe fit."),
+        setting_option("--thermal", is_flag=True,
+                       help="Fold each element's room-temperature r.m.s. thermal displacement "
+                       "(Debye–Waller) into its Gaussian widths."),
+        setting_option("--thermal-rms", field="thermal_overrides", type=ElementValuesType(),
+                       show_default="table",
+                       help="Override r.m.s. displacements, Å, e.g. Au=0.085,Pd=0.09."),
+        setting_option("--phonon-jitter", is_flag=True,
+                       help="Augment: displace atoms at random by their thermal r.m.s. "
+                       "(labels keep the undisplaced atoms)."),
+        setting_option("--dose", type=click.FloatRange(min=0, min_open=True),
+                       help="Augment: Poisson shot noise at this dose, electrons per Å²."),
+        setting_option("--read-noise", type=click.FloatRange(min=0), show_default=True,
+                       help="Augment: Gaussian read noise, fraction of the image maximum."),
+        setting_option("--scan-jitter", type=click.FloatRange(min=0), show_default=True,
+                       help="Augment: r.m.s. scan-line jitter along the fast axis, Å."),
+        setting_option("--drift", type=click.FloatRange(min=0), show_default=True,
+                       help="Augment: linear drift over one frame, Å, random direction."),
+        setting_option("--column-correction", type=FloatListType(), show_default="none",
+                       help="Per-atom channelling correction c1,c2,...: each atom's weight "
+                       "times 1 + sum c_k x^k, x = its column's image in single-atom units; "
+                       "fitted to multislice: 0.17 (validation/results/)."),
+        setting_option("--column-broadening", type=click.FloatRange(min=0), show_default=True,
+                       help="With --column-correction: widths grow by this × (x - 1), Å² "
+                       "(fitted: 0.004)."),
+        setting_option("--column-reference", show_default=True,
+                       help="Element whose single-atom peak is the unit of x."),
+    ]
+    return _apply(options, func)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def make_settings(**fields: Any) -> RenderSettings:
+    """:class:`RenderSettings` of these fields; a rejected value is a usage error."""
     try:
-        optics = ProbeOptics(voltage_kv=physics["probe_kv"],
-                             convergence_mrad=physics["probe_mrad"],
-                             defocus=physics["probe_defocus"], cs_mm=physics["probe_cs"],
-                             source_size=physics["probe_source_size"])
+        return RenderSettings(**fields)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def probe_optics(options: dict[str, Any], source_size: float = 0.0) -> ProbeOptics | None:
+    """The :class:`ProbeOptics` of :func:`optics_options` (None without ``--probe-kv``);
+    values the optics reject are a usage error."""
+    if options["probe_kv"] is None:
+        return None
+    try:
+        return ProbeOptics(voltage_kv=options["probe_kv"],
+                           convergence_mrad=options["probe_mrad"],
+                           defocus=options["probe_defocus"], cs_mm=options["probe_cs"],
+                           source_size=source_size)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    fit = fit_probe(optics, physics["probe_gaussians"])
-    fields["probe"] = fit.components
-    return fields, {"optics": optics.describe(), "fit": fit.describe(),
-                    "residual": fit.residual}
+
+
+def settings_from_options(options: dict[str, Any]) -> tuple[RenderSettings, dict[str, Any] | None]:
+    """The settings of a command's options, and where the probe came from.
+
+    Parameters
+    ----------
+    options : dict
+        The values of :func:`setting_option` options (by option name) and, optionally, of
+        :func:`physics_options`' probe options; nothing else.
+
+    Returns
+    -------
+    settings : RenderSettings
+    probe_optics : dict or None
+        The optics, the fit and its residual when ``--probe-kv`` was given (recorded in the
+        manifest), else None.
+    """
+    fields = {_FIELD_OF_OPTION.get(k, k): v for k, v in options.items()}
+    probe = {k: fields.pop(k) for k in list(fields) if k.startswith("probe_")}
+    unknown = set(fields) - set(_FIELDS)
+    if unknown:
+        raise TypeError(f"not RenderSettings fields: {', '.join(sorted(unknown))}")
+    described = None
+    optics = probe_optics(probe, probe["probe_source_size"]) if probe else None
+    if optics is not None:
+        fit = fit_probe(optics, probe["probe_gaussians"])
+        fields["probe"] = fit.components
+        described = {"optics": optics.describe(), "fit": fit.describe(),
+                     "residual": fit.residual}
+    return make_settings(**fields), described

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..backend import (
-    DEVICES,
-    BackendError,
-)
+from ..backend import BackendError
 from .main import cli
-from .options import HAADF_Z_EXPONENT, _settings
+from .options import device_option, geometry_options, make_settings
 
 __all__ = [
     "preview",
@@ -29,20 +27,11 @@ __all__ = [
 @click.option("--n", "n_images", type=click.IntRange(1, 64), default=4,
               help="Orientations shown (rows).")
 @click.option("--seed", type=int, default=0, help="Seed of the random rotations.")
-@click.option("--edgesize", type=click.IntRange(min=2), default=128, help="Pixels per edge.")
-@click.option("--gauss-sigma", type=click.FloatRange(min=0, min_open=True), default=0.4,
-              help="Gaussian sigma, Å.")
-@click.option("--padxyz", type=click.FloatRange(min=0), default=1.5, help="Margin, Å.")
-@click.option("--binary-radius", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              help="Atom radius in binary_2d, Å.")
-@click.option("--z-exponent", type=float, default=HAADF_Z_EXPONENT,
-              help="Weight atoms by Z**z (see render --help).")
+@geometry_options(legacy=False)
 @click.option("--frame", type=click.IntRange(min=0), default=0, help="Frame of the file shown.")
-@click.option("--device", type=click.Choice(list(DEVICES)), default="auto",
-              envvar="XYZ2IMAGE_GPU_DEVICE")
-def preview(file: Path, output: Path, n_images: int, seed: int, edgesize: int,
-            gauss_sigma: float, padxyz: float, binary_radius: float, z_exponent: float,
-            frame: int, device: str) -> None:
+@device_option
+def preview(file: Path, output: Path, n_images: int, seed: int, frame: int, device: str,
+            **geometry: Any) -> None:
     """Write a PNG montage of FILE in a few orientations: gaussian_2d, binary_2d, atoms.
 
     \b
@@ -52,8 +41,7 @@ def preview(file: Path, output: Path, n_images: int, seed: int, edgesize: int,
     from ..output.preview import PreviewError, write_preview
     from ..structures.model import StructureError
 
-    settings = _settings(edgesize=edgesize, gauss_sigma=gauss_sigma, padxyz=padxyz,
-                         binary_radius=binary_radius, z_exponent=z_exponent)
+    settings = make_settings(**geometry)
     try:
         path = write_preview(file, output, n_images=n_images, seed=seed, settings=settings,
                              frame=frame, device=device)

@@ -8,21 +8,22 @@ from typing import Any
 
 import click
 
-from ..backend import (
-    DEVICES,
-    BackendError,
-)
+from ..backend import BackendError
 from ..pipeline.engine import Renderer
+from ..pipeline.framing import FRAMINGS
+from ..pipeline.settings import BITRATES, NORMALIZATIONS
 from .main import cli
 from .options import (
-    _TYPE_NAMES,
     DEFAULT_OUTPUT_TYPES,
-    HAADF_Z_EXPONENT,
-    _parse_elements,
-    _parse_output_types,
-    _physics_settings,
-    _settings,
+    TYPE_NAMES,
+    ElementListType,
+    IntChoice,
+    OutputTypesType,
+    device_option,
+    geometry_options,
     physics_options,
+    setting_option,
+    settings_from_options,
 )
 
 __all__ = [
@@ -43,47 +44,33 @@ __all__ = [
               help="Orientations per frame in each stack (1: the input's own view).")
 @click.option("--n-stacks", type=click.IntRange(min=1), default=1,
               help="Stacks per input file, each with its own random rotations.")
-@click.option("--output-types", default=DEFAULT_OUTPUT_TYPES, callback=_parse_output_types,
-              help=f"Comma-separated, from: {_TYPE_NAMES}. *_image types are .tif stacks.")
-@click.option("--edgesize", type=click.IntRange(min=2), default=128,
-              help="Pixels along each edge of the image / voxel cube.")
-@click.option("--gauss-sigma", type=click.FloatRange(min=0, min_open=True), default=0.4,
-              help="Standard deviation of each atom's Gaussian, Å.")
-@click.option("--padxyz", type=click.FloatRange(min=0), default=1.5,
-              help="Minimum margin around the structure, Å.")
-@click.option("--bitrate", type=click.Choice(["8", "16"]), default="8",
-              help="Bits per pixel of normalised images.")
-@click.option("--binary-radius", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              help="Radius of the atoms' spheres in binary_3d / binary_2d, Å.")
+@click.option("--output-types", type=OutputTypesType(), default=DEFAULT_OUTPUT_TYPES,
+              help=f"Comma-separated, from: {TYPE_NAMES}. *_image types are .tif stacks.")
+@geometry_options()
+@setting_option("--bitrate", type=IntChoice(BITRATES),
+                help="Bits per pixel of normalised images.")
+@setting_option("--framing", type=click.Choice(FRAMINGS),
+                help="image: fit each rotated image (the original script); structure: one box "
+                     "per structure; fixed: --pixel-size.")
+@setting_option("--pixel-size", type=click.FloatRange(min=0, min_open=True),
+                help="Å per pixel, for --framing fixed.")
+@setting_option("--normalization", type=click.Choice(NORMALIZATIONS),
+                help="image: each image to full range; float: float32 sums; fixed: "
+                     "--intensity-scale grey levels per unit.")
+@setting_option("--intensity-scale", type=click.FloatRange(min=0, min_open=True),
+                help="Grey levels per unit of summed intensity, for --normalization fixed.")
+@setting_option("--legacy", is_flag=True,
+                help="Reproduce the original script's images exactly.")
+@setting_option("--all-random", is_flag=True,
+                help="Rotation 0 random too (default: the input's view, turned 90° about z).")
 @click.option("--frameshift", type=click.IntRange(min=0), default=0,
               help="First frame read from multi-frame files.")
 @click.option("--maxframes", type=click.IntRange(min=1), default=50,
               help="Frames read from multi-frame files.")
-@click.option("--exclude-elements", default=None, show_default="none", callback=_parse_elements,
+@click.option("--exclude-elements", type=ElementListType(), default="", show_default="none",
               help="Comma-separated element symbols dropped from every frame, e.g. C,H.")
-@click.option("--z-exponent", type=float, default=None,
-              show_default=f"{HAADF_Z_EXPONENT} (0 with --legacy)",
-              help="Weight atoms by Z**z. HAADF intensity grows about as Z^1.6-1.8 "
-              "(Krivanek et al., Nature 464, 571 (2010): Z^1.64; validation/ against "
-              "multislice: 1.6-1.7); 0 weighs all atoms equally, as the original script.")
-@click.option("--framing", type=click.Choice(["image", "structure", "fixed"]), default="image",
-              help="image: fit each rotated image (the original script); structure: one box "
-                   "per structure; fixed: --pixel-size.")
-@click.option("--pixel-size", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Å per pixel, for --framing fixed.")
-@click.option("--normalization", type=click.Choice(["image", "float", "fixed"]),
-              default="image",
-              help="image: each image to full range; float: float32 sums; fixed: "
-                   "--intensity-scale grey levels per unit.")
-@click.option("--intensity-scale", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Grey levels per unit of summed intensity, for --normalization fixed.")
-@click.option("--legacy", is_flag=True, help="Reproduce the original script's images exactly.")
-@click.option("--all-random", is_flag=True,
-              help="Rotation 0 random too (default: the input's view, turned 90° about z).")
 @click.option("--seed", type=int, default=0, help="Seed of the random rotations.")
-@click.option("--device", type=click.Choice(list(DEVICES)), default="auto",
-              envvar="XYZ2IMAGE_GPU_DEVICE", show_envvar=True,
-              help="auto: the GPU when CuPy and a CUDA device are there.")
+@device_option
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               show_default="1 with threads for Gaussian images from the compiled kernel, "
               "else one per CPU core",
@@ -97,13 +84,10 @@ __all__ = [
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
 @physics_options
 def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_stacks: int,
-           output_types: tuple[str, ...], edgesize: int, gauss_sigma: float, padxyz: float,
-           bitrate: str, binary_radius: float, frameshift: int, maxframes: int,
-           exclude_elements: tuple[str, ...], z_exponent: float | None, framing: str,
-           pixel_size: float | None, normalization: str, intensity_scale: float | None,
-           legacy: bool, all_random: bool, seed: int, device: str, workers: int | None,
+           output_types: tuple[str, ...], frameshift: int, maxframes: int,
+           exclude_elements: tuple[str, ...], seed: int, device: str, workers: int | None,
            batch_size: int | None, compress_level: int, overwrite: bool, quiet: bool,
-           **physics: Any) -> None:
+           **setting_options: Any) -> None:
     """Render images and labels of every .xyz file in INPUTS (files or folders).
 
     Each file gets OUTPUT/<stem>/<stack>.npz per stack, holding every frame x rotation
@@ -118,14 +102,7 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
     """
     from .. import run as runner
 
-    if z_exponent is None:
-        z_exponent = 0.0 if legacy else HAADF_Z_EXPONENT
-    fields, probe_optics = _physics_settings(physics)
-    settings = _settings(
-        edgesize=edgesize, gauss_sigma=gauss_sigma, padxyz=padxyz, bitrate=int(bitrate),
-        binary_radius=binary_radius, z_exponent=z_exponent, framing=framing,
-        pixel_size=pixel_size, normalization=normalization, intensity_scale=intensity_scale,
-        legacy=legacy, all_random=all_random, **fields)
+    settings, probe_optics = settings_from_options(setting_options)
     try:
         files = runner.find_inputs(inputs)
     except runner.InputError as exc:

@@ -51,7 +51,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ..structures.elements import atomic_number, symbol
+from ..structures.elements import atomic_number, element_values, symbol
 
 __all__ = [
     "DEFAULT_RMS_DISPLACEMENT",
@@ -243,16 +243,11 @@ def effective_debye_temperature(element: ElementKey) -> float:
 
 
 def _normalise_overrides(overrides: Overrides) -> dict[int, float]:
-    if overrides is None:
-        return {}
-    pairs = overrides.items() if isinstance(overrides, Mapping) else overrides
     out: dict[int, float] = {}
-    for key, value in pairs:
-        z = atomic_number(key)
-        u = float(value)
+    for sym, u in element_values(overrides):
         if not (u >= 0 and math.isfinite(u)):
-            raise ValueError(f"override for {symbol(z)} must be a finite u >= 0 Å, got {value!r}")
-        out[z] = u
+            raise ValueError(f"override for {sym} must be a finite u >= 0 Å, got {u!r}")
+        out[atomic_number(sym)] = u
     return out
 
 

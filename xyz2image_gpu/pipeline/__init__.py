@@ -12,14 +12,24 @@ in memory and knows nothing of files.
 from __future__ import annotations
 
 from .engine import Renderer, render
-from .settings import IMAGE_TYPES, METADATA_KEYS, NORMALIZATIONS, OUTPUT_TYPES, RenderSettings
+from .settings import (
+    ALL_OUTPUT_TYPES,
+    IMAGE_TYPES,
+    METADATA_KEYS,
+    NORMALIZATIONS,
+    OUTPUT_TYPES,
+    RenderSettings,
+    normalize_output_types,
+)
 
 __all__ = [
+    "ALL_OUTPUT_TYPES",
     "IMAGE_TYPES",
     "METADATA_KEYS",
     "NORMALIZATIONS",
     "OUTPUT_TYPES",
     "RenderSettings",
     "Renderer",
+    "normalize_output_types",
     "render",
 ]

@@ -31,7 +31,7 @@ from ..structures.model import Structure, StructureError
 from . import kernels as renderers
 from .framing import frame_pixel_coordinates
 from .rotations import rotation_matrices
-from .settings import _GAUSSIAN, RenderSettings, _check_output_types
+from .settings import _GAUSSIAN, RenderSettings, requested_arrays
 
 __all__ = [
     "Renderer",
@@ -88,7 +88,7 @@ class Renderer:
         cpu_kernel: str = "auto",
     ) -> None:
         self.settings = settings or RenderSettings()
-        self.output_types = _check_output_types(output_types)
+        self.output_types = requested_arrays(output_types)
         self.backend = get_backend(device)
         if cpu_kernel not in ("auto", "compiled", "numpy"):
             raise ValueError(f"cpu_kernel must be auto, compiled or numpy, got {cpu_kernel!r}")
@@ -715,6 +715,8 @@ def render(
     n_rotation: int = 1,
     output_types: Sequence[str] = ("gaussian_2d",),
     *,
+    numbers: Any = None,
+    symbols: Any = None,
     seed: int = 0,
     stack: int = 0,
     device: str | Backend = "auto",
@@ -727,10 +729,15 @@ def render(
 
     Parameters
     ----------
-    structure : path, Structure, ase.Atoms, list of Atoms
-        What to render (see :func:`xyz2image_gpu.structures.as_structure`).
+    structure : path, Structure, ase.Atoms, list of Atoms, or array of positions
+        What to render (see :func:`xyz2image_gpu.structures.as_structure`): an ``(N, 3)``
+        or ``(F, N, 3)`` array of positions in Å needs ``numbers`` or ``symbols``.
+    numbers, symbols : array-like, optional
+        The atoms' atomic numbers or element symbols, for an array of positions (as
+        :func:`~xyz2image_gpu.structures.as_structure` takes them).
     n_rotation : int
-        Orientations per frame; rotation 0 is the seed's fixed view unless ``all_random``.
+        Orientations per frame; rotation 0 is the original script's fixed view unless
+        ``all_random``.
     output_types : sequence of str
         Any of :data:`OUTPUT_TYPES`.
     seed, stack : int
@@ -753,11 +760,13 @@ def render(
     >>> out = render(Icosahedron("Au", 4), n_rotation=16, edgesize=64, device="cpu")
     >>> out["gaussian_2d"].shape, out["gaussian_2d"].dtype  # doctest: +SKIP
     ((16, 64, 64), dtype('uint8'))
+    >>> out = render(np.zeros((1, 3)), numbers=[79], edgesize=32)  # doctest: +SKIP
     """
     renderer = Renderer(RenderSettings(**settings), output_types, device)
     try:
         return renderer.render(
-            structure, n_rotation, seed=seed, stack=stack, batch_size=batch_size,
+            as_structure(structure, numbers=numbers, symbols=symbols), n_rotation,
+            seed=seed, stack=stack, batch_size=batch_size,
             start=start, stop=stop,
         )
     finally:

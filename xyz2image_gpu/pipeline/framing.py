@@ -2,7 +2,7 @@
 
 Three ways to choose the field of view (``framing``):
 
-``image`` (default, the seed's)
+``image`` (default, the original script's)
     Per image: shift the minimum to 0, centre each axis in a cube of edge ``m + 2*padxyz``
     where ``m`` is the largest extent, pixel size ``edge / (edgesize - 1)``. Every image is
     filled, but the scale changes with the orientation.
@@ -14,7 +14,7 @@ Three ways to choose the field of view (``framing``):
     A fixed ``pixel_size`` in Å, the rotated structure's bounding box centred; every
     structure shares one scale (atoms outside the field of view are simply not drawn).
 
-Pixel index ``i`` sits at coordinate ``i`` (so the seed's voxel ``round(u)`` is nearest).
+Pixel index ``i`` sits at coordinate ``i`` (so the original script's voxel ``round(u)`` is nearest).
 """
 
 from __future__ import annotations

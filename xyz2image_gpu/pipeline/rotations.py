@@ -9,9 +9,9 @@ sub-range ``[start, stop)`` is the same whatever the batch size, worker count, d
 order of work.
 
 The first rotation of every frame is the original script's fixed view, a 90° turn about z
-(``R0``), so that image 0 is the one the seed made; ``all_random=True`` draws it too.
-The seed's cumulative uniform Euler angles are deliberately *not* reproduced: they are not
-uniform over orientations.
+(``R0``), so that image 0 is the one the original script made; ``all_random=True`` draws it too.
+The original script's cumulative uniform Euler angles are deliberately *not* reproduced: they
+are not uniform over orientations.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ __all__ = [
     "rotation_matrices",
 ]
 
-#: The seed's first view: ``ase.Atoms.rotate(90, 'z')``; rotated positions = positions @ R0.T.
+#: The original script's first view: ``ase.Atoms.rotate(90, 'z')``; rotated positions =
+#: positions @ R0.T.
 R0 = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 
 _MASK64 = (1 << 64) - 1
@@ -102,7 +103,7 @@ def rotation_matrices(
     seed, name, frame_index, stack : int, str, int, int
         Identify the stream; any change gives independent rotations.
     all_random : bool
-        If False (default) rotation 0 is :data:`R0`, the seed's view.
+        If False (default) rotation 0 is :data:`R0`, the original script's view.
     start, stop : int
         Sub-range of rotation indices (default: all).
 

@@ -5,21 +5,29 @@ types (:data:`OUTPUT_TYPES`, the TIFF :data:`IMAGE_TYPES`), validated here and n
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..structures.elements import atomic_number
+from ..structures.elements import atomic_number, element_values
 from .framing import FRAMINGS
 
 __all__ = [
+    "ALL_OUTPUT_TYPES",
+    "BITRATES",
+    "HAADF_Z_EXPONENT",
     "IMAGE_TYPES",
     "METADATA_KEYS",
     "NORMALIZATIONS",
     "OUTPUT_TYPES",
     "RenderSettings",
+    "array_types",
+    "image_types",
+    "normalize_output_types",
+    "render_types",
+    "requested_arrays",
 ]
 
 #: Array outputs, with the original script's key names.
@@ -38,9 +46,17 @@ IMAGE_TYPES = {
     "gaussian_2d_image": "gaussian_2d",
     "binary_2d_image": "binary_2d",
 }
+#: Every output type name: the arrays, then the TIFF stacks.
+ALL_OUTPUT_TYPES = OUTPUT_TYPES + tuple(IMAGE_TYPES)
 #: Per-image metadata every batch carries.
 METADATA_KEYS = ("rotations", "voxel_size", "frame_index")
 NORMALIZATIONS = ("image", "float", "fixed")
+#: Integer depths of normalised images.
+BITRATES = (8, 16)
+#: Default Z exponent, the same for the API and the command line: HAADF-like contrast.
+#: ADF intensity grows about as Z^1.6-1.8 (Krivanek et al., Nature 464, 571 (2010): Z^1.64;
+#: validation/ against multislice: 1.6-1.7). Legacy mode uses 0 (every atom counts once).
+HAADF_Z_EXPONENT = 1.7
 
 _GAUSSIAN = ("gaussian_2d", "gaussian_3d")
 
@@ -61,23 +77,25 @@ class RenderSettings:
         Integer depth of normalised images.
     binary_radius : float
         Radius of the atoms' spheres in binary_3d / binary_2d, Å.
-    z_exponent : float
-        Atoms weighted by Z**z_exponent (0: all equal, as the seed).
+    z_exponent : float or None
+        Atoms weighted by Z**z_exponent. None (default): :data:`HAADF_Z_EXPONENT` (1.7,
+        HAADF-like), or 0 with ``legacy`` (all equal, as the original script); the
+        attribute holds the resolved number.
     framing : {"image", "structure", "fixed"}
         See :mod:`xyz2image_gpu.framing`.
     pixel_size : float or None
         Å per pixel for ``framing="fixed"``.
     normalization : {"image", "float", "fixed"}
-        ``image``: each image scaled to the full integer range (the seed); ``float``: float32
-        sums (an atom of weight 1 peaks at 1); ``fixed``: ``rint(sum * intensity_scale)``
-        clipped, one scale for every image.
+        ``image``: each image scaled to the full integer range (the original script);
+        ``float``: float32 sums (an atom of weight 1 peaks at 1); ``fixed``:
+        ``rint(sum * intensity_scale)`` clipped, one scale for every image.
     intensity_scale : float or None
         Grey levels per unit of summed intensity for ``normalization="fixed"``.
     legacy : bool
         Reproduce the original script: rounded positions, one count per occupied voxel,
         SciPy ``gaussian_filter`` semantics, truncating conversion.
     all_random : bool
-        Draw rotation 0 at random too instead of the seed's fixed 90° view about z.
+        Draw rotation 0 at random too instead of the original script's fixed 90° view about z.
     probe : tuple of (amplitude, sigma) pairs
         The probe's intensity as a sum of radially symmetric Gaussians
         ``sum_g a_g exp(-r²/(2 sigma_g²))`` (sigma in Å), e.g. fitted to an aberrated probe
@@ -87,7 +105,8 @@ class RenderSettings:
         Fold each element's r.m.s. thermal displacement u (Debye–Waller, Å) into every
         component's width, ``sigma² + u²``, keeping each component's 2-D integral.
     thermal_overrides : tuple of (element, u) pairs
-        Replace the built-in room-temperature u (Å) of the named elements.
+        Replace the built-in room-temperature u (Å) of the named elements. Also accepted:
+        a mapping or ``"Au=0.085,Pd=0.09"``; stored as (symbol, u) pairs.
     phonon_jitter : bool
         Frozen-phonon-like augmentation: render each image from atoms displaced at random
         by their element's u (Å, per axis); labels stay at the undisplaced positions.
@@ -127,7 +146,7 @@ class RenderSettings:
     padxyz: float = 1.5
     bitrate: int = 8
     binary_radius: float = 1.0
-    z_exponent: float = 0.0
+    z_exponent: float | None = None
     framing: str = "image"
     pixel_size: float | None = None
     normalization: str = "image"
@@ -147,10 +166,12 @@ class RenderSettings:
     column_reference: str = "Au"
 
     def __post_init__(self) -> None:
+        if self.z_exponent is None:  # one default contrast for the API and the CLI
+            object.__setattr__(self, "z_exponent", 0.0 if self.legacy else HAADF_Z_EXPONENT)
         # accept lists (e.g. from JSON) but store hashable tuples
         probe = tuple((float(a), float(sig)) for a, sig in self.probe)
         object.__setattr__(self, "probe", probe)
-        overrides = tuple((str(el), float(u)) for el, u in self.thermal_overrides)
+        overrides = element_values(self.thermal_overrides, what="thermal_overrides")
         object.__setattr__(self, "thermal_overrides", overrides)
         correction = tuple(float(c) for c in self.column_correction)
         object.__setattr__(self, "column_correction", correction)
@@ -191,7 +212,7 @@ class RenderSettings:
             raise ValueError(f"gauss_sigma must be > 0 Å, got {self.gauss_sigma}")
         if not self.padxyz >= 0:
             raise ValueError(f"padxyz must be >= 0 Å, got {self.padxyz}")
-        if self.bitrate not in (8, 16):
+        if self.bitrate not in BITRATES:
             raise ValueError(f"bitrate must be 8 or 16, got {self.bitrate}")
         if not self.binary_radius > 0:
             raise ValueError(f"binary_radius must be > 0 Å, got {self.binary_radius}")
@@ -209,12 +230,39 @@ class RenderSettings:
         ):
             raise ValueError("normalization='fixed' needs a positive intensity_scale")
         if self.legacy and self.z_exponent != 0:
-            raise ValueError("legacy mode counts every atom once; it needs z_exponent=0")
+            raise ValueError("legacy mode counts every atom once; it needs z_exponent=0 "
+                             "(or None, which resolves to 0 with legacy)")
         if self.legacy and self.normalization != "image":
-            raise ValueError("legacy mode normalises each image as the seed did")
+            raise ValueError("legacy mode normalises each image as the original script did")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field by name, ``z_exponent`` resolved; JSON-ready (tuples become lists in
+        JSON, and :meth:`from_dict` turns them back)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RenderSettings:
+        """The settings a :meth:`to_dict` (e.g. read back from JSON) describes.
+
+        Parameters
+        ----------
+        data : mapping
+            Field names and values; lists stand for tuples, a missing field takes its
+            default.
+
+        Raises
+        ------
+        ValueError
+            A key that is not a field (the message names it and the valid ones), or a value
+            the settings reject.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(
+                f"unknown RenderSettings field{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; valid: {', '.join(names)}")
+        return cls(**data)
 
     @property
     def noisy(self) -> bool:
@@ -243,17 +291,76 @@ class RenderSettings:
         return np.dtype(np.uint8 if self.bitrate == 8 else np.uint16)
 
 
-def _check_output_types(output_types: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(output_types, str):
-        output_types = [output_types]
+# ------------------------------------------------------------------------ output types
+
+
+def _validated(names: str | Iterable[str]) -> list[str]:
+    """Output type names in the order given, each once; a string is a comma-separated list.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or none given; the message lists the valid names.
+    """
+    if isinstance(names, str):
+        names = names.split(",")
+    valid = ", ".join(ALL_OUTPUT_TYPES)
     out: list[str] = []
-    for name in output_types:
+    for name in names:
+        name = str(name).strip()
+        if not name:
+            continue
+        if name not in ALL_OUTPUT_TYPES:
+            raise ValueError(f"unknown output type {name!r}; valid names: {valid}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ValueError(f"no output type given; valid names: {valid}")
+    return out
+
+
+def normalize_output_types(names: str | Iterable[str]) -> tuple[str, ...]:
+    """Validate output type names (arrays and ``*_image`` stacks); each once, in the order
+    of :data:`ALL_OUTPUT_TYPES`.
+
+    Parameters
+    ----------
+    names : str or iterable of str
+        Names from :data:`ALL_OUTPUT_TYPES`; a string is a comma-separated list. Blank
+        names are skipped.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the valid ones), or none given.
+    """
+    wanted = set(_validated(names))
+    return tuple(n for n in ALL_OUTPUT_TYPES if n in wanted)
+
+
+def requested_arrays(names: str | Iterable[str]) -> tuple[str, ...]:
+    """The arrays the engine makes for ``names``, in the order given: each ``*_image``
+    name becomes the array it shows (validated as :func:`normalize_output_types`)."""
+    out: list[str] = []
+    for name in _validated(names):
         base = IMAGE_TYPES.get(name, name)
-        if base not in OUTPUT_TYPES:
-            valid = ", ".join(OUTPUT_TYPES + tuple(IMAGE_TYPES))
-            raise ValueError(f"unknown output type {name!r}; valid: {valid}")
         if base not in out:
             out.append(base)
-    if not out:
-        raise ValueError("no output types requested")
     return tuple(out)
+
+
+def array_types(output_types: Sequence[str]) -> tuple[str, ...]:
+    """The output types stored in the ``.npz`` (not the ``*_image`` ones)."""
+    return tuple(n for n in output_types if n in OUTPUT_TYPES)
+
+
+def image_types(output_types: Sequence[str]) -> tuple[str, ...]:
+    """The ``*_image`` output types (written as ``.tif`` stacks)."""
+    return tuple(n for n in output_types if n in IMAGE_TYPES)
+
+
+def render_types(output_types: str | Iterable[str]) -> tuple[str, ...]:
+    """The arrays the engine makes for a run: array types plus the arrays the ``*_image``
+    types show, in the order of :data:`OUTPUT_TYPES` (validated)."""
+    needed = set(requested_arrays(output_types))
+    return tuple(n for n in OUTPUT_TYPES if n in needed)

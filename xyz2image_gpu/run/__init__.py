@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from .config import (
+    RUN_PARAMETERS,
     InputError,
     RunConfig,
     RunSummary,
@@ -23,6 +24,7 @@ from .config import (
     normalize_output_types,
     npz_path,
     render_types,
+    settings_from_parameters,
     tif_path,
 )
 from .execute import run
@@ -33,6 +35,7 @@ from .units import UnitCancelled
 
 __all__ = [
     "MANIFEST_NAME",
+    "RUN_PARAMETERS",
     "FolderBusyError",
     "InputError",
     "Progress",
@@ -49,5 +52,6 @@ __all__ = [
     "npz_path",
     "render_types",
     "run",
+    "settings_from_parameters",
     "tif_path",
 ]

@@ -12,18 +12,27 @@ Output layout (a contract that other tools read)::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..backend import available_cores
-from ..pipeline.settings import IMAGE_TYPES, OUTPUT_TYPES, RenderSettings
-from ..structures.elements import SYMBOLS, atomic_number
+from ..pipeline.settings import (
+    ALL_OUTPUT_TYPES,
+    IMAGE_TYPES,
+    RenderSettings,
+    array_types,
+    image_types,
+    normalize_output_types,
+    render_types,
+)
+from ..structures.elements import normalize_elements
 from ..structures.xyz import XYZ_SUFFIXES
 
 __all__ = [
     "ALL_TYPE_NAMES",
+    "RUN_PARAMETERS",
     "InputError",
     "RunConfig",
     "RunSummary",
@@ -36,9 +45,12 @@ __all__ = [
     "normalize_output_types",
     "npz_path",
     "render_types",
+    "settings_from_parameters",
     "tif_path",
 ]
-ALL_TYPE_NAMES = OUTPUT_TYPES + tuple(IMAGE_TYPES)
+#: Every output type name (:data:`..pipeline.settings.ALL_OUTPUT_TYPES`). The output type
+#: functions exported here live in :mod:`..pipeline.settings`, the one home of the names.
+ALL_TYPE_NAMES = ALL_OUTPUT_TYPES
 
 
 class InputError(ValueError):
@@ -52,64 +64,6 @@ class SettingsMismatchError(RuntimeError):
 # ----------------------------------------------------------------------------- options
 
 
-def normalize_output_types(names: Iterable[str]) -> tuple[str, ...]:
-    """Validate output type names; return them deduplicated in canonical order.
-
-    Raises
-    ------
-    ValueError
-        An unknown name (the message lists the valid ones), or none given.
-    """
-    wanted = []
-    for name in names:
-        name = name.strip()
-        if not name:
-            continue
-        if name not in ALL_TYPE_NAMES:
-            raise ValueError(
-                f"unknown output type {name!r}; valid names: {', '.join(ALL_TYPE_NAMES)}")
-        wanted.append(name)
-    if not wanted:
-        raise ValueError(f"no output type given; valid names: {', '.join(ALL_TYPE_NAMES)}")
-    return tuple(n for n in ALL_TYPE_NAMES if n in wanted)
-
-
-def array_types(output_types: Sequence[str]) -> tuple[str, ...]:
-    """The output types stored in the ``.npz`` (not the ``*_image`` ones)."""
-    return tuple(n for n in output_types if n in OUTPUT_TYPES)
-
-
-def image_types(output_types: Sequence[str]) -> tuple[str, ...]:
-    """The ``*_image`` output types (written as ``.tif`` stacks)."""
-    return tuple(n for n in output_types if n in IMAGE_TYPES)
-
-
-def render_types(output_types: Sequence[str]) -> tuple[str, ...]:
-    """The engine outputs needed: array types plus the arrays the ``*_image`` types show."""
-    needed = set(array_types(output_types)) | {IMAGE_TYPES[n] for n in image_types(output_types)}
-    return tuple(n for n in OUTPUT_TYPES if n in needed)
-
-
-def normalize_elements(symbols: Iterable[str]) -> tuple[str, ...]:
-    """Element symbols (any case, or atomic numbers) -> canonical symbols, sorted by Z.
-
-    Raises
-    ------
-    ValueError
-        An unknown element.
-    """
-    zs = set()
-    for token in symbols:
-        token = str(token).strip()
-        if not token:
-            continue
-        try:
-            zs.add(atomic_number(token))
-        except KeyError:
-            raise ValueError(f"unknown element {token!r}") from None
-    return tuple(SYMBOLS[z] for z in sorted(zs))
-
-
 #: Outputs the compiled kernel makes without Python-level work per image.
 _THREADED_TYPES = frozenset({"gaussian_2d", "gaussian_3d", "coordinates_3d"})
 
@@ -121,7 +75,7 @@ def default_workers(settings: RenderSettings, output_types: Sequence[str]) -> in
     (it and zlib release the GIL): measured at 128 px, 2 files, 2 cores, gaussian_2d, it
     finished 2 x 2048 images in 1.0 s against 1.14 s with 2 processes (whose start-up
     costs 0.17 s) and 2 x 8192 in 3.3 against 3.4 s. Otherwise (the NumPy labels such as
-    delta_3d, TIFF stacks, legacy mode) one process per core: 2 x 2048 of the seed's
+    delta_3d, TIFF stacks, legacy mode) one process per core: 2 x 2048 of the original script's
     default outputs at 80 px took 2.65 s with 2 processes, 2.87 s with threads.
     """
     from ..pipeline.kernels.compiled import compiled_kernel_available
@@ -253,6 +207,28 @@ class RunConfig:
         if self.probe_optics is not None:  # where settings.probe came from
             params["probe_optics"] = self.probe_optics
         return json.loads(json.dumps(params))
+
+
+#: The keys of :meth:`RunConfig.parameters` that are the run's own, not settings fields.
+RUN_PARAMETERS = ("output_types", "n_rotation", "seed", "frameshift", "maxframes",
+                  "exclude_elements", "compress_level", "probe_optics")
+
+
+def settings_from_parameters(parameters: Mapping[str, Any]) -> RenderSettings:
+    """The :class:`RenderSettings` a manifest's ``"parameters"`` were written from.
+
+    Parameters
+    ----------
+    parameters : mapping
+        :meth:`RunConfig.parameters`, e.g. ``json.load(manifest)["parameters"]``.
+
+    Raises
+    ------
+    ValueError
+        A key that is neither a settings field nor one of :data:`RUN_PARAMETERS`.
+    """
+    return RenderSettings.from_dict(
+        {k: v for k, v in parameters.items() if k not in RUN_PARAMETERS})
 
 
 @dataclass

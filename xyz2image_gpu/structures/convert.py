@@ -105,7 +105,11 @@ def _from_arrays(
     excluded: frozenset[int],
 ) -> Structure:
     if numbers is None and symbols is None:
-        raise ValueError("positions given as an array need numbers= or symbols=")
+        raise ValueError(
+            "positions given as an array need numbers= or symbols=, the atoms' atomic "
+            "numbers or element symbols: xyz2image_gpu.as_structure(positions, "
+            "numbers=[...]) makes a Structure for Renderer; render(positions, numbers=[...]) "
+            "takes them too")
     if numbers is not None and symbols is not None:
         raise ValueError("give numbers= or symbols=, not both")
     try:

@@ -1,20 +1,38 @@
 """Chemical element symbols and atomic numbers.
 
-A dependency-free table of the 118 named elements, and the two look-ups the rest of the
+A dependency-free table of the 118 named elements, the two look-ups the rest of the
 package needs: symbol -> atomic number (case-insensitive, also accepting numeric tokens as
-they appear in some XYZ files) and atomic number -> symbol.
+they appear in some XYZ files) and atomic number -> symbol, and the one parser of element
+lists (``exclude_elements``, ``--exclude-elements C,H``) and of per-element values
+(``thermal_overrides``, ``--thermal-rms Au=0.085``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Union
 
 import numpy as np
 
 __all__ = [
     "MAX_Z",
     "SYMBOLS",
+    "ElementList",
+    "ElementValues",
+    "UnknownElementError",
     "atomic_number",
+    "element_numbers",
+    "element_values",
+    "normalize_elements",
     "symbol",
 ]
+
+#: An element list: a symbol or atomic number, a comma-separated string of them, or an
+#: iterable of them; None for none.
+ElementList = Union[str, int, Iterable[Union[str, int]], None]
+#: Per-element values: a mapping ``{element: value}``, ``(element, value)`` pairs or
+#: ``"El=value"`` strings, or one comma-separated string of those; None for none.
+ElementValues = Union[Mapping[Any, Any], Iterable[Any], str, None]
 
 #: Element symbols indexed by atomic number; index 0 is the placeholder ``"X"``.
 SYMBOLS: tuple[str, ...] = (
@@ -105,3 +123,108 @@ def symbol(z: int) -> str:
     if not 1 <= zi <= MAX_Z:
         raise KeyError(f"atomic number out of range 1..{MAX_Z}: {z!r}")
     return SYMBOLS[zi]
+
+
+# ------------------------------------------------------------------------ element lists
+
+
+class UnknownElementError(ValueError, KeyError):
+    """An element list names something that is not an element.
+
+    A :class:`ValueError` (a bad argument) that is also a :class:`KeyError`, as
+    :func:`atomic_number` raises for one token.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _tokens(elements: Any) -> list[Any]:
+    if elements is None:
+        return []
+    if isinstance(elements, str):
+        return elements.split(",")
+    if isinstance(elements, (int, np.integer)):
+        return [elements]
+    return list(elements)
+
+
+def _number(token: Any, what: str) -> int:
+    try:
+        return atomic_number(token)
+    except KeyError:
+        prefix = f"{what}: " if what else ""
+        raise UnknownElementError(f"{prefix}unknown element {token!r}") from None
+
+
+def element_numbers(elements: ElementList, *, what: str = "") -> tuple[int, ...]:
+    """Atomic numbers of an element list, each once, ascending.
+
+    Parameters
+    ----------
+    elements : str, int, iterable of str or int, or None
+        Symbols in any case or atomic numbers; a string is a comma-separated list, blank
+        entries are skipped.
+    what : str
+        The argument's name, to begin the error message with.
+
+    Raises
+    ------
+    UnknownElementError
+        An entry is not an element (a ValueError and a KeyError).
+    """
+    numbers = set()
+    for token in _tokens(elements):
+        if isinstance(token, str):
+            token = token.strip()
+            if not token:
+                continue
+        numbers.add(_number(token, what))
+    return tuple(sorted(numbers))
+
+
+def normalize_elements(elements: ElementList, *, what: str = "") -> tuple[str, ...]:
+    """Symbols of an element list (see :func:`element_numbers`), each once, sorted by Z."""
+    return tuple(SYMBOLS[z] for z in element_numbers(elements, what=what))
+
+
+def element_values(pairs: ElementValues, *, what: str = "") -> tuple[tuple[str, float], ...]:
+    """``(symbol, value)`` pairs of per-element values, in the order given.
+
+    Parameters
+    ----------
+    pairs : mapping, iterable of (element, value) pairs or ``"El=value"`` strings, str, None
+        Elements as symbols in any case or atomic numbers; a string is a comma-separated
+        list of ``El=value``. An element given twice keeps its last value.
+    what : str
+        The argument's name, to begin the error message with.
+
+    Raises
+    ------
+    UnknownElementError
+        An element that is not one.
+    ValueError
+        An entry that is not ``element=number`` or ``(element, number)``.
+    """
+    prefix = f"{what}: " if what else ""
+    items = pairs.items() if isinstance(pairs, Mapping) else _tokens(pairs)
+    values: dict[str, float] = {}
+    for item in items:
+        if isinstance(item, str):
+            if not item.strip():
+                continue
+            element, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"{prefix}{item.strip()!r}: expected ELEMENT=number")
+        else:
+            try:
+                element, value = item
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{prefix}{item!r}: expected an (element, number) pair") from None
+        z = _number(element.strip() if isinstance(element, str) else element, what)
+        try:
+            values[SYMBOLS[z]] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{prefix}{SYMBOLS[z]}: {value!r} is not a number") from None
+    return tuple(values.items())

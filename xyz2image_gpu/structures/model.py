@@ -26,7 +26,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .elements import MAX_Z, SYMBOLS, atomic_number
+from .elements import MAX_Z, SYMBOLS, ElementList, element_numbers
 
 __all__ = [
     "Frame",
@@ -265,19 +265,9 @@ def _selected(n: int, start: int, stop: int | None) -> range:
     return range(min(start, n - 1), n if stop is None else min(stop, n))
 
 
-def _excluded_numbers(exclude_elements: Any) -> frozenset[int]:
+def _excluded_numbers(exclude_elements: ElementList) -> frozenset[int]:
     """Atomic numbers to drop, from symbols (any case) and/or atomic numbers."""
-    if exclude_elements is None:
-        return frozenset()
-    if isinstance(exclude_elements, (str, int, np.integer)):
-        exclude_elements = (exclude_elements,)
-    out = set()
-    for token in exclude_elements:
-        try:
-            out.add(atomic_number(token))
-        except KeyError:
-            raise ValueError(f"exclude_elements: unknown element {token!r}") from None
-    return frozenset(out)
+    return frozenset(element_numbers(exclude_elements, what="exclude_elements"))
 
 
 def _drop_excluded(

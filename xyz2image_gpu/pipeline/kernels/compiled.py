@@ -6,11 +6,11 @@ for Gaussian images, to the byte for labels) and is used only where it measurabl
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import Executor
 
 import numpy as np
 
+from ...flags import NO_EXTENSION_ENV, no_extension
 from .gaussian import PROFILE_FLOOR, SPLAT_CUT_8BIT
 
 __all__ = [
@@ -26,16 +26,11 @@ try:  # the optional compiled CPU kernel (see _splat.c and setup.py)
 except ImportError:  # not built: the NumPy path does the same work
     _splat = None
 
-#: Set to 1 to ignore the compiled CPU kernel and use the NumPy (BLAS) path.
-NO_EXTENSION_ENV = "XYZ2IMAGE_GPU_NO_EXTENSION"
-
-
 def compiled_kernel_available(entry: str = "render") -> bool:
     """True when the compiled CPU kernel is built, has ``entry`` (``render``, ``quantise``,
     ``column``, ``binary``: a build older than the package may lack the newer ones) and is
     not disabled by the environment."""
-    flag = os.environ.get(NO_EXTENSION_ENV, "").strip().lower()
-    return _splat is not None and hasattr(_splat, entry) and flag in ("", "0", "false", "no")
+    return _splat is not None and hasattr(_splat, entry) and not no_extension()
 
 
 def splat_gaussian(

@@ -130,8 +130,8 @@ def quantise(xp: Any, images: Any, *, normalization: str, bitrate: int,
     """Convert float images (B, ...) to the stored form.
 
     ``image``: each image scaled so that its maximum is ``2**bitrate - 1``, rounded to
-    nearest (``truncate=True``: the seed's ``astype`` truncation); ``float``: float32 as is;
-    ``fixed``: ``rint(value * intensity_scale)`` clipped to the integer range.
+    nearest (``truncate=True``: the original script's ``astype`` truncation); ``float``:
+    float32 as is; ``fixed``: ``rint(value * intensity_scale)`` clipped to the integer range.
     """
     if normalization == "float":
         return images.astype(xp.float32, copy=False)
@@ -142,7 +142,7 @@ def quantise(xp: Any, images: Any, *, normalization: str, bitrate: int,
         peak = images.reshape(b, -1).max(axis=1)
         shape = (b,) + (1,) * (images.ndim - 1)
         if truncate:
-            # the seed: image /= max / top; image.astype(uint)
+            # the original script: image /= max / top; image.astype(uint)
             denom = xp.where(peak > 0, peak / top, 1.0).reshape(shape)
             scaled = images / denom
             return scaled.astype(dtype)
