@@ -13,6 +13,7 @@ split or the number of workers.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -599,7 +600,8 @@ class Renderer:
 
     # ------------------------------------------------------------------ public
     def n_images(self, structure: Structure, n_rotation: int) -> int:
-        return len(structure.frames) * int(n_rotation)
+        """Images of one stack: every frame in ``n_rotation`` orientations."""
+        return len(structure.frames) * _integer("n_rotation", n_rotation, 1)
 
     def iter_batches(
         self,
@@ -622,18 +624,23 @@ class Renderer:
         ``to_host=False`` the arrays stay on the
         backend's device (CuPy arrays on the GPU, e.g. to hand to a training loop through
         DLPack without a host round trip).
+
+        Raises
+        ------
+        ValueError
+            ``n_rotation`` or ``batch_size`` is not an integer >= 1 (a float, a bool or a
+            string included), or the image range is not within the stack.
         """
         structure = as_structure(structure)
-        if int(n_rotation) < 1:
-            raise ValueError(f"n_rotation must be >= 1, got {n_rotation}")
-        n_rotation = int(n_rotation)
+        n_rotation = _integer("n_rotation", n_rotation, 1)
         total = self.n_images(structure, n_rotation)
-        stop = total if stop is None else int(stop)
+        start = _integer("start", start, 0)
+        stop = total if stop is None else _integer("stop", stop, 0)
         if not 0 <= start <= stop <= total:
             raise ValueError(f"image range [{start}, {stop}) is outside [0, {total})")
-        batch_size = batch_size or self.default_batch_size(structure)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size is None:
+            batch_size = self.default_batch_size(structure)
+        batch_size = _integer("batch_size", batch_size, 1)
         frames = self._frame_data(structure)
         chunk = self.chunk_size(structure)
         with_counts = "coordinates_3d" in self.output_types
@@ -708,6 +715,22 @@ class Renderer:
         """All images of one stack (or ``start``/``stop`` range) as one dict of host arrays."""
         batches = list(self.iter_batches(structure, n_rotation, **kwargs))
         return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; a ValueError for floats, bools, strings and less.
+
+    ``int()`` would truncate 2.5 to 2 and take True for 1 without a word.
+    """
+    number = None
+    if not isinstance(value, (bool, np.bool_)):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            pass
+    if number is None or number < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
 
 
 def render(
