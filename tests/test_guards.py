@@ -3,6 +3,7 @@ API counts that are not counts (issue 9, item 7)."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -105,6 +106,21 @@ def test_atoms_far_apart_warn_in_the_api(tmp_path):
     with pytest.warns(UserWarning, match=r"far\.xyz, frame 0: .*blank"):
         render(path, 2, edgesize=16, device="cpu")
 
+
+def test_atoms_far_apart_fail_the_file_in_the_cli(tmp_path):
+    """The run fails that file (no stack marked complete, nothing left of it) and renders
+    the others."""
+    (tmp_path / "in").mkdir()
+    far = _xyz(tmp_path / "in" / "far.xyz", [(0.0, 0.0, 0.0), (2.5, 0.0, 0.0), (1e6, 0.0, 0.0)])
+    good = _xyz(tmp_path / "in" / "good.xyz", _cluster())
+    out = tmp_path / "out"
+    result = _render(far, good, "-o", out, *FAST)
+    assert result.exit_code == 1
+    assert f"{far}, frame 0: the field of view is too coarse" in result.output
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["far"]["status"] == "failed" and files["far"]["completed_stacks"] == []
+    assert files["good"]["status"] == "complete"
+    assert _files(out) == ["good/0000.npz"]
 
 
 @pytest.mark.parametrize("edgesize", [16, 128, 1024])
@@ -247,6 +263,71 @@ def test_field_report_on_the_gpu_paths_matches_the_cpu(tmp_path):
     batches.close()
     assert early.images == 4
 
+
+def test_cli_warns_and_records_atoms_outside(tmp_path):
+    """A field smaller than the cluster: a warning naming the file and frame, the count per
+    stack in the manifest (kept on resume), and no new key in the .npz."""
+    out = tmp_path / "out"
+    args = [AU147, "-o", out, *FAST, "--framing", "fixed", "--pixel-size", "0.6",
+            "--n-stacks", "2"]
+    result = _render(*args)
+    assert result.exit_code == 0, result.output
+    assert f"warning: {AU147}, stack 0: " in result.output
+    assert "fall outside the field of view" in result.output and "(frame 0)" in result.output
+    entry = json.loads((out / "manifest.json").read_text())["files"]["au147_icosahedron"]
+    assert entry["status"] == "complete"
+    for stack in ("0", "1"):
+        record = entry["outside_field"][stack]
+        assert record["images"] == 2 and record["frames"] == [0]
+        assert 0 < record["atoms_outside"] < 2 * 147
+    with np.load(out / "au147_icosahedron" / "0000.npz") as npz:
+        assert sorted(npz.files) == ["frame_index", "gaussian_2d", "rotations", "voxel_size"]
+    again = _render(*args)
+    assert "2 complete stacks skipped" in again.output and "warning" not in again.output
+    kept = json.loads((out / "manifest.json").read_text())["files"]["au147_icosahedron"]
+    assert kept["outside_field"] == entry["outside_field"]
+
+
+def test_cli_records_zero_when_every_atom_is_inside(tmp_path):
+    out = tmp_path / "out"
+    assert _render(AU147, "-o", out, *FAST).exit_code == 0
+    entry = json.loads((out / "manifest.json").read_text())["files"]["au147_icosahedron"]
+    assert entry["outside_field"] == {"0": {"images": 2, "images_affected": 0,
+                                            "atoms_outside": 0, "frames": []}}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_cli_strict_fails_the_file_and_renders_the_others(tmp_path, workers):
+    """--strict: the file with atoms outside fails with a clear error and leaves no file;
+    the one that fits is rendered (also through worker processes)."""
+    (tmp_path / "in").mkdir()
+    wide = _line(tmp_path / "in" / "wide.xyz", 0)
+    small = _xyz(tmp_path / "in" / "small.xyz", _cluster(3))
+    out = tmp_path / "out"
+    result = _render(wide, small, "-o", out, *FAST, "--framing", "fixed", "--pixel-size",
+                     "1.0", "--strict", "--workers", workers)
+    assert result.exit_code == 1
+    assert f"{wide}: " in result.output and "fall outside the field of view" in result.output
+    assert "(--strict)" in result.output
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["wide"]["status"] == "failed" and "(--strict)" in files["wide"]["error"]
+    assert files["small"]["status"] == "complete"
+    assert files["small"]["outside_field"]["0"]["atoms_outside"] == 0
+    assert _files(out) == ["small/0000.npz"]  # no temporaries either
+
+
+def test_cli_every_atom_outside_is_an_error_without_strict(tmp_path):
+    """Two atoms 100 Å apart in an 8 Å field: the images would show nothing (all zero);
+    that fails the file even without --strict."""
+    path = _xyz(tmp_path / "apart.xyz", [(0.0, 0.0, 0.0), (100.0, 0.0, 0.0)])
+    out = tmp_path / "out"
+    result = _render(path, "-o", out, *FAST, "--framing", "fixed", "--pixel-size", "0.5")
+    assert result.exit_code == 1
+    assert "every atom falls outside the field of view in 2 of 2 images (frame 0)" \
+        in result.output
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["apart"]["status"] == "failed"
+    assert _files(out) == []
 
 
 # ---------------------------------------------------------------- 3. API arguments
