@@ -81,12 +81,16 @@ __all__ = [
               help="zlib level of the .npz members.")
 @click.option("--overwrite", is_flag=True,
               help="Redo complete stacks; replace a manifest with other settings.")
+@click.option("--strict", is_flag=True,
+              help="Fail a file when atoms fall outside the field of view (--framing fixed) "
+                   "instead of warning.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
 @physics_options
 def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_stacks: int,
            output_types: tuple[str, ...], frameshift: int, maxframes: int,
            exclude_elements: tuple[str, ...], seed: int, device: str, workers: int | None,
-           batch_size: int | None, compress_level: int, overwrite: bool, quiet: bool,
+           batch_size: int | None, compress_level: int, overwrite: bool, strict: bool,
+           quiet: bool,
            **setting_options: Any) -> None:
     """Render images and labels of every .xyz file in INPUTS (files or folders).
 
@@ -118,7 +122,7 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         output_types=output_types, n_rotation=n_rotation, n_stacks=n_stacks, seed=seed,
         frameshift=frameshift, maxframes=maxframes, exclude_elements=exclude_elements,
         compress_level=compress_level, device=device,
-        workers=workers, batch_size=batch_size, overwrite=overwrite,
+        workers=workers, batch_size=batch_size, overwrite=overwrite, strict=strict,
         probe_optics=probe_optics)
 
     def report(message: str) -> None:

@@ -13,7 +13,9 @@ split or the number of workers.
 
 from __future__ import annotations
 
+import operator
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +31,14 @@ from ..structures.convert import as_structure
 from ..structures.elements import atomic_number
 from ..structures.model import Structure, StructureError
 from . import kernels as renderers
-from .framing import frame_pixel_coordinates
+from .framing import (
+    FieldReport,
+    count_outside,
+    frame_pixel_coordinates,
+    narrow_field_problem,
+    precision_problem,
+    sampling_problem,
+)
 from .rotations import rotation_matrices
 from .settings import _GAUSSIAN, RenderSettings, requested_arrays
 
@@ -49,10 +58,21 @@ class _FrameData:
     sigmas: np.ndarray  # (N, G) width of each atom's probe component, Å
     radius: float  # largest distance from the centroid, Å
     rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
+    blank: str | None = None  # why its Gaussian images would come out blank, if they would
 
 
 #: Prefix of the host keys that carry preallocated output slices into a rendering step.
 _DIRECT = "_into:"
+
+#: Key of a rendered batch's per-image count of atoms outside the field of view (B,) int32;
+#: taken out of the batch by :meth:`Renderer.iter_batches` (never in a stored output).
+_OUTSIDE = "_outside"
+
+#: Outputs whose images are sums of sub-pixel Gaussians (blank when those fall between pixels).
+_SAMPLED = frozenset(("gaussian_2d", "gaussian_3d"))
+
+#: Outputs with a third pixel axis: atoms outside along it are outside their cube.
+_THREE_D = frozenset(("gaussian_3d", "delta_3d", "binary_3d", "coordinates_3d"))
 
 
 class Renderer:
@@ -75,6 +95,13 @@ class Renderer:
         On the CPU, Gaussian images from the compiled kernel (``auto``: when it is built and
         ``XYZ2IMAGE_GPU_NO_EXTENSION`` is not set) or from the NumPy/BLAS path. Both agree
         within one grey level; each is byte-reproducible on its own.
+
+    Raises
+    ------
+    ValueError
+        Unknown output types or ``cpu_kernel``; or, with ``framing="fixed"`` and Gaussian
+        outputs, a field of view narrower than the narrowest Gaussian
+        (:func:`~.framing.narrow_field_problem`).
     """
 
     def __init__(
@@ -108,6 +135,13 @@ class Renderer:
             and renderers.compiled_kernel_available("binary")
         )
         self.threads = max(1, int(threads or available_cores()))
+        if self.settings.framing == "fixed" and _SAMPLED & set(self.output_types):
+            problem = narrow_field_problem(self.settings.edgesize, self.settings.pixel_size,
+                                           min(sigma for _, sigma in self.settings.components))
+            if problem:
+                raise ValueError(problem)
+        #: Whether an output has a third pixel axis (atoms outside along it are counted).
+        self._three_d = bool(_THREE_D & set(self.output_types))
         # one isolated column_reference atom's peak, the unit of the column correction
         self._reference_peak = 1.0
         if self.settings.column_correction or self.settings.column_broadening:
@@ -186,10 +220,27 @@ class Renderer:
 
     # ------------------------------------------------------------------ host prep
     def _frame_data(self, structure: Structure) -> list[_FrameData]:
+        """Per-frame host data; refuses frames whose images could not show the atoms.
+
+        A frame whose field of view is too coarse for any atom to reach a pixel
+        (:func:`~.framing.sampling_problem`, Gaussian outputs outside legacy mode) is marked
+        in its ``blank``: rendering it is well defined (all zeros), the caller tells.
+
+        Raises
+        ------
+        StructureError
+            Naming the file and frame: the positions are too large to place the atoms
+            (:func:`~.framing.precision_problem`), or all atoms sit at one point with no
+            margin.
+        """
         zexp = self.settings.z_exponent
+        sigma_min = min(sigma for _, sigma in self.settings.components)
         data = []
         for frame in structure.frames:
             pos = np.asarray(frame.positions, dtype=np.float64)
+            problem = precision_problem(pos, sigma_min)
+            if problem:
+                raise StructureError(problem, path=structure.source, frame=frame.index)
             centred = pos - pos.mean(axis=0)
             radius = float(np.sqrt((centred * centred).sum(axis=1).max()))
             if radius == 0 and self.settings.padxyz == 0 and self.settings.framing != "fixed":
@@ -205,8 +256,13 @@ class Renderer:
             s = self.settings
             rms = self._thermal_rms(frame.numbers) if s.thermal or s.phonon_jitter else None
             amps, sigmas = self._components(frame.numbers, weights, rms)
+            blank = None
+            if not s.legacy and _SAMPLED & set(self.output_types):
+                blank = sampling_problem(
+                    len(pos), float(sigmas.min()), radius, framing=s.framing,
+                    edgesize=s.edgesize, padxyz=s.padxyz, pixel_size=s.pixel_size)
             data.append(_FrameData(frame.index, centred, amps, sigmas, radius,
-                                   rms if s.phonon_jitter else None))
+                                   rms if s.phonon_jitter else None, blank))
         return data
 
     def _components(
@@ -390,8 +446,9 @@ class Renderer:
             pixel_size=s.pixel_size,
             radius=radius,
         )
+        outside = count_outside(xp, coords, valid, e, 3 if self._three_d else 2)
         wanted = set(self.output_types)
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {_OUTSIDE: outside}
         if s.legacy:
             coords = xp.rint(coords)  # the seed renders from rounded voxel positions
         voxels = coords if s.legacy else None
@@ -599,7 +656,8 @@ class Renderer:
 
     # ------------------------------------------------------------------ public
     def n_images(self, structure: Structure, n_rotation: int) -> int:
-        return len(structure.frames) * int(n_rotation)
+        """Images of one stack: every frame in ``n_rotation`` orientations."""
+        return len(structure.frames) * _integer("n_rotation", n_rotation, 1)
 
     def iter_batches(
         self,
@@ -612,6 +670,7 @@ class Renderer:
         start: int = 0,
         stop: int | None = None,
         to_host: bool = True,
+        field_report: FieldReport | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield consecutive batches of images ``[start, stop)`` of one stack.
 
@@ -622,19 +681,40 @@ class Renderer:
         ``to_host=False`` the arrays stay on the
         backend's device (CuPy arrays on the GPU, e.g. to hand to a training loop through
         DLPack without a host round trip).
+
+        ``field_report``: a :class:`~.framing.FieldReport` to which every batch adds its
+        atoms outside the field of view (counted on the device; with ``to_host=False`` the
+        counts are read back once, when the iteration ends), and which lists, before the
+        first batch, the frames whose Gaussian images come out blank because no atom can
+        reach a pixel. Complete when the iteration ends. Without one, blank frames are
+        told by a warning.
+
+        Raises
+        ------
+        ValueError
+            ``n_rotation`` or ``batch_size`` is not an integer >= 1 (a float, a bool or a
+            string included), or the image range is not within the stack.
+        StructureError
+            A frame cannot be shown (see :meth:`_frame_data`), naming the file and frame.
         """
         structure = as_structure(structure)
-        if int(n_rotation) < 1:
-            raise ValueError(f"n_rotation must be >= 1, got {n_rotation}")
-        n_rotation = int(n_rotation)
+        n_rotation = _integer("n_rotation", n_rotation, 1)
         total = self.n_images(structure, n_rotation)
-        stop = total if stop is None else int(stop)
+        start = _integer("start", start, 0)
+        stop = total if stop is None else _integer("stop", stop, 0)
         if not 0 <= start <= stop <= total:
             raise ValueError(f"image range [{start}, {stop}) is outside [0, {total})")
-        batch_size = batch_size or self.default_batch_size(structure)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size is None:
+            batch_size = self.default_batch_size(structure)
+        batch_size = _integer("batch_size", batch_size, 1)
         frames = self._frame_data(structure)
+        blank = [(fd.index, fd.blank) for fd in frames if fd.blank]
+        if blank and field_report is not None:
+            field_report.add_blank([k for k, _ in blank], blank[0][1])
+        elif blank:
+            for k, why in blank:
+                warnings.warn(str(StructureError(why, path=structure.source, frame=k)),
+                              stacklevel=2)
         chunk = self.chunk_size(structure)
         with_counts = "coordinates_3d" in self.output_types
         extra = ["rotations", "frame_index"] + (["n_atoms"] if with_counts else [])
@@ -643,15 +723,47 @@ class Renderer:
         def assemble(b0: int, b1: int) -> dict[str, np.ndarray]:
             return self._assemble(structure, frames, n_rotation, seed, stack, b0, b1)
 
-        if self.backend.is_gpu and to_host:
-            yield from self._iter_device_overlapped(bounds, assemble, extra)
-            return
-        for b0, b1 in bounds:
-            host = assemble(b0, b1)
-            batch = self._render_chunked(host, chunk, to_host)
-            for key in extra:
-                batch[key] = host[key] if to_host else self.backend.asarray(host[key])
-            yield batch
+        # each image's atom count and frame index, for the field report
+        frame_atoms = np.array([len(fd.centred) for fd in frames], dtype=np.int64)
+        frame_ids = np.array([fd.index for fd in frames], dtype=np.int64)
+        deferred: list[Any] = []  # device counts (to_host=False), read once at the end
+
+        def report(b0: int, b1: int, outside: np.ndarray) -> None:
+            if field_report is not None:
+                which = np.arange(b0, b1) // n_rotation
+                field_report.add(outside, frame_atoms[which], frame_ids[which])
+
+        def report_deferred() -> None:
+            if deferred:
+                xp = self.backend.xp
+                report(start, start + sum(len(d) for d in deferred),
+                       self.backend.to_host(xp.concatenate(deferred)))
+                deferred.clear()
+
+        try:
+            if self.backend.is_gpu and to_host:
+                batches = self._iter_device_overlapped(bounds, assemble, extra)
+                for (b0, b1), batch in zip(bounds, batches):
+                    report(b0, b1, batch.pop(_OUTSIDE))
+                    yield batch
+            else:
+                for b0, b1 in bounds:
+                    host = assemble(b0, b1)
+                    batch = self._render_chunked(host, chunk, to_host)
+                    outside = batch.pop(_OUTSIDE)
+                    if to_host:
+                        report(b0, b1, outside)
+                    elif field_report is not None:
+                        deferred.append(outside)
+                    for key in extra:
+                        batch[key] = host[key] if to_host else self.backend.asarray(host[key])
+                    yield batch
+        except GeneratorExit:  # the caller stopped early: report what was rendered
+            if field_report is not None:
+                report_deferred()
+            raise
+        if field_report is not None:
+            report_deferred()
 
     def _iter_device_overlapped(
         self, bounds: list[tuple[int, int]],
@@ -710,6 +822,22 @@ class Renderer:
         return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
+def _integer(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; a ValueError for floats, bools, strings and less.
+
+    ``int()`` would truncate 2.5 to 2 and take True for 1 without a word.
+    """
+    number = None
+    if not isinstance(value, (bool, np.bool_)):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            pass
+    if number is None or number < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
 def render(
     structure: Any,
     n_rotation: int = 1,
@@ -754,6 +882,13 @@ def render(
         The requested outputs plus ``rotations``, ``voxel_size``, ``frame_index`` (and
         ``n_atoms`` with coordinates_3d), image ``k`` being frame ``k // n_rotation``.
 
+    Warns
+    -----
+    UserWarning
+        When atoms fall outside the field of view (``framing="fixed"`` with a field smaller
+        than the structure), with their count and frames; or when the pixels are so coarse
+        against the Gaussians that no atom reaches one and images come out blank.
+
     Examples
     --------
     >>> from ase.cluster import Icosahedron               # doctest: +SKIP
@@ -763,11 +898,16 @@ def render(
     >>> out = render(np.zeros((1, 3)), numbers=[79], edgesize=32)  # doctest: +SKIP
     """
     renderer = Renderer(RenderSettings(**settings), output_types, device)
+    field = FieldReport()
     try:
-        return renderer.render(
-            as_structure(structure, numbers=numbers, symbols=symbols), n_rotation,
-            seed=seed, stack=stack, batch_size=batch_size,
-            start=start, stop=stop,
+        structure = as_structure(structure, numbers=numbers, symbols=symbols)
+        out = renderer.render(
+            structure, n_rotation, seed=seed, stack=stack, batch_size=batch_size,
+            start=start, stop=stop, field_report=field,
         )
     finally:
         renderer.close()
+    if field.describe():
+        where = f"{structure.source}, " if structure.source else ""
+        warnings.warn(where + field.describe(), stacklevel=2)
+    return out

@@ -171,6 +171,10 @@ class RunConfig:
         Images per batch; None lets the engine choose.
     overwrite : bool
         Redo complete stacks, and replace a manifest with other settings.
+    strict : bool
+        Fail a file (its other stacks too, no file of it left half-written) when atoms fall
+        outside the field of view, instead of recording their count and warning. Images
+        with every atom outside, or that come out blank, fail it either way.
     probe_optics : dict or None
         The optics and fit that ``settings.probe`` came from, recorded in the manifest.
     """
@@ -190,6 +194,7 @@ class RunConfig:
     workers: int | None = 1
     batch_size: int | None = None
     overwrite: bool = False
+    strict: bool = False
     probe_optics: dict[str, Any] | None = None
 
     def parameters(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from ..backend import get_backend
 from ..output.atomic import remove_stale_temporaries
 from ..output.npz import default_compression_threads
+from ..pipeline.framing import FieldReport
 from ..structures.convert import as_structure
 from ..structures.model import StructureError
 from .config import RunConfig, RunSummary, SettingsMismatchError, default_workers
@@ -80,6 +81,13 @@ class _Run:
         if all(s in stacks for s in range(self.config.n_stacks)):
             entry["status"] = "complete"
         self._save()
+
+    def _record_field(self, unit: _Unit, report: FieldReport) -> None:
+        """Record a finished stack's atoms outside the field of view; warn when there are."""
+        self._file_entry(unit.stem)["outside_field"][str(unit.stack)] = report.to_dict()
+        if report.atoms_outside:
+            self._say(f"warning: {unit.path}, stack {unit.stack}: {report.describe()} "
+                      "(--strict fails the file instead)")
 
     def _mark_failed(self, stem: str, message: str) -> None:
         entry = self._file_entry(stem)
@@ -141,7 +149,8 @@ class _Run:
             stem = path.stem
             remove_stale_temporaries(self.out / stem)
             entry = {"path": str(path), "sha256": None, "status": "pending", "error": None,
-                     "n_frames": None, "images_per_stack": None, "completed_stacks": []}
+                     "n_frames": None, "images_per_stack": None, "completed_stacks": [],
+                     "outside_field": {}}
             previous = old_files.get(stem)
             self.manifest["files"][stem] = entry
             try:
@@ -162,9 +171,12 @@ class _Run:
                     str(path), stem, stack, str(self.out), cfg.settings, cfg.output_types,
                     cfg.n_rotation, cfg.seed, cfg.frameshift, cfg.maxframes,
                     cfg.exclude_elements, cfg.compress_level, self.device, cfg.batch_size,
-                    threads)
+                    threads, strict=cfg.strict)
                 if stack in done and all(p.exists() for p in unit.outputs()):
                     entry["completed_stacks"].append(stack)
+                    kept = previous.get("outside_field", {}).get(str(stack))
+                    if kept is not None:
+                        entry["outside_field"][str(stack)] = kept
                     self.summary.stacks_skipped += 1
                     continue
                 units.append(unit)
@@ -213,6 +225,7 @@ class _Run:
             while finishing and (len(finishing) > keep or finishing[0].finished):
                 done = finishing.pop(0)
                 done.wait()
+                self._record_field(done.unit, done.field_report)
                 self.summary.stacks_written += 1
                 self._mark_complete(done.unit)
 
@@ -288,6 +301,7 @@ class _Run:
                             failed.add(unit.stem)
                             self._mark_failed(unit.stem, value)
                     elif status == "ok":
+                        self._record_field(unit, value[1])
                         self.summary.stacks_written += 1
                         self._mark_complete(unit)
             drain_progress()

@@ -22,6 +22,7 @@ from ..output.background import BackgroundWriter
 from ..output.npz import NpzStreamWriter
 from ..output.tiff import TiffStackWriter
 from ..pipeline.engine import Renderer
+from ..pipeline.framing import FieldReport
 from ..pipeline.settings import IMAGE_TYPES, OUTPUT_TYPES, RenderSettings
 from ..structures.convert import as_structure
 from ..structures.model import Structure, StructureError
@@ -66,6 +67,7 @@ class _Unit:
     device: str
     batch_size: int | None
     compression_threads: int
+    strict: bool = False  # atoms outside the field of view fail the file
 
     def outputs(self) -> list[Path]:
         out = Path(self.output_folder)
@@ -111,10 +113,12 @@ def _tif_pixel_size(settings: RenderSettings, structure: Structure,
 class _Finishing:
     """A unit whose images are all rendered and queued, its writer thread still at work."""
 
-    def __init__(self, unit: _Unit, background: BackgroundWriter, writers: list[Any]) -> None:
+    def __init__(self, unit: _Unit, background: BackgroundWriter, writers: list[Any],
+                 field_report: FieldReport) -> None:
         self.unit = unit
         self.background = background
         self.writers = writers
+        self.field_report = field_report
 
     @property
     def finished(self) -> bool:
@@ -134,17 +138,36 @@ class _Finishing:
             writer.abort()
 
 
+def _check_field(unit: _Unit, report: FieldReport) -> None:
+    """Raise StructureError when the images so far cannot be kept: frames whose images come
+    out blank, images with every atom outside the field of view, or (``unit.strict``) any
+    atom outside it."""
+    if report.frames_blank:
+        raise StructureError(report.blank_why(), path=unit.path, frame=report.frames_blank[0])
+    if report.images_empty:
+        raise StructureError(report.describe(), path=unit.path)
+    if unit.strict and report.atoms_outside:
+        raise StructureError(f"{report.describe()} (--strict)", path=unit.path)
+
+
 def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
                  stop: Callable[[], bool] = lambda: False, *,
-                 defer: bool = False) -> int | _Finishing:
+                 defer: bool = False, field_report: FieldReport | None = None,
+                 ) -> int | _Finishing:
     """Render one stack and write its files; return the number of images.
 
     ``defer``: return as soon as every batch is queued, with a :class:`_Finishing` whose
     ``wait()`` completes the files, so that the next unit renders while this one's last
     batches are compressed and its archive assembled and synced.
 
-    Raises StructureError (bad input), OSError (writing failed), UnitCancelled.
+    ``field_report``: filled with the atoms outside the field of view (see
+    :func:`_check_field` for when they fail the unit before any file is complete).
+
+    Raises StructureError (bad input, or a field of view that cannot show it), OSError
+    (writing failed), UnitCancelled.
     """
+    if field_report is None:
+        field_report = FieldReport()
     structure = _structure(unit)
     renderer = _renderer(unit)
     n_images = len(structure.frames) * unit.n_rotation
@@ -159,7 +182,9 @@ def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
     background = BackgroundWriter(maxsize=2)
     try:
         for batch in renderer.iter_batches(structure, unit.n_rotation, seed=unit.seed,
-                                           stack=unit.stack, batch_size=unit.batch_size):
+                                           stack=unit.stack, batch_size=unit.batch_size,
+                                           field_report=field_report):
+            _check_field(unit, field_report)
             if stop():
                 raise UnitCancelled(f"{unit.stem} stack {unit.stack}")
             if not tifs and image_types(unit.output_types):
@@ -178,7 +203,7 @@ def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
             background.put(writer.close)
         if defer:
             background.finish()
-            return _Finishing(unit, background, [npz, *tifs.values()])
+            return _Finishing(unit, background, [npz, *tifs.values()], field_report)
         background.close()
     except BaseException:
         background.abort()
@@ -210,10 +235,11 @@ def _worker_run(unit: _Unit) -> tuple[str, Any]:
     """Run a unit in a worker; errors that the main process must tell apart come back as data."""
     queue = _WORKER["queue"]
     stop_event = _WORKER["stop"]
+    field_report = FieldReport()
     try:
-        n = _render_unit(unit, queue.put, stop_event.is_set)
+        n = _render_unit(unit, queue.put, stop_event.is_set, field_report=field_report)
     except StructureError as exc:
         return "structure-error", str(exc)
     except UnitCancelled:
         return "cancelled", None
-    return "ok", n
+    return "ok", (n, field_report)

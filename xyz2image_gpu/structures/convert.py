@@ -114,7 +114,7 @@ def _from_arrays(
         raise ValueError("give numbers= or symbols=, not both")
     try:
         pos = np.asarray(obj, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # overflow: ints beyond float64
         raise StructureError(f"positions are not a numeric array ({exc})") from None
     if pos.ndim == 2:
         pos = pos[np.newaxis]

@@ -117,7 +117,7 @@ def _frame_arrays(numbers: Any, positions: Any) -> tuple[np.ndarray, np.ndarray]
         raise StructureError(f"atomic number {int(bad)} is outside 1..{MAX_Z}")
     try:
         pos = np.array(positions, dtype=np.float64, order="C")
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # overflow: ints beyond float64
         raise StructureError(f"positions are not a numeric array ({exc})") from None
     if pos.shape != (nums.shape[0], 3):
         raise StructureError(
