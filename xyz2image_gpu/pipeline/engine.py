@@ -121,8 +121,8 @@ class Renderer:
         self._blas: ThreadpoolController | None = None
         if work_memory is None:
             work_memory = 128 << 20
-            if self.backend.is_gpu:
-                free, _total = self.backend.xp.cuda.runtime.memGetInfo()
+            free = self.backend.free_memory()
+            if free is not None:
                 work_memory = max(work_memory, free // 4)
         self.work_memory = int(work_memory)
 
