@@ -6,7 +6,8 @@ Data flows through it in one direction (see README's "How it works")::
                -> kernels (kernels/, one module per kind of output) -> quantise
 
 :class:`~.engine.Renderer` drives these stages for whole batches on one backend; it renders
-in memory and knows nothing of files.
+in memory and knows nothing of files. On the GPU, :mod:`.gpu_streams` overlaps each batch's
+copy to the host with the next batch's rendering.
 """
 
 from __future__ import annotations

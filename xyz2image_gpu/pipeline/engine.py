@@ -14,7 +14,7 @@ split or the number of workers.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from ..physics.thermal import smear_components, thermal_widths
 from ..structures.convert import as_structure
 from ..structures.elements import atomic_number
 from ..structures.model import Structure, StructureError
+from . import gpu_streams
 from . import kernels as renderers
 from .framing import frame_pixel_coordinates
 from .rotations import rotation_matrices
@@ -644,7 +645,9 @@ class Renderer:
             return self._assemble(structure, frames, n_rotation, seed, stack, b0, b1)
 
         if self.backend.is_gpu and to_host:
-            yield from self._iter_device_overlapped(bounds, assemble, extra)
+            yield from gpu_streams.iter_overlapped(
+                self.backend, bounds, assemble,
+                lambda host: self._render_device(host, to_host=False), extra)
             return
         for b0, b1 in bounds:
             host = assemble(b0, b1)
@@ -652,57 +655,6 @@ class Renderer:
             for key in extra:
                 batch[key] = host[key] if to_host else self.backend.asarray(host[key])
             yield batch
-
-    def _iter_device_overlapped(
-        self, bounds: list[tuple[int, int]],
-        assemble: Callable[[int, int], dict[str, np.ndarray]], extra: list[str],
-    ) -> Iterator[dict[str, Any]]:
-        """GPU batches to the host with the copies overlapped: double buffering.
-
-        Batch k is queued on stream k % 2 (upload, kernels, then an asynchronous copy of
-        each output into that stream's page-locked buffers) before batch k-1 is waited for
-        and handed over, so the device renders one batch while the previous one crosses the
-        bus and the host prepares the next batch's inputs. Each batch handed over is copied
-        out of the pinned buffers (they are reused two batches later); the device arrays of
-        a batch are kept until its copies are done.
-        """
-        be = self.backend
-        streams = [be.new_stream(), be.new_stream()]
-        pinned: list[dict[str, np.ndarray]] = [{}, {}]
-
-        def buffer(slot: int, key: str, a: Any) -> np.ndarray:
-            buf = pinned[slot].get(key)
-            if buf is None or buf.shape[1:] != a.shape[1:] or buf.dtype != a.dtype \
-                    or len(buf) < len(a):
-                buf = be.pinned_empty(a.shape, a.dtype)
-                pinned[slot][key] = buf
-            return buf[: len(a)]
-
-        def finish(queued: tuple[Any, dict[str, Any], dict[str, np.ndarray], Any]) -> dict:
-            event, views, host, _device = queued
-            event.synchronize()
-            batch = {k: np.array(v, copy=True) for k, v in views.items()}
-            for key in extra:
-                batch[key] = host[key]
-            return batch
-
-        queued = None
-        for k, (b0, b1) in enumerate(bounds):
-            host = assemble(b0, b1)
-            slot = k % 2
-            stream = streams[slot]
-            with stream:
-                device = self._render_device(host, to_host=False)
-                views = {}
-                for key, a in device.items():
-                    views[key] = buffer(slot, key, a)
-                    be.copy_to_host_async(a, views[key], stream)
-                event = stream.record()
-            if queued is not None:
-                yield finish(queued)
-            queued = (event, views, host, device)
-        if queued is not None:
-            yield finish(queued)
 
     def render(self, structure: Any, n_rotation: int = 1, **kwargs: Any) -> dict[str, np.ndarray]:
         """All images of one stack (or ``start``/``stop`` range) as one dict of host arrays."""
