@@ -24,9 +24,9 @@ from threadpoolctl import ThreadpoolController
 
 from ..backend import Backend, available_cores, get_backend
 from ..physics import augment
+from ..physics.column import ColumnCorrection
 from ..physics.thermal import smear_components, thermal_widths
 from ..structures.convert import as_structure
-from ..structures.elements import atomic_number
 from ..structures.model import Structure, StructureError
 from . import gpu_streams
 from . import kernels as renderers
@@ -109,14 +109,7 @@ class Renderer:
             and renderers.compiled_kernel_available("binary")
         )
         self.threads = max(1, int(threads or available_cores()))
-        # one isolated column_reference atom's peak, the unit of the column correction
-        self._reference_peak = 1.0
-        if self.settings.column_correction or self.settings.column_broadening:
-            ref = np.array([atomic_number(self.settings.column_reference)])
-            ref_amps, _ = self._components(
-                ref, ref.astype(np.float64) ** self.settings.z_exponent,
-                self._thermal_rms(ref) if self.settings.thermal else None)
-            self._reference_peak = float(ref_amps.sum())
+        self._column = ColumnCorrection.from_settings(self.settings)
         self._executor: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._blas: ThreadpoolController | None = None
@@ -403,7 +396,7 @@ class Renderer:
         # every probe component of every atom is one separable Gaussian
         b, nmax, n_comp = amps.shape
         sig_px = be.asarray(host["sigmas"]) / voxel[:, None, None]
-        if s.column_correction or s.column_broadening:
+        if self._column is not None:
             amps, sig2 = self._column_corrected(coords, amps, sig_px * sig_px, voxel)
             sig_px = xp.sqrt(sig2)
         weights = amps.reshape(b, nmax * n_comp)
@@ -473,42 +466,14 @@ class Renderer:
         return {k: be.to_host(v) for k, v in out.items()}
 
     def _column_corrected(self, coords: Any, amps: Any, sig2: Any, voxel: Any) -> Any:
-        """Per-atom column correction: new amplitudes and squared widths (px²), (B, N, G).
-
-        ``x_i``, the convolution image at atom i's own position in units of one isolated
-        ``column_reference`` atom's peak, counts the atoms of its column; the atom's weight
-        is multiplied by ``1 + sum_k c_k x_i^k`` and its widths grow by
-        ``column_broadening * max(x_i - 1, 0)`` Å², each component keeping its integral.
-        """
-        s = self.settings
+        """Per-atom column correction: new amplitudes and squared widths (px²), (B, N, G)."""
         xp = self.backend.xp
-        b, n, n_comp = amps.shape
         if self.uses_compiled_kernel and renderers.compiled_kernel_available("column"):
             x = renderers.column_values_compiled(coords, amps, sig2)
         else:  # every pair, on the device
-            xy = coords[:, :, :2]
-            x = xp.empty((b, n), dtype=amps.dtype)
-            step = max(1, (self.work_memory // 8) // max(1, 4 * n * n))
-            for i in range(0, b, step):
-                sl = slice(i, i + step)
-                diff = xy[sl, :, None, :] - xy[sl, None, :, :]
-                d2 = (diff * diff).sum(axis=-1)  # (b', N, N) px²
-                acc = xp.zeros(d2.shape[:2], dtype=amps.dtype)
-                for g in range(n_comp):
-                    kernel = xp.exp(d2 * (-0.5 / sig2[sl, None, :, g]))
-                    acc += (kernel * amps[sl, None, :, g]).sum(axis=-1)
-                x[sl] = acc
-        x /= amps.dtype.type(self._reference_peak)
-        factor = xp.ones_like(x)
-        power = xp.ones_like(x)
-        for c in s.column_correction:
-            power = power * x
-            factor += amps.dtype.type(c) * power
-        if s.column_broadening > 0:
-            extra = (s.column_broadening / (voxel * voxel))[:, None] * xp.maximum(x - 1, 0)
-            grown = sig2 + extra[:, :, None].astype(sig2.dtype)
-            return amps * factor[:, :, None] * (sig2 / grown), grown
-        return amps * factor[:, :, None], sig2
+            x = renderers.column_values(xp, coords, amps, sig2,
+                                        max_elements=self.work_memory // 32)
+        return self._column.apply(xp, x, amps, sig2, voxel)
 
     def _finish_augmented(
         self, seen: np.ndarray, clean: np.ndarray, host: dict[str, np.ndarray],

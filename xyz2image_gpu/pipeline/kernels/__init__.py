@@ -3,7 +3,8 @@
 All take ``xp`` (``numpy`` or ``cupy``) and batched pixel coordinates from
 :mod:`..framing`, and return arrays on that backend; nothing here transfers to the host.
 
-* :mod:`.gaussian`: separable Gaussian images (batched matrix products) and quantisation;
+* :mod:`.gaussian`: separable Gaussian images (batched matrix products), the column
+  correction's pair sums, and quantisation;
 * :mod:`.labels`: coordinates, delta and binary (sphere) labels;
 * :mod:`.legacy`: the original script's rounded-voxel images and SciPy-style filter;
 * :mod:`.compiled`: wrappers of the optional compiled CPU kernel (``_splat.c``).
@@ -21,6 +22,7 @@ from .compiled import (
 from .gaussian import (
     PROFILE_FLOOR,
     axis_profiles,
+    column_values,
     gaussian_2d,
     gaussian_2d_scanned,
     gaussian_3d,
@@ -35,6 +37,7 @@ __all__ = [
     "axis_profiles",
     "binary_2d",
     "binary_3d",
+    "column_values",
     "column_values_compiled",
     "compiled_kernel_available",
     "coordinates_3d",
