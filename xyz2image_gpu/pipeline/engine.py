@@ -13,9 +13,7 @@ split or the number of workers.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +26,10 @@ from ..physics.column import ColumnCorrection
 from ..physics.thermal import smear_components, thermal_widths
 from ..structures.convert import as_structure
 from ..structures.model import Structure, StructureError
-from . import gpu_streams
-from . import kernels as renderers
-from .framing import frame_pixel_coordinates
+from . import gpu_streams, stages
 from .rotations import rotation_matrices
 from .settings import _GAUSSIAN, RenderSettings, _check_output_types
+from .strategies import Threads, choose_kernel
 
 __all__ = [
     "Renderer",
@@ -50,10 +47,6 @@ class _FrameData:
     sigmas: np.ndarray  # (N, G) width of each atom's probe component, Å
     radius: float  # largest distance from the centroid, Å
     rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
-
-
-#: Prefix of the host keys that carry preallocated output slices into a rendering step.
-_DIRECT = "_into:"
 
 
 class Renderer:
@@ -91,62 +84,34 @@ class Renderer:
         self.settings = settings or RenderSettings()
         self.output_types = _check_output_types(output_types)
         self.backend = get_backend(device)
-        if cpu_kernel not in ("auto", "compiled", "numpy"):
-            raise ValueError(f"cpu_kernel must be auto, compiled or numpy, got {cpu_kernel!r}")
-        if cpu_kernel == "compiled" and not renderers.compiled_kernel_available():
-            raise ValueError("cpu_kernel='compiled' but xyz2image_gpu._splat is not available")
-        #: Whether Gaussian outputs use the compiled CPU kernel (NumPy backend, not legacy).
-        self.uses_compiled_kernel = (
-            not self.backend.is_gpu
-            and not self.settings.legacy
-            and cpu_kernel != "numpy"
-            and renderers.compiled_kernel_available()
-        )
-        #: Whether binary labels use the compiled kernel (CPU, legacy mode too: same bytes).
-        self.uses_compiled_labels = (
-            not self.backend.is_gpu
-            and cpu_kernel != "numpy"
-            and renderers.compiled_kernel_available("binary")
-        )
         self.threads = max(1, int(threads or available_cores()))
-        self._column = ColumnCorrection.from_settings(self.settings)
-        self._executor: ThreadPoolExecutor | None = None
-        self._local = threading.local()
-        self._blas: ThreadpoolController | None = None
+        self._threads = Threads(self.threads)
         if work_memory is None:
             work_memory = 128 << 20
             free = self.backend.free_memory()
             if free is not None:
                 work_memory = max(work_memory, free // 4)
         self.work_memory = int(work_memory)
+        #: How images are computed (:mod:`.strategies`), chosen once here.
+        self.kernel = choose_kernel(self.backend, self.settings, cpu_kernel=cpu_kernel,
+                                    work_memory=self.work_memory, threads=self._threads)
+        #: Whether Gaussian outputs use the compiled CPU kernel (NumPy backend, not legacy).
+        self.uses_compiled_kernel = self.kernel.compiled_images
+        #: Whether binary labels use the compiled kernel (CPU, legacy mode too: same bytes).
+        self.uses_compiled_labels = self.kernel.compiled_labels
+        self._column = ColumnCorrection.from_settings(self.settings)
+        self._renders_images = bool(set(_GAUSSIAN) & set(self.output_types))
+        self._blas: ThreadpoolController | None = None
+
+    def close(self) -> None:
+        """Stop the renderer's threads (safe to call twice; the renderer stays usable)."""
+        self._threads.close()
 
     # ------------------------------------------------------------------ layout
-    def _per_image_bytes(self, n_atoms: int) -> int:
-        """Rough scratch bytes one image needs, to size batches."""
-        s = self.settings
-        e = s.edgesize
-        n = max(1, n_atoms) * len(s.components)  # every probe component is a Gaussian
-        # the NumPy path's profile matrices (B, N, E); the compiled kernel needs none
-        total = (0 if self.uses_compiled_kernel else 3 * 4 * e * n) + 64 * n
-        for name in self.output_types:
-            if name == "gaussian_2d" and self.uses_compiled_kernel and not s.augmented:
-                total += 4 * e * e  # the quantised image, written in place
-            elif name in ("gaussian_2d", "delta_2d", "binary_2d"):
-                total += 3 * 4 * e * e * (2 if s.augmented else 1)
-            elif name in ("gaussian_3d", "delta_3d", "binary_3d"):
-                total += 3 * 4 * e**3
-        if self.settings.legacy:
-            total += 3 * 8 * e * e * (e if "gaussian_3d" in self.output_types else 1)
-        return total
-
     def default_batch_size(self, structure: Structure) -> int:
-        """Images per batch: as many as fit the scratch memory, within [1, 4096]."""
-        per = self._per_image_bytes(structure.max_atoms)
-        # CPU: up to 1024 with the compiled kernel (measured at edgesize 128, 147 atoms, 2
-        # cores: 5-8% more images/s than 256, fewer per-batch Python steps; the CLI end to
-        # end the same within noise), 256 on the NumPy path
-        cap = 4096 if self.backend.is_gpu else 1024 if self.uses_compiled_kernel else 256
-        return int(max(1, min(cap, self.work_memory // per)))
+        """Images per batch: as many as fit the scratch memory, within [1, kernel's cap]."""
+        per = self.kernel.per_image_bytes(structure.max_atoms, self.output_types)
+        return int(max(1, min(self.kernel.max_batch, self.work_memory // per)))
 
     def output_layout(
         self, structure: Structure, n_images: int
@@ -299,16 +264,9 @@ class Renderer:
         }
 
     def chunk_size(self, structure: Structure) -> int:
-        """Images rendered per step inside a batch.
-
-        On the CPU a step's scratch arrays are kept near cache size (measured at edgesize
-        128 with 147 atoms: 16 images per step ran 2× faster than 256); on the GPU the whole
-        batch is one step.
-        """
-        if self.backend.is_gpu or self.uses_compiled_kernel:
-            return 1 << 30
-        per = self._per_image_bytes(structure.max_atoms)
-        return int(max(1, min(64, (4 << 20) // per)))
+        """Images rendered per step inside a batch (see the kernel's ``step_images``)."""
+        return self.kernel.step_images(
+            self.kernel.per_image_bytes(structure.max_atoms, self.output_types))
 
     # ------------------------------------------------------------------ device work
     def _render_chunked(
@@ -316,7 +274,7 @@ class Renderer:
     ) -> dict[str, Any]:
         """Render a batch in steps of ``chunk`` images and join the results."""
         if self.backend.is_gpu:
-            return self._render_device(host, to_host)
+            return self._render_device(host, to_host=to_host)
         n = len(host["rotations"])
         # On the CPU, BLAS runs on one thread and the steps of a batch run on the renderer's
         # threads instead: OpenBLAS's own threads spin-wait on each other whenever another
@@ -324,244 +282,56 @@ class Renderer:
         # machine: 62 images/s with its default threads, 6,200 with one).
         if self._blas is None:  # scanning the loaded libraries costs ~1 ms: do it once
             self._blas = ThreadpoolController()
-        pool = self._thread_pool()
-        direct: dict[str, np.ndarray] = {}
-        if self.uses_compiled_kernel and pool is not None:
-            # One step per thread, each running the whole pipeline (rotation, framing, the
-            # features' NumPy work, kernel, noise) for its slice, so the NumPy work runs on
-            # every core too instead of alone between kernel calls; the kernel writes
-            # straight into the batch's arrays (no join). Measured at edgesize 128, 147
-            # atoms, 2 cores, against a batch-wide NumPy set-up and a threaded kernel:
-            # column correction 1,470 -> 2,820 images/s, phonon jitter 6,880 -> 9,680,
-            # noise 2,440 -> 2,920; plain images the same within noise (~55,000).
-            chunk = min(chunk, -(-n // self.threads))
-            if n > chunk:
-                direct = self._direct_outputs(n)
-                host = {**host, **{_DIRECT + k: v for k, v in direct.items()}}
+        pool = self._threads.executor()
+        if pool is not None:
+            chunk = self.kernel.thread_step(n, chunk)
+        out = self.kernel.output_buffers(n, self.output_types) if n > chunk else {}
         with self._blas.limit(limits=1, user_api="blas"):
             if n <= chunk:
-                return self._render_device(host, to_host)
-            steps = [{k: v[i : i + chunk] for k, v in host.items()} for i in range(0, n, chunk)]
+                return self._render_device(host, to_host=to_host)
+            steps = [({k: v[i : i + chunk] for k, v in host.items()},
+                      {k: v[i : i + chunk] for k, v in out.items()}) for i in range(0, n, chunk)]
             parts = list(pool.map(self._render_step, steps)) if pool else [
-                self._render_device(step) for step in steps]
-        return {k: direct[k] if k in direct else np.concatenate([p[k] for p in parts])
+                self._render_device(step, out=step_out) for step, step_out in steps]
+        return {k: out[k] if k in out else np.concatenate([p[k] for p in parts])
                 for k in parts[0]}
 
-    def _direct_outputs(self, n: int) -> dict[str, np.ndarray]:
-        """Arrays the compiled kernel fills in place: the un-augmented Gaussian outputs."""
-        s = self.settings
-        e = s.edgesize
-        out = {}
-        if "gaussian_2d" in self.output_types and not s.augmented:
-            out["gaussian_2d"] = np.empty((n, e, e), dtype=s.image_dtype)
-        if "gaussian_3d" in self.output_types:
-            out["gaussian_3d"] = np.empty((n, e, e, e), dtype=s.image_dtype)
-        return out
-
-    def _render_step(self, host: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _render_step(self, step: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+                     ) -> dict[str, Any]:
         """One step on a pool thread: work inside it stays on this thread (no nested pool)."""
-        self._local.in_pool = True
-        return self._render_device(host)
+        self._threads.mark_pool_thread()
+        host, out = step
+        return self._render_device(host, out=out)
 
-    def _render_device(self, host: dict[str, np.ndarray], to_host: bool = True) -> dict[str, Any]:
-        """Render one batch on the backend; the requested outputs as host (or device) arrays."""
-        s = self.settings
-        be = self.backend
-        xp = be.xp
-        e = s.edgesize
-        pos = be.asarray(host["positions"])
-        rot = be.asarray(host["rotations"].astype(np.float32))
-        amps = be.asarray(host["amplitudes"])
-        valid = be.asarray(host["valid"])
-        radius = be.asarray(host["radius"])
-        rotated = xp.matmul(pos, rot.transpose(0, 2, 1))
-        coords, voxel = frame_pixel_coordinates(
-            xp,
-            rotated,
-            framing=s.framing,
-            edgesize=e,
-            padxyz=s.padxyz,
-            pixel_size=s.pixel_size,
-            radius=radius,
-        )
-        wanted = set(self.output_types)
-        out: dict[str, Any] = {}
-        if s.legacy:
-            coords = xp.rint(coords)  # the seed renders from rounded voxel positions
-        voxels = coords if s.legacy else None
-        if voxels is None and wanted & {"coordinates_3d", "delta_3d", "delta_2d"}:
-            voxels = xp.rint(coords)
-        if "coordinates_3d" in wanted:
-            out["coordinates_3d"] = renderers.coordinates_3d(xp, voxels, valid)
-        # every probe component of every atom is one separable Gaussian
-        b, nmax, n_comp = amps.shape
-        sig_px = be.asarray(host["sigmas"]) / voxel[:, None, None]
-        if self._column is not None:
-            amps, sig2 = self._column_corrected(coords, amps, sig_px * sig_px, voxel)
-            sig_px = xp.sqrt(sig2)
-        weights = amps.reshape(b, nmax * n_comp)
-        sigma_px = sig_px.reshape(b, nmax * n_comp)
+    def _render_device(self, host: dict[str, np.ndarray], *,
+                       out: Mapping[str, np.ndarray] | None = None,
+                       to_host: bool = True) -> dict[str, Any]:
+        """Render one batch on the backend, stage by stage (:mod:`.stages`).
 
-        def components(c: Any) -> Any:
-            if n_comp == 1:
-                return c
-            spread = xp.broadcast_to(c[:, :, None, :], (b, nmax, n_comp, 3))
-            return spread.reshape(b, nmax * n_comp, 3)
-
-        gcoords = components(coords)
-        for name in ("delta_3d", "delta_2d"):
-            if name in wanted:
-                out[name] = getattr(renderers, name)(xp, voxels, valid, e)
-        mats = None
-        if s.legacy and wanted & set(_GAUSSIAN):
-            image_sigma = be.to_host(s.gauss_sigma / voxel)
-            mats = be.asarray(renderers.legacy_filter_matrices(image_sigma, e))
-        for name, ndim in (("gaussian_2d", 2), ("gaussian_3d", 3)):
-            if name not in wanted:
-                continue
-            augmented = ndim == 2 and s.augmented
-            images = self._gaussian(ndim, gcoords, weights, sigma_px, voxels, valid, mats,
-                                    out.get(f"delta_{ndim}d"), quantised=not augmented,
-                                    into=host.get(_DIRECT + name))
-            if not augmented:
-                out[name] = images
-                continue
-            # the augmented image; gaussian_2d_clean and every label stay undisturbed
-            seen = images
-            if s.phonon_jitter or s.scan_distorted:
-                moved = coords
-                if s.phonon_jitter:  # frozen-phonon snapshot, framed by the undisplaced atoms
-                    shift = xp.matmul(be.asarray(host["displacements"]), rot.transpose(0, 2, 1))
-                    moved = coords + shift / voxel[:, None, None]
-                if s.scan_distorted:
-                    offsets = be.asarray(host["scan_offsets"]) / voxel[:, None, None]
-                    if self.uses_compiled_kernel:
-                        seen = renderers.splat_gaussian(
-                            components(moved), weights, sigma_px, e, 2,
-                            normalization="float", bitrate=s.bitrate,
-                            executor=self._thread_pool(), parts=self.threads,
-                            offsets_px=offsets,
-                        )
-                    else:
-                        seen = renderers.gaussian_2d_scanned(
-                            xp, components(moved), weights, sigma_px, offsets, e,
-                            max_elements=max(1 << 16, self.work_memory // 16),
-                        )
-                else:
-                    seen = self._gaussian(2, components(moved), weights, sigma_px, voxels,
-                                          valid, mats, None, quantised=False)
-            out.update(self._finish_augmented(be.to_host(seen), be.to_host(images), host,
-                                              be.to_host(voxel)))
-        scratch = max(1 << 16, self.work_memory // 4)
-        radius_px = (s.binary_radius / voxel).astype(coords.dtype)
-        for name in ("binary_3d", "binary_2d"):
-            if name in wanted:
-                out[name] = getattr(renderers, name)(
-                    xp, coords, radius_px, valid, e, max_elements=scratch // 32,
-                    compiled=self.uses_compiled_labels,
-                )
-        out["voxel_size"] = voxel.astype(xp.float64)
-        if not to_host:
-            return {k: be.asarray(v) for k, v in out.items()}
-        return {k: be.to_host(v) for k, v in out.items()}
-
-    def _column_corrected(self, coords: Any, amps: Any, sig2: Any, voxel: Any) -> Any:
-        """Per-atom column correction: new amplitudes and squared widths (px²), (B, N, G)."""
-        xp = self.backend.xp
-        if self.uses_compiled_kernel and renderers.compiled_kernel_available("column"):
-            x = renderers.column_values_compiled(coords, amps, sig2)
-        else:  # every pair, on the device
-            x = renderers.column_values(xp, coords, amps, sig2,
-                                        max_elements=self.work_memory // 32)
-        return self._column.apply(xp, x, amps, sig2, voxel)
-
-    def _finish_augmented(
-        self, seen: np.ndarray, clean: np.ndarray, host: dict[str, np.ndarray],
-        voxel: np.ndarray,
-    ) -> dict[str, np.ndarray]:
-        """Add noise to the augmented float images and quantise them beside the clean ones."""
-        s = self.settings
-        out: dict[str, np.ndarray] = {}
-        if s.noisy:
-            per_pixel = None if s.dose is None else s.dose * voxel.astype(np.float64) ** 2
-            seen = augment.add_noise(
-                seen, [tuple(int(v) for v in key) for key in host["keys"]],
-                electrons_per_pixel=per_pixel, read_noise=s.read_noise,
-                executor=self._thread_pool(),
-            )
-            if per_pixel is not None:
-                out["electrons_per_pixel"] = per_pixel
-        if s.scan_distorted:
-            out["scan_offsets"] = host["scan_offsets"]
-        quant = {"normalization": s.normalization, "bitrate": s.bitrate,
-                 "intensity_scale": s.intensity_scale}
-        if self.uses_compiled_kernel and renderers.compiled_kernel_available("quantise"):
-            # measured, jittered images at 128 px: NumPy's quantise took 45% of the time
-            for key, images in (("gaussian_2d", seen), ("gaussian_2d_clean", clean)):
-                out[key] = renderers.quantise_compiled(images, **quant)
-            return out
-        out["gaussian_2d"] = renderers.quantise(np, seen.astype(np.float32, copy=False), **quant)
-        out["gaussian_2d_clean"] = renderers.quantise(np, clean.astype(np.float32, copy=False),
-                                                      **quant)
-        return out
-
-    def _gaussian(
-        self, ndim: int, coords: Any, weights: Any, sigma_px: Any, voxels: Any, valid: Any,
-        mats: Any, delta: Any, *, quantised: bool = True, into: np.ndarray | None = None,
-    ) -> Any:
-        """One batch of gaussian_2d (ndim 2) or gaussian_3d (ndim 3), quantised or float.
-
-        ``into``: with the compiled kernel, the array to fill (returned).
+        Parameters
+        ----------
+        host : dict of numpy.ndarray
+            :meth:`_assemble`'s inputs for the batch.
+        out : mapping of str to numpy.ndarray, optional
+            Arrays of the kernel's ``output_buffers`` for this batch, filled in place and
+            returned under their names.
+        to_host : bool
+            Return host arrays (else arrays on the backend's device).
         """
-        s = self.settings
-        xp = self.backend.xp
-        e = s.edgesize
-        if self.uses_compiled_kernel:
-            return renderers.splat_gaussian(
-                coords, weights, sigma_px, e, ndim,
-                normalization=s.normalization if quantised else "float", bitrate=s.bitrate,
-                intensity_scale=s.intensity_scale,
-                executor=self._thread_pool(), parts=self.threads, out=into,
-            )
-        if s.legacy:
-            if delta is None:
-                delta = getattr(renderers, f"delta_{ndim}d")(xp, voxels, valid, e)
-            legacy = renderers.legacy_gaussian_2d if ndim == 2 else renderers.legacy_gaussian_3d
-            images = legacy(xp, delta, mats)
-        elif ndim == 2:
-            images = renderers.gaussian_2d(xp, coords, weights, sigma_px, e)
-        else:
-            scratch = max(1 << 16, self.work_memory // 4)
-            images = renderers.gaussian_3d(
-                xp, coords, weights, sigma_px, e, max_elements=scratch // 4
-            )
-        return self._quantise(images) if quantised else images
-
-    def _thread_pool(self) -> ThreadPoolExecutor | None:
-        """The renderer's threads; None with one thread, and on those threads themselves
-        (a task waiting on tasks of its own full pool would never finish)."""
-        if self.threads < 2 or getattr(self._local, "in_pool", False):
-            return None
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="xyz2image")
-        return self._executor
-
-    def close(self) -> None:
-        """Stop the renderer's threads (safe to call twice)."""
-        if self._executor is not None:
-            self._executor.shutdown()
-            self._executor = None
-
-    def _quantise(self, images: Any) -> Any:
-        s = self.settings
-        return renderers.quantise(
-            self.backend.xp,
-            images,
-            normalization=s.normalization,
-            bitrate=s.bitrate,
-            intensity_scale=s.intensity_scale,
-            truncate=s.legacy,
-        )
+        kernel = self.kernel
+        geo = stages.geometry(kernel, host, self.output_types)
+        result = stages.labels(kernel, geo, self.output_types)
+        if self._renders_images:
+            comps = stages.components(kernel, host, geo, self._column)
+            images = stages.images(kernel, geo, comps, result, self.output_types, out or {})
+            if self.settings.augmented and "gaussian_2d" in images:
+                images.update(stages.augmentations(
+                    kernel, host, geo, comps, images.pop("gaussian_2d"),
+                    executor=self._threads.executor()))
+            result.update(images)
+        result["voxel_size"] = geo.voxel.astype(kernel.xp.float64)
+        move = self.backend.to_host if to_host else self.backend.asarray
+        return {k: move(v) for k, v in result.items()}
 
     # ------------------------------------------------------------------ public
     def n_images(self, structure: Structure, n_rotation: int) -> int:
