@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -30,6 +31,9 @@ from . import gpu_streams, stages
 from .rotations import rotation_matrices
 from .settings import _GAUSSIAN, RenderSettings, _check_output_types
 from .strategies import Threads, choose_kernel
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "Renderer",
@@ -69,6 +73,9 @@ class Renderer:
         On the CPU, Gaussian images from the compiled kernel (``auto``: when it is built and
         ``XYZ2IMAGE_GPU_NO_EXTENSION`` is not set) or from the NumPy/BLAS path. Both agree
         within one grey level; each is byte-reproducible on its own.
+
+    Use it as a context manager (``with Renderer(...) as renderer:``) or call :meth:`close`
+    to stop its threads.
     """
 
     def __init__(
@@ -102,6 +109,13 @@ class Renderer:
         self._column = ColumnCorrection.from_settings(self.settings)
         self._renders_images = bool(set(_GAUSSIAN) & set(self.output_types))
         self._blas: ThreadpoolController | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop the renderer's threads (safe to call twice; the renderer stays usable)."""
@@ -441,11 +455,8 @@ def render(
     >>> out["gaussian_2d"].shape, out["gaussian_2d"].dtype  # doctest: +SKIP
     ((16, 64, 64), dtype('uint8'))
     """
-    renderer = Renderer(RenderSettings(**settings), output_types, device)
-    try:
+    with Renderer(RenderSettings(**settings), output_types, device) as renderer:
         return renderer.render(
             structure, n_rotation, seed=seed, stack=stack, batch_size=batch_size,
             start=start, stop=stop,
         )
-    finally:
-        renderer.close()
