@@ -1,7 +1,9 @@
 """Kernels: one function per output type, each rendering a whole batch in one tensor.
 
-All take ``xp`` (``numpy`` or ``cupy``) and batched pixel coordinates from
-:mod:`..framing`, and return arrays on that backend; nothing here transfers to the host.
+The array kernels take ``xp`` (``numpy`` or ``cupy``) and batched pixel coordinates from
+:mod:`..framing`, and return arrays on that backend; the compiled wrappers and the legacy
+filter matrices work on NumPy arrays. Nothing here moves data between host and device;
+which kernel runs is decided by :mod:`..strategies`, once per renderer.
 
 * :mod:`.gaussian`: separable Gaussian images (batched matrix products), the column
   correction's pair sums, and quantisation;

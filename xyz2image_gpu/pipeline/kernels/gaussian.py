@@ -1,4 +1,4 @@
-"""Gaussian images as separable sums, and quantisation.
+"""Gaussian images as separable sums, the column correction's pair sums, and quantisation.
 
 A sum of isotropic Gaussians factorises per axis, ``image = Gx^T diag(w) Gy`` with
 ``Gx[b, a, i] = exp(-(i - x_ba)^2 / (2 s_b^2))``: one batched matrix product (BLAS on the
