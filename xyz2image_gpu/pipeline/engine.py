@@ -67,8 +67,8 @@ class Renderer:
         the default batch size. Default: 128 MiB on the CPU, a quarter of free device memory
         on the GPU.
     threads : int, optional
-        Threads the compiled CPU kernel splits a batch over (default: all cores). Use 1 in
-        worker processes that already share the cores.
+        Threads a batch is split over on the CPU, into steps that each run every stage
+        (default: all cores). Use 1 in worker processes that already share the cores.
     cpu_kernel : {"auto", "compiled", "numpy"}
         On the CPU, Gaussian images from the compiled kernel (``auto``: when it is built and
         ``XYZ2IMAGE_GPU_NO_EXTENSION`` is not set) or from the NumPy/BLAS path. Both agree
