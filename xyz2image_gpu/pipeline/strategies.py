@@ -238,7 +238,7 @@ class CompiledKernel(ArrayKernel):
         return 1024
 
     def _profile_bytes(self, n: int) -> int:
-        return 0  # the kernel builds each atom's profiles in registers
+        return 0  # no profile matrices: each atom's profiles are built as it is added
 
     def _output_bytes(self, name: str) -> int:
         if name == "gaussian_2d" and not self.settings.augmented:
