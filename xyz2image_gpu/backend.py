@@ -1,8 +1,11 @@
-"""Array backends: the one module that knows about CuPy.
+"""Array backends: the one module that imports CuPy and calls CUDA.
 
 Every other module asks this one for a :class:`Backend` and does its array work through
-``backend.xp`` (``numpy`` or ``cupy``), so the NumPy tests exercise the same code paths the
-GPU runs. CuPy is imported lazily, once, and only here.
+``backend.xp`` (``numpy`` or ``cupy``): the NumPy path (``cpu_kernel="numpy"``) runs the same
+array code the GPU runs, so the NumPy tests exercise it; the compiled CPU kernel is the one
+path of its own. What the GPU needs beyond arrays (free device memory, streams, events,
+page-locked host buffers, asynchronous copies) is asked of :class:`Backend` too: no other
+module calls CUDA. CuPy is imported lazily, once, and only here.
 
 Device selection
 ----------------
@@ -117,6 +120,13 @@ class Backend:
             return self.xp.asnumpy(a)
         return np.asarray(a)
 
+    def free_memory(self) -> int | None:
+        """Free memory of the current CUDA device in bytes; None on NumPy (no device)."""
+        if not self.is_gpu:
+            return None
+        free, _total = self.xp.cuda.runtime.memGetInfo()
+        return int(free)
+
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on NumPy); use before reading a timer."""
         if self.is_gpu:
@@ -124,7 +134,11 @@ class Backend:
 
     # -- overlapping transfers with compute (CuPy only) -----------------------------------
     def new_stream(self) -> Any:
-        """A CUDA stream that does not synchronise with the legacy default stream."""
+        """A CUDA stream that does not synchronise with the legacy default stream.
+
+        Used as a context manager (work queued inside runs on it); ``stream.record()``
+        returns an event whose ``synchronize()`` waits for everything queued before it.
+        """
         return self.xp.cuda.Stream(non_blocking=True)
 
     def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

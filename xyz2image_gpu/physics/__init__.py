@@ -3,6 +3,7 @@ not a kernel.
 
 * :mod:`.probe`: the probe's intensity from its optics, fitted by a sum of Gaussians;
 * :mod:`.thermal`: r.m.s. thermal displacements (Debye–Waller) and the widths they give;
+* :mod:`.column`: the column (channelling) correction of each atom's weight and widths;
 * :mod:`.augment`: frozen-phonon jitter, shot and read noise, scan distortions;
 * :mod:`.calibrate`: fitting render settings to a reference image.
 """

@@ -5,8 +5,12 @@ Data flows through it in one direction (see README's "How it works")::
     structures -> rotations (rotations.py) -> framing (framing.py, Å -> pixels)
                -> kernels (kernels/, one module per kind of output) -> quantise
 
-:class:`~.engine.Renderer` drives these stages for whole batches on one backend; it renders
-in memory and knows nothing of files.
+:mod:`.stages` holds one batch's way through them (geometry, labels, images,
+augmentations); :mod:`.strategies` the way images are computed (NumPy/CuPy arrays, the
+compiled CPU kernel or the original script's), chosen once per renderer.
+:class:`~.engine.Renderer` drives the stages for whole batches on one backend; it renders
+in memory and knows nothing of files. On the GPU, :mod:`.gpu_streams` overlaps each batch's
+copy to the host with the next batch's rendering.
 """
 
 from __future__ import annotations

@@ -14,33 +14,29 @@ split or the number of workers.
 from __future__ import annotations
 
 import operator
-import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ..backend import Backend, available_cores, get_backend
 from ..physics import augment
+from ..physics.column import ColumnCorrection
 from ..physics.thermal import smear_components, thermal_widths
 from ..structures.convert import as_structure
-from ..structures.elements import atomic_number
 from ..structures.model import Structure, StructureError
-from . import kernels as renderers
-from .framing import (
-    FieldReport,
-    count_outside,
-    frame_pixel_coordinates,
-    narrow_field_problem,
-    precision_problem,
-    sampling_problem,
-)
+from . import gpu_streams, stages
+from .framing import FieldReport, narrow_field_problem, precision_problem, sampling_problem
 from .rotations import rotation_matrices
 from .settings import _GAUSSIAN, RenderSettings, requested_arrays
+from .strategies import Threads, choose_kernel
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "Renderer",
@@ -61,18 +57,9 @@ class _FrameData:
     blank: str | None = None  # why its Gaussian images would come out blank, if they would
 
 
-#: Prefix of the host keys that carry preallocated output slices into a rendering step.
-_DIRECT = "_into:"
-
 #: Key of a rendered batch's per-image count of atoms outside the field of view (B,) int32;
 #: taken out of the batch by :meth:`Renderer.iter_batches` (never in a stored output).
 _OUTSIDE = "_outside"
-
-#: Outputs whose images are sums of sub-pixel Gaussians (blank when those fall between pixels).
-_SAMPLED = frozenset(("gaussian_2d", "gaussian_3d"))
-
-#: Outputs with a third pixel axis: atoms outside along it are outside their cube.
-_THREE_D = frozenset(("gaussian_3d", "delta_3d", "binary_3d", "coordinates_3d"))
 
 
 class Renderer:
@@ -89,12 +76,15 @@ class Renderer:
         the default batch size. Default: 128 MiB on the CPU, a quarter of free device memory
         on the GPU.
     threads : int, optional
-        Threads the compiled CPU kernel splits a batch over (default: all cores). Use 1 in
-        worker processes that already share the cores.
+        Threads a batch is split over on the CPU, into steps that each run every stage
+        (default: all cores). Use 1 in worker processes that already share the cores.
     cpu_kernel : {"auto", "compiled", "numpy"}
         On the CPU, Gaussian images from the compiled kernel (``auto``: when it is built and
         ``XYZ2IMAGE_GPU_NO_EXTENSION`` is not set) or from the NumPy/BLAS path. Both agree
         within one grey level; each is byte-reproducible on its own.
+
+    Use it as a context manager (``with Renderer(...) as renderer:``) or call :meth:`close`
+    to stop its threads.
 
     Raises
     ------
@@ -117,76 +107,46 @@ class Renderer:
         self.settings = settings or RenderSettings()
         self.output_types = requested_arrays(output_types)
         self.backend = get_backend(device)
-        if cpu_kernel not in ("auto", "compiled", "numpy"):
-            raise ValueError(f"cpu_kernel must be auto, compiled or numpy, got {cpu_kernel!r}")
-        if cpu_kernel == "compiled" and not renderers.compiled_kernel_available():
-            raise ValueError("cpu_kernel='compiled' but xyz2image_gpu._splat is not available")
-        #: Whether Gaussian outputs use the compiled CPU kernel (NumPy backend, not legacy).
-        self.uses_compiled_kernel = (
-            not self.backend.is_gpu
-            and not self.settings.legacy
-            and cpu_kernel != "numpy"
-            and renderers.compiled_kernel_available()
-        )
-        #: Whether binary labels use the compiled kernel (CPU, legacy mode too: same bytes).
-        self.uses_compiled_labels = (
-            not self.backend.is_gpu
-            and cpu_kernel != "numpy"
-            and renderers.compiled_kernel_available("binary")
-        )
         self.threads = max(1, int(threads or available_cores()))
-        if self.settings.framing == "fixed" and _SAMPLED & set(self.output_types):
+        self._threads = Threads(self.threads)
+        if work_memory is None:
+            work_memory = 128 << 20
+            free = self.backend.free_memory()
+            if free is not None:
+                work_memory = max(work_memory, free // 4)
+        self.work_memory = int(work_memory)
+        #: How images are computed (:mod:`.strategies`), chosen once here.
+        self.kernel = choose_kernel(self.backend, self.settings, cpu_kernel=cpu_kernel,
+                                    work_memory=self.work_memory, threads=self._threads)
+        #: Whether Gaussian outputs use the compiled CPU kernel (NumPy backend, not legacy).
+        self.uses_compiled_kernel = self.kernel.compiled_images
+        #: Whether binary labels use the compiled kernel (CPU, legacy mode too: same bytes).
+        self.uses_compiled_labels = self.kernel.compiled_labels
+        self._column = ColumnCorrection.from_settings(self.settings)
+        self._renders_images = bool(set(_GAUSSIAN) & set(self.output_types))
+        if self.settings.framing == "fixed" and self._renders_images:
             problem = narrow_field_problem(self.settings.edgesize, self.settings.pixel_size,
                                            min(sigma for _, sigma in self.settings.components))
             if problem:
                 raise ValueError(problem)
-        #: Whether an output has a third pixel axis (atoms outside along it are counted).
-        self._three_d = bool(_THREE_D & set(self.output_types))
-        # one isolated column_reference atom's peak, the unit of the column correction
-        self._reference_peak = 1.0
-        if self.settings.column_correction or self.settings.column_broadening:
-            ref = np.array([atomic_number(self.settings.column_reference)])
-            ref_amps, _ = self._components(
-                ref, ref.astype(np.float64) ** self.settings.z_exponent,
-                self._thermal_rms(ref) if self.settings.thermal else None)
-            self._reference_peak = float(ref_amps.sum())
-        self._executor: ThreadPoolExecutor | None = None
-        self._local = threading.local()
         self._blas: ThreadpoolController | None = None
-        if work_memory is None:
-            work_memory = 128 << 20
-            if self.backend.is_gpu:
-                free, _total = self.backend.xp.cuda.runtime.memGetInfo()
-                work_memory = max(work_memory, free // 4)
-        self.work_memory = int(work_memory)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the renderer's threads (safe to call twice; the renderer stays usable)."""
+        self._threads.close()
 
     # ------------------------------------------------------------------ layout
-    def _per_image_bytes(self, n_atoms: int) -> int:
-        """Rough scratch bytes one image needs, to size batches."""
-        s = self.settings
-        e = s.edgesize
-        n = max(1, n_atoms) * len(s.components)  # every probe component is a Gaussian
-        # the NumPy path's profile matrices (B, N, E); the compiled kernel needs none
-        total = (0 if self.uses_compiled_kernel else 3 * 4 * e * n) + 64 * n
-        for name in self.output_types:
-            if name == "gaussian_2d" and self.uses_compiled_kernel and not s.augmented:
-                total += 4 * e * e  # the quantised image, written in place
-            elif name in ("gaussian_2d", "delta_2d", "binary_2d"):
-                total += 3 * 4 * e * e * (2 if s.augmented else 1)
-            elif name in ("gaussian_3d", "delta_3d", "binary_3d"):
-                total += 3 * 4 * e**3
-        if self.settings.legacy:
-            total += 3 * 8 * e * e * (e if "gaussian_3d" in self.output_types else 1)
-        return total
-
     def default_batch_size(self, structure: Structure) -> int:
-        """Images per batch: as many as fit the scratch memory, within [1, 4096]."""
-        per = self._per_image_bytes(structure.max_atoms)
-        # CPU: up to 1024 with the compiled kernel (measured at edgesize 128, 147 atoms, 2
-        # cores: 5-8% more images/s than 256, fewer per-batch Python steps; the CLI end to
-        # end the same within noise), 256 on the NumPy path
-        cap = 4096 if self.backend.is_gpu else 1024 if self.uses_compiled_kernel else 256
-        return int(max(1, min(cap, self.work_memory // per)))
+        """Images per batch: as many as fit the scratch memory, within [1, kernel's cap]."""
+        per = self.kernel.per_image_bytes(structure.max_atoms, self.output_types)
+        return int(max(1, min(self.kernel.max_batch, self.work_memory // per)))
 
     def output_layout(
         self, structure: Structure, n_images: int
@@ -257,7 +217,7 @@ class Renderer:
             rms = self._thermal_rms(frame.numbers) if s.thermal or s.phonon_jitter else None
             amps, sigmas = self._components(frame.numbers, weights, rms)
             blank = None
-            if not s.legacy and _SAMPLED & set(self.output_types):
+            if not s.legacy and self._renders_images:
                 blank = sampling_problem(
                     len(pos), float(sigmas.min()), radius, framing=s.framing,
                     edgesize=s.edgesize, padxyz=s.padxyz, pixel_size=s.pixel_size)
@@ -361,16 +321,9 @@ class Renderer:
         }
 
     def chunk_size(self, structure: Structure) -> int:
-        """Images rendered per step inside a batch.
-
-        On the CPU a step's scratch arrays are kept near cache size (measured at edgesize
-        128 with 147 atoms: 16 images per step ran 2× faster than 256); on the GPU the whole
-        batch is one step.
-        """
-        if self.backend.is_gpu or self.uses_compiled_kernel:
-            return 1 << 30
-        per = self._per_image_bytes(structure.max_atoms)
-        return int(max(1, min(64, (4 << 20) // per)))
+        """Images rendered per step inside a batch (see the kernel's ``step_images``)."""
+        return self.kernel.step_images(
+            self.kernel.per_image_bytes(structure.max_atoms, self.output_types))
 
     # ------------------------------------------------------------------ device work
     def _render_chunked(
@@ -378,7 +331,7 @@ class Renderer:
     ) -> dict[str, Any]:
         """Render a batch in steps of ``chunk`` images and join the results."""
         if self.backend.is_gpu:
-            return self._render_device(host, to_host)
+            return self._render_device(host, to_host=to_host)
         n = len(host["rotations"])
         # On the CPU, BLAS runs on one thread and the steps of a batch run on the renderer's
         # threads instead: OpenBLAS's own threads spin-wait on each other whenever another
@@ -386,273 +339,57 @@ class Renderer:
         # machine: 62 images/s with its default threads, 6,200 with one).
         if self._blas is None:  # scanning the loaded libraries costs ~1 ms: do it once
             self._blas = ThreadpoolController()
-        pool = self._thread_pool()
-        direct: dict[str, np.ndarray] = {}
-        if self.uses_compiled_kernel and pool is not None:
-            # One step per thread, each running the whole pipeline (rotation, framing, the
-            # features' NumPy work, kernel, noise) for its slice, so the NumPy work runs on
-            # every core too instead of alone between kernel calls; the kernel writes
-            # straight into the batch's arrays (no join). Measured at edgesize 128, 147
-            # atoms, 2 cores, against a batch-wide NumPy set-up and a threaded kernel:
-            # column correction 1,470 -> 2,820 images/s, phonon jitter 6,880 -> 9,680,
-            # noise 2,440 -> 2,920; plain images the same within noise (~55,000).
-            chunk = min(chunk, -(-n // self.threads))
-            if n > chunk:
-                direct = self._direct_outputs(n)
-                host = {**host, **{_DIRECT + k: v for k, v in direct.items()}}
+        pool = self._threads.executor()
+        if pool is not None:
+            chunk = self.kernel.thread_step(n, chunk)
+        out = self.kernel.output_buffers(n, self.output_types) if n > chunk else {}
         with self._blas.limit(limits=1, user_api="blas"):
             if n <= chunk:
-                return self._render_device(host, to_host)
-            steps = [{k: v[i : i + chunk] for k, v in host.items()} for i in range(0, n, chunk)]
+                return self._render_device(host, to_host=to_host)
+            steps = [({k: v[i : i + chunk] for k, v in host.items()},
+                      {k: v[i : i + chunk] for k, v in out.items()}) for i in range(0, n, chunk)]
             parts = list(pool.map(self._render_step, steps)) if pool else [
-                self._render_device(step) for step in steps]
-        return {k: direct[k] if k in direct else np.concatenate([p[k] for p in parts])
+                self._render_device(step, out=step_out) for step, step_out in steps]
+        return {k: out[k] if k in out else np.concatenate([p[k] for p in parts])
                 for k in parts[0]}
 
-    def _direct_outputs(self, n: int) -> dict[str, np.ndarray]:
-        """Arrays the compiled kernel fills in place: the un-augmented Gaussian outputs."""
-        s = self.settings
-        e = s.edgesize
-        out = {}
-        if "gaussian_2d" in self.output_types and not s.augmented:
-            out["gaussian_2d"] = np.empty((n, e, e), dtype=s.image_dtype)
-        if "gaussian_3d" in self.output_types:
-            out["gaussian_3d"] = np.empty((n, e, e, e), dtype=s.image_dtype)
-        return out
-
-    def _render_step(self, host: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _render_step(self, step: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+                     ) -> dict[str, Any]:
         """One step on a pool thread: work inside it stays on this thread (no nested pool)."""
-        self._local.in_pool = True
-        return self._render_device(host)
+        self._threads.mark_pool_thread()
+        host, out = step
+        return self._render_device(host, out=out)
 
-    def _render_device(self, host: dict[str, np.ndarray], to_host: bool = True) -> dict[str, Any]:
-        """Render one batch on the backend; the requested outputs as host (or device) arrays."""
-        s = self.settings
-        be = self.backend
-        xp = be.xp
-        e = s.edgesize
-        pos = be.asarray(host["positions"])
-        rot = be.asarray(host["rotations"].astype(np.float32))
-        amps = be.asarray(host["amplitudes"])
-        valid = be.asarray(host["valid"])
-        radius = be.asarray(host["radius"])
-        rotated = xp.matmul(pos, rot.transpose(0, 2, 1))
-        coords, voxel = frame_pixel_coordinates(
-            xp,
-            rotated,
-            framing=s.framing,
-            edgesize=e,
-            padxyz=s.padxyz,
-            pixel_size=s.pixel_size,
-            radius=radius,
-        )
-        outside = count_outside(xp, coords, valid, e, 3 if self._three_d else 2)
-        wanted = set(self.output_types)
-        out: dict[str, Any] = {_OUTSIDE: outside}
-        if s.legacy:
-            coords = xp.rint(coords)  # the seed renders from rounded voxel positions
-        voxels = coords if s.legacy else None
-        if voxels is None and wanted & {"coordinates_3d", "delta_3d", "delta_2d"}:
-            voxels = xp.rint(coords)
-        if "coordinates_3d" in wanted:
-            out["coordinates_3d"] = renderers.coordinates_3d(xp, voxels, valid)
-        # every probe component of every atom is one separable Gaussian
-        b, nmax, n_comp = amps.shape
-        sig_px = be.asarray(host["sigmas"]) / voxel[:, None, None]
-        if s.column_correction or s.column_broadening:
-            amps, sig2 = self._column_corrected(coords, amps, sig_px * sig_px, voxel)
-            sig_px = xp.sqrt(sig2)
-        weights = amps.reshape(b, nmax * n_comp)
-        sigma_px = sig_px.reshape(b, nmax * n_comp)
+    def _render_device(self, host: dict[str, np.ndarray], *,
+                       out: Mapping[str, np.ndarray] | None = None,
+                       to_host: bool = True) -> dict[str, Any]:
+        """Render one batch on the backend, stage by stage (:mod:`.stages`).
 
-        def components(c: Any) -> Any:
-            if n_comp == 1:
-                return c
-            spread = xp.broadcast_to(c[:, :, None, :], (b, nmax, n_comp, 3))
-            return spread.reshape(b, nmax * n_comp, 3)
-
-        gcoords = components(coords)
-        for name in ("delta_3d", "delta_2d"):
-            if name in wanted:
-                out[name] = getattr(renderers, name)(xp, voxels, valid, e)
-        mats = None
-        if s.legacy and wanted & set(_GAUSSIAN):
-            image_sigma = be.to_host(s.gauss_sigma / voxel)
-            mats = be.asarray(renderers.legacy_filter_matrices(image_sigma, e))
-        for name, ndim in (("gaussian_2d", 2), ("gaussian_3d", 3)):
-            if name not in wanted:
-                continue
-            augmented = ndim == 2 and s.augmented
-            images = self._gaussian(ndim, gcoords, weights, sigma_px, voxels, valid, mats,
-                                    out.get(f"delta_{ndim}d"), quantised=not augmented,
-                                    into=host.get(_DIRECT + name))
-            if not augmented:
-                out[name] = images
-                continue
-            # the augmented image; gaussian_2d_clean and every label stay undisturbed
-            seen = images
-            if s.phonon_jitter or s.scan_distorted:
-                moved = coords
-                if s.phonon_jitter:  # frozen-phonon snapshot, framed by the undisplaced atoms
-                    shift = xp.matmul(be.asarray(host["displacements"]), rot.transpose(0, 2, 1))
-                    moved = coords + shift / voxel[:, None, None]
-                if s.scan_distorted:
-                    offsets = be.asarray(host["scan_offsets"]) / voxel[:, None, None]
-                    if self.uses_compiled_kernel:
-                        seen = renderers.splat_gaussian(
-                            components(moved), weights, sigma_px, e, 2,
-                            normalization="float", bitrate=s.bitrate,
-                            executor=self._thread_pool(), parts=self.threads,
-                            offsets_px=offsets,
-                        )
-                    else:
-                        seen = renderers.gaussian_2d_scanned(
-                            xp, components(moved), weights, sigma_px, offsets, e,
-                            max_elements=max(1 << 16, self.work_memory // 16),
-                        )
-                else:
-                    seen = self._gaussian(2, components(moved), weights, sigma_px, voxels,
-                                          valid, mats, None, quantised=False)
-            out.update(self._finish_augmented(be.to_host(seen), be.to_host(images), host,
-                                              be.to_host(voxel)))
-        scratch = max(1 << 16, self.work_memory // 4)
-        radius_px = (s.binary_radius / voxel).astype(coords.dtype)
-        for name in ("binary_3d", "binary_2d"):
-            if name in wanted:
-                out[name] = getattr(renderers, name)(
-                    xp, coords, radius_px, valid, e, max_elements=scratch // 32,
-                    compiled=self.uses_compiled_labels,
-                )
-        out["voxel_size"] = voxel.astype(xp.float64)
-        if not to_host:
-            return {k: be.asarray(v) for k, v in out.items()}
-        return {k: be.to_host(v) for k, v in out.items()}
-
-    def _column_corrected(self, coords: Any, amps: Any, sig2: Any, voxel: Any) -> Any:
-        """Per-atom column correction: new amplitudes and squared widths (px²), (B, N, G).
-
-        ``x_i``, the convolution image at atom i's own position in units of one isolated
-        ``column_reference`` atom's peak, counts the atoms of its column; the atom's weight
-        is multiplied by ``1 + sum_k c_k x_i^k`` and its widths grow by
-        ``column_broadening * max(x_i - 1, 0)`` Å², each component keeping its integral.
+        Parameters
+        ----------
+        host : dict of numpy.ndarray
+            :meth:`_assemble`'s inputs for the batch.
+        out : mapping of str to numpy.ndarray, optional
+            Arrays of the kernel's ``output_buffers`` for this batch, filled in place and
+            returned under their names.
+        to_host : bool
+            Return host arrays (else arrays on the backend's device).
         """
-        s = self.settings
-        xp = self.backend.xp
-        b, n, n_comp = amps.shape
-        if self.uses_compiled_kernel and renderers.compiled_kernel_available("column"):
-            x = renderers.column_values_compiled(coords, amps, sig2)
-        else:  # every pair, on the device
-            xy = coords[:, :, :2]
-            x = xp.empty((b, n), dtype=amps.dtype)
-            step = max(1, (self.work_memory // 8) // max(1, 4 * n * n))
-            for i in range(0, b, step):
-                sl = slice(i, i + step)
-                diff = xy[sl, :, None, :] - xy[sl, None, :, :]
-                d2 = (diff * diff).sum(axis=-1)  # (b', N, N) px²
-                acc = xp.zeros(d2.shape[:2], dtype=amps.dtype)
-                for g in range(n_comp):
-                    kernel = xp.exp(d2 * (-0.5 / sig2[sl, None, :, g]))
-                    acc += (kernel * amps[sl, None, :, g]).sum(axis=-1)
-                x[sl] = acc
-        x /= amps.dtype.type(self._reference_peak)
-        factor = xp.ones_like(x)
-        power = xp.ones_like(x)
-        for c in s.column_correction:
-            power = power * x
-            factor += amps.dtype.type(c) * power
-        if s.column_broadening > 0:
-            extra = (s.column_broadening / (voxel * voxel))[:, None] * xp.maximum(x - 1, 0)
-            grown = sig2 + extra[:, :, None].astype(sig2.dtype)
-            return amps * factor[:, :, None] * (sig2 / grown), grown
-        return amps * factor[:, :, None], sig2
-
-    def _finish_augmented(
-        self, seen: np.ndarray, clean: np.ndarray, host: dict[str, np.ndarray],
-        voxel: np.ndarray,
-    ) -> dict[str, np.ndarray]:
-        """Add noise to the augmented float images and quantise them beside the clean ones."""
-        s = self.settings
-        out: dict[str, np.ndarray] = {}
-        if s.noisy:
-            per_pixel = None if s.dose is None else s.dose * voxel.astype(np.float64) ** 2
-            seen = augment.add_noise(
-                seen, [tuple(int(v) for v in key) for key in host["keys"]],
-                electrons_per_pixel=per_pixel, read_noise=s.read_noise,
-                executor=self._thread_pool(),
-            )
-            if per_pixel is not None:
-                out["electrons_per_pixel"] = per_pixel
-        if s.scan_distorted:
-            out["scan_offsets"] = host["scan_offsets"]
-        quant = {"normalization": s.normalization, "bitrate": s.bitrate,
-                 "intensity_scale": s.intensity_scale}
-        if self.uses_compiled_kernel and renderers.compiled_kernel_available("quantise"):
-            # measured, jittered images at 128 px: NumPy's quantise took 45% of the time
-            for key, images in (("gaussian_2d", seen), ("gaussian_2d_clean", clean)):
-                out[key] = renderers.quantise_compiled(images, **quant)
-            return out
-        out["gaussian_2d"] = renderers.quantise(np, seen.astype(np.float32, copy=False), **quant)
-        out["gaussian_2d_clean"] = renderers.quantise(np, clean.astype(np.float32, copy=False),
-                                                      **quant)
-        return out
-
-    def _gaussian(
-        self, ndim: int, coords: Any, weights: Any, sigma_px: Any, voxels: Any, valid: Any,
-        mats: Any, delta: Any, *, quantised: bool = True, into: np.ndarray | None = None,
-    ) -> Any:
-        """One batch of gaussian_2d (ndim 2) or gaussian_3d (ndim 3), quantised or float.
-
-        ``into``: with the compiled kernel, the array to fill (returned).
-        """
-        s = self.settings
-        xp = self.backend.xp
-        e = s.edgesize
-        if self.uses_compiled_kernel:
-            return renderers.splat_gaussian(
-                coords, weights, sigma_px, e, ndim,
-                normalization=s.normalization if quantised else "float", bitrate=s.bitrate,
-                intensity_scale=s.intensity_scale,
-                executor=self._thread_pool(), parts=self.threads, out=into,
-            )
-        if s.legacy:
-            if delta is None:
-                delta = getattr(renderers, f"delta_{ndim}d")(xp, voxels, valid, e)
-            legacy = renderers.legacy_gaussian_2d if ndim == 2 else renderers.legacy_gaussian_3d
-            images = legacy(xp, delta, mats)
-        elif ndim == 2:
-            images = renderers.gaussian_2d(xp, coords, weights, sigma_px, e)
-        else:
-            scratch = max(1 << 16, self.work_memory // 4)
-            images = renderers.gaussian_3d(
-                xp, coords, weights, sigma_px, e, max_elements=scratch // 4
-            )
-        return self._quantise(images) if quantised else images
-
-    def _thread_pool(self) -> ThreadPoolExecutor | None:
-        """The renderer's threads; None with one thread, and on those threads themselves
-        (a task waiting on tasks of its own full pool would never finish)."""
-        if self.threads < 2 or getattr(self._local, "in_pool", False):
-            return None
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="xyz2image")
-        return self._executor
-
-    def close(self) -> None:
-        """Stop the renderer's threads (safe to call twice)."""
-        if self._executor is not None:
-            self._executor.shutdown()
-            self._executor = None
-
-    def _quantise(self, images: Any) -> Any:
-        s = self.settings
-        return renderers.quantise(
-            self.backend.xp,
-            images,
-            normalization=s.normalization,
-            bitrate=s.bitrate,
-            intensity_scale=s.intensity_scale,
-            truncate=s.legacy,
-        )
+        kernel = self.kernel
+        geo = stages.geometry(kernel, host, self.output_types)
+        result = stages.labels(kernel, geo, self.output_types)
+        result[_OUTSIDE] = geo.outside
+        if self._renders_images:
+            comps = stages.components(kernel, host, geo, self._column)
+            images = stages.images(kernel, geo, comps, result, self.output_types, out or {})
+            if self.settings.augmented and "gaussian_2d" in images:
+                images.update(stages.augmentations(
+                    kernel, host, geo, comps, images.pop("gaussian_2d"),
+                    executor=self._threads.executor()))
+            result.update(images)
+        result["voxel_size"] = geo.voxel.astype(kernel.xp.float64)
+        move = self.backend.to_host if to_host else self.backend.asarray
+        return {k: move(v) for k, v in result.items()}
 
     # ------------------------------------------------------------------ public
     def n_images(self, structure: Structure, n_rotation: int) -> int:
@@ -742,7 +479,9 @@ class Renderer:
 
         try:
             if self.backend.is_gpu and to_host:
-                batches = self._iter_device_overlapped(bounds, assemble, extra)
+                batches = gpu_streams.iter_overlapped(
+                    self.backend, bounds, assemble,
+                    lambda host: self._render_device(host, to_host=False), extra)
                 for (b0, b1), batch in zip(bounds, batches):
                     report(b0, b1, batch.pop(_OUTSIDE))
                     yield batch
@@ -764,57 +503,6 @@ class Renderer:
             raise
         if field_report is not None:
             report_deferred()
-
-    def _iter_device_overlapped(
-        self, bounds: list[tuple[int, int]],
-        assemble: Callable[[int, int], dict[str, np.ndarray]], extra: list[str],
-    ) -> Iterator[dict[str, Any]]:
-        """GPU batches to the host with the copies overlapped: double buffering.
-
-        Batch k is queued on stream k % 2 (upload, kernels, then an asynchronous copy of
-        each output into that stream's page-locked buffers) before batch k-1 is waited for
-        and handed over, so the device renders one batch while the previous one crosses the
-        bus and the host prepares the next batch's inputs. Each batch handed over is copied
-        out of the pinned buffers (they are reused two batches later); the device arrays of
-        a batch are kept until its copies are done.
-        """
-        be = self.backend
-        streams = [be.new_stream(), be.new_stream()]
-        pinned: list[dict[str, np.ndarray]] = [{}, {}]
-
-        def buffer(slot: int, key: str, a: Any) -> np.ndarray:
-            buf = pinned[slot].get(key)
-            if buf is None or buf.shape[1:] != a.shape[1:] or buf.dtype != a.dtype \
-                    or len(buf) < len(a):
-                buf = be.pinned_empty(a.shape, a.dtype)
-                pinned[slot][key] = buf
-            return buf[: len(a)]
-
-        def finish(queued: tuple[Any, dict[str, Any], dict[str, np.ndarray], Any]) -> dict:
-            event, views, host, _device = queued
-            event.synchronize()
-            batch = {k: np.array(v, copy=True) for k, v in views.items()}
-            for key in extra:
-                batch[key] = host[key]
-            return batch
-
-        queued = None
-        for k, (b0, b1) in enumerate(bounds):
-            host = assemble(b0, b1)
-            slot = k % 2
-            stream = streams[slot]
-            with stream:
-                device = self._render_device(host, to_host=False)
-                views = {}
-                for key, a in device.items():
-                    views[key] = buffer(slot, key, a)
-                    be.copy_to_host_async(a, views[key], stream)
-                event = stream.record()
-            if queued is not None:
-                yield finish(queued)
-            queued = (event, views, host, device)
-        if queued is not None:
-            yield finish(queued)
 
     def render(self, structure: Any, n_rotation: int = 1, **kwargs: Any) -> dict[str, np.ndarray]:
         """All images of one stack (or ``start``/``stop`` range) as one dict of host arrays."""
@@ -897,16 +585,13 @@ def render(
     ((16, 64, 64), dtype('uint8'))
     >>> out = render(np.zeros((1, 3)), numbers=[79], edgesize=32)  # doctest: +SKIP
     """
-    renderer = Renderer(RenderSettings(**settings), output_types, device)
     field = FieldReport()
-    try:
-        structure = as_structure(structure, numbers=numbers, symbols=symbols)
+    structure = as_structure(structure, numbers=numbers, symbols=symbols)
+    with Renderer(RenderSettings(**settings), output_types, device) as renderer:
         out = renderer.render(
             structure, n_rotation, seed=seed, stack=stack, batch_size=batch_size,
             start=start, stop=stop, field_report=field,
         )
-    finally:
-        renderer.close()
     if field.describe():
         where = f"{structure.source}, " if structure.source else ""
         warnings.warn(where + field.describe(), stacklevel=2)

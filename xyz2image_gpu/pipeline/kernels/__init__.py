@@ -1,9 +1,12 @@
 """Kernels: one function per output type, each rendering a whole batch in one tensor.
 
-All take ``xp`` (``numpy`` or ``cupy``) and batched pixel coordinates from
-:mod:`..framing`, and return arrays on that backend; nothing here transfers to the host.
+The array kernels take ``xp`` (``numpy`` or ``cupy``) and batched pixel coordinates from
+:mod:`..framing`, and return arrays on that backend; the compiled wrappers and the legacy
+filter matrices work on NumPy arrays. Nothing here moves data between host and device;
+which kernel runs is decided by :mod:`..strategies`, once per renderer.
 
-* :mod:`.gaussian`: separable Gaussian images (batched matrix products) and quantisation;
+* :mod:`.gaussian`: separable Gaussian images (batched matrix products), the column
+  correction's pair sums, and quantisation;
 * :mod:`.labels`: coordinates, delta and binary (sphere) labels;
 * :mod:`.legacy`: the original script's rounded-voxel images and SciPy-style filter;
 * :mod:`.compiled`: wrappers of the optional compiled CPU kernel (``_splat.c``).
@@ -21,6 +24,7 @@ from .compiled import (
 from .gaussian import (
     PROFILE_FLOOR,
     axis_profiles,
+    column_values,
     gaussian_2d,
     gaussian_2d_scanned,
     gaussian_3d,
@@ -35,6 +39,7 @@ __all__ = [
     "axis_profiles",
     "binary_2d",
     "binary_3d",
+    "column_values",
     "column_values_compiled",
     "compiled_kernel_available",
     "coordinates_3d",

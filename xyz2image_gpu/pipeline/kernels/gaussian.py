@@ -1,4 +1,4 @@
-"""Gaussian images as separable sums, and quantisation.
+"""Gaussian images as separable sums, the column correction's pair sums, and quantisation.
 
 A sum of isotropic Gaussians factorises per axis, ``image = Gx^T diag(w) Gy`` with
 ``Gx[b, a, i] = exp(-(i - x_ba)^2 / (2 s_b^2))``: one batched matrix product (BLAS on the
@@ -14,6 +14,7 @@ __all__ = [
     "PROFILE_FLOOR",
     "SPLAT_CUT_8BIT",
     "axis_profiles",
+    "column_values",
     "gaussian_2d",
     "gaussian_2d_scanned",
     "gaussian_3d",
@@ -123,6 +124,30 @@ def gaussian_3d(
         yz = (gy[sl, :, :, None] * gz[sl, :, None, :]).reshape(-1, n, e * e)
         out[sl] = xp.matmul(gx[sl].transpose(0, 2, 1), yz).reshape(-1, e, e, e)
     return out
+
+
+def column_values(xp: Any, coords: Any, amps: Any, sig2: Any, *, max_elements: int) -> Any:
+    """Each atom's projected image value at its own position, summed over every pair.
+
+    ``x_i = sum_j sum_g amps[j, g] exp(-d_ij^2 / (2 sig2[j, g]))`` over the image plane
+    (pixel coordinates ``coords[..., :2]``), (B, N) of ``amps``' dtype. ``amps`` and
+    ``sig2`` (px²) are (B, N, G); the (B', N, N) pair arrays are built for at most
+    ``max_elements`` floats at once. The compiled twin is ``column_values_compiled``.
+    """
+    b, n, n_comp = amps.shape
+    xy = coords[:, :, :2]
+    x = xp.empty((b, n), dtype=amps.dtype)
+    step = max(1, max_elements // max(1, n * n))
+    for i in range(0, b, step):
+        sl = slice(i, i + step)
+        diff = xy[sl, :, None, :] - xy[sl, None, :, :]
+        d2 = (diff * diff).sum(axis=-1)  # (b', N, N) px²
+        acc = xp.zeros(d2.shape[:2], dtype=amps.dtype)
+        for g in range(n_comp):
+            kernel = xp.exp(d2 * (-0.5 / sig2[sl, None, :, g]))
+            acc += (kernel * amps[sl, None, :, g]).sum(axis=-1)
+        x[sl] = acc
+    return x
 
 
 def quantise(xp: Any, images: Any, *, normalization: str, bitrate: int,

@@ -1,0 +1,242 @@
+"""One batch's way through the pipeline, stage by stage::
+
+    host inputs -> geometry -> labels
+                            -> components -> images -> augmentations
+
+* :func:`geometry`: rotate each image's atoms and frame them in pixels (:mod:`.framing`);
+* :func:`labels`: coordinates_3d, delta_* and binary_* from the undisplaced atoms;
+* :func:`components`: every probe component of every atom as one Gaussian in pixels, with
+  the column correction (:mod:`..physics.column`);
+* :func:`images`: gaussian_2d and gaussian_3d;
+* :func:`augmentations`: phonon jitter, scan distortion and noise turn the clean gaussian_2d
+  into the one stored, beside the clean one (:mod:`..physics.augment`).
+
+The host inputs are :meth:`.engine.Renderer._assemble`'s arrays for one batch (or one step
+of it). Every stage does its per-pixel work through the strategy the renderer chose once
+(:mod:`.strategies`, which also carries the settings and the backend), so no stage branches
+on the backend or the kernel. Arrays stay on the backend's device except where a stage
+says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..physics import augment
+from ..physics.column import ColumnCorrection
+from . import kernels
+from .framing import count_outside, frame_pixel_coordinates
+from .strategies import ArrayKernel
+
+__all__ = [
+    "Components",
+    "Geometry",
+    "augmentations",
+    "components",
+    "geometry",
+    "images",
+    "labels",
+]
+
+#: Labels drawn at atoms' positions rounded to voxels.
+_ROUNDED_LABELS = frozenset({"coordinates_3d", "delta_3d", "delta_2d"})
+
+#: Outputs with a third pixel axis: atoms outside along it are outside their cube.
+_THREE_D = frozenset({"gaussian_3d", "delta_3d", "binary_3d", "coordinates_3d"})
+
+
+@dataclass
+class Geometry:
+    """Where a batch's atoms fall in its images.
+
+    Attributes
+    ----------
+    coords : array, (B, N, 3) float32
+        Pixel coordinates (rounded to voxels in legacy mode).
+    voxels : array or None, (B, N, 3) float32
+        ``coords`` rounded to voxels, for the labels that need them (None when none does).
+    voxel : array, (B,) float32
+        Å per pixel of each image.
+    valid : array, (B, N) bool
+        False for the padding atoms of frames with fewer atoms.
+    rotations : array, (B, 3, 3) float32
+        Each image's rotation, applied as ``positions @ rotations^T``.
+    outside : array, (B,) int32
+        Atoms of each image that the framing puts outside the image (before any rounding;
+        axis 2 counts when a 3-D output is requested): :func:`.framing.count_outside`.
+    memo : dict
+        Values a kernel derives from the geometry once per batch (the legacy filter).
+    """
+
+    coords: Any
+    voxels: Any
+    voxel: Any
+    valid: Any
+    rotations: Any
+    outside: Any
+    memo: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Components:
+    """Every probe component of every atom of a batch as one isotropic Gaussian.
+
+    Attributes
+    ----------
+    coords : array, (B, N*G, 3)
+        Pixel coordinates, each atom's repeated for its ``G`` components.
+    weights : array, (B, N*G)
+        Peak heights (0 for padding atoms).
+    sigma_px : array, (B, N*G)
+        Widths, pixels.
+    n_comp : int
+        Components per atom, ``G``.
+    """
+
+    coords: Any
+    weights: Any
+    sigma_px: Any
+    n_comp: int
+
+    def spread(self, xp: Any, per_atom: Any) -> Any:
+        """Per-atom coordinates (B, N, 3) repeated for each component: (B, N*G, 3)."""
+        return _spread(xp, per_atom, self.n_comp)
+
+
+def _spread(xp: Any, per_atom: Any, n_comp: int) -> Any:
+    if n_comp == 1:
+        return per_atom
+    b, n, _ = per_atom.shape
+    spread = xp.broadcast_to(per_atom[:, :, None, :], (b, n, n_comp, 3))
+    return spread.reshape(b, n * n_comp, 3)
+
+
+def geometry(kernel: ArrayKernel, host: Mapping[str, np.ndarray],
+             output_types: Collection[str]) -> Geometry:
+    """Rotate a batch's atoms and frame them in pixels (Å to pixels: :mod:`.framing`)."""
+    s = kernel.settings
+    be = kernel.backend
+    xp = be.xp
+    pos = be.asarray(host["positions"])
+    rot = be.asarray(host["rotations"].astype(np.float32))
+    valid = be.asarray(host["valid"])
+    radius = be.asarray(host["radius"])
+    rotated = xp.matmul(pos, rot.transpose(0, 2, 1))
+    coords, voxel = frame_pixel_coordinates(
+        xp, rotated, framing=s.framing, edgesize=s.edgesize, padxyz=s.padxyz,
+        pixel_size=s.pixel_size, radius=radius,
+    )
+    axes = 3 if _THREE_D & set(output_types) else 2
+    outside = count_outside(xp, coords, valid, s.edgesize, axes)
+    if s.legacy:
+        coords = xp.rint(coords)  # the original script renders from rounded voxel positions
+        voxels = coords
+    else:
+        voxels = xp.rint(coords) if _ROUNDED_LABELS & set(output_types) else None
+    return Geometry(coords, voxels, voxel, valid, rot, outside)
+
+
+def labels(kernel: ArrayKernel, geo: Geometry, output_types: Collection[str]) -> dict[str, Any]:
+    """The requested labels: coordinates_3d (int16 voxels, -1 for padding), delta_3d/2d and
+    binary_3d/2d (bool), all from the undisplaced atoms."""
+    s = kernel.settings
+    xp = kernel.xp
+    e = s.edgesize
+    out: dict[str, Any] = {}
+    if "coordinates_3d" in output_types:
+        out["coordinates_3d"] = kernels.coordinates_3d(xp, geo.voxels, geo.valid)
+    if "delta_3d" in output_types:
+        out["delta_3d"] = kernels.delta_3d(xp, geo.voxels, geo.valid, e)
+    if "delta_2d" in output_types:
+        out["delta_2d"] = kernels.delta_2d(xp, geo.voxels, geo.valid, e)
+    if "binary_3d" in output_types or "binary_2d" in output_types:
+        radius_px = (s.binary_radius / geo.voxel).astype(geo.coords.dtype)
+        for name, ndim in (("binary_3d", 3), ("binary_2d", 2)):
+            if name in output_types:
+                out[name] = kernel.binary(ndim, geo.coords, radius_px, geo.valid)
+    return out
+
+
+def components(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometry,
+               column: ColumnCorrection | None) -> Components:
+    """Each atom's probe components in pixels, corrected for its column when asked."""
+    be = kernel.backend
+    xp = be.xp
+    amps = be.asarray(host["amplitudes"])
+    b, nmax, n_comp = amps.shape
+    sig_px = be.asarray(host["sigmas"]) / geo.voxel[:, None, None]
+    if column is not None:
+        sig2 = sig_px * sig_px
+        x = kernel.column_values(geo.coords, amps, sig2)
+        amps, sig2 = column.apply(xp, x, amps, sig2, geo.voxel)
+        sig_px = xp.sqrt(sig2)
+    return Components(_spread(xp, geo.coords, n_comp), amps.reshape(b, nmax * n_comp),
+                      sig_px.reshape(b, nmax * n_comp), n_comp)
+
+
+def images(kernel: ArrayKernel, geo: Geometry, comps: Components,
+           batch_labels: Mapping[str, Any], output_types: Collection[str],
+           out: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The requested Gaussian images: quantised, except an augmented gaussian_2d, which stays
+    float32 for :func:`augmentations`.
+
+    ``batch_labels``: :func:`labels`' result (legacy images reuse delta_*); ``out``: host arrays the
+    kernel fills in place, by output name (:meth:`.strategies.ArrayKernel.output_buffers`).
+    """
+    augmented = kernel.settings.augmented
+    result: dict[str, Any] = {}
+    for name, ndim in (("gaussian_2d", 2), ("gaussian_3d", 3)):
+        if name in output_types:
+            result[name] = kernel.gaussian(
+                ndim, geo, comps, quantised=not (ndim == 2 and augmented), out=out.get(name),
+                delta=batch_labels.get(f"delta_{ndim}d"),
+            )
+    return result
+
+
+def augmentations(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometry,
+                  comps: Components, clean: Any, *, executor: Executor | None = None,
+                  ) -> dict[str, np.ndarray]:
+    """The augmented gaussian_2d from the clean float32 one, both quantised, on the host.
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        ``electrons_per_pixel`` (B,) with a dose, ``scan_offsets`` (B, E, 2) Å with a
+        distorted scan, ``gaussian_2d`` (the image as seen) and ``gaussian_2d_clean``.
+    """
+    s = kernel.settings
+    be = kernel.backend
+    xp = be.xp
+    seen = clean
+    if s.phonon_jitter or s.scan_distorted:
+        moved = geo.coords
+        if s.phonon_jitter:  # frozen-phonon snapshot, framed by the undisplaced atoms
+            shift = xp.matmul(be.asarray(host["displacements"]), geo.rotations.transpose(0, 2, 1))
+            moved = geo.coords + shift / geo.voxel[:, None, None]
+        shifted = replace(comps, coords=comps.spread(xp, moved))
+        if s.scan_distorted:
+            offsets = be.asarray(host["scan_offsets"]) / geo.voxel[:, None, None]
+            seen = kernel.scanned(shifted, offsets)
+        else:
+            seen = kernel.gaussian(2, geo, shifted, quantised=False)
+    seen, clean, voxel = be.to_host(seen), be.to_host(clean), be.to_host(geo.voxel)
+    out: dict[str, np.ndarray] = {}
+    if s.noisy:
+        per_pixel = None if s.dose is None else s.dose * voxel.astype(np.float64) ** 2
+        seen = augment.add_noise(
+            seen, [tuple(int(v) for v in key) for key in host["keys"]],
+            electrons_per_pixel=per_pixel, read_noise=s.read_noise, executor=executor,
+        )
+        if per_pixel is not None:
+            out["electrons_per_pixel"] = per_pixel
+    if s.scan_distorted:
+        out["scan_offsets"] = host["scan_offsets"]
+    out["gaussian_2d"] = kernel.quantise_host(seen)
+    out["gaussian_2d_clean"] = kernel.quantise_host(clean)
+    return out
