@@ -137,6 +137,9 @@ class _Run:
         units: list[_Unit] = []
         total = 0
         threads = default_compression_threads() if workers == 1 else 1
+        # what every unit shares: the config without the input list, each unit names its
+        # own input (the list would travel with every unit pickled for a worker)
+        shared = dataclasses.replace(cfg, inputs=(), output_folder=self.out)
         for path in cfg.inputs:
             stem = path.stem
             remove_stale_temporaries(self.out / stem)
@@ -158,11 +161,7 @@ class _Run:
             if previous and previous.get("sha256") == entry["sha256"] and not cfg.overwrite:
                 done = set(previous.get("completed_stacks", []))
             for stack in range(cfg.n_stacks):
-                unit = _Unit(
-                    str(path), stem, stack, str(self.out), cfg.settings, cfg.output_types,
-                    cfg.n_rotation, cfg.seed, cfg.frameshift, cfg.maxframes,
-                    cfg.exclude_elements, cfg.compress_level, self.device, cfg.batch_size,
-                    threads)
+                unit = _Unit(str(path), stem, stack, shared, self.device, threads)
                 if stack in done and all(p.exists() for p in unit.outputs()):
                     entry["completed_stacks"].append(stack)
                     self.summary.stacks_skipped += 1
