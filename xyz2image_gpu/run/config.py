@@ -117,12 +117,11 @@ _THREADED_TYPES = frozenset({"gaussian_2d", "gaussian_3d", "coordinates_3d"})
 def default_workers(settings: RenderSettings, output_types: Sequence[str]) -> int:
     """Rendering processes on the CPU when the user names none.
 
-    One, rendering and compressing on threads, when the compiled kernel makes every output
-    (it and zlib release the GIL): measured at 128 px, 2 files, 2 cores, gaussian_2d, it
-    finished 2 x 2048 images in 1.0 s against 1.14 s with 2 processes (whose start-up
-    costs 0.17 s) and 2 x 8192 in 3.3 against 3.4 s. Otherwise (the NumPy labels such as
-    delta_3d, TIFF stacks, legacy mode) one process per core: 2 x 2048 of the seed's
-    default outputs at 80 px took 2.65 s with 2 processes, 2.87 s with threads.
+    One, rendering and compressing on threads, when the compiled kernel makes every output:
+    it and zlib release the GIL, so threads fill the cores without the start-up of worker
+    processes. Otherwise (the NumPy labels such as delta_3d, TIFF stacks, legacy mode) one
+    process per core, where threads would wait on the GIL. The measurements behind both
+    choices are in benchmarks/README.md ("Figures behind the run's and writers' defaults").
     """
     from ..pipeline.kernels.compiled import compiled_kernel_available
 

@@ -201,8 +201,7 @@ class _Run:
     def _execute_serial(self, units: list[_Unit]) -> None:
         # Each unit returns once its batches are queued; its writer finishes (last chunks,
         # archive assembly, fsync) while the next unit renders, and it is marked complete
-        # as soon as its files are. Measured at 128 px, 8 files x 2048 images on 2 cores:
-        # 3.22 -> 3.07 s.
+        # as soon as its files are (measured gain: benchmarks/README.md).
         failed: set[str] = set()
         finishing: list[_Finishing] = []
 
