@@ -4,22 +4,40 @@ message (issue 9, item 7); and the units a run sends to its workers."""
 
 from __future__ import annotations
 
+import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from xyz2image_gpu import RenderSettings
+from xyz2image_gpu.cli import cli
 from xyz2image_gpu.run import RunConfig
+from xyz2image_gpu.run import memory as run_memory
 from xyz2image_gpu.run.execute import _Run
 from xyz2image_gpu.structures.examples import bundled_examples
 
 AU147 = next(p for p in bundled_examples() if p.name == "au147_icosahedron.xyz")
 PT309 = next(p for p in bundled_examples() if p.name == "pt309_icosahedron.xyz")
+SMALL = ["--edgesize", "16", "--workers", "1"]
+
+
+def _invoke(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def _stack_files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")
+            if p.suffix in (".npz", ".tif")}
 
 
 def test_units_share_the_run_config_and_pickle(tmp_path):
     config = RunConfig(inputs=(AU147, PT309), output_folder=tmp_path / "out",
                        settings=RenderSettings(edgesize=16), n_stacks=2, workers=2)
     state = _Run(config, print, "none", None, 10.0)
+    state.plan()
     units, total = state.prepare()
     assert len(units) == 4 and total == 4
     assert len({id(u.config) for u in units}) == 1  # one config object, not copies
@@ -27,3 +45,89 @@ def test_units_share_the_run_config_and_pickle(tmp_path):
     clone = pickle.loads(pickle.dumps(units[3]))
     assert clone == units[3] and clone.outputs() == units[3].outputs()
     assert clone.outputs()[0] == Path(tmp_path / "out" / "pt309_icosahedron" / "0001.npz")
+
+
+# ------------------------------------------------------------------ 1. memory, up front
+
+
+def test_request_that_cannot_fit_memory_is_refused_before_writing(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    result = _invoke("render", AU147, "-o", out, "--edgesize", 100000)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--edgesize 100000" in result.output and "memory" in result.output
+    assert "delta_3d" in result.output
+    assert not out.exists()  # nothing written, not even the folder
+
+    # one image of delta_3d at 128 px fits 40 MiB; 64 of them or two workers do not
+    monkeypatch.setattr(run_memory, "available_memory", lambda: 40 << 20)
+    args = ["render", AU147, "-o", out, "--edgesize", 128, "--output-types", "delta_3d"]
+    result = _invoke(*args, "--batch-size", 64)
+    assert result.exit_code == 1 and "--batch-size 64" in result.output
+    result = _invoke(*args, "--workers", 2, "--n-stacks", 2)
+    assert result.exit_code == 1 and "--workers 2" in result.output
+    assert "--workers 1 or fewer" in result.output
+    assert not out.exists()
+
+
+# ---------------------------------------------------------- 2. --overwrite never mixes
+
+
+def test_overwrite_with_other_settings_removes_the_old_stacks(tmp_path):
+    out = tmp_path / "out"
+    first = _invoke("render", AU147, PT309, "-o", out, "--n-stacks", 2, "--output-types",
+                    "gaussian_2d,gaussian_2d_image", *SMALL)
+    assert first.exit_code == 0, first.output
+    assert len(_stack_files(out)) == 8
+    (out / "pt309_icosahedron" / "notes.txt").write_text("not ours: kept")
+
+    result = _invoke("render", AU147, "-o", out, "--overwrite", "--gauss-sigma", 0.5,
+                     "--output-types", "gaussian_2d", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "removed 8 stack files rendered with other settings" in result.output
+    assert _stack_files(out) == {"au147_icosahedron/0000.npz"}
+    assert (out / "pt309_icosahedron" / "notes.txt").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"au147_icosahedron"}
+    assert manifest["parameters"]["gauss_sigma"] == 0.5
+
+    # same settings: --overwrite redoes this run's stacks and keeps the other inputs'
+    assert _invoke("render", PT309, "-o", out, "--gauss-sigma", 0.5, "--output-types",
+                   "gaussian_2d", *SMALL).exit_code == 0
+    result = _invoke("render", AU147, "-o", out, "--overwrite", "--gauss-sigma", 0.5,
+                     "--output-types", "gaussian_2d", *SMALL)
+    assert result.exit_code == 0 and "removed" not in result.output
+    assert _stack_files(out) == {"au147_icosahedron/0000.npz", "pt309_icosahedron/0000.npz"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"au147_icosahedron", "pt309_icosahedron"}
+
+
+# ------------------------------------------------------------------ 3. changed inputs
+
+
+def test_changed_input_is_reported_and_rendered_again(tmp_path):
+    source = tmp_path / "au147_icosahedron.xyz"
+    source.write_bytes(AU147.read_bytes())
+    out = tmp_path / "out"
+    assert _invoke("render", source, "-o", out, *SMALL).exit_code == 0
+    result = _invoke("render", source, "-o", out, *SMALL)
+    assert "warning" not in result.output and "1 complete stacks skipped" in result.output
+
+    source.write_text(AU147.read_text().replace("0.00000000", "0.10000000", 1))
+    result = _invoke("render", source, "-o", out, *SMALL)
+    assert result.exit_code == 0
+    assert f"warning: {source} changed since its stacks were written" in result.output
+    assert "rendered again" in result.output and "wrote 1 images in 1 stacks" in result.output
+
+
+# ---------------------------------------------------------------- 8. import stays light
+
+
+def test_import_loads_no_run_or_output_machinery():
+    code = ("import sys, xyz2image_gpu; heavy = ('xyz2image_gpu.run', 'xyz2image_gpu.output', "
+            "'filelock', 'tifffile', 'click', 'tqdm', 'multiprocessing'); "
+            "print(','.join(m for m in heavy if m in sys.modules)); "
+            "import xyz2image_gpu.run; "
+            "print(','.join(m for m in ('filelock', 'tifffile') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.splitlines() == ["", ""], result.stdout

@@ -5,6 +5,7 @@
 * :mod:`.units`: rendering one unit (one input file x one stack) to its files;
 * :mod:`.execute`: running every unit on threads or worker processes;
 * :mod:`.lock`: the output folder's lock;
+* :mod:`.memory`: whether a request fits memory, checked before anything is written;
 * :mod:`.progress`: the progress display.
 """
 
@@ -28,6 +29,7 @@ from .config import (
 from .execute import run
 from .lock import FolderBusyError
 from .manifest import MANIFEST_NAME
+from .memory import RequestTooLargeError, available_memory
 from .progress import Progress
 from .units import UnitCancelled
 
@@ -36,11 +38,13 @@ __all__ = [
     "FolderBusyError",
     "InputError",
     "Progress",
+    "RequestTooLargeError",
     "RunConfig",
     "RunSummary",
     "SettingsMismatchError",
     "UnitCancelled",
     "array_types",
+    "available_memory",
     "default_workers",
     "find_inputs",
     "image_types",

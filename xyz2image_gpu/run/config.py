@@ -12,6 +12,7 @@ Output layout (a contract that other tools read)::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "default_workers",
     "find_inputs",
     "image_types",
+    "is_stack_file",
     "normalize_elements",
     "normalize_output_types",
     "npz_path",
@@ -170,6 +172,15 @@ def find_inputs(paths: Iterable[Path | str]) -> list[Path]:
                              f"outputs would collide in OUTPUT/{f.stem}/ (rename one)")
         stems[f.stem] = f
     return unique
+
+
+#: Names of stack files in ``OUTPUT/<stem>/`` (:func:`npz_path`, :func:`tif_path`).
+_STACK_FILE = re.compile(r"\d{4,}(?:\.npz|_[a-z0-9_]+\.tif)")
+
+
+def is_stack_file(path: Path | str) -> bool:
+    """True when ``path`` is named as :func:`npz_path` or :func:`tif_path` name stacks."""
+    return _STACK_FILE.fullmatch(Path(path).name) is not None
 
 
 def npz_path(output_folder: Path, stem: str, stack: int) -> Path:
