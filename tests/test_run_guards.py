@@ -4,16 +4,22 @@ message (issue 9, item 7); and the units a run sends to its workers."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import tifffile
 from click.testing import CliRunner
 
 from xyz2image_gpu import RenderSettings
+from xyz2image_gpu import output as writers
 from xyz2image_gpu.cli import cli
+from xyz2image_gpu.output import is_temporary
 from xyz2image_gpu.run import RunConfig
 from xyz2image_gpu.run import memory as run_memory
 from xyz2image_gpu.run.execute import _Run
@@ -22,6 +28,7 @@ from xyz2image_gpu.structures.examples import bundled_examples
 AU147 = next(p for p in bundled_examples() if p.name == "au147_icosahedron.xyz")
 PT309 = next(p for p in bundled_examples() if p.name == "pt309_icosahedron.xyz")
 SMALL = ["--edgesize", "16", "--workers", "1"]
+RESUME = "run the same command again"
 
 
 def _invoke(*args: object):
@@ -31,6 +38,10 @@ def _invoke(*args: object):
 def _stack_files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")
             if p.suffix in (".npz", ".tif")}
+
+
+def _temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if is_temporary(p)]
 
 
 def test_units_share_the_run_config_and_pickle(tmp_path):
@@ -55,7 +66,7 @@ def test_request_that_cannot_fit_memory_is_refused_before_writing(tmp_path, monk
     result = _invoke("render", AU147, "-o", out, "--edgesize", 100000)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "--edgesize 100000" in result.output and "memory" in result.output
-    assert "delta_3d" in result.output
+    assert "delta_3d" in result.output and RESUME not in result.output
     assert not out.exists()  # nothing written, not even the folder
 
     # one image of delta_3d at 128 px fits 40 MiB; 64 of them or two workers do not
@@ -117,6 +128,63 @@ def test_changed_input_is_reported_and_rendered_again(tmp_path):
     assert result.exit_code == 0
     assert f"warning: {source} changed since its stacks were written" in result.output
     assert "rendered again" in result.output and "wrote 1 images in 1 stacks" in result.output
+
+
+# ------------------------------------------------------------- 4. TIFF disk full
+
+
+def test_tiff_disk_full_names_the_file_and_says_no_space(tmp_path, monkeypatch):
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tifffile.TiffWriter, "write", disk_full)
+    out = tmp_path / "out"
+    result = _invoke("render", AU147, "-o", out, "--output-types",
+                     "gaussian_2d,gaussian_2d_image", *SMALL)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    tif = out / "au147_icosahedron" / "0000_gaussian_2d.tif"
+    assert str(tif) in result.output and "No space left" in result.output
+    assert "free space" in result.output
+    assert not _stack_files(out) and not _temporaries(out)
+
+
+# -------------------------------------------------------- 6. FIFOs and devices as input
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+def test_fifo_and_dev_null_inputs_are_named_for_what_they_are(tmp_path):
+    fifo = tmp_path / "pipe.xyz"
+    os.mkfifo(fifo)
+    for path, kind in [(fifo, "a named pipe (FIFO)"), (Path(os.devnull), "a character device")]:
+        result = _invoke("render", path, "-o", tmp_path / "out")
+        assert result.exit_code == 2
+        assert f"{path}: not a regular file ({kind})" in result.output
+        assert "no such file" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------- 7. "run again" only where it helps
+
+
+def test_resume_hint_only_where_rerunning_helps(tmp_path, monkeypatch):
+    out = tmp_path / "blocked"
+    out.mkdir()
+    (out / "au147_icosahedron").write_text("a file where a folder must go")
+    result = _invoke("render", AU147, "-o", out, *SMALL)  # would fail the same way again
+    assert result.exit_code == 1 and "cannot write output" in result.output
+    assert RESUME not in result.output
+
+    hints = {}
+    for code in (errno.ENOSPC, errno.EIO):
+        def fail(self, batch, code=code):
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(writers.NpzStreamWriter, "append", fail)
+        result = _invoke("render", AU147, "-o", tmp_path / f"e{code}", *SMALL)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        hints[code] = result.output
+    assert f"free space, then {RESUME}" in hints[errno.ENOSPC]  # space first
+    assert RESUME in hints[errno.EIO]  # a transient error: rerunning can help
 
 
 # ---------------------------------------------------------------- 8. import stays light

@@ -35,7 +35,7 @@ from ._zip import (
     _npy_header,
     crc32_combine,
 )
-from .atomic import _CompleteOrAbort, temporary_path
+from .atomic import _CompleteOrAbort, _names_path, temporary_path
 
 __all__ = [
     "NpzStreamWriter",
@@ -203,6 +203,7 @@ class NpzStreamWriter(_CompleteOrAbort):
         """Images appended so far."""
         return self._members[0].rows
 
+    @_names_path
     def append(self, batch: Mapping[str, np.ndarray]) -> None:
         """Compress the next rows of every member.
 
@@ -279,6 +280,7 @@ class NpzStreamWriter(_CompleteOrAbort):
         self._drain()
 
     # -- finishing -----------------------------------------------------------------------
+    @_names_path
     def close(self) -> None:
         """Finish every member, write the archive and rename it to :attr:`path`.
 
@@ -289,7 +291,7 @@ class NpzStreamWriter(_CompleteOrAbort):
         ValueError
             Fewer rows than the layout declared were appended (temporaries are removed).
         OSError
-            Writing failed (temporaries are removed).
+            Writing failed (temporaries are removed); it names :attr:`path`.
         """
         if self._closed:
             return

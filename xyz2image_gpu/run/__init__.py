@@ -6,6 +6,7 @@
 * :mod:`.execute`: running every unit on threads or worker processes;
 * :mod:`.lock`: the output folder's lock;
 * :mod:`.memory`: whether a request fits memory, checked before anything is written;
+* :mod:`.errors`: what the user is told when a run stops, and whether rerunning helps;
 * :mod:`.progress`: the progress display.
 """
 
@@ -26,6 +27,7 @@ from .config import (
     render_types,
     tif_path,
 )
+from .errors import write_error_message
 from .execute import run
 from .lock import FolderBusyError
 from .manifest import MANIFEST_NAME
@@ -54,4 +56,5 @@ __all__ = [
     "render_types",
     "run",
     "tif_path",
+    "write_error_message",
 ]

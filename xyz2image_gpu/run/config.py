@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,8 +143,9 @@ def find_inputs(paths: Iterable[Path | str]) -> list[Path]:
     Raises
     ------
     InputError
-        No structure file was found, a path does not exist, or two files share a stem
-        (their outputs would share ``OUTPUT/<stem>/``).
+        No structure file was found, a path does not exist or is neither a regular file
+        nor a folder (a FIFO, ``/dev/null``), or two files share a stem (their outputs
+        would share ``OUTPUT/<stem>/``).
     """
     found: list[Path] = []
     for p in map(Path, paths):
@@ -152,6 +154,9 @@ def find_inputs(paths: Iterable[Path | str]) -> list[Path]:
                             if f.is_file() and f.suffix.lower() in XYZ_SUFFIXES)
         elif p.is_file():
             found.append(p)
+        elif p.exists():
+            raise InputError(f"{p}: not a regular file ({_file_kind(p)}); give .xyz files or "
+                             "folders of them")
         else:
             raise InputError(f"{p}: no such file or folder")
     unique: list[Path] = []
@@ -172,6 +177,17 @@ def find_inputs(paths: Iterable[Path | str]) -> list[Path]:
                              f"outputs would collide in OUTPUT/{f.stem}/ (rename one)")
         stems[f.stem] = f
     return unique
+
+
+def _file_kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is, in words."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a file or folder"
 
 
 #: Names of stack files in ``OUTPUT/<stem>/`` (:func:`npz_path`, :func:`tif_path`).

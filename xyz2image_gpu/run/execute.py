@@ -433,7 +433,7 @@ def run(config: RunConfig, *, report: Callable[[str], None] | None = None,
         The output folder's manifest records other settings (and not ``overwrite``).
     OSError
         Writing an output failed (disk full, permission denied); the run stops and no
-        partial file is left under a final name.
+        partial file is left under a final name. :func:`write_error_message` words it.
     BackendError
         The requested device is not available.
     KeyboardInterrupt
