@@ -8,8 +8,10 @@ import errno
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,6 +148,48 @@ def test_tiff_disk_full_names_the_file_and_says_no_space(tmp_path, monkeypatch):
     assert str(tif) in result.output and "No space left" in result.output
     assert "free space" in result.output
     assert not _stack_files(out) and not _temporaries(out)
+
+
+# ------------------------------------------------------------------ 5. SIGTERM
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32",
+                    reason="POSIX signals")
+@pytest.mark.parametrize(("workers", "group"), [(1, False), (2, False), (2, True)])
+def test_sigterm_ends_like_ctrl_c(tmp_path, workers, group):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "xyz2image_gpu.cli", "render", str(AU147), str(PT309),
+           "-o", str(out), "--edgesize", "48", "--n-rotation", "60", "--n-stacks", "20",
+           "--output-types", "gaussian_2d,delta_3d,gaussian_2d_image", "--batch-size", "8",
+           "--workers", str(workers), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=group)
+    try:
+        end = time.monotonic() + 60
+        while not list(out.glob("*/*.npz")) and proc.poll() is None \
+                and time.monotonic() < end:
+            time.sleep(0.01)
+        if proc.poll() is not None:
+            pytest.skip("the run finished before it could be stopped (machine too fast)")
+        time.sleep(0.1)  # mid-unit
+        if group:  # as a batch scheduler does: every process of the job
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, stderr
+    assert "interrupted by SIGTERM; complete stacks are kept" in stderr
+    assert RESUME in stderr
+    assert "leaked" not in stderr and "Traceback" not in stderr, stderr
+    assert not _temporaries(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    recorded = {f"{stem}/{s:04d}.npz" for stem, entry in manifest["files"].items()
+                for s in entry["completed_stacks"]}
+    assert recorded and recorded <= _stack_files(out)
 
 
 # -------------------------------------------------------- 6. FIFOs and devices as input

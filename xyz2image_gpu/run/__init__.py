@@ -6,6 +6,7 @@
 * :mod:`.execute`: running every unit on threads or worker processes;
 * :mod:`.lock`: the output folder's lock;
 * :mod:`.memory`: whether a request fits memory, checked before anything is written;
+* :mod:`.signals`: SIGTERM ending a run as Ctrl-C does;
 * :mod:`.errors`: what the user is told when a run stops, and whether rerunning helps;
 * :mod:`.progress`: the progress display.
 """
@@ -33,6 +34,7 @@ from .lock import FolderBusyError
 from .manifest import MANIFEST_NAME
 from .memory import RequestTooLargeError, available_memory
 from .progress import Progress
+from .signals import RunInterrupted, interrupted_exit_code, interrupted_message
 from .units import UnitCancelled
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "Progress",
     "RequestTooLargeError",
     "RunConfig",
+    "RunInterrupted",
     "RunSummary",
     "SettingsMismatchError",
     "UnitCancelled",
@@ -50,6 +53,8 @@ __all__ = [
     "default_workers",
     "find_inputs",
     "image_types",
+    "interrupted_exit_code",
+    "interrupted_message",
     "normalize_elements",
     "normalize_output_types",
     "npz_path",

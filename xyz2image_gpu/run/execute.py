@@ -46,6 +46,7 @@ from .manifest import (
 )
 from .memory import RequestTooLargeError, _check_memory, _Need
 from .progress import Progress
+from .signals import _sigterm_as_interrupt
 from .units import _THREAD_ENV, _Finishing, _render_unit, _Unit, _worker_init, _worker_run
 
 __all__ = [
@@ -279,6 +280,13 @@ class _Run:
                 self._execute_pool(units)
             else:
                 self._execute_serial(units)
+        except BaseException:
+            # Every writer has stopped by now (aborted, joined; worker processes shut down).
+            # An interrupt that fell between two steps of a unit (a writer made, not yet
+            # guarded) may have left a temporary: remove them all, this run holds the lock.
+            for folder in [self.out, *(self.out / item.path.stem for item in self.inputs)]:
+                remove_stale_temporaries(folder)
+            raise
         finally:
             self.progress.close()
             self.progress = None
@@ -300,8 +308,8 @@ class _Run:
             """Mark finished units complete; wait for the oldest while more than keep
             are left."""
             while finishing and (len(finishing) > keep or finishing[0].finished):
+                finishing[0].wait()  # aborted by the except below if interrupted
                 done = finishing.pop(0)
-                done.wait()
                 self.summary.stacks_written += 1
                 self._mark_complete(done.unit)
 
@@ -437,27 +445,30 @@ def run(config: RunConfig, *, report: Callable[[str], None] | None = None,
     BackendError
         The requested device is not available.
     KeyboardInterrupt
-        Interrupted; completed stacks are kept and recorded, so the same command resumes.
+        Interrupted (Ctrl-C, or SIGTERM as :class:`RunInterrupted` where SIGTERM had its
+        default action); completed stacks are kept and recorded, so the same command
+        resumes.
     """
     if report is None:
         def report(message: str) -> None:
             print(message, file=sys.stderr, flush=True)
     start = time.perf_counter()
     state = _Run(config, report, progress, progress_stream, progress_interval)
-    state.plan()
-    Path(config.output_folder).mkdir(parents=True, exist_ok=True)
-    with _folder_lock(Path(config.output_folder)):
-        units, total = state.prepare()
-        try:
-            state.execute(units, total)
-        except BrokenProcessPool as exc:
-            raise RuntimeError(f"a worker process died unexpectedly ({exc}); out of "
-                               "memory? try fewer --workers or a smaller --batch-size"
-                               ) from None
-        except MemoryError as exc:
-            raise RequestTooLargeError(
-                f"out of memory while rendering ({exc or 'MemoryError'}); try a smaller "
-                "--batch-size, fewer --workers or a smaller --edgesize") from None
-        finally:
-            state.summary.elapsed = time.perf_counter() - start
+    with _sigterm_as_interrupt():
+        state.plan()
+        Path(config.output_folder).mkdir(parents=True, exist_ok=True)
+        with _folder_lock(Path(config.output_folder)):
+            units, total = state.prepare()
+            try:
+                state.execute(units, total)
+            except BrokenProcessPool as exc:
+                raise RuntimeError(f"a worker process died unexpectedly ({exc}); out of "
+                                   "memory? try fewer --workers or a smaller --batch-size"
+                                   ) from None
+            except MemoryError as exc:
+                raise RequestTooLargeError(
+                    f"out of memory while rendering ({exc or 'MemoryError'}); try a smaller "
+                    "--batch-size, fewer --workers or a smaller --edgesize") from None
+            finally:
+                state.summary.elapsed = time.perf_counter() - start
     return state.summary

@@ -198,8 +198,19 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
+def _worker_sigterm(signum: int, frame: Any) -> None:
+    # SIGTERM to the whole process group (a batch scheduler, `kill -- -PGID`), or from the
+    # pool terminating its workers: a unit in progress stops at its next batch and removes
+    # its temporaries, then the worker exits (_worker_run); an idle worker exits at once.
+    _WORKER["terminated"] = signum
+    if not _WORKER.get("busy"):
+        os._exit(128 + signum)
+
+
 def _worker_init(progress_queue: Any, stop_event: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _worker_sigterm)
     _WORKER["queue"] = progress_queue
     _WORKER["stop"] = stop_event
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -209,10 +220,19 @@ def _worker_run(unit: _Unit) -> tuple[str, Any]:
     """Run a unit in a worker; errors that the main process must tell apart come back as data."""
     queue = _WORKER["queue"]
     stop_event = _WORKER["stop"]
+
+    def stop() -> bool:
+        return stop_event.is_set() or "terminated" in _WORKER
+
+    _WORKER["busy"] = True
     try:
-        n = _render_unit(unit, queue.put, stop_event.is_set)
+        n = _render_unit(unit, queue.put, stop)
     except StructureError as exc:
         return "structure-error", str(exc)
     except UnitCancelled:
         return "cancelled", None
+    finally:
+        _WORKER["busy"] = False
+        if "terminated" in _WORKER:  # the unit's files are complete or removed by now
+            os._exit(128 + _WORKER["terminated"])
     return "ok", n
