@@ -134,16 +134,12 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         raise click.ClickException(str(exc)) from None
     except BackendError as exc:
         raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted; complete stacks are kept: run the same command again to "
-                   "resume", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C (130), or SIGTERM as runner.RunInterrupted (143)
+        click.echo(runner.interrupted_message(exc), err=True)
+        sys.exit(runner.interrupted_exit_code(exc))
     except OSError as exc:
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        raise click.ClickException(
-            f"cannot write output{where}: {exc.strerror or exc}; the run stopped, "
-            "complete stacks are kept (run the same command again to resume)") from None
-    except RuntimeError as exc:
+        raise click.ClickException(runner.write_error_message(exc)) from None
+    except RuntimeError as exc:  # also runner.RequestTooLargeError, FolderBusyError
         raise click.ClickException(str(exc)) from None
     if not quiet:
         skipped = (f", {summary.stacks_skipped} complete stacks skipped"

@@ -1,8 +1,8 @@
 """The zip container of ``.npz`` files: npy headers, zip constants, CRC-32 arithmetic and
 stream copies.
 
-Hand-written rather than :mod:`zipfile`, which cannot take members deflated in parallel
-chunks: the writer assembles archives from chunks compressed on every core.
+Hand-written rather than :mod:`zipfile` because the members are deflated in parallel chunks,
+which :mod:`zipfile` cannot take (see :class:`~.npz.NpzStreamWriter`, Notes).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import functools
 import io
 import os
 import shutil
+import zlib
 from typing import Any
 
 import numpy as np
@@ -47,10 +48,10 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     return buf.getvalue()
 
 
-# CRC-32 of a concatenation from the CRCs of its parts (the algorithm of zlib's
-# crc32_combine, which Python does not expose): crc(A + B) = crc(A) * x^(8 len(B)) + crc(B)
-# in GF(2)[x] modulo the CRC polynomial, in zlib's reflected bit order. It lets each chunk's
-# CRC be computed on the compression threads.
+# CRC-32 of a concatenation from the CRCs of its parts, so that each chunk's CRC is computed
+# on the compression threads: zlib.crc32_combine where Python has it (3.15 and later),
+# else the same algorithm written here: crc(A + B) = crc(A) * x^(8 len(B)) + crc(B) in
+# GF(2)[x] modulo the CRC polynomial, in zlib's reflected bit order.
 _CRC_POLY = 0xEDB88320
 
 
@@ -89,18 +90,23 @@ def _x8nmodp(n: int) -> int:
     return p
 
 
-def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+def _crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     """CRC-32 of ``A + B`` from ``crc1 = crc32(A)``, ``crc2 = crc32(B)`` and ``len(B)``."""
     return _multmodp(_x8nmodp(len2), crc1) ^ crc2
+
+
+#: CRC-32 of ``A + B`` from ``crc32(A)``, ``crc32(B)`` and ``len(B)``: zlib's own where the
+#: :mod:`zlib` module exposes it, else :func:`_crc32_combine`.
+crc32_combine = getattr(zlib, "crc32_combine", _crc32_combine)
 
 
 def _copy_stream(src: Any, dst: Any, size: int) -> None:
     """Append ``size`` bytes of ``src`` to ``dst`` (both binary files, ``dst`` at its end).
 
-    In the kernel with :func:`os.copy_file_range` where the system has it (Linux): measured
-    0.39 s of a 3.5 s run (16,384 images at 128 px into two archives) went to the
-    read/write copy, 0.03 s in the kernel. Elsewhere, or if the kernel refuses (older
-    kernels across file systems), :func:`shutil.copyfileobj`.
+    In the kernel with :func:`os.copy_file_range` where the system has it (Linux), which
+    spares the copy through Python's buffers (benchmarks/README.md, "What limits the CPU").
+    Elsewhere, or if the kernel refuses (older kernels across file systems),
+    :func:`shutil.copyfileobj`.
     """
     dst.flush()
     done = 0

@@ -1,16 +1,19 @@
 """Nothing half-written: every output is written under a temporary name in its destination
 folder and renamed to its final name only when complete; :func:`remove_stale_temporaries`
 cleans up what a killed run left behind. :class:`_CompleteOrAbort` is the writers' shared
-protocol (``complete()`` renames, ``abort()`` removes, a ``with`` block picks one).
+protocol (``complete()`` renames, ``abort()`` removes, a ``with`` block picks one), and
+:func:`_names_path` makes their write errors name the file.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -21,6 +24,8 @@ __all__ = [
     "remove_stale_temporaries",
     "temporary_path",
 ]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Temporary outputs are named ``.<final name>.<pid>.tmp`` (files or folders).
 TEMP_SUFFIX = ".tmp"
@@ -88,3 +93,19 @@ class _CompleteOrAbort:
             self.close()
         else:
             self.abort()
+
+
+def _names_path(method: _F) -> _F:
+    """Decorate a writer's method so that an OSError raised without a file name (a write
+    to an open file: a full disk, an I/O error) names the writer's final ``path``."""
+
+    @functools.wraps(method)
+    def named(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:
+                raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
+            raise
+
+    return named  # type: ignore[return-value]

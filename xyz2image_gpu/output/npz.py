@@ -35,7 +35,7 @@ from ._zip import (
     _npy_header,
     crc32_combine,
 )
-from .atomic import _CompleteOrAbort, temporary_path
+from .atomic import _CompleteOrAbort, _names_path, temporary_path
 
 __all__ = [
     "NpzStreamWriter",
@@ -141,10 +141,8 @@ class NpzStreamWriter(_CompleteOrAbort):
         The bytes written do not depend on it.
     rle_for_bool : bool, optional
         Compress ``bool`` members (delta/binary labels: long runs of zeros) with zlib's
-        run-length strategy (default True): still deflate, about twice as fast as the
-        default strategy at level 6 on sparse 128³ label volumes, and as small or smaller
-        (measured: delta_3d 930 vs 440 MB/s, 0.94x the size; binary_3d 670 vs 185 MB/s,
-        1.2x the size).
+        run-length strategy (default True): still deflate, faster than the default
+        strategy on sparse label volumes at a similar size (figures: benchmarks/README.md).
 
     Notes
     -----
@@ -205,6 +203,7 @@ class NpzStreamWriter(_CompleteOrAbort):
         """Images appended so far."""
         return self._members[0].rows
 
+    @_names_path
     def append(self, batch: Mapping[str, np.ndarray]) -> None:
         """Compress the next rows of every member.
 
@@ -246,7 +245,7 @@ class NpzStreamWriter(_CompleteOrAbort):
             member.rows += rows
         # Results are written in order, but only the oldest beyond a window are waited for:
         # the pool keeps compressing across batches instead of idling at the end of each
-        # (measured, 16,384 images at 128 px into two archives, 2 threads: 3.3 -> 3.0 s).
+        # (measured gain: benchmarks/README.md).
         self._drain(self._window)
 
     def _submit(self, member: _Member, chunks: Iterable[Any], final: bool) -> None:
@@ -281,6 +280,7 @@ class NpzStreamWriter(_CompleteOrAbort):
         self._drain()
 
     # -- finishing -----------------------------------------------------------------------
+    @_names_path
     def close(self) -> None:
         """Finish every member, write the archive and rename it to :attr:`path`.
 
@@ -291,7 +291,7 @@ class NpzStreamWriter(_CompleteOrAbort):
         ValueError
             Fewer rows than the layout declared were appended (temporaries are removed).
         OSError
-            Writing failed (temporaries are removed).
+            Writing failed (temporaries are removed); it names :attr:`path`.
         """
         if self._closed:
             return

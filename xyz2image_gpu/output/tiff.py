@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import _CompleteOrAbort, temporary_path
+from .atomic import _CompleteOrAbort, _names_path, temporary_path
 
 __all__ = [
     "TiffStackWriter",
@@ -74,8 +74,15 @@ class TiffStackWriter(_CompleteOrAbort):
             return images.astype(np.float32)
         return images
 
+    @_names_path
     def append(self, images: np.ndarray) -> None:
-        """Write the next images, shape ``(b, E, E)``."""
+        """Write the next images, shape ``(b, E, E)``.
+
+        Raises
+        ------
+        OSError
+            Writing failed (a full disk); it names :attr:`path`.
+        """
         if self._closed:
             raise ValueError(f"{self.path}: writer is closed")
         images = np.asarray(images)
@@ -88,6 +95,7 @@ class TiffStackWriter(_CompleteOrAbort):
             self._tif.write(np.ascontiguousarray(image), **self._kwargs)
         self._rows += images.shape[0]
 
+    @_names_path
     def close(self) -> None:
         """Finish the file and rename it to :attr:`path`; safe to call twice."""
         if self._closed:

@@ -143,9 +143,13 @@ class Renderer:
         self._threads.close()
 
     # ------------------------------------------------------------------ layout
+    def scratch_bytes_per_image(self, structure: Structure) -> int:
+        """Rough scratch bytes one image of ``structure`` needs while it renders."""
+        return self.kernel.per_image_bytes(structure.max_atoms, self.output_types)
+
     def default_batch_size(self, structure: Structure) -> int:
         """Images per batch: as many as fit the scratch memory, within [1, kernel's cap]."""
-        per = self.kernel.per_image_bytes(structure.max_atoms, self.output_types)
+        per = self.scratch_bytes_per_image(structure)
         return int(max(1, min(self.kernel.max_batch, self.work_memory // per)))
 
     def output_layout(
@@ -322,8 +326,7 @@ class Renderer:
 
     def chunk_size(self, structure: Structure) -> int:
         """Images rendered per step inside a batch (see the kernel's ``step_images``)."""
-        return self.kernel.step_images(
-            self.kernel.per_image_bytes(structure.max_atoms, self.output_types))
+        return self.kernel.step_images(self.scratch_bytes_per_image(structure))
 
     # ------------------------------------------------------------------ device work
     def _render_chunked(

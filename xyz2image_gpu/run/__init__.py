@@ -5,6 +5,9 @@
 * :mod:`.units`: rendering one unit (one input file x one stack) to its files;
 * :mod:`.execute`: running every unit on threads or worker processes;
 * :mod:`.lock`: the output folder's lock;
+* :mod:`.memory`: whether a request fits memory, checked before anything is written;
+* :mod:`.signals`: SIGTERM ending a run as Ctrl-C does;
+* :mod:`.errors`: what the user is told when a run stops, and whether rerunning helps;
 * :mod:`.progress`: the progress display.
 """
 
@@ -27,10 +30,13 @@ from .config import (
     settings_from_parameters,
     tif_path,
 )
+from .errors import write_error_message
 from .execute import run
 from .lock import FolderBusyError
 from .manifest import MANIFEST_NAME
+from .memory import RequestTooLargeError, available_memory
 from .progress import Progress
+from .signals import RunInterrupted, interrupted_exit_code, interrupted_message
 from .units import UnitCancelled
 
 __all__ = [
@@ -39,14 +45,19 @@ __all__ = [
     "FolderBusyError",
     "InputError",
     "Progress",
+    "RequestTooLargeError",
     "RunConfig",
+    "RunInterrupted",
     "RunSummary",
     "SettingsMismatchError",
     "UnitCancelled",
     "array_types",
+    "available_memory",
     "default_workers",
     "find_inputs",
     "image_types",
+    "interrupted_exit_code",
+    "interrupted_message",
     "normalize_elements",
     "normalize_output_types",
     "npz_path",
@@ -54,4 +65,5 @@ __all__ = [
     "run",
     "settings_from_parameters",
     "tif_path",
+    "write_error_message",
 ]

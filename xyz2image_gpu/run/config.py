@@ -12,6 +12,8 @@ Output layout (a contract that other tools read)::
 from __future__ import annotations
 
 import json
+import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ __all__ = [
     "default_workers",
     "find_inputs",
     "image_types",
+    "is_stack_file",
     "normalize_elements",
     "normalize_output_types",
     "npz_path",
@@ -71,12 +74,11 @@ _THREADED_TYPES = frozenset({"gaussian_2d", "gaussian_3d", "coordinates_3d"})
 def default_workers(settings: RenderSettings, output_types: Sequence[str]) -> int:
     """Rendering processes on the CPU when the user names none.
 
-    One, rendering and compressing on threads, when the compiled kernel makes every output
-    (it and zlib release the GIL): measured at 128 px, 2 files, 2 cores, gaussian_2d, it
-    finished 2 x 2048 images in 1.0 s against 1.14 s with 2 processes (whose start-up
-    costs 0.17 s) and 2 x 8192 in 3.3 against 3.4 s. Otherwise (the NumPy labels such as
-    delta_3d, TIFF stacks, legacy mode) one process per core: 2 x 2048 of the original script's
-    default outputs at 80 px took 2.65 s with 2 processes, 2.87 s with threads.
+    One, rendering and compressing on threads, when the compiled kernel makes every output:
+    it and zlib release the GIL, so threads fill the cores without the start-up of worker
+    processes. Otherwise (the NumPy labels such as delta_3d, TIFF stacks, legacy mode) one
+    process per core, where threads would wait on the GIL. The measurements behind both
+    choices are in benchmarks/README.md ("Figures behind the run's and writers' defaults").
     """
     from ..pipeline.kernels.compiled import compiled_kernel_available
 
@@ -95,8 +97,9 @@ def find_inputs(paths: Iterable[Path | str]) -> list[Path]:
     Raises
     ------
     InputError
-        No structure file was found, a path does not exist, or two files share a stem
-        (their outputs would share ``OUTPUT/<stem>/``).
+        No structure file was found, a path does not exist or is neither a regular file
+        nor a folder (a FIFO, ``/dev/null``), or two files share a stem (their outputs
+        would share ``OUTPUT/<stem>/``).
     """
     found: list[Path] = []
     for p in map(Path, paths):
@@ -105,6 +108,9 @@ def find_inputs(paths: Iterable[Path | str]) -> list[Path]:
                             if f.is_file() and f.suffix.lower() in XYZ_SUFFIXES)
         elif p.is_file():
             found.append(p)
+        elif p.exists():
+            raise InputError(f"{p}: not a regular file ({_file_kind(p)}); give .xyz files or "
+                             "folders of them")
         else:
             raise InputError(f"{p}: no such file or folder")
     unique: list[Path] = []
@@ -125,6 +131,26 @@ def find_inputs(paths: Iterable[Path | str]) -> list[Path]:
                              f"outputs would collide in OUTPUT/{f.stem}/ (rename one)")
         stems[f.stem] = f
     return unique
+
+
+def _file_kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is, in words."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a file or folder"
+
+
+#: Names of stack files in ``OUTPUT/<stem>/`` (:func:`npz_path`, :func:`tif_path`).
+_STACK_FILE = re.compile(r"\d{4,}(?:\.npz|_[a-z0-9_]+\.tif)")
+
+
+def is_stack_file(path: Path | str) -> bool:
+    """True when ``path`` is named as :func:`npz_path` or :func:`tif_path` name stacks."""
+    return _STACK_FILE.fullmatch(Path(path).name) is not None
 
 
 def npz_path(output_folder: Path, stem: str, stack: int) -> Path:

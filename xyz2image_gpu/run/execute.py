@@ -8,6 +8,7 @@ stacks that the manifest records as complete and whose files exist (resume).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -22,10 +23,18 @@ from typing import Any, TextIO
 from ..backend import get_backend
 from ..output.atomic import remove_stale_temporaries
 from ..output.npz import default_compression_threads
+from ..pipeline.engine import Renderer
 from ..pipeline.framing import FieldReport
 from ..structures.convert import as_structure
 from ..structures.model import StructureError
-from .config import RunConfig, RunSummary, SettingsMismatchError, default_workers
+from .config import (
+    RunConfig,
+    RunSummary,
+    SettingsMismatchError,
+    default_workers,
+    is_stack_file,
+    render_types,
+)
 from .lock import _folder_lock
 from .manifest import (
     MANIFEST_FORMAT,
@@ -36,7 +45,9 @@ from .manifest import (
     _package_version,
     _sha256,
 )
+from .memory import RequestTooLargeError, _check_memory, _Need
 from .progress import Progress
+from .signals import _sigterm_as_interrupt
 from .units import _THREAD_ENV, _Finishing, _render_unit, _Unit, _worker_init, _worker_run
 
 __all__ = [
@@ -45,6 +56,17 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- run
+
+
+@dataclasses.dataclass
+class _Input:
+    """One input file as read before anything is written: its hash and frames, or why it
+    cannot be used."""
+
+    path: Path
+    sha256: str | None = None
+    n_frames: int = 0
+    error: str | None = None
 
 
 class _Run:
@@ -104,17 +126,11 @@ class _Run:
             self.report(message)
 
     # -- phases
-    def prepare(self) -> tuple[list[_Unit], int]:
+    def plan(self) -> None:
+        """What only reads: the backend, the workers, every input (hash, frames, or why it
+        cannot be read) and whether one batch fits memory; raises before anything is
+        written (RequestTooLargeError, BackendError)."""
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        old = None if cfg.overwrite else _load_manifest(self.manifest_path)
-        params = cfg.parameters()
-        if old is not None and old.get("parameters") != params:
-            diff = _differences(old.get("parameters", {}), params)
-            raise SettingsMismatchError(
-                f"{self.out} holds stacks rendered with other settings ("
-                + "; ".join(diff[:6]) + ("; ..." if len(diff) > 6 else "")
-                + "); use --overwrite to replace them or choose another --output-folder")
         backend = get_backend(cfg.device)
         if backend.is_gpu:
             workers = 1
@@ -126,52 +142,126 @@ class _Run:
         self.workers = workers
         self.summary.device = f"{backend.name}: {backend.reason}"
         self.summary.workers = workers
-        old_files = (old or {}).get("files", {})
+        self.backend_name, self.backend_reason = backend.name, backend.reason
+        need = _Need()
+        renderer = Renderer(cfg.settings, render_types(cfg.output_types), backend)
+        self.inputs: list[_Input] = []
+        try:
+            for path in cfg.inputs:
+                item = _Input(Path(path))
+                self.inputs.append(item)
+                try:
+                    item.sha256 = _sha256(item.path)
+                    structure = as_structure(item.path, frameshift=cfg.frameshift,
+                                             maxframes=cfg.maxframes,
+                                             exclude_elements=cfg.exclude_elements)
+                except (StructureError, OSError) as exc:
+                    item.error = _describe_input_error(item.path, exc)
+                    continue
+                item.n_frames = len(structure.frames)
+                need.add(renderer, structure)
+        finally:
+            renderer.close()
+        n_units = cfg.n_stacks * sum(item.error is None for item in self.inputs)
+        _check_memory(cfg, need, min(workers, max(1, n_units)), backend.is_gpu)
+
+    def _previous_manifest(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The folder's manifest; SettingsMismatchError where it records other settings (or
+        cannot be read) and ``overwrite`` is off."""
+        try:
+            old = _load_manifest(self.manifest_path)
+        except SettingsMismatchError:
+            if not self.config.overwrite:
+                raise
+            return {"parameters": None, "files": {}}  # unreadable: replaced
+        if old is not None and old.get("parameters") != params and not self.config.overwrite:
+            diff = _differences(old.get("parameters", {}), params)
+            raise SettingsMismatchError(
+                f"{self.out} holds stacks rendered with other settings ("
+                + "; ".join(diff[:6]) + ("; ..." if len(diff) > 6 else "")
+                + "); use --overwrite to replace them or choose another --output-folder")
+        if old is not None and not isinstance(old.get("files"), dict):
+            old["files"] = {}
+        return old
+
+    def _remove_other_settings(self, old: dict[str, Any] | None) -> None:
+        """``overwrite`` over other (or unknown) settings: remove every stack file in the
+        folders of the old manifest's inputs and of this run's, so that the folder never
+        mixes settings (this run renders its own stacks again)."""
+        ours = {item.path.stem for item in self.inputs}
+        stems = ours | {s for s in (old or {}).get("files", {})
+                        if isinstance(s, str) and s and Path(s).name == s and s != ".."}
+        removed: list[Path] = []
+        for stem in sorted(stems):
+            folder = self.out / stem
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            for path in sorted(folder.iterdir()):
+                if is_stack_file(path) and path.is_file():
+                    path.unlink()
+                    removed.append(path)
+            if stem not in ours:
+                with contextlib.suppress(OSError):  # kept where other files remain
+                    folder.rmdir()
+        if removed:
+            names = [str(p.relative_to(self.out)) for p in removed]
+            self._say(f"--overwrite: removed {len(removed)} stack files rendered with other "
+                      f"settings ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
+
+    def prepare(self) -> tuple[list[_Unit], int]:
+        """Under the folder's lock: compare with the manifest, remove what ``overwrite``
+        replaces, write the new manifest; return the units to render and their images."""
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        params = cfg.parameters()
+        old = self._previous_manifest(params)
+        same = old is not None and old.get("parameters") == params
+        if cfg.overwrite and not same:
+            self._remove_other_settings(old)
         self.manifest = {
             "format": MANIFEST_FORMAT,
             "package": "xyz2image-gpu",
             "version": _package_version(),
             "parameters": params,
             "n_stacks": int(cfg.n_stacks),
-            "device": {"requested": cfg.device, "backend": backend.name,
-                       "reason": backend.reason},
-            "execution": {"workers": workers, "batch_size": cfg.batch_size},
+            "device": {"requested": cfg.device, "backend": self.backend_name,
+                       "reason": self.backend_reason},
+            "execution": {"workers": self.workers, "batch_size": cfg.batch_size},
             "files": {},
         }
         # keep what other runs into this folder (with these settings) recorded
-        for stem, entry in old_files.items():
-            self.manifest["files"][stem] = entry
+        old_files = old["files"] if same and old is not None else {}
+        self.manifest["files"].update(old_files)
         remove_stale_temporaries(self.out)
         units: list[_Unit] = []
         total = 0
-        threads = default_compression_threads() if workers == 1 else 1
-        for path in cfg.inputs:
-            stem = path.stem
+        threads = default_compression_threads() if self.workers == 1 else 1
+        # what every unit shares: the config without the input list, each unit names its
+        # own input (the list would travel with every unit pickled for a worker)
+        shared = dataclasses.replace(cfg, inputs=(), output_folder=self.out)
+        for item in self.inputs:
+            stem = item.path.stem
             remove_stale_temporaries(self.out / stem)
-            entry = {"path": str(path), "sha256": None, "status": "pending", "error": None,
-                     "n_frames": None, "images_per_stack": None, "completed_stacks": [],
-                     "outside_field": {}}
+            entry = {"path": str(item.path), "sha256": item.sha256, "status": "pending",
+                     "error": None, "n_frames": None, "images_per_stack": None,
+                     "completed_stacks": [], "outside_field": {}}
             previous = old_files.get(stem)
             self.manifest["files"][stem] = entry
-            try:
-                entry["sha256"] = _sha256(path)
-                structure = as_structure(path, frameshift=cfg.frameshift,
-                                         maxframes=cfg.maxframes,
-                                         exclude_elements=cfg.exclude_elements)
-            except (StructureError, OSError) as exc:
-                self._mark_failed(stem, _describe_input_error(path, exc))
+            if item.error is not None:
+                self._mark_failed(stem, item.error)
                 continue
-            entry["n_frames"] = len(structure.frames)
-            entry["images_per_stack"] = len(structure.frames) * cfg.n_rotation
+            entry["n_frames"] = item.n_frames
+            entry["images_per_stack"] = item.n_frames * cfg.n_rotation
             done: set[int] = set()
-            if previous and previous.get("sha256") == entry["sha256"] and not cfg.overwrite:
-                done = set(previous.get("completed_stacks", []))
+            if previous and not cfg.overwrite:
+                if previous.get("sha256") == item.sha256:
+                    done = set(previous.get("completed_stacks", []))
+                elif previous.get("completed_stacks"):
+                    self._say(f"warning: {item.path} changed since its stacks were written "
+                              "(its sha256 differs from the manifest's): its stacks are "
+                              "rendered again")
             for stack in range(cfg.n_stacks):
-                unit = _Unit(
-                    str(path), stem, stack, str(self.out), cfg.settings, cfg.output_types,
-                    cfg.n_rotation, cfg.seed, cfg.frameshift, cfg.maxframes,
-                    cfg.exclude_elements, cfg.compress_level, self.device, cfg.batch_size,
-                    threads, strict=cfg.strict)
+                unit = _Unit(str(item.path), stem, stack, shared, self.device, threads)
                 if stack in done and all(p.exists() for p in unit.outputs()):
                     entry["completed_stacks"].append(stack)
                     kept = previous.get("outside_field", {}).get(str(stack))
@@ -201,6 +291,13 @@ class _Run:
                 self._execute_pool(units)
             else:
                 self._execute_serial(units)
+        except BaseException:
+            # Every writer has stopped by now (aborted, joined; worker processes shut down).
+            # An interrupt that fell between two steps of a unit (a writer made, not yet
+            # guarded) may have left a temporary: remove them all, this run holds the lock.
+            for folder in [self.out, *(self.out / item.path.stem for item in self.inputs)]:
+                remove_stale_temporaries(folder)
+            raise
         finally:
             self.progress.close()
             self.progress = None
@@ -214,8 +311,7 @@ class _Run:
     def _execute_serial(self, units: list[_Unit]) -> None:
         # Each unit returns once its batches are queued; its writer finishes (last chunks,
         # archive assembly, fsync) while the next unit renders, and it is marked complete
-        # as soon as its files are. Measured at 128 px, 8 files x 2048 images on 2 cores:
-        # 3.22 -> 3.07 s.
+        # as soon as its files are (measured gain: benchmarks/README.md).
         failed: set[str] = set()
         finishing: list[_Finishing] = []
 
@@ -223,8 +319,8 @@ class _Run:
             """Mark finished units complete; wait for the oldest while more than keep
             are left."""
             while finishing and (len(finishing) > keep or finishing[0].finished):
+                finishing[0].wait()  # aborted by the except below if interrupted
                 done = finishing.pop(0)
-                done.wait()
                 self._record_field(done.unit, done.field_report)
                 self.summary.stacks_written += 1
                 self._mark_complete(done.unit)
@@ -327,8 +423,11 @@ def run(config: RunConfig, *, report: Callable[[str], None] | None = None,
     """Render every (file, stack) unit of ``config`` into ``config.output_folder``.
 
     Stacks already complete (manifest and files agree, input unchanged) are skipped unless
-    ``config.overwrite``. A malformed input file is reported through ``report`` and skipped;
-    it is listed in :attr:`RunSummary.failed`.
+    ``config.overwrite``; an input changed since its stacks were written is reported and
+    rendered again. With ``config.overwrite`` over a manifest of other settings, the stack
+    files of that manifest's inputs and of this run's are removed first, so the folder
+    never mixes settings. A malformed input file is reported through ``report`` and
+    skipped; it is listed in :attr:`RunSummary.failed`.
 
     Parameters
     ----------
@@ -348,29 +447,41 @@ def run(config: RunConfig, *, report: Callable[[str], None] | None = None,
 
     Raises
     ------
+    RequestTooLargeError
+        One batch of the request cannot fit this machine's memory; raised before anything
+        is written (or, where the estimate fell short, when memory ran out).
     SettingsMismatchError
         The output folder's manifest records other settings (and not ``overwrite``).
     OSError
         Writing an output failed (disk full, permission denied); the run stops and no
-        partial file is left under a final name.
+        partial file is left under a final name. :func:`write_error_message` words it.
     BackendError
         The requested device is not available.
     KeyboardInterrupt
-        Interrupted; completed stacks are kept and recorded, so the same command resumes.
+        Interrupted (Ctrl-C, or SIGTERM as :class:`RunInterrupted` where SIGTERM had its
+        default action); completed stacks are kept and recorded, so the same command
+        resumes.
     """
     if report is None:
         def report(message: str) -> None:
             print(message, file=sys.stderr, flush=True)
     start = time.perf_counter()
     state = _Run(config, report, progress, progress_stream, progress_interval)
-    Path(config.output_folder).mkdir(parents=True, exist_ok=True)
-    with _folder_lock(Path(config.output_folder)):
-        units, total = state.prepare()
-        try:
-            state.execute(units, total)
-        except BrokenProcessPool as exc:
-            raise RuntimeError(f"a worker process died unexpectedly ({exc}); out of memory? "
-                               "try fewer --workers or a smaller --batch-size") from None
-        finally:
-            state.summary.elapsed = time.perf_counter() - start
+    with _sigterm_as_interrupt():
+        state.plan()
+        Path(config.output_folder).mkdir(parents=True, exist_ok=True)
+        with _folder_lock(Path(config.output_folder)):
+            units, total = state.prepare()
+            try:
+                state.execute(units, total)
+            except BrokenProcessPool as exc:
+                raise RuntimeError(f"a worker process died unexpectedly ({exc}); out of "
+                                   "memory? try fewer --workers or a smaller --batch-size"
+                                   ) from None
+            except MemoryError as exc:
+                raise RequestTooLargeError(
+                    f"out of memory while rendering ({exc or 'MemoryError'}); try a smaller "
+                    "--batch-size, fewer --workers or a smaller --edgesize") from None
+            finally:
+                state.summary.elapsed = time.perf_counter() - start
     return state.summary

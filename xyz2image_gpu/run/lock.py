@@ -1,5 +1,5 @@
 """The output folder's lock: two runs never write into one folder (the second would remove
-the first one's temporaries as stale).
+the first one's temporaries as stale). :mod:`filelock` holds it, on every platform.
 """
 
 from __future__ import annotations
@@ -22,20 +22,23 @@ class FolderBusyError(RuntimeError):
 @contextlib.contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder/.lock`` so that two runs never share a folder
-    (the second would remove the first one's temporaries as stale)."""
+    (the second would remove the first one's temporaries as stale).
+
+    Raises
+    ------
+    FolderBusyError
+        Another process (or another run in this one) holds the lock.
+    """
+    import filelock  # imported here: ``import xyz2image_gpu`` stays light
+
+    lock = filelock.FileLock(str(Path(folder) / LOCK_NAME))
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise FolderBusyError(
+            f"another xyz2image-gpu run is writing into {folder}; wait for it or choose "
+            "another --output-folder") from None
+    try:
         yield
-        return
-    with open(folder / LOCK_NAME, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FolderBusyError(
-                f"another xyz2image-gpu run is writing into {folder}; wait for it or choose "
-                "another --output-folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    finally:
+        lock.release()

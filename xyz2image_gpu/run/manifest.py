@@ -5,6 +5,7 @@ files exist are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,12 +29,17 @@ MANIFEST_FORMAT = 1
 
 def _atomic_write_json(path: Path, data: Any) -> None:
     tmp = temporary_path(path)
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # an interrupt or a full disk leaves no temporary behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _load_manifest(path: Path) -> dict[str, Any] | None:

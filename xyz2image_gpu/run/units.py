@@ -26,7 +26,7 @@ from ..pipeline.framing import FieldReport
 from ..pipeline.settings import IMAGE_TYPES, OUTPUT_TYPES, RenderSettings
 from ..structures.convert import as_structure
 from ..structures.model import Structure, StructureError
-from .config import image_types, npz_path, render_types, tif_path
+from .config import RunConfig, image_types, npz_path, render_types, tif_path
 
 __all__ = [
     "UnitCancelled",
@@ -50,52 +50,50 @@ class UnitCancelled(Exception):
 
 @dataclass(frozen=True)
 class _Unit:
-    """One stack of one file; picklable, sent to worker processes."""
+    """One stack of one file; picklable, sent to worker processes.
+
+    ``config`` is the run's :class:`RunConfig`, shared by every unit of the run, without its
+    ``inputs`` (each unit names its own ``path``; the list would be pickled with every unit
+    sent to a worker). ``device`` is the backend resolved from ``config.device`` ("cpu" or
+    "gpu") and ``compression_threads`` the threads one unit compresses on.
+    """
 
     path: str
     stem: str
     stack: int
-    output_folder: str
-    settings: RenderSettings
-    output_types: tuple[str, ...]
-    n_rotation: int
-    seed: int
-    frameshift: int
-    maxframes: int
-    exclude_elements: tuple[str, ...]
-    compress_level: int
+    config: RunConfig
     device: str
-    batch_size: int | None
     compression_threads: int
-    strict: bool = False  # atoms outside the field of view fail the file
 
     def outputs(self) -> list[Path]:
-        out = Path(self.output_folder)
+        out = Path(self.config.output_folder)
         return [npz_path(out, self.stem, self.stack)] + [
-            tif_path(out, self.stem, self.stack, n) for n in image_types(self.output_types)]
+            tif_path(out, self.stem, self.stack, n)
+            for n in image_types(self.config.output_types)]
 
 
 def _renderer(unit: _Unit) -> Renderer:
-    key = (unit.settings, render_types(unit.output_types), unit.device,
-           unit.compression_threads)
+    cfg = unit.config
+    key = (cfg.settings, render_types(cfg.output_types), unit.device, unit.compression_threads)
     if key not in _RENDERERS:
         for old in _RENDERERS.values():
             old.close()
         _RENDERERS.clear()
         # one thread per core the unit may use: all of them in the serial path, one in a
         # worker process (the compiled CPU kernel splits a batch over these threads)
-        _RENDERERS[key] = Renderer(unit.settings, render_types(unit.output_types), unit.device,
+        _RENDERERS[key] = Renderer(cfg.settings, render_types(cfg.output_types), unit.device,
                                    threads=unit.compression_threads)
     return _RENDERERS[key]
 
 
 def _structure(unit: _Unit) -> Structure:
-    key = (unit.path, unit.frameshift, unit.maxframes, unit.exclude_elements)
+    cfg = unit.config
+    key = (unit.path, cfg.frameshift, cfg.maxframes, cfg.exclude_elements)
     if _STRUCTURE.get("key") != key:
         _STRUCTURE.clear()
         _STRUCTURE["value"] = as_structure(
-            unit.path, frameshift=unit.frameshift, maxframes=unit.maxframes,
-            exclude_elements=unit.exclude_elements)
+            unit.path, frameshift=cfg.frameshift, maxframes=cfg.maxframes,
+            exclude_elements=cfg.exclude_elements)
         _STRUCTURE["key"] = key
     return _STRUCTURE["value"]
 
@@ -140,13 +138,13 @@ class _Finishing:
 
 def _check_field(unit: _Unit, report: FieldReport) -> None:
     """Raise StructureError when the images so far cannot be kept: frames whose images come
-    out blank, images with every atom outside the field of view, or (``unit.strict``) any
+    out blank, images with every atom outside the field of view, or (``config.strict``) any
     atom outside it."""
     if report.frames_blank:
         raise StructureError(report.blank_why(), path=unit.path, frame=report.frames_blank[0])
     if report.images_empty:
         raise StructureError(report.describe(), path=unit.path)
-    if unit.strict and report.atoms_outside:
+    if unit.config.strict and report.atoms_outside:
         raise StructureError(f"{report.describe()} (--strict)", path=unit.path)
 
 
@@ -168,32 +166,32 @@ def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
     """
     if field_report is None:
         field_report = FieldReport()
+    cfg = unit.config
     structure = _structure(unit)
     renderer = _renderer(unit)
-    n_images = len(structure.frames) * unit.n_rotation
+    n_images = len(structure.frames) * cfg.n_rotation
     layout = renderer.output_layout(structure, n_images)
-    npz_keys = [k for k in layout if k not in OUTPUT_TYPES or k in unit.output_types]
-    folder = Path(unit.output_folder) / unit.stem
-    folder.mkdir(parents=True, exist_ok=True)
-    npz = NpzStreamWriter(npz_path(Path(unit.output_folder), unit.stem, unit.stack),
-                          {k: layout[k] for k in npz_keys}, unit.compress_level,
+    npz_keys = [k for k in layout if k not in OUTPUT_TYPES or k in cfg.output_types]
+    out = Path(cfg.output_folder)
+    (out / unit.stem).mkdir(parents=True, exist_ok=True)
+    npz = NpzStreamWriter(npz_path(out, unit.stem, unit.stack),
+                          {k: layout[k] for k in npz_keys}, cfg.compress_level,
                           unit.compression_threads)
     tifs: dict[str, TiffStackWriter] = {}
     background = BackgroundWriter(maxsize=2)
     try:
-        for batch in renderer.iter_batches(structure, unit.n_rotation, seed=unit.seed,
-                                           stack=unit.stack, batch_size=unit.batch_size,
+        for batch in renderer.iter_batches(structure, cfg.n_rotation, seed=cfg.seed,
+                                           stack=unit.stack, batch_size=cfg.batch_size,
                                            field_report=field_report):
             _check_field(unit, field_report)
             if stop():
                 raise UnitCancelled(f"{unit.stem} stack {unit.stack}")
-            if not tifs and image_types(unit.output_types):
-                px = _tif_pixel_size(unit.settings, structure, batch["voxel_size"])
-                for name in image_types(unit.output_types):
+            if not tifs and image_types(cfg.output_types):
+                px = _tif_pixel_size(cfg.settings, structure, batch["voxel_size"])
+                for name in image_types(cfg.output_types):
                     shape, dtype = layout[IMAGE_TYPES[name]]
                     tifs[name] = TiffStackWriter(
-                        tif_path(Path(unit.output_folder), unit.stem, unit.stack, name),
-                        shape, dtype, px)
+                        tif_path(out, unit.stem, unit.stack, name), shape, dtype, px)
             background.put(npz, batch)
             for name, writer in tifs.items():
                 background.put(writer, batch[IMAGE_TYPES[name]])
@@ -224,8 +222,19 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
+def _worker_sigterm(signum: int, frame: Any) -> None:
+    # SIGTERM to the whole process group (a batch scheduler, `kill -- -PGID`), or from the
+    # pool terminating its workers: a unit in progress stops at its next batch and removes
+    # its temporaries, then the worker exits (_worker_run); an idle worker exits at once.
+    _WORKER["terminated"] = signum
+    if not _WORKER.get("busy"):
+        os._exit(128 + signum)
+
+
 def _worker_init(progress_queue: Any, stop_event: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _worker_sigterm)
     _WORKER["queue"] = progress_queue
     _WORKER["stop"] = stop_event
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -235,11 +244,20 @@ def _worker_run(unit: _Unit) -> tuple[str, Any]:
     """Run a unit in a worker; errors that the main process must tell apart come back as data."""
     queue = _WORKER["queue"]
     stop_event = _WORKER["stop"]
+
+    def stop() -> bool:
+        return stop_event.is_set() or "terminated" in _WORKER
+
+    _WORKER["busy"] = True
     field_report = FieldReport()
     try:
-        n = _render_unit(unit, queue.put, stop_event.is_set, field_report=field_report)
+        n = _render_unit(unit, queue.put, stop, field_report=field_report)
     except StructureError as exc:
         return "structure-error", str(exc)
     except UnitCancelled:
         return "cancelled", None
+    finally:
+        _WORKER["busy"] = False
+        if "terminated" in _WORKER:  # the unit's files are complete or removed by now
+            os._exit(128 + _WORKER["terminated"])
     return "ok", (n, field_report)
