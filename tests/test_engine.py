@@ -536,7 +536,8 @@ def test_sub_pixel_sigma_gives_empty_image_on_every_kernel(device):
     for kernel in kernels:
         r = Renderer(RenderSettings(edgesize=4, gauss_sigma=0.001, padxyz=0.25), ["gaussian_2d"],
                      device, cpu_kernel=kernel)
-        img = r.render(st, 1)["gaussian_2d"]
+        with pytest.warns(UserWarning, match="too coarse to show the atoms"):
+            img = r.render(st, 1)["gaussian_2d"]
         r.close()
         assert img.max() == 0, (kernel, img)
 

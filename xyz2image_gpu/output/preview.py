@@ -40,8 +40,8 @@ def render_preview(path: Path | str, *, n_images: int = 4, seed: int = 0,
         n_atoms, rotations, voxel_size (Å per pixel), frame_index.
     """
     structure = as_structure(path, frameshift=frame, maxframes=1)
-    renderer = Renderer(settings or RenderSettings(), _TYPES, device)
-    return renderer.render(structure, n_images, seed=seed)
+    with Renderer(settings or RenderSettings(), _TYPES, device) as renderer:
+        return renderer.render(structure, n_images, seed=seed)
 
 
 def write_preview(path: Path | str, output: Path | str, *, n_images: int = 4, seed: int = 0,
