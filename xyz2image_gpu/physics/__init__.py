@@ -4,5 +4,6 @@ not a kernel.
 * :mod:`.probe`: the probe's intensity from its optics, fitted by a sum of Gaussians;
 * :mod:`.thermal`: r.m.s. thermal displacements (Debye–Waller) and the widths they give;
 * :mod:`.augment`: frozen-phonon jitter, shot and read noise, scan distortions;
-* :mod:`.calibrate`: fitting render settings to a reference image.
+* :mod:`.calibrate`: fitting render settings to a reference image;
+* :mod:`.constants`: the physical constants they share (CODATA 2018, SI).
 """

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..pipeline.kernels.gaussian import axis_profiles
+from .constants import FWHM_PER_SIGMA
 from .optimize import nelder_mead
-from .probe import FWHM_PER_SIGMA, ProbeOptics, fit_probe
+from .probe import ProbeOptics, fit_probe
 from .thermal import smear_components
 
 __all__ = [

@@ -48,6 +48,13 @@ from typing import Any
 
 import numpy as np
 
+from .constants import (
+    ELECTRON_MASS,
+    ELEMENTARY_CHARGE,
+    FWHM_PER_SIGMA,
+    PLANCK,
+    SPEED_OF_LIGHT,
+)
 from .optimize import nelder_mead
 
 __all__ = [
@@ -63,15 +70,6 @@ __all__ = [
     "probe_profile",
     "profile_fwhm",
 ]
-
-# CODATA 2018 exact / recommended values (SI).
-_PLANCK = 6.62607015e-34  # J s
-_ELECTRON_MASS = 9.1093837015e-31  # kg
-_ELEMENTARY_CHARGE = 1.602176634e-19  # C
-_SPEED_OF_LIGHT = 299792458.0  # m / s
-
-#: FWHM of a Gaussian in units of its standard deviation, 2 sqrt(2 ln 2).
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 # Elements of a J0 matrix computed at once (memory bound: 16 bytes each, a few of them).
 _CHUNK = 1 << 20
@@ -107,9 +105,9 @@ def electron_wavelength(kv: float) -> float:
     kv = float(kv)
     if not (kv > 0 and math.isfinite(kv)):
         raise ValueError(f"voltage must be a positive number of kV, got {kv}")
-    ev = _ELEMENTARY_CHARGE * kv * 1e3  # kinetic energy, J
-    p2 = 2.0 * _ELECTRON_MASS * ev * (1.0 + ev / (2.0 * _ELECTRON_MASS * _SPEED_OF_LIGHT**2))
-    return _PLANCK / math.sqrt(p2) * 1e10
+    ev = ELEMENTARY_CHARGE * kv * 1e3  # kinetic energy, J
+    p2 = 2.0 * ELECTRON_MASS * ev * (1.0 + ev / (2.0 * ELECTRON_MASS * SPEED_OF_LIGHT**2))
+    return PLANCK / math.sqrt(p2) * 1e10
 
 
 def optimal_defocus(convergence_mrad: float, cs_mm: float) -> float:

@@ -52,6 +52,7 @@ from typing import Any, Union
 import numpy as np
 
 from ..structures.elements import atomic_number, symbol
+from .constants import ATOMIC_MASS_UNIT, BOLTZMANN, HBAR
 
 __all__ = [
     "DEFAULT_RMS_DISPLACEMENT",
@@ -147,11 +148,6 @@ ElementKey = Union[str, int]
 #: Per-element displacement overrides: ``{element: u_Å}`` or ``((element, u_Å), ...)``.
 Overrides = Union[Mapping[ElementKey, float], Iterable[tuple[ElementKey, float]], None]
 
-# SI constants (CODATA 2018).
-_HBAR = 1.054571817e-34  # J s
-_K_B = 1.380649e-23  # J / K
-_AMU = 1.66053906660e-27  # kg
-
 
 class ThermalDataWarning(UserWarning):
     """An element had no tabulated displacement and got :data:`DEFAULT_RMS_DISPLACEMENT`."""
@@ -201,7 +197,7 @@ def debye_rms_displacement(mass_amu: float, debye_temperature: float, temperatur
     bracket = 0.25
     if temperature > 0:
         bracket += _debye_phi_over_x(debye_temperature / temperature)
-    u2 = 3.0 * _HBAR**2 / (mass_amu * _AMU * _K_B * debye_temperature) * bracket
+    u2 = 3.0 * HBAR**2 / (mass_amu * ATOMIC_MASS_UNIT * BOLTZMANN * debye_temperature) * bracket
     return math.sqrt(u2) * 1e10
 
 
