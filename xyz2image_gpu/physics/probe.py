@@ -47,6 +47,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from scipy.optimize import nnls
 
 from .constants import (
     ELECTRON_MASS,
@@ -574,40 +575,6 @@ class GaussianFit:
         }
 
 
-def _nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarray:
-    """Non-negative least squares ``min ||A x - b||, x >= 0`` (Lawson & Hanson 1974, ch. 23)."""
-    n = a.shape[1]
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    scale = np.linalg.norm(a, axis=0) * max(float(np.linalg.norm(b)), 1e-300)
-    tol = 1e-12 * float(np.max(scale)) if scale.size else 0.0
-    max_iter = max_iter or 3 * n + 10
-    for _ in range(max_iter):
-        grad = np.where(passive, -np.inf, a.T @ (b - a @ x))
-        j = int(np.argmax(grad))
-        if grad[j] <= tol:
-            break
-        passive[j] = True
-        while True:
-            idx = np.nonzero(passive)[0]
-            z = np.zeros(n)
-            z[idx] = np.linalg.lstsq(a[:, idx], b, rcond=None)[0]
-            if np.all(z[idx] > 0):
-                x = z
-                break
-            # Step from x towards z until the first passive variable reaches 0; drop it.
-            neg = idx[z[idx] <= 0]
-            ratios = x[neg] / (x[neg] - z[neg])
-            k = int(np.argmin(ratios))
-            x = x + ratios[k] * (z - x)
-            x[neg[k]] = 0.0
-            passive &= x > 0
-            x[~passive] = 0.0
-            if not np.any(passive):
-                break
-    return x
-
-
 def fit_gaussians(
     r: Any,
     intensity: Any,
@@ -621,8 +588,9 @@ def fit_gaussians(
     Minimises ``∫ (I(r) - Σ a_g exp(-r²/(2σ_g²)))² 2πr dr`` over ``a_g >= 0`` and σ_g (the
     fit is good where the intensity is, in the 2-D integral sense) by variable projection:
     for given widths the amplitudes are a non-negative least-squares problem
-    (Lawson-Hanson), and the log-widths are optimised with Nelder-Mead from several starts
-    (one seeded by a non-negative fit over a dense dictionary of widths).
+    (Lawson-Hanson, :func:`scipy.optimize.nnls`), and the log-widths are optimised with
+    Nelder-Mead from several starts (one seeded by a non-negative fit over a dense dictionary
+    of widths).
 
     Parameters
     ----------
@@ -710,13 +678,13 @@ def fit_gaussians(
         clipped = np.clip(logs, log_lo, log_hi)
         penalty = float(np.sum((logs - clipped) ** 2))
         g = design(np.exp(clipped))
-        a = _nnls(g, rhs)
+        a, _ = nnls(g, rhs)
         res = g @ a - rhs
         return float(res @ res) / norm2 + penalty
 
     # Start 1: non-negative fit over a dense dictionary of widths, clustered into <= n.
     dictionary = np.geomspace(s_lo, s_hi, 64)
-    coef = _nnls(design(dictionary), rhs)
+    coef = nnls(design(dictionary), rhs)[0]
     clusters: list[tuple[float, float]] = []  # (weight, log sigma)
     run: list[int] = []
     for i in list(range(dictionary.size)) + [-1]:
@@ -749,7 +717,7 @@ def fit_gaussians(
     assert best_x is not None
 
     sigmas = np.exp(np.clip(best_x, log_lo, log_hi))
-    amps = _nnls(design(sigmas), rhs)
+    amps = nnls(design(sigmas), rhs)[0]
     keep = amps > 1e-12 * amps.sum()
     sigmas, amps = sigmas[keep], amps[keep]
     # Merge components of (numerically) equal width, keeping peak and integral.
@@ -764,7 +732,7 @@ def fit_gaussians(
             merged.append([float(a), float(s)])
     sigmas = np.array([s for _, s in merged])
     if len(merged) < keep.sum():
-        amps = _nnls(design(sigmas), rhs)
+        amps = nnls(design(sigmas), rhs)[0]
     else:
         amps = np.array([a for a, _ in merged])
     g = design(sigmas)[: target.size]
