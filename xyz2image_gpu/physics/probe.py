@@ -27,10 +27,9 @@ Gaussian whose **full width at half maximum** is ``source_size`` (σ_s = FWHM / 
 radially symmetric profile the 2-D convolution is done exactly as a 1-D integral with the
 kernel ``(r'/σ²) exp(-(r² + r'²)/(2σ²)) I0(r r'/σ²)`` (panel Gauss-Legendre quadrature).
 
-No SciPy: J0 uses the polynomial approximations 9.4.1 and 9.4.3 of Abramowitz & Stegun,
-*Handbook of Mathematical Functions* (1964), |error| < 1e-7; the k integral is Gauss-Legendre
-quadrature with enough nodes for the oscillations of J0 and of χ; I0 is ``numpy.i0``
-(exponentially scaled, with its asymptotic series for large arguments).
+Numerics: J0 is :func:`scipy.special.j0` and the exponentially scaled I0 is
+:func:`scipy.special.i0e` (both to double precision); the k integral is Gauss-Legendre
+quadrature with enough nodes for the oscillations of J0 and of χ.
 
 Normalisation: :func:`probe_profile` returns ``I(0) = 1`` (``normalize="peak"``) or
 ``∫ I d²r = 1`` in Å⁻² (``normalize="integral"``, exact through Parseval: the aperture
@@ -47,6 +46,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from scipy import special
 from scipy.optimize import nnls
 
 from .constants import (
@@ -219,39 +219,16 @@ class ProbeOptics:
 
 
 # --------------------------------------------------------------------------------------------
-# Special functions (NumPy only)
+# Special functions and quadrature
 # --------------------------------------------------------------------------------------------
 
 _J1_FIRST_ZERO = 3.8317059702075125
 
-# Abramowitz & Stegun 9.4.1, |x| <= 3: J0 = Σ c_n (x/3)^(2n), |error| < 5e-8.
-_J0_SMALL = (1.0, -2.2499997, 1.2656208, -0.3163866, 0.0444479, -0.0039444, 0.0002100)
-# A&S 9.4.3, x >= 3: J0 = x^-1/2 f0 cos(θ0), polynomials in 3/x; |error f0| < 1.6e-8,
-# |error θ0| < 7e-8.
-_J0_F0 = (0.79788456, -0.00000077, -0.00552740, -0.00009512, 0.00137237, -0.00072805, 0.00014476)
-_J0_THETA0 = (
-    -0.78539816,
-    -0.04166397,
-    -0.00003954,
-    0.00262573,
-    -0.00054125,
-    -0.00029333,
-    0.00013558,
-)
-
-
-def _poly(coeffs: tuple[float, ...], t: np.ndarray) -> np.ndarray:
-    out = np.full_like(t, coeffs[-1])
-    for c in coeffs[-2::-1]:
-        out *= t
-        out += c
-    return out
-
 
 def bessel_j0(x: Any) -> np.ndarray:
-    """Bessel function of the first kind of order 0, absolute error < 1e-7.
+    """Bessel function of the first kind of order 0: :func:`scipy.special.j0` in float64.
 
-    Abramowitz & Stegun (1964) 9.4.1 for ``|x| <= 3`` and 9.4.3 above, NumPy only.
+    Kept as a public name of this module; it adds nothing to SciPy's function.
 
     Parameters
     ----------
@@ -263,30 +240,7 @@ def bessel_j0(x: Any) -> np.ndarray:
     ndarray of float64
         ``J0(x)``, same shape as ``x``.
     """
-    x = np.abs(np.asarray(x, dtype=np.float64))
-    out = np.empty_like(x)
-    small = x <= 3.0
-    t = np.square(x[small] / 3.0)
-    out[small] = _poly(_J0_SMALL, t)
-    big = ~small
-    xb = x[big]
-    u = 3.0 / xb
-    out[big] = _poly(_J0_F0, u) * np.cos(xb + _poly(_J0_THETA0, u)) / np.sqrt(xb)
-    return out
-
-
-def _i0e(x: np.ndarray) -> np.ndarray:
-    """Exponentially scaled modified Bessel function ``exp(-x) I0(x)`` for x >= 0."""
-    out = np.empty_like(x)
-    small = x <= 500.0
-    out[small] = np.i0(x[small]) * np.exp(-x[small])
-    xb = x[~small]
-    if xb.size:
-        t = 1.0 / (8.0 * xb)
-        # Asymptotic series Σ ((2k-1)!!)² / (k! (8x)^k); at x = 500 the next term is < 1e-14.
-        series = 1.0 + t * (1.0 + t * (4.5 + t * (37.5 + t * 459.375)))
-        out[~small] = series / np.sqrt(2.0 * math.pi * xb)
-    return out
+    return special.j0(np.asarray(x, dtype=np.float64))
 
 
 @lru_cache(maxsize=32)
@@ -358,7 +312,7 @@ def _coherent_intensity(optics: ProbeOptics, r: np.ndarray) -> np.ndarray:
     two_pi_k = 2.0 * math.pi * k
     for start in range(0, r.size, step):
         rr = r[start : start + step]
-        psi = bessel_j0(rr[:, None] * two_pi_k[None, :]) @ amp
+        psi = special.j0(rr[:, None] * two_pi_k[None, :]) @ amp
         out[start : start + step] = psi.real**2 + psi.imag**2
     return out
 
@@ -391,7 +345,7 @@ def _blurred_intensity(optics: ProbeOptics, r: np.ndarray) -> np.ndarray:
         g = grid[lo:hi]
         d = rr[:, None] - g[None, :]
         kern = (g * inv_s2)[None, :] * np.exp(-0.5 * inv_s2 * d * d)
-        kern *= _i0e(rr[:, None] * g[None, :] * inv_s2)
+        kern *= special.i0e(rr[:, None] * g[None, :] * inv_s2)
         out[order[start : start + block]] = kern @ weights[lo:hi]
     return out
 
