@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 from scipy import special
-from scipy.optimize import nnls
+from scipy.optimize import brentq, nnls
 
 from .constants import (
     ELECTRON_MASS,
@@ -499,17 +499,18 @@ class GaussianFit:
 
     @property
     def fwhm(self) -> float:
-        """Full width at half maximum of the fitted profile, Å (monotonic: bisection)."""
-        lo, hi = 0.0, 10.0 * max(s for _, s in self.components)
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            if self.evaluate(mid) > 0.5:
-                lo = mid
-            else:
-                hi = mid
-            if hi - lo <= 1e-13 * hi:
-                break
-        return lo + hi
+        """Full width at half maximum of the fitted profile, Å.
+
+        The profile falls monotonically from r = 0, so its half maximum is the one root of
+        ``evaluate(r) - ½`` on ``[0, 10 max σ_g]``, found by :func:`scipy.optimize.brentq`;
+        0 when the profile never reaches ½ (amplitudes summing to ½ or less).
+        """
+        half = 0.5
+        top = 10.0 * max(s for _, s in self.components)
+        if not float(self.evaluate(0.0)) > half:
+            return 0.0
+        hwhm = brentq(lambda r: float(self.evaluate(r)) - half, 0.0, top, xtol=1e-15)
+        return 2.0 * hwhm
 
     def describe(self) -> str:
         """One line for logs and manifests."""

@@ -50,6 +50,7 @@ from types import MappingProxyType
 from typing import Any, Union
 
 import numpy as np
+from scipy.optimize import brentq
 
 from ..structures.elements import atomic_number, symbol
 from .constants import ATOMIC_MASS_UNIT, BOLTZMANN, HBAR
@@ -203,17 +204,14 @@ def debye_rms_displacement(mass_amu: float, debye_temperature: float, temperatur
 
 @cache
 def _effective_theta(sym: str) -> float:
+    """θ (K) whose Debye displacement at 300 K is the table's: :func:`scipy.optimize.brentq`
+    on ln θ in [0, ln 1e5], where u falls monotonically with θ."""
     u_ref, mass = _TABLE[sym]
-    lo, hi = math.log(1.0), math.log(1e5)  # u decreases monotonically with θ
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if debye_rms_displacement(mass, math.exp(mid), REFERENCE_TEMPERATURE) > u_ref:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-13:
-            break
-    return math.exp(0.5 * (lo + hi))
+
+    def excess(log_theta: float) -> float:
+        return debye_rms_displacement(mass, math.exp(log_theta), REFERENCE_TEMPERATURE) - u_ref
+
+    return math.exp(brentq(excess, 0.0, math.log(1e5), xtol=1e-13))
 
 
 def effective_debye_temperature(element: ElementKey) -> float:
