@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 from scipy import special
-from scipy.optimize import brentq, nnls
+from scipy.optimize import brentq, minimize, nnls
 
 from .constants import (
     ELECTRON_MASS,
@@ -56,7 +56,6 @@ from .constants import (
     PLANCK,
     SPEED_OF_LIGHT,
 )
-from .optimize import nelder_mead
 
 __all__ = [
     "FWHM_PER_SIGMA",
@@ -544,8 +543,8 @@ def fit_gaussians(
     fit is good where the intensity is, in the 2-D integral sense) by variable projection:
     for given widths the amplitudes are a non-negative least-squares problem
     (Lawson-Hanson, :func:`scipy.optimize.nnls`), and the log-widths are optimised with
-    Nelder-Mead from several starts (one seeded by a non-negative fit over a dense dictionary
-    of widths).
+    Nelder-Mead (:func:`scipy.optimize.minimize`) from several starts (one seeded by a
+    non-negative fit over a dense dictionary of widths).
 
     Parameters
     ----------
@@ -663,10 +662,18 @@ def fit_gaussians(
         hi = min(s_ref * top, s_hi)
         starts.append(np.log(np.geomspace(max(0.8 * s_ref, s_lo), max(hi, s_lo), n)))
 
+    def descend(x0: np.ndarray, step: float) -> tuple[np.ndarray, float]:
+        # Nelder-Mead from the simplex x0 + step e_i, until its vertices lie within 1e-7 in
+        # ln σ (relative 1e-7 in width) of the best; fatol=inf: the size alone ends it.
+        simplex = np.vstack([x0, x0 + step * np.eye(x0.size)])
+        options = {"initial_simplex": simplex, "xatol": 1e-7, "fatol": math.inf, "maxfev": 2000}
+        res = minimize(cost, x0, method="Nelder-Mead", options=options)
+        return res.x, float(res.fun)
+
     best_x, best_f = None, math.inf
     for x0 in starts:
-        x, fx = nelder_mead(cost, x0)
-        x, fx = nelder_mead(cost, x, step=0.05)  # restart: escape a collapsed simplex
+        x, fx = descend(x0, 0.25)
+        x, fx = descend(x, 0.05)  # restart: escape a collapsed simplex
         if fx < best_f:
             best_x, best_f = x, fx
     assert best_x is not None
