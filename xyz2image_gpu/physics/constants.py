@@ -1,9 +1,9 @@
 """Physical constants of the physics modules, in SI units, from one place.
 
 CODATA 2018 values (exact where the 2019 SI fixes them). Not :mod:`scipy.constants`: its
-CODATA edition follows the SciPy release (SciPy 1.15 moved to CODATA 2022, which changes the
-electron mass and the atomic mass constant in the 10th digit), and these values fix the
-fitted probe, hence image bytes, whatever SciPy is installed.
+CODATA edition follows the SciPy release (SciPy 1.17 has CODATA 2022, whose electron mass and
+atomic mass constant differ from 2018's in the 10th digit), and these values fix the fitted
+probe, hence image bytes, whatever SciPy is installed.
 """
 
 from __future__ import annotations
