@@ -7,9 +7,10 @@ axis 1 = y, like this project's outputs) and its pixel size, fit by least square
 
 over the probe width (one Gaussian of ``sigma`` Å, or an optics probe with a fitted source
 size: the coherent probe's Gaussians convolved with the source Gaussian), the Z exponent
-``n`` and a sub-pixel ``shift``; ``scale`` and ``background`` are
-solved linearly at every step. The field of view is the one of ``framing="fixed"``: the
-structure's bounding box centred in the image. The result prints as ``render`` options.
+``n`` and a sub-pixel ``shift`` (Nelder-Mead, :func:`scipy.optimize.minimize`); ``scale``
+and ``background`` are solved linearly at every step. The field of view is the one of
+``framing="fixed"``: the structure's bounding box centred in the image. The result prints as
+``render`` options.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize
 
 from ..pipeline.kernels.gaussian import axis_profiles
-from .optimize import nelder_mead
-from .probe import FWHM_PER_SIGMA, ProbeOptics, fit_probe
+from .constants import FWHM_PER_SIGMA
+from .probe import ProbeOptics, fit_probe
 from .thermal import smear_components
 
 __all__ = [
@@ -201,10 +203,17 @@ def calibrate(
     def cost(x: np.ndarray) -> float:
         return _linear_fit(model(x), img)[2]
 
+    def descend(x0: np.ndarray, step: float) -> np.ndarray:
+        # Nelder-Mead from the simplex x0 + step e_i, until its vertices lie within 1e-7 of
+        # the best (fatol=inf: the size alone ends it) or after 600 images.
+        simplex = np.vstack([x0, x0 + step * np.eye(x0.size)])
+        options = {"initial_simplex": simplex, "xatol": 1e-7, "fatol": math.inf, "maxfev": 600}
+        return minimize(cost, x0, method="Nelder-Mead", options=options).x
+
     x0 = np.array([math.log(start_width)] + ([z_exponent] if fit_z else []) + [0.0, 0.0])
     r_initial = pearson_r(model(x0), img)
-    x, _ = nelder_mead(cost, x0, step=0.2, max_eval=600)
-    x, _ = nelder_mead(cost, x, step=0.02, max_eval=600)  # restart from a fresh simplex
+    x = descend(x0, 0.2)
+    x = descend(x, 0.02)  # restart from a fresh simplex
     width, n, shift = unpack(x)
     fitted_optics = None
     components = components_of(width)

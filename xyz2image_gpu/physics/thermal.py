@@ -50,8 +50,10 @@ from types import MappingProxyType
 from typing import Any, Union
 
 import numpy as np
+from scipy.optimize import brentq
 
 from ..structures.elements import atomic_number, element_values, symbol
+from .constants import ATOMIC_MASS_UNIT, BOLTZMANN, HBAR
 
 __all__ = [
     "DEFAULT_RMS_DISPLACEMENT",
@@ -75,69 +77,84 @@ REFERENCE_TEMPERATURE = 300.0
 #: of the table's metals. Scaled as sqrt(T / 300 K); using it raises a ThermalDataWarning.
 DEFAULT_RMS_DISPLACEMENT = 0.08
 
-# symbol: (u at 300 K in Å, standard atomic weight in u). B = 8π²u² in the comments, Å².
-# Sources: see the module docstring (CP99 = Cao & Peng 1999 at 300 K).
-_TABLE: dict[str, tuple[float, float]] = {
-    "Li": (0.2523, 6.940),  # B 5.03, CP99 bcc
-    "Be": (0.0820, 9.012),  # B 0.531, CP99 hcp
-    "C": (0.0419, 12.011),  # B 0.139, CP99 diamond
-    "N": (0.0611, 14.007),  # B 0.295, N in GaN, Schowalter et al. 2009
-    "O": (0.0767, 15.999),  # B 0.465, O in ZnO, CP99
-    "Na": (0.2934, 22.990),  # B 6.80, CP99 bcc
-    "Mg": (0.1545, 24.305),  # B 1.88, CP99 hcp
-    "Al": (0.1027, 26.982),  # B 0.833, CP99 fcc
-    "Si": (0.0765, 28.085),  # B 0.462, synchrotron 300 K (PMC8086158)
-    "P": (0.0902, 30.974),  # B 0.642, P in GaP, CP99
-    "S": (0.0972, 32.060),  # B 0.746, S in ZnS, CP99
-    "K": (0.3739, 39.098),  # B 11.0, CP99 bcc
-    "Ca": (0.1615, 40.078),  # B 2.06, CP99 fcc
-    "Sc": (0.0956, 44.956),  # B 0.721, CP99 hcp
-    "Ti": (0.0830, 47.867),  # B 0.544, CP99 hcp
-    "V": (0.0869, 50.942),  # B 0.596, CP99 bcc
-    "Cr": (0.0589, 51.996),  # B 0.273, CP99 bcc
-    "Mn": (0.0704, 54.938),  # B 0.391, CP99
-    "Fe": (0.0664, 55.845),  # B 0.348, CP99 bcc
-    "Co": (0.0629, 58.933),  # B 0.312, CP99
-    "Ni": (0.0692, 58.693),  # B 0.378, CP99 fcc
-    "Cu": (0.0853, 63.546),  # B 0.575, CP99 fcc
-    "Zn": (0.1222, 65.380),  # B 1.18, CP99 hcp
-    "Ga": (0.0794, 69.723),  # B 0.498, CP99
-    "Ge": (0.0890, 72.630),  # B 0.626, CP99 diamond
-    "As": (0.0865, 74.922),  # B 0.590, CP99
-    "Se": (0.0925, 78.971),  # B 0.676, Se in ZnSe, CP99
-    "Y": (0.1057, 88.906),  # B 0.883, CP99 hcp
-    "Zr": (0.0864, 91.224),  # B 0.589, CP99 hcp
-    "Nb": (0.0771, 92.906),  # B 0.470, CP99 bcc
-    "Mo": (0.0541, 95.950),  # B 0.231, CP99 bcc
-    "Ru": (0.0364, 101.070),  # B 0.105, CP99
-    "Rh": (0.0443, 102.906),  # B 0.155, CP99
-    "Pd": (0.0768, 106.420),  # B 0.466, CP99 fcc
-    "Ag": (0.0982, 107.868),  # B 0.761, CP99 fcc
-    "Cd": (0.0949, 112.414),  # B 0.712, CP99
-    "In": (0.1808, 114.818),  # B 2.58, CP99
-    "Sn": (0.1218, 118.710),  # B 1.17, CP99 (diamond-structure grey tin)
-    "Sb": (0.0904, 121.760),  # B 0.646, CP99
-    "Te": (0.1213, 127.600),  # B 1.16, CP99
-    "Ba": (0.1993, 137.327),  # B 3.14, CP99 bcc
-    "La": (0.1551, 138.905),  # B 1.90, CP99 fcc
-    "Gd": (0.0839, 157.250),  # B 0.556, CP99
-    "Tb": (0.1144, 158.925),  # B 1.03, CP99 hcp
-    "Dy": (0.0785, 162.500),  # B 0.487, CP99
-    "Ho": (0.1044, 164.930),  # B 0.860, CP99 hcp
-    "Hf": (0.0626, 178.490),  # B 0.310, CP99
-    "Ta": (0.0649, 180.948),  # B 0.332, CP99 bcc
-    "W": (0.0461, 183.840),  # B 0.168, CP99 bcc
-    "Re": (0.0366, 186.207),  # B 0.106, CP99
-    "Os": (0.0314, 190.230),  # B 0.078, CP99
-    "Ir": (0.0368, 192.217),  # B 0.107, CP99
-    "Pt": (0.0697, 195.084),  # B 0.384, CP99 fcc
-    "Au": (0.0898, 196.967),  # B 0.637, CP99 fcc
-    "Tl": (0.1864, 204.380),  # B 2.74, CP99
-    "Pb": (0.1665, 207.200),  # B 2.19, CP99 fcc
-    "Bi": (0.1217, 208.980),  # B 1.17, CP99
-    "Th": (0.0975, 232.038),  # B 0.750, CP99 fcc
-    "U": (0.0658, 238.029),  # B 0.342, CP99
-}
+# One element a row; B = 8π²u² as the sources tabulate it (not read); CP99 = Cao & Peng 1999
+# at 300 K, the other sources in the module docstring. Rows of data, so a text table.
+_TABLE_TEXT = """
+#   u/Å     weight/u B/Å²   source
+Li  0.2523  6.940    5.03   CP99 bcc
+Be  0.0820  9.012    0.531  CP99 hcp
+C   0.0419  12.011   0.139  CP99 diamond
+N   0.0611  14.007   0.295  N in GaN, Schowalter et al. 2009
+O   0.0767  15.999   0.465  O in ZnO, CP99
+Na  0.2934  22.990   6.80   CP99 bcc
+Mg  0.1545  24.305   1.88   CP99 hcp
+Al  0.1027  26.982   0.833  CP99 fcc
+Si  0.0765  28.085   0.462  synchrotron 300 K (PMC8086158)
+P   0.0902  30.974   0.642  P in GaP, CP99
+S   0.0972  32.060   0.746  S in ZnS, CP99
+K   0.3739  39.098   11.0   CP99 bcc
+Ca  0.1615  40.078   2.06   CP99 fcc
+Sc  0.0956  44.956   0.721  CP99 hcp
+Ti  0.0830  47.867   0.544  CP99 hcp
+V   0.0869  50.942   0.596  CP99 bcc
+Cr  0.0589  51.996   0.273  CP99 bcc
+Mn  0.0704  54.938   0.391  CP99
+Fe  0.0664  55.845   0.348  CP99 bcc
+Co  0.0629  58.933   0.312  CP99
+Ni  0.0692  58.693   0.378  CP99 fcc
+Cu  0.0853  63.546   0.575  CP99 fcc
+Zn  0.1222  65.380   1.18   CP99 hcp
+Ga  0.0794  69.723   0.498  CP99
+Ge  0.0890  72.630   0.626  CP99 diamond
+As  0.0865  74.922   0.590  CP99
+Se  0.0925  78.971   0.676  Se in ZnSe, CP99
+Y   0.1057  88.906   0.883  CP99 hcp
+Zr  0.0864  91.224   0.589  CP99 hcp
+Nb  0.0771  92.906   0.470  CP99 bcc
+Mo  0.0541  95.950   0.231  CP99 bcc
+Ru  0.0364  101.070  0.105  CP99
+Rh  0.0443  102.906  0.155  CP99
+Pd  0.0768  106.420  0.466  CP99 fcc
+Ag  0.0982  107.868  0.761  CP99 fcc
+Cd  0.0949  112.414  0.712  CP99
+In  0.1808  114.818  2.58   CP99
+Sn  0.1218  118.710  1.17   CP99 (diamond-structure grey tin)
+Sb  0.0904  121.760  0.646  CP99
+Te  0.1213  127.600  1.16   CP99
+Ba  0.1993  137.327  3.14   CP99 bcc
+La  0.1551  138.905  1.90   CP99 fcc
+Gd  0.0839  157.250  0.556  CP99
+Tb  0.1144  158.925  1.03   CP99 hcp
+Dy  0.0785  162.500  0.487  CP99
+Ho  0.1044  164.930  0.860  CP99 hcp
+Hf  0.0626  178.490  0.310  CP99
+Ta  0.0649  180.948  0.332  CP99 bcc
+W   0.0461  183.840  0.168  CP99 bcc
+Re  0.0366  186.207  0.106  CP99
+Os  0.0314  190.230  0.078  CP99
+Ir  0.0368  192.217  0.107  CP99
+Pt  0.0697  195.084  0.384  CP99 fcc
+Au  0.0898  196.967  0.637  CP99 fcc
+Tl  0.1864  204.380  2.74   CP99
+Pb  0.1665  207.200  2.19   CP99 fcc
+Bi  0.1217  208.980  1.17   CP99
+Th  0.0975  232.038  0.750  CP99 fcc
+U   0.0658  238.029  0.342  CP99
+"""
+
+
+def _parse_table(text: str) -> dict[str, tuple[float, float]]:
+    """``{symbol: (u_Å, atomic_weight_u)}`` from the rows of :data:`_TABLE_TEXT`."""
+    table: dict[str, tuple[float, float]] = {}
+    for row in text.strip().splitlines():
+        if row.startswith("#"):
+            continue
+        sym, u, mass, _b, _source = row.split(maxsplit=4)
+        table[sym] = (float(u), float(mass))
+    return table
+
+
+_TABLE = _parse_table(_TABLE_TEXT)
 
 #: Isotropic r.m.s. displacement along one axis at 300 K, Å, by element symbol
 #: (``B = 8π² u²``). Read-only; see the module docstring for the sources.
@@ -146,11 +163,6 @@ RMS_DISPLACEMENT: Mapping[str, float] = MappingProxyType({k: v[0] for k, v in _T
 ElementKey = Union[str, int]
 #: Per-element displacement overrides: ``{element: u_Å}`` or ``((element, u_Å), ...)``.
 Overrides = Union[Mapping[ElementKey, float], Iterable[tuple[ElementKey, float]], None]
-
-# SI constants (CODATA 2018).
-_HBAR = 1.054571817e-34  # J s
-_K_B = 1.380649e-23  # J / K
-_AMU = 1.66053906660e-27  # kg
 
 
 class ThermalDataWarning(UserWarning):
@@ -201,23 +213,20 @@ def debye_rms_displacement(mass_amu: float, debye_temperature: float, temperatur
     bracket = 0.25
     if temperature > 0:
         bracket += _debye_phi_over_x(debye_temperature / temperature)
-    u2 = 3.0 * _HBAR**2 / (mass_amu * _AMU * _K_B * debye_temperature) * bracket
+    u2 = 3.0 * HBAR**2 / (mass_amu * ATOMIC_MASS_UNIT * BOLTZMANN * debye_temperature) * bracket
     return math.sqrt(u2) * 1e10
 
 
 @cache
 def _effective_theta(sym: str) -> float:
+    """θ (K) whose Debye displacement at 300 K is the table's: :func:`scipy.optimize.brentq`
+    on ln θ in [0, ln 1e5], where u falls monotonically with θ."""
     u_ref, mass = _TABLE[sym]
-    lo, hi = math.log(1.0), math.log(1e5)  # u decreases monotonically with θ
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if debye_rms_displacement(mass, math.exp(mid), REFERENCE_TEMPERATURE) > u_ref:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-13:
-            break
-    return math.exp(0.5 * (lo + hi))
+
+    def excess(log_theta: float) -> float:
+        return debye_rms_displacement(mass, math.exp(log_theta), REFERENCE_TEMPERATURE) - u_ref
+
+    return math.exp(brentq(excess, 0.0, math.log(1e5), xtol=1e-13))
 
 
 def effective_debye_temperature(element: ElementKey) -> float:
