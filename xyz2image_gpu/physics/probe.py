@@ -36,6 +36,9 @@ Normalisation: :func:`probe_profile` returns ``I(0) = 1`` (``normalize="peak"``)
 passes ``π k_max²``). The Gaussian fits are normalised to peak 1 (``Σ a_g = 1``), like the
 renderer's single Gaussian (an atom of weight 1 peaks at 1): fitting a pure Gaussian of any
 height returns ``((1.0, σ),)``.
+
+SciPy is imported inside the functions that use it: ``scipy.optimize`` alone takes about
+0.25 s to import, which every command and ``import xyz2image_gpu`` would pay otherwise.
 """
 
 from __future__ import annotations
@@ -46,8 +49,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy import special
-from scipy.optimize import brentq, minimize, nnls
 
 from .constants import (
     ELECTRON_MASS,
@@ -239,6 +240,8 @@ def bessel_j0(x: Any) -> np.ndarray:
     ndarray of float64
         ``J0(x)``, same shape as ``x``.
     """
+    from scipy import special
+
     return special.j0(np.asarray(x, dtype=np.float64))
 
 
@@ -305,6 +308,8 @@ def _k_nodes(optics: ProbeOptics, r_max: float) -> tuple[np.ndarray, np.ndarray]
 
 def _coherent_intensity(optics: ProbeOptics, r: np.ndarray) -> np.ndarray:
     """``|ψ(r)|² / (π k_max²)²`` (1 at the centre of an aberration-free probe), r >= 0 flat."""
+    from scipy import special
+
     if r.size == 0:
         return np.zeros(0)
     k, wk = _k_nodes(optics, float(np.max(r)))
@@ -321,6 +326,8 @@ def _coherent_intensity(optics: ProbeOptics, r: np.ndarray) -> np.ndarray:
 
 def _blurred_intensity(optics: ProbeOptics, r: np.ndarray) -> np.ndarray:
     """Coherent intensity convolved in 2-D with the source Gaussian, at radii r (flat, >= 0)."""
+    from scipy import special
+
     sigma = optics.source_sigma
     reach = 10.0 * sigma  # the kernel is below exp(-50) of its peak beyond
     # Gauss-Legendre panels on [0, max(r) + reach], each narrower than the kernel and than
@@ -507,6 +514,8 @@ class GaussianFit:
         ``evaluate(r) - ½`` on ``[0, 10 max σ_g]``, found by :func:`scipy.optimize.brentq`;
         0 when the profile never reaches ½ (amplitudes summing to ½ or less).
         """
+        from scipy.optimize import brentq
+
         half = 0.5
         top = 10.0 * max(s for _, s in self.components)
         if not float(self.evaluate(0.0)) > half:
@@ -574,6 +583,8 @@ def fit_gaussians(
     GaussianFit
         Peak-normalised components (``Σ a_g = 1``) and the relative residual.
     """
+    from scipy.optimize import minimize, nnls
+
     r = np.asarray(r, dtype=np.float64)
     y = np.asarray(intensity, dtype=np.float64)
     if r.ndim != 1 or r.shape != y.shape:

@@ -50,7 +50,6 @@ from types import MappingProxyType
 from typing import Any, Union
 
 import numpy as np
-from scipy.optimize import brentq
 
 from ..structures.elements import atomic_number, element_values, symbol
 from .constants import ATOMIC_MASS_UNIT, BOLTZMANN, HBAR
@@ -221,6 +220,8 @@ def debye_rms_displacement(mass_amu: float, debye_temperature: float, temperatur
 def _effective_theta(sym: str) -> float:
     """θ (K) whose Debye displacement at 300 K is the table's: :func:`scipy.optimize.brentq`
     on ln θ in [0, ln 1e5], where u falls monotonically with θ."""
+    from scipy.optimize import brentq  # here, not at the top: ~0.25 s to import
+
     u_ref, mass = _TABLE[sym]
 
     def excess(log_theta: float) -> float:
