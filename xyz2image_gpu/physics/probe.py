@@ -39,6 +39,9 @@ height returns ``((1.0, σ),)``.
 
 SciPy is imported inside the functions that use it: ``scipy.optimize`` alone takes about
 0.25 s to import, which every command and ``import xyz2image_gpu`` would pay otherwise.
+
+One module for the whole effect (about 750 lines): the optics, the profile and its Gaussian
+fit change together (the fit's radius, nodes and tolerances are set by the profile's shape).
 """
 
 from __future__ import annotations
