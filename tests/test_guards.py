@@ -354,3 +354,49 @@ def test_counts_that_are_not_counts_are_refused(kwargs):
 def test_integer_types_are_accepted():
     out = render(AU147, np.int64(2), edgesize=16, device="cpu", batch_size=np.int32(1))
     assert len(out["gaussian_2d"]) == 2
+
+
+def _rod(tmp_path: Path) -> Path:
+    """21 gold atoms 2 Å apart along z: 40 Å long, wider than a 27.9 Å field when tilted."""
+    return _xyz(tmp_path / "rod.xyz", [(0.0, 0.0, 2.0 * i) for i in range(21)])
+
+
+ROD_RUN = ["--n-rotation", "2", "--n-stacks", "6", "--edgesize", "32", "--framing", "fixed",
+           "--pixel-size", "0.9", "--output-types", "gaussian_2d", "--device", "cpu"]
+
+
+def test_strict_keeps_the_same_stacks_on_one_or_two_workers(tmp_path):
+    """A file fails at its first failing stack: the stacks before it stay, none after it is
+    kept, whether stacks finish in order (one worker) or not (worker processes), and the
+    summary counts only the images of the stacks kept."""
+    rod = _rod(tmp_path)
+    kept = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        result = _render(rod, "-o", out, *ROD_RUN, "--strict", "--workers", workers)
+        assert result.exit_code == 1, result.output
+        entry = json.loads((out / "manifest.json").read_text())["files"]["rod"]
+        assert entry["status"] == "failed"
+        stacks = entry["completed_stacks"]
+        assert sorted(entry["outside_field"]) == [str(s) for s in stacks]
+        assert _files(out) == [f"rod/{s:04d}.npz" for s in stacks]
+        assert f"wrote {2 * len(stacks)} images in {len(stacks)} stacks" in result.output
+        kept[workers] = stacks
+    assert kept["1"] == kept["2"]
+    assert kept["1"] == list(range(len(kept["1"])))  # the stacks before the failing one
+    assert len(kept["1"]) < 6
+
+
+def test_strict_on_resume_renders_again_stacks_kept_with_atoms_outside(tmp_path):
+    """Stacks written without --strict, with atoms outside, are not skipped as complete by a
+    --strict run: they are rendered again, and fail the file."""
+    rod, out = _rod(tmp_path), tmp_path / "out"
+    first = _render(rod, "-o", out, *ROD_RUN, "--workers", "1")
+    assert first.exit_code == 0 and "fall outside the field of view" in first.output
+    again = _render(rod, "-o", out, *ROD_RUN, "--workers", "1", "--strict")
+    assert again.exit_code == 1, again.output
+    assert "(--strict)" in again.output
+    entry = json.loads((out / "manifest.json").read_text())["files"]["rod"]
+    assert entry["status"] == "failed"
+    assert all(entry["outside_field"][str(s)]["atoms_outside"] == 0
+               for s in entry["completed_stacks"])

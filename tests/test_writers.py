@@ -353,3 +353,25 @@ def test_thread_defaults_follow_cpu_affinity(monkeypatch):
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     assert backend.available_cores() == 64
     assert writers.default_compression_threads() == 64
+
+
+def test_background_writer_abort_after_finish_waits_for_the_thread():
+    """abort() after finish() (a unit assembling its archive when the run is interrupted)
+    returns only once the thread has stopped, so nothing writes behind the clean-up."""
+    import threading
+    import time
+
+    started = threading.Event()
+    writes: list[str] = []
+
+    def slow_write() -> None:
+        started.set()
+        time.sleep(0.3)
+        writes.append("done")
+
+    writer = BackgroundWriter()
+    writer.put(slow_write)
+    writer.finish()
+    assert started.wait(5)
+    writer.abort()
+    assert writes == ["done"] and writer.finished

@@ -117,5 +117,5 @@ class BackgroundWriter(_CompleteOrAbort):
         if not self._closed:
             self._closed = True
             self._queue.put(_STOP)
-            self._thread.join()
+        self._thread.join()  # also after finish(): a file may still be assembling
         self._raised = True

@@ -387,7 +387,7 @@ def smear_components(
     Parameters
     ----------
     components : sequence of (amplitude, sigma_Å)
-        E.g. :attr:`xyz2image_gpu.probe.GaussianFit.components`.
+        E.g. :attr:`xyz2image_gpu.physics.probe.GaussianFit.components`.
     u : array_like
         r.m.s. displacement(s), Å, any shape (e.g. from :func:`thermal_widths`).
     conserve : {"integral", "peak"}

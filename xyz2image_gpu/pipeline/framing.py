@@ -12,9 +12,11 @@ Three ways to choose the field of view (``framing``):
     of a frame share one scale.
 ``fixed``
     A fixed ``pixel_size`` in Å, the rotated structure's bounding box centred; every
-    structure shares one scale (atoms outside the field of view are simply not drawn).
+    structure shares one scale. Atoms outside the field of view are not drawn; they are
+    counted (:func:`count_outside`, :class:`FieldReport`) and the run warns or fails.
 
-Pixel index ``i`` sits at coordinate ``i`` (so the original script's voxel ``round(u)`` is nearest).
+Pixel index ``i`` sits at coordinate ``i`` (so the original script's voxel ``round(u)`` is
+nearest).
 
 Guards against fields that cannot show the structure
 ----------------------------------------------------

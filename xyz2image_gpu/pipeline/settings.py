@@ -82,7 +82,7 @@ class RenderSettings:
         HAADF-like), or 0 with ``legacy`` (all equal, as the original script); the
         attribute holds the resolved number.
     framing : {"image", "structure", "fixed"}
-        See :mod:`xyz2image_gpu.framing`.
+        See :mod:`xyz2image_gpu.pipeline.framing`.
     pixel_size : float or None
         Å per pixel for ``framing="fixed"``.
     normalization : {"image", "float", "fixed"}
@@ -99,7 +99,7 @@ class RenderSettings:
     probe : tuple of (amplitude, sigma) pairs
         The probe's intensity as a sum of radially symmetric Gaussians
         ``sum_g a_g exp(-r²/(2 sigma_g²))`` (sigma in Å), e.g. fitted to an aberrated probe
-        by :func:`xyz2image_gpu.probe.fit_probe`. Empty (default): one Gaussian of
+        by :func:`xyz2image_gpu.physics.probe.fit_probe`. Empty (default): one Gaussian of
         ``gauss_sigma`` and amplitude 1.
     thermal : bool
         Fold each element's r.m.s. thermal displacement u (Debye–Waller, Å) into every
@@ -111,9 +111,10 @@ class RenderSettings:
         Frozen-phonon-like augmentation: render each image from atoms displaced at random
         by their element's u (Å, per axis); labels stay at the undisplaced positions.
     dose : float or None
-        Poisson shot noise at this dose, electrons per Å² (see :mod:`.augment`); the clean
-        image is kept as ``gaussian_2d_clean`` and each image's expected count at its
-        brightest pixel as ``electrons_per_pixel``.
+        Poisson shot noise at this dose, electrons per Å² (see
+        :mod:`xyz2image_gpu.physics.augment`); the clean image is kept as
+        ``gaussian_2d_clean`` and each image's expected count at its brightest pixel as
+        ``electrons_per_pixel``.
     read_noise : float
         Gaussian read noise, standard deviation as a fraction of each image's maximum.
     scan_jitter : float

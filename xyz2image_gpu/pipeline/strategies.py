@@ -353,7 +353,8 @@ def choose_kernel(backend: Backend, settings: RenderSettings, *, cpu_kernel: str
     if cpu_kernel not in CPU_KERNELS:
         raise ValueError(f"cpu_kernel must be auto, compiled or numpy, got {cpu_kernel!r}")
     if cpu_kernel == "compiled" and not kernels.compiled_kernel_available():
-        raise ValueError("cpu_kernel='compiled' but xyz2image_gpu._splat is not available")
+        raise ValueError("cpu_kernel='compiled' but the compiled kernel "
+                         "(xyz2image_gpu.pipeline.kernels._splat) is not available")
     compiled_ok = not backend.is_gpu and cpu_kernel != "numpy"
     options: dict[str, Any] = {
         "work_memory": work_memory,

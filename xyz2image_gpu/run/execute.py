@@ -102,7 +102,22 @@ class _Run:
         entry["completed_stacks"] = sorted(stacks)
         if all(s in stacks for s in range(self.config.n_stacks)):
             entry["status"] = "complete"
+        self.summary.stacks_written += 1
+        self.summary.images += entry["images_per_stack"]
         self._save()
+
+    def _discard(self, unit: _Unit) -> None:
+        """Remove a rendered stack of a file that failed at an earlier stack, and its record:
+        worker processes may finish stacks that the serial path would never have rendered."""
+        for path in unit.outputs():
+            path.unlink(missing_ok=True)
+        entry = self._file_entry(unit.stem)
+        if unit.stack in entry["completed_stacks"]:
+            entry["completed_stacks"].remove(unit.stack)
+            self.summary.stacks_written -= 1
+            self.summary.images -= entry["images_per_stack"]
+        entry["outside_field"].pop(str(unit.stack), None)
+        self._save(force=True)
 
     def _record_field(self, unit: _Unit, report: FieldReport) -> None:
         """Record a finished stack's atoms outside the field of view; warn when there are."""
@@ -262,9 +277,11 @@ class _Run:
                               "rendered again")
             for stack in range(cfg.n_stacks):
                 unit = _Unit(str(item.path), stem, stack, shared, self.device, threads)
+                kept = previous.get("outside_field", {}).get(str(stack)) if previous else None
+                if cfg.strict and kept and kept.get("atoms_outside"):
+                    done.discard(stack)  # kept with atoms outside: --strict renders it again
                 if stack in done and all(p.exists() for p in unit.outputs()):
                     entry["completed_stacks"].append(stack)
-                    kept = previous.get("outside_field", {}).get(str(stack))
                     if kept is not None:
                         entry["outside_field"][str(stack)] = kept
                     self.summary.stacks_skipped += 1
@@ -304,7 +321,7 @@ class _Run:
             self._save(force=True)
 
     def _count(self, n: int) -> None:
-        self.summary.images += n
+        """Progress only: the summary counts the images of complete stacks."""
         assert self.progress is not None
         self.progress.update(n)
 
@@ -322,7 +339,6 @@ class _Run:
                 finishing[0].wait()  # aborted by the except below if interrupted
                 done = finishing.pop(0)
                 self._record_field(done.unit, done.field_report)
-                self.summary.stacks_written += 1
                 self._mark_complete(done.unit)
 
         def on_batch(n: int) -> None:
@@ -366,9 +382,28 @@ class _Run:
         ctx = multiprocessing.get_context("spawn")
         progress_queue = ctx.Queue()
         stop_event = ctx.Event()
-        failed: set[str] = set()
+        # A file fails at its lowest failing stack; as on the serial path, the stacks before
+        # it are kept and none after it is rendered or kept, whatever order workers finish.
+        failed_at: dict[str, int] = {}
+        completed: list[_Unit] = []
         pending = list(reversed(units))
         running: dict[Future[Any], _Unit] = {}
+
+        def after_failure(unit: _Unit) -> bool:
+            return unit.stem in failed_at and unit.stack > failed_at[unit.stem]
+
+        def fail(unit: _Unit, message: str) -> None:
+            if unit.stem not in failed_at:
+                self._mark_failed(unit.stem, message)
+            elif unit.stack >= failed_at[unit.stem]:
+                return
+            failed_at[unit.stem] = unit.stack
+            for future, other in running.items():
+                if after_failure(other):
+                    future.cancel()  # not started yet; a running one is discarded when done
+            for other in [u for u in completed if after_failure(u)]:
+                completed.remove(other)
+                self._discard(other)
         pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
                                    initargs=(progress_queue, stop_event, os.getpid()))
 
@@ -383,7 +418,7 @@ class _Run:
             while pending or running:
                 while pending and len(running) < 2 * self.workers:
                     unit = pending.pop()
-                    if unit.stem not in failed:
+                    if not after_failure(unit):
                         running[pool.submit(_worker_run, unit)] = unit
                 if not running:
                     continue
@@ -391,15 +426,17 @@ class _Run:
                 drain_progress()
                 for future in done:
                     unit = running.pop(future)
+                    if future.cancelled():
+                        continue
                     status, value = future.result()  # OSError etc. re-raised here
                     if status == "structure-error":
-                        if unit.stem not in failed:
-                            failed.add(unit.stem)
-                            self._mark_failed(unit.stem, value)
+                        fail(unit, value)
+                    elif status == "ok" and after_failure(unit):
+                        self._discard(unit)
                     elif status == "ok":
                         self._record_field(unit, value[1])
-                        self.summary.stacks_written += 1
                         self._mark_complete(unit)
+                        completed.append(unit)
             drain_progress()
         except BaseException:
             stop_event.set()  # running units abort and remove their temporaries

@@ -58,7 +58,7 @@ def splat_gaussian(
     ``out``: a C-contiguous array of the result's shape and dtype to fill (and return).
     """
     if _splat is None:
-        raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
+        raise RuntimeError("the compiled kernel xyz2image_gpu.pipeline.kernels._splat is not built")
     b = coords.shape[0]
     if normalization == "float":
         dtype, mode = np.float32, 0
@@ -110,7 +110,7 @@ def column_values_compiled(coords: np.ndarray, amps: np.ndarray, sig2: np.ndarra
     their peak are left out.
     """
     if not compiled_kernel_available("column"):
-        raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
+        raise RuntimeError("the compiled kernel xyz2image_gpu.pipeline.kernels._splat is not built")
     b, n, g = amps.shape
     out = np.empty((b, n), dtype=np.float32)
     if b and n:
@@ -124,7 +124,7 @@ def _splat_spheres_compiled(centres: np.ndarray, radius_sq: np.ndarray, valid: n
                             edgesize: int, axes: int) -> np.ndarray:
     """:func:`_splat_spheres` with the compiled kernel: the same float32 test, same bytes."""
     if not compiled_kernel_available("binary"):
-        raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
+        raise RuntimeError("the compiled kernel xyz2image_gpu.pipeline.kernels._splat is not built")
     b = radius_sq.shape[0]
     out = np.empty((b,) + (edgesize,) * axes, dtype=bool)
     if b == 0:
@@ -144,7 +144,7 @@ def quantise_compiled(images: np.ndarray, *, normalization: str, bitrate: int,
     if normalization == "float":
         return images.astype(np.float32, copy=False)
     if not compiled_kernel_available("quantise"):
-        raise RuntimeError("the compiled kernel xyz2image_gpu._splat is not built")
+        raise RuntimeError("the compiled kernel xyz2image_gpu.pipeline.kernels._splat is not built")
     if normalization not in ("image", "fixed"):
         raise ValueError(f"unknown normalization {normalization!r}")
     if normalization == "fixed" and intensity_scale is None:
