@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: help install dev-install example test test-gpu lint bench bench-full gpu-check clean
+.PHONY: help install dev-install example test test-gpu test-fake-gpu lint bench bench-full gpu-check clean
 
 help:
 	@echo "install      pip install the package (builds the optional compiled CPU kernel)"
@@ -10,6 +10,7 @@ help:
 	@echo "example      render the bundled example structures into ./npz_stacks"
 	@echo "test         run the test suite (NumPy; CuPy too where a GPU is present)"
 	@echo "test-gpu     run only the tests that have a device parameter, on the GPU"
+	@echo "test-fake-gpu  the suite as a GPU machine sees it: fails a test that reaches the GPU unpinned"
 	@echo "lint         ruff check"
 	@echo "bench        CPU benchmark suite (--quick, a few minutes), results in benchmarks/results/"
 	@echo "bench-full   the same with more points and longer runs"
@@ -30,6 +31,9 @@ test:
 
 test-gpu:
 	$(PYTHON) -m pytest -q -k "gpu"
+
+test-fake-gpu:
+	XYZ2IMAGE_GPU_TEST_FAKE_GPU=1 $(PYTHON) -m pytest -q
 
 lint:
 	$(PYTHON) -m ruff check xyz2image_gpu tests benchmarks validation

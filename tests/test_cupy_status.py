@@ -62,7 +62,9 @@ def _raise(exc: BaseException):
 @pytest.fixture
 def fake_cupy(monkeypatch):
     """Install a stand-in ``cupy`` (``install(**override)``), with the status cache cleared
-    before and after, the CPU not forced and CUBLAS_WORKSPACE_CONFIG restored afterwards."""
+    before and after, the CPU not forced and CUBLAS_WORKSPACE_CONFIG restored afterwards
+    (and the real ``cupy_status`` in place of the one of conftest's fake-GPU mode)."""
+    monkeypatch.setattr(backend, "cupy_status", cupy_status)
     monkeypatch.delenv(backend.FORCE_CPU_ENV, raising=False)
     monkeypatch.setenv(backend.CUBLAS_WORKSPACE_ENV, "restored-after-the-test")
     monkeypatch.delenv(backend.CUBLAS_WORKSPACE_ENV)
@@ -134,3 +136,18 @@ def test_no_device_and_no_cupy_are_reported(fake_cupy, monkeypatch):
     cupy_status.cache_clear()
     cupy, why = cupy_status()
     assert cupy is None and why.startswith("CuPy is not importable (ModuleNotFoundError")
+
+
+def test_tests_without_a_device_parameter_run_on_the_cpu(monkeypatch):
+    """conftest pins the CPU for tests like this one, so that on a GPU machine their
+    assertions about NumPy (manifests, worker counts) still hold: with CuPy reported usable,
+    ``auto`` must still resolve to NumPy, in the API and in the command line."""
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+
+    monkeypatch.setattr(backend, "cupy_status", lambda: (_fake_cupy(), "a GPU"))
+    assert backend.os.environ.get(backend.FORCE_CPU_ENV) == "1"
+    assert get_backend("auto").name == "numpy"
+    result = CliRunner().invoke(cli, ["info"])
+    assert result.exit_code == 0 and "device=auto -> backend numpy" in result.output
