@@ -3,7 +3,8 @@
 Tests without a ``device`` parameter run on the CPU whatever the machine:
 :func:`_cpu_unless_testing_the_gpu` sets ``XYZ2IMAGE_GPU_FORCE_CPU`` for them (subprocesses
 inherit it), so that their assertions about the NumPy backend, worker counts and the like
-hold on a GPU machine too. Only the ``gpu`` case of a ``device`` test leaves it unset.
+hold on a GPU machine too. Only tests marked ``gpu`` (the ``gpu`` case of a ``device`` test
+carries the mark) leave it unset.
 
 ``XYZ2IMAGE_GPU_TEST_FAKE_GPU=1 python -m pytest`` plays a GPU machine on any machine: CuPy
 is reported usable as a stand-in that fails loudly when used, so a test that lets
@@ -60,12 +61,10 @@ def _fake_gpu_machine():
 
 @pytest.fixture(autouse=True)
 def _cpu_unless_testing_the_gpu(request, monkeypatch):
-    """Pin the CPU (``XYZ2IMAGE_GPU_FORCE_CPU=1``) except in the ``gpu`` case of a
-    ``device`` test."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("device") == "gpu":
-        return
-    monkeypatch.setenv(backend.FORCE_CPU_ENV, "1")
+    """Pin the CPU (``XYZ2IMAGE_GPU_FORCE_CPU=1``) except in tests marked ``gpu``: the
+    ``gpu`` case of a ``device`` test, and GPU-only tests such as ``test_gpu_matches_cpu``."""
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setenv(backend.FORCE_CPU_ENV, "1")
 
 
 def gpu_skip_reason() -> str | None:
