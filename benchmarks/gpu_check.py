@@ -260,14 +260,32 @@ def stage_environment(ctx: Context, fig: dict[str, Any]) -> None:
     except (OSError, subprocess.SubprocessError) as exc:
         fig["nvidia_smi"] = f"not available ({type(exc).__name__}: {exc})"
 
+    _cupy_facts(fig)
     import xyz2image_gpu  # an ImportError here is this stage's error, and says what is missing
-    from xyz2image_gpu import backend
     from xyz2image_gpu.pipeline.kernels import compiled_kernel_available
 
     fig["package"] = {"file": xyz2image_gpu.__file__,
                       "compiled_cpu_kernel": compiled_kernel_available()}
+
+
+def _import_cupy() -> Any:
+    """CuPy as the backend imports it (CUBLAS_WORKSPACE_CONFIG set first); directly, with
+    the same setting, when the package itself does not import."""
     try:
-        cupy = backend.import_cupy()  # sets CUBLAS_WORKSPACE_CONFIG first, as the engine does
+        from xyz2image_gpu.backend import import_cupy
+    except ImportError:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        import cupy
+
+        return cupy
+    return import_cupy()
+
+
+def _cupy_facts(fig: dict[str, Any]) -> None:
+    """What CuPy says of itself and the device, each fact on its own (a failure is kept as
+    the fact's value)."""
+    try:
+        cupy = _import_cupy()
     except Exception as exc:  # noqa: BLE001 - absent, or a broken CUDA install
         fig["cupy"] = {"importable": False, "error": f"{type(exc).__name__}: {exc}"}
         return
