@@ -33,7 +33,7 @@ test:
 	$(PYTHON) -m pytest -q
 
 test-gpu:
-	$(PYTHON) -m pytest -q -k "gpu"
+	$(PYTHON) -m pytest -q -m gpu
 
 test-fake-gpu:
 	XYZ2IMAGE_GPU_TEST_FAKE_GPU=1 $(PYTHON) -m pytest -q

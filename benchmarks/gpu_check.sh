@@ -7,10 +7,21 @@
 #
 #   bash benchmarks/gpu_check.sh --budget 150 --json "$OUT/gpu_check.json"
 #
-# PYTHON picks the interpreter (default: python3, else python).
+# PYTHON picks the interpreter (default: the first of python3, python, python3.12 that
+# imports CuPy, else python3).
 set -u
 cd "$(dirname "$0")/.." || exit 1
-PY=${PYTHON:-$(command -v python3 || command -v python)}
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+    for candidate in python3 python python3.12; do
+        if command -v "$candidate" >/dev/null && "$candidate" -c "import cupy" 2>/dev/null; then
+            PY=$candidate
+            break
+        fi
+    done
+    PY=${PY:-$(command -v python3 || command -v python)}
+fi
+echo "gpu_check.sh: $PY ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
 if compgen -G ".whl/*.whl" >/dev/null; then
     "$PY" -c '
 import glob, zipfile
@@ -20,7 +31,8 @@ for wheel in sorted(glob.glob(".whl/*.whl")):
 '
 fi
 export PYTHONPATH="$PWD/.deps:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if ! "$PY" -c "import xyz2image_gpu.pipeline.kernels._splat" 2>/dev/null; then
+suffix=$("$PY" -c 'import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])')
+if [ ! -e "xyz2image_gpu/pipeline/kernels/_splat$suffix" ]; then
     log=$(mktemp)
     if timeout 120 "$PY" setup.py -q build_ext --inplace >"$log" 2>&1; then
         echo "gpu_check.sh: built the compiled CPU kernel"
