@@ -34,7 +34,7 @@ export PYTHONPATH="$PWD/.deps:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 suffix=$("$PY" -c 'import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])')
 if [ ! -e "xyz2image_gpu/pipeline/kernels/_splat$suffix" ]; then
     log=$(mktemp)
-    if timeout 120 "$PY" setup.py -q build_ext --inplace >"$log" 2>&1; then
+    if timeout 60 "$PY" setup.py -q build_ext --inplace >"$log" 2>&1; then
         echo "gpu_check.sh: built the compiled CPU kernel"
     else
         echo "gpu_check.sh: compiled CPU kernel not built (the CPU baseline uses NumPy):"
