@@ -1,34 +1,69 @@
-"""One command for a machine with an NVIDIA GPU: tests, CPU/GPU parity, GPU benchmark.
+"""One short, robust run on a machine with an NVIDIA GPU: what works, how fast, how exact.
 
-``make gpu-check`` (``python benchmarks/gpu_check.py``) runs, offline and in about 5 minutes
-(budget: 8):
+``make gpu-check`` (``python benchmarks/gpu_check.py``) runs these stages in order, each
+recording its figures, or its error (type, message, tail of the traceback), in one JSON
+document that is rewritten (temporary file, then rename) when a stage starts and when it
+ends, whatever happens: an exception, a stage past its time limit, Ctrl-C or SIGTERM. A
+crash of the interpreter itself loses only the running stage, which the file names.
 
-1. ``python -m pytest -q -rs``: every test with a ``device`` parameter runs on CuPy too
-   (``tests/conftest.py``); pass/fail/skip counts, overall and for the GPU cases;
-2. parity: the same structures and settings rendered with ``device="cpu"`` (the NumPy
-   kernel, ``cpu_kernel="numpy"``) and ``device="gpu"``: largest grey-level difference of
-   gaussian_2d / gaussian_3d, equality of coordinates_3d, delta_* and binary_*;
-3. the GPU benchmark subset of ``run_all.py``: render-only images/s on CuPy (gaussian_2d at
-   64/128/256 px over 55-5,000 atoms, gaussian_3d and binary_3d at 64/80 px), the NumPy
-   backend (and compiled kernel) on the same machine in the same run for the ratio, the
-   seed baseline, the zlib floor, and the CLI end to end on the GPU (and CPU).
+``environment``
+    Python, package and CUDA wheel versions, ``cupy.show_config()``, the device, driver and
+    runtime versions, ``nvidia-smi``, the environment variables that matter.
+``smoke``
+    The backend's smoke test (``backend.cupy_status``: cuBLAS matmul, NVRTC exp, a compiled
+    ``RawKernel``), each step timed; without a usable GPU each step's own error.
+``bandwidth``
+    Host<->device copies of ``--bandwidth-mib`` MiB, pinned and pageable, by CUDA events.
+``throughput``
+    Images/s of ``Renderer(...).iter_batches`` with ``to_host=True`` and ``to_host=False``
+    (gaussian_2d, ``--edgesize`` px, the bundled 147-atom Au icosahedron, ``--batch-size``
+    images a batch) and the per-batch split that can be had from outside the engine.
+``cpu_baseline``
+    The same images on this machine's cores with the compiled CPU kernel (NumPy path where
+    it is not built): the GPU/CPU ratio.
+``repeatability``
+    Bytes of the same images rendered twice at one batch size, and at batch sizes 7 and 1.
+``parity``
+    The GPU against both CPU paths (NumPy, compiled) for plain, probe, thermal, column
+    correction, augmentations and legacy settings: images within one grey level, labels
+    equal.
+``memory_pool``
+    CuPy's device and pinned pools after each of ten ``iter_batches`` calls on one renderer.
+``tests``
+    ``pytest -m gpu``: the ``device`` tests' CuPy cases, with what time is left.
 
-Writes ``gpu_check_<machine>_<date>.json`` and ``.txt`` (a readable summary) to ``--out``
-(default ``benchmarks/results/``). Exit status: 0 all good; 1 a test or a parity check
-failed; 2 no usable GPU (``--allow-no-gpu`` runs the rest as a dry run instead: tests on
-the CPU, parity of the NumPy path against the compiled CPU kernel, a tiny CPU benchmark).
+A global ``--budget`` (seconds) skips the stages after ``smoke`` once spent, saying so;
+``--stage-timeout`` bounds each stage. Without a usable GPU the GPU stages are recorded as
+skipped and the exit status is 2, unless ``--allow-no-gpu``: then every stage that can run on
+the CPU runs (repeatability and parity of the two CPU paths, the CPU baseline, the tests).
+``--inject-failure STAGE[:error|hang|interrupt]`` fails a stage on purpose after its work
+(tests use it to show that the other stages' figures are kept). Exit status: 0 every stage
+ran and every check passed; 1 a stage failed or a check did not pass; 2 no usable GPU;
+130 / 143 interrupted (Ctrl-C / SIGTERM).
+
+Imports nothing beyond the package's own dependencies (psutil only if present, never ASE).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as _dt
+import io
+import json
+import os
+import platform
 import re
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,341 +71,898 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common
-from common import fmt_rate
+import common  # stdlib, NumPy and the package (put on sys.path from the checkout if needed)
 
-from xyz2image_gpu import Renderer, RenderSettings
-from xyz2image_gpu.backend import FORCE_CPU_ENV, cupy_status, gpu_available
-from xyz2image_gpu.flags import force_cpu
-from xyz2image_gpu.pipeline.kernels import compiled_kernel_available
+__all__ = ["STAGES", "main"]
 
-__all__ = ["ParityCase", "main", "run_parity", "run_tests"]
+STAGES = ("environment", "smoke", "bandwidth", "throughput", "cpu_baseline", "repeatability",
+          "parity", "memory_pool", "tests")
+#: Stages that always run, whatever the budget: they say what the machine is.
+ALWAYS = ("environment", "smoke")
+EXIT_OK, EXIT_FAILED, EXIT_NO_GPU, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+#: Sizes of a normal run, and of ``--quick`` (seconds on a CPU, for the tests; its figures
+#: mean nothing).
+FULL = {"edgesize": 128, "batch_size": 4096, "images": 65536, "repeats": 3,
+        "bandwidth_mib": 256, "parity_images": 64, "repeat_images": 4096,
+        "batch1_images": 256, "cpu_seconds": 3.0, "pool_calls": 10}
+QUICK = {"edgesize": 32, "batch_size": 16, "images": 64, "repeats": 1, "bandwidth_mib": 4,
+         "parity_images": 3, "repeat_images": 24, "batch1_images": 6, "cpu_seconds": 0.1,
+         "pool_calls": 10}
+#: Stage floors below which a stage is not started (seconds of budget left).
+MIN_STAGE_S = 3.0
+#: The device the GPU stages render on (the tests run them on the CPU behind a stand-in).
+GPU_DEVICE = "gpu"
+TRACEBACK_CHARS = 4000
 
-BUDGET_S = 480.0
-EXIT_OK, EXIT_FAILED, EXIT_NO_GPU = 0, 1, 2
+
+class StageTimeout(Exception):
+    """A stage ran past its time limit."""
 
 
-# ---------------------------------------------------------------------------- tests
+class Terminated(BaseException):
+    """SIGTERM arrived (treated as Ctrl-C: record, write, stop)."""
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by ``--inject-failure``."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"type": type(exc).__name__, "message": str(exc)[:2000],
+            "traceback_tail": tb[-TRACEBACK_CHARS:]}
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        return common._json_default(obj)
+    except TypeError:
+        return repr(obj)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
+    so a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=1, default=_json_default, allow_nan=True) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`StageTimeout` in the main thread after ``seconds`` (SIGALRM; a no-op
+    where there is none, or off the main thread). A call blocked inside C (a CUDA wait) is
+    stopped when it returns."""
+    usable = (seconds is not None and hasattr(signal, "setitimer")
+              and hasattr(signal, "SIGALRM"))
+    previous = None
+    if usable:
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise StageTimeout(f"stage stopped after its limit of {seconds:.1f} s")
+
+        try:
+            previous = signal.signal(signal.SIGALRM, on_alarm)
+        except ValueError:  # not the main thread
+            usable = False
+    if usable:
+        signal.setitimer(signal.ITIMER_REAL, max(0.001, seconds))
+    try:
+        yield
+    finally:
+        if usable:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+# ---------------------------------------------------------------------------- context
+@dataclass
+class Context:
+    """What the stages share: options, the document, the deadline, the device."""
+
+    args: argparse.Namespace
+    sizes: dict[str, Any]
+    path: Path
+    default_path: bool
+    deadline: float
+    doc: dict[str, Any]
+    has_gpu: bool = False
+    cupy: Any = None
+    stopped: str | None = None
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def remaining(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def save(self) -> None:
+        self.doc["updated"] = _now()
+        self.doc["elapsed_s"] = round(time.perf_counter() - self.doc["_t0"], 3)
+        doc = {k: v for k, v in self.doc.items() if not k.startswith("_")}
+        write_json_atomic(self.path, doc)
+
+    def move_to(self, path: Path) -> None:
+        """Write to ``path`` from now on (the default name gains the machine's)."""
+        if path != self.path:
+            old, self.path = self.path, path
+            self.save()
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+    def structure(self, name: str = "au147_icosahedron") -> Any:
+        """A bundled example structure (read once)."""
+        if name not in self._cache:
+            from xyz2image_gpu import as_structure
+            from xyz2image_gpu.structures.examples import bundled_examples
+
+            path = next(p for p in bundled_examples() if p.stem == name)
+            self._cache[name] = as_structure(path)
+        return self._cache[name]
+
+    def sync(self) -> None:
+        """Wait for all work on the device (every stream)."""
+        if self.cupy is not None:
+            self.cupy.cuda.Device().synchronize()
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+# ---------------------------------------------------------------------------- stages
+def stage_environment(ctx: Context, fig: dict[str, Any]) -> None:
+    from importlib import metadata
+
+    fig["python"] = {"version": platform.python_version(), "executable": sys.executable,
+                     "platform": platform.platform()}
+    fig["cpu"] = {"model": common._cpu_model(), "logical_cores": os.cpu_count()}
+    with contextlib.suppress(AttributeError, OSError):
+        fig["cpu"]["usable_cores"] = len(os.sched_getaffinity(0))
+    wanted = ("numpy", "scipy", "tifffile", "click", "tqdm", "threadpoolctl", "filelock",
+              "xyz2image-gpu", "pytest", "psutil", "ase", "torch")
+    versions: dict[str, str | None] = {}
+    for name in wanted:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    cuda_wheels = {}
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name.startswith(("cupy", "nvidia-", "cuda-")):
+            cuda_wheels[name] = dist.version
+    fig["packages"] = versions
+    fig["cuda_wheels"] = dict(sorted(cuda_wheels.items()))
+    fig["env"] = {k: v for k, v in sorted(os.environ.items())
+                  if k.startswith(("CUDA", "CUPY_", "CUBLAS", "NVIDIA_", "XYZ2IMAGE_GPU"))
+                  or k in ("LD_LIBRARY_PATH", "PYTHONPATH")}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=common.REPO_ROOT,
+                             capture_output=True, text=True, timeout=5, check=False)
+        fig["git_commit"] = git.stdout.strip() or None
+    try:
+        query = "name,driver_version,memory.total,compute_cap,clocks.max.sm,power.limit"
+        smi = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv"],
+                             capture_output=True, text=True, timeout=15, check=False)
+        fig["nvidia_smi"] = (smi.stdout or smi.stderr).strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        fig["nvidia_smi"] = f"not available ({type(exc).__name__}: {exc})"
+
+    _cupy_facts(fig)
+    import xyz2image_gpu  # an ImportError here is this stage's error, and says what is missing
+    from xyz2image_gpu.pipeline.kernels import compiled_kernel_available
+
+    fig["package"] = {"file": xyz2image_gpu.__file__,
+                      "compiled_cpu_kernel": compiled_kernel_available()}
+
+
+def _import_cupy() -> Any:
+    """CuPy as the backend imports it (CUBLAS_WORKSPACE_CONFIG set first); directly, with
+    the same setting, when the package itself does not import."""
+    try:
+        from xyz2image_gpu.backend import import_cupy
+    except ImportError:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        import cupy
+
+        return cupy
+    return import_cupy()
+
+
+def _cupy_facts(fig: dict[str, Any]) -> None:
+    """What CuPy says of itself and the device, each fact on its own (a failure is kept as
+    the fact's value)."""
+    try:
+        cupy = _import_cupy()
+    except Exception as exc:  # noqa: BLE001 - absent, or a broken CUDA install
+        fig["cupy"] = {"importable": False, "error": f"{type(exc).__name__}: {exc}"}
+        return
+    info: dict[str, Any] = {"importable": True, "version": cupy.__version__,
+                            "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+    fig["cupy"] = info
+    probes: dict[str, Callable[[], Any]] = {
+        "runtime_version": cupy.cuda.runtime.runtimeGetVersion,
+        "driver_version": cupy.cuda.runtime.driverGetVersion,
+        "device_count": cupy.cuda.runtime.getDeviceCount,
+        "nvrtc_version": lambda: cupy.cuda.nvrtc.getVersion(),
+    }
+    for key, probe in probes.items():
+        try:
+            info[key] = probe()
+        except Exception as exc:  # noqa: BLE001
+            info[key] = f"error: {type(exc).__name__}: {exc}"
+    try:
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        info["device"] = {"name": name, "memory_gib": round(props["totalGlobalMem"] / 2**30, 2),
+                          "compute_capability": f"{props['major']}.{props['minor']}",
+                          "multiprocessors": props.get("multiProcessorCount")}
+    except Exception as exc:  # noqa: BLE001
+        info["device"] = f"error: {type(exc).__name__}: {exc}"
+    text = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(text):
+            cupy.show_config()
+        info["show_config"] = text.getvalue()
+    except Exception as exc:  # noqa: BLE001
+        info["show_config"] = text.getvalue() + f"\nerror: {type(exc).__name__}: {exc}"
+
+
+def stage_smoke(ctx: Context, fig: dict[str, Any]) -> None:
+    from xyz2image_gpu import backend
+    from xyz2image_gpu.flags import FORCE_CPU_ENV, force_cpu
+
+    t0 = time.perf_counter()
+    cupy, reason = backend.cupy_status()
+    fig["first_call_s"] = round(time.perf_counter() - t0, 4)
+    fig["usable"], fig["reason"] = cupy is not None, reason
+    if force_cpu():
+        fig["forced_cpu"] = f"{FORCE_CPU_ENV} is set: the GPU is not used"
+    ctx.has_gpu = cupy is not None and not force_cpu()
+    ctx.cupy = cupy if ctx.has_gpu else None
+    ctx.doc["gpu"] = {"usable": ctx.has_gpu, "reason": fig.get("forced_cpu", reason)}
+    module = cupy
+    if module is None:  # which steps fail, each on its own, where CuPy imports at all
+        try:
+            module = backend.import_cupy()
+            if module.cuda.runtime.getDeviceCount() < 1:
+                module = None
+        except Exception:  # noqa: BLE001 - the reason above says why
+            module = None
+    steps = []
+    for step, check in backend.smoke_steps(module) if module is not None else ():
+        t1 = time.perf_counter()
+        try:
+            check()
+            steps.append({"step": step, "ok": True, "s": round(time.perf_counter() - t1, 5)})
+        except Exception as exc:  # noqa: BLE001
+            steps.append({"step": step, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+    fig["steps"] = steps
+    with contextlib.suppress(Exception):
+        ctx.doc["machine"] = common.machine_info()
+        if ctx.default_path:
+            ctx.move_to(ctx.path.with_name(
+                f"gpu_check_{common.machine_slug(ctx.doc['machine'])}_{common.today()}.json"))
+
+
+def stage_bandwidth(ctx: Context, fig: dict[str, Any]) -> None:
+    from xyz2image_gpu.backend import get_backend
+
+    cp = ctx.cupy
+    be = get_backend("gpu")
+    nbytes = int(ctx.sizes["bandwidth_mib"]) << 20
+    fig["bytes"] = nbytes
+    pinned = be.pinned_empty((nbytes,), np.uint8)
+    pageable = np.empty(nbytes, np.uint8)
+    pinned[:] = 7
+    pageable[:] = 7
+    dev = cp.empty(nbytes, dtype=cp.uint8)
+    stream = cp.cuda.Stream(non_blocking=True)
+    copies = {"h2d_pinned": lambda: dev.set(pinned, stream=stream),
+              "d2h_pinned": lambda: dev.get(stream=stream, out=pinned),
+              "h2d_pageable": lambda: dev.set(pageable, stream=stream),
+              "d2h_pageable": lambda: dev.get(stream=stream, out=pageable)}
+    for name, copy in copies.items():
+        copy()
+        stream.synchronize()
+        times = []
+        for _ in range(5):
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            start.record(stream)
+            copy()
+            stop.record(stream)
+            stop.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+        fig[name] = {"GB_per_s": nbytes / _median(times) / 1e9, "median_s": _median(times)}
+        ctx.save()
+    copies.clear()
+    dev = None
+    cp.get_default_memory_pool().free_all_blocks()
+
+
+def _timed_iteration(renderer: Any, structure: Any, n: int, batch: int, to_host: bool,
+                     ctx: Context, gpu: bool) -> dict[str, Any]:
+    """One pass over ``n`` images: wall time, and per batch the wall-clock interval and
+    (``to_host=False`` on the GPU) CUDA events on the current stream around it."""
+    cp = ctx.cupy if gpu else None
+    intervals: list[float] = []
+    events = []
+    t0 = last = time.perf_counter()
+    if cp is not None and not to_host:
+        events.append(cp.cuda.get_current_stream().record())
+    for _batch in renderer.iter_batches(structure, n, batch_size=batch, to_host=to_host):
+        now = time.perf_counter()
+        intervals.append(now - last)
+        last = now
+        if cp is not None and not to_host:
+            events.append(cp.cuda.get_current_stream().record())
+    if cp is not None:
+        ctx.sync()
+    wall = time.perf_counter() - t0
+    out: dict[str, Any] = {"wall_s": wall, "images_per_s": n / wall, "batches": len(intervals),
+                           "host_ms_per_batch": {
+                               "first": 1e3 * intervals[0] if intervals else None,
+                               "median": 1e3 * _median(intervals[1:] or intervals),
+                               "max": 1e3 * max(intervals) if intervals else None}}
+    if len(events) > 2:
+        device = [cp.cuda.get_elapsed_time(a, b) for a, b in zip(events, events[1:])]
+        out["device_ms_per_batch"] = {"median": _median(device[1:]), "first": device[0]}
+    return out
+
+
+def stage_throughput(ctx: Context, fig: dict[str, Any]) -> None:
+    from xyz2image_gpu import Renderer, RenderSettings
+
+    s = ctx.sizes
+    structure = ctx.structure()
+    settings = RenderSettings(edgesize=s["edgesize"])
+    fig.update(output="gaussian_2d", edgesize=s["edgesize"], n_atoms=structure.max_atoms,
+               batch_size=s["batch_size"], images=s["images"], dtype="uint8")
+    with Renderer(settings, ["gaussian_2d"], GPU_DEVICE) as renderer:
+        fig["default_batch_size"] = renderer.default_batch_size(structure)
+        t0 = time.perf_counter()
+        for _ in renderer.iter_batches(structure, s["batch_size"], batch_size=s["batch_size"]):
+            pass
+        ctx.sync()
+        fig["warm_up_s"] = time.perf_counter() - t0  # kernels compiled (or loaded from cache)
+        for to_host in (True, False):
+            key = "to_host" if to_host else "to_device"
+            runs = []
+            for _ in range(s["repeats"]):
+                runs.append(_timed_iteration(renderer, structure, s["images"], s["batch_size"],
+                                             to_host, ctx, gpu=True))
+                fig[key] = {"runs": runs,
+                            "images_per_s": _median([r["images_per_s"] for r in runs])}
+                ctx.save()
+                if ctx.remaining() < 4 * runs[-1]["wall_s"] + MIN_STAGE_S:
+                    break
+    pool = ctx.cupy.get_default_memory_pool()
+    fig["memory_pool"] = {"used_bytes": pool.used_bytes(), "total_bytes": pool.total_bytes()}
+    out_bytes = s["batch_size"] * s["edgesize"] ** 2  # uint8 images of one batch
+    d2h = ctx.doc["stages"]["bandwidth"]["figures"].get("d2h_pinned", {}).get("GB_per_s")
+    fig["per_batch_split"] = {
+        "method": ("wall clock and CUDA events around Renderer.iter_batches: the engine "
+                   "exposes no per-stage timing hook (host assembly, kernels, copy) yet"),
+        "to_device_host_ms": fig["to_device"]["runs"][-1]["host_ms_per_batch"]["median"],
+        "to_device_device_ms": fig["to_device"]["runs"][-1].get(
+            "device_ms_per_batch", {}).get("median"),
+        "to_host_ms": fig["to_host"]["runs"][-1]["host_ms_per_batch"]["median"],
+        "copy_ms_from_bandwidth": (1e3 * out_bytes / (d2h * 1e9)) if d2h else None,
+        "reading": ("to_device_host_ms: the host's own work per batch (assembly, launches, any "
+                    "synchronisation inside the engine); to_device_device_ms: time between "
+                    "events on the current stream, the kernels when the device is the "
+                    "bottleneck, else about to_device_host_ms; to_host_ms - to_device_host_ms "
+                    "is what the copy to host memory adds; copy_ms_from_bandwidth is that "
+                    "copy at the measured pinned device-to-host rate"),
+    }
+    ctx.doc["render"].append({"output": "gaussian_2d", "backend": "gpu/cupy", "device": "gpu",
+                              "edgesize": s["edgesize"], "n_atoms": structure.max_atoms,
+                              "images_per_s": fig["to_host"]["images_per_s"]})
+
+
+def stage_cpu_baseline(ctx: Context, fig: dict[str, Any]) -> None:
+    from xyz2image_gpu import Renderer, RenderSettings
+    from xyz2image_gpu.backend import available_cores
+    from xyz2image_gpu.pipeline.kernels import compiled_kernel_available
+
+    s = ctx.sizes
+    structure = ctx.structure()
+    kernel = "compiled" if compiled_kernel_available() else "numpy"
+    fig.update(kernel=kernel, cores=available_cores(), edgesize=s["edgesize"],
+               batch_size=s["batch_size"], n_atoms=structure.max_atoms)
+    if kernel == "numpy":
+        fig["note"] = ("the compiled CPU kernel is not built here (python setup.py build_ext "
+                       "--inplace, or pip install -e .): NumPy path measured instead")
+    with Renderer(RenderSettings(edgesize=s["edgesize"]), ["gaussian_2d"], "cpu",
+                  cpu_kernel=kernel) as renderer:
+        first = _timed_iteration(renderer, structure, s["batch_size"], s["batch_size"], True,
+                                 ctx, gpu=False)
+        rate = first["images_per_s"]
+        n = max(s["batch_size"], int(rate * s["cpu_seconds"]) // s["batch_size"]
+                * s["batch_size"])
+        runs = []
+        for _ in range(s["repeats"]):
+            runs.append(_timed_iteration(renderer, structure, n, s["batch_size"], True, ctx,
+                                         gpu=False))
+            fig.update(images=n, runs=runs,
+                       images_per_s=_median([r["images_per_s"] for r in runs]))
+            ctx.save()
+            if ctx.remaining() < 4 * runs[-1]["wall_s"] + MIN_STAGE_S:
+                break
+    ctx.doc["render"].append({"output": "gaussian_2d", "backend": f"cpu/{kernel}",
+                              "device": "cpu", "edgesize": s["edgesize"],
+                              "n_atoms": structure.max_atoms,
+                              "images_per_s": fig["images_per_s"]})
+    gpu = ctx.doc["stages"]["throughput"]["figures"]
+    ratios = {k: gpu[k]["images_per_s"] / fig["images_per_s"]
+              for k in ("to_host", "to_device") if k in gpu}
+    if ratios:
+        fig["gpu_over_cpu"] = ratios
+
+
+def _render_range(device: str, kernel: str, settings: Any, outputs: list[str], structure: Any,
+                  n_rotation: int, batch: int, stop: int | None = None) -> dict[str, np.ndarray]:
+    from xyz2image_gpu import Renderer
+
+    with Renderer(settings, outputs, device, cpu_kernel=kernel) as renderer:
+        batches = list(renderer.iter_batches(structure, n_rotation, seed=11, batch_size=batch,
+                                             stop=stop))
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def _engines(ctx: Context) -> list[tuple[str, str, str]]:
+    """(label, device, cpu_kernel) of the engines this machine has, GPU first."""
+    from xyz2image_gpu.pipeline.kernels import compiled_kernel_available
+
+    engines = [("gpu", GPU_DEVICE, "auto")] if ctx.has_gpu else []
+    if compiled_kernel_available():
+        engines.append(("cpu/compiled", "cpu", "compiled"))
+    return engines + [("cpu/numpy", "cpu", "numpy")]
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return {"equal": False, "detail": f"{a.shape} {a.dtype} against {b.shape} {b.dtype}"}
+    equal = a.tobytes() == b.tobytes()
+    out: dict[str, Any] = {"equal": equal}
+    if not equal:
+        per_image = (a != b).reshape(len(a), -1).any(axis=1)
+        out["images_differ"] = int(per_image.sum())
+        out["max_abs_diff"] = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+    return out
+
+
+def stage_repeatability(ctx: Context, fig: dict[str, Any]) -> None:
+    """Bytes across runs and batch sizes: the same images at batch sizes B, B again, 7, 1."""
+    from xyz2image_gpu import RenderSettings
+
+    s = ctx.sizes
+    structure = ctx.structure()
+    n, big, n1 = s["repeat_images"], s["batch_size"], min(s["batch1_images"], s["repeat_images"])
+    engines = [e for e in _engines(ctx) if e[0] == "gpu"] or _engines(ctx)
+    fig.update(images=n, batch_sizes=[big, 7, 1], batch1_images=n1,
+               CUBLAS_WORKSPACE_CONFIG=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+               engines=[e[0] for e in engines], results={})
+    if not ctx.has_gpu:
+        fig["note"] = "no GPU: the CPU engines' figures only"
+    variants = {"uint8": {}, "float32": {"normalization": "float"}}
+    for label, device, kernel in engines:
+        for variant, extra in variants.items():
+            settings = RenderSettings(edgesize=s["edgesize"], **extra)
+
+            def images(batch: int, stop: int | None = None, *, device=device, kernel=kernel,
+                       settings=settings) -> np.ndarray:
+                return _render_range(device, kernel, settings, ["gaussian_2d"], structure, n,
+                                     batch, stop)["gaussian_2d"]
+
+            ref = images(big)
+            row = {"run_to_run": _difference(ref, images(big)),
+                   "batch_7": _difference(ref, images(7)),
+                   "batch_1": _difference(ref[:n1], images(1, n1))}
+            row["all_equal"] = all(r["equal"] for r in row.values())
+            fig["results"][f"{label} {variant}"] = row
+            ctx.save()
+    fig["all_equal"] = all(r["all_equal"] for r in fig["results"].values())
+
+
+#: Label outputs, compared for equality.
+LABELS = ("coordinates_3d", "delta_3d", "delta_2d", "binary_3d", "binary_2d", "n_atoms",
+          "frame_index", "rotations")
+
+
+def _parity_cases(ctx: Context) -> list[tuple[str, str, list[str], dict[str, Any]]]:
+    from xyz2image_gpu.physics.probe import ProbeOptics, fit_probe
+
+    e = ctx.sizes["edgesize"]
+    probe = fit_probe(ProbeOptics(200, 20, source_size=0.6)).components
+    column = {"probe": probe, "z_exponent": 1.7, "thermal": True,
+              "column_correction": (0.175,), "column_broadening": 0.004}
+    two_d = ["gaussian_2d", "coordinates_3d", "delta_2d", "binary_2d"]
+    e3, el = max(16, e // 2), max(24, (e * 5) // 8)
+    return [
+        ("plain", "au147_icosahedron", two_d, {"edgesize": e}),
+        ("3-D outputs", "au147_icosahedron", ["gaussian_3d", "delta_3d", "binary_3d"],
+         {"edgesize": e3}),
+        ("Z contrast, 16 bit", "aupd147_core_shell", ["gaussian_2d", "coordinates_3d"],
+         {"edgesize": e, "z_exponent": 1.7, "bitrate": 16}),
+        ("probe", "au147_icosahedron", ["gaussian_2d"], {"edgesize": e, "probe": probe}),
+        ("thermal", "au147_icosahedron", ["gaussian_2d"], {"edgesize": e, "thermal": True}),
+        ("column correction", "aupd147_core_shell", ["gaussian_2d"], {"edgesize": e, **column}),
+        ("phonon jitter", "au147_icosahedron", ["gaussian_2d", "coordinates_3d"],
+         {"edgesize": e, "phonon_jitter": True}),
+        ("shot + read noise", "au147_icosahedron", ["gaussian_2d"],
+         {"edgesize": e, "dose": 1e4, "read_noise": 0.01}),
+        ("scan jitter + drift", "au147_icosahedron", ["gaussian_2d"],
+         {"edgesize": e, "scan_jitter": 0.1, "drift": 1.0}),
+        ("legacy", "pt309_icosahedron", ["gaussian_2d", "delta_3d"], {"edgesize": el,
+                                                                      "legacy": True}),
+    ]
+
+
+def _compare(key: str, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """One output of two engines: labels equal, integer images within one grey level, float
+    arrays within 1e-4 of their largest value."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return {"ok": False, "detail": f"{a.shape} {a.dtype} against {b.shape} {b.dtype}"}
+    if key in LABELS or a.dtype.kind == "b":
+        n_diff = int(np.count_nonzero(a != b))
+        return {"ok": n_diff == 0, "n_diff": n_diff, "of": int(a.size)}
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    if a.dtype.kind in "iu":
+        worst = int(diff.max()) if diff.size else 0
+        return {"ok": worst <= 1, "max_grey_diff": worst,
+                "frac_differ": float(np.count_nonzero(diff) / max(1, diff.size))}
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    rel = float(diff.max() / scale) if scale > 0 else float(diff.max(initial=0.0))
+    return {"ok": rel <= 1e-4, "max_rel_diff": rel}
+
+
+def stage_parity(ctx: Context, fig: dict[str, Any]) -> None:
+    from xyz2image_gpu import RenderSettings
+
+    engines = _engines(ctx)
+    labels = [e[0] for e in engines]
+    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    n = ctx.sizes["parity_images"]
+    fig.update(images_per_case=n, engines=labels, pairs=[f"{a} vs {b}" for a, b in pairs],
+               cases=[])
+    if not ctx.has_gpu:
+        fig["note"] = "no GPU: the two CPU engines against each other only"
+    for name, structure_name, outputs, extra in _parity_cases(ctx):
+        settings = RenderSettings(**extra)
+        structure = ctx.structure(structure_name)
+        rendered = {label: _render_range(device, kernel, settings, outputs, structure, n,
+                                         ctx.sizes["batch_size"])
+                    for label, device, kernel in engines}
+        rows = []
+        for a, b in pairs:
+            keys = sorted(set(rendered[a]) | set(rendered[b]))
+            per_key = {k: (_compare(k, rendered[a][k], rendered[b][k])
+                           if k in rendered[a] and k in rendered[b]
+                           else {"ok": False, "detail": "missing in one engine"})
+                       for k in keys}
+            rows.append({"pair": f"{a} vs {b}", "ok": all(v["ok"] for v in per_key.values()),
+                         "outputs": per_key})
+        fig["cases"].append({"case": name, "structure": structure_name,
+                             "settings": {k: v for k, v in extra.items() if k != "probe"},
+                             "comparisons": rows, "ok": all(r["ok"] for r in rows)})
+        ctx.save()
+    fig["ok"] = all(c["ok"] for c in fig["cases"])
+
+
+def stage_memory_pool(ctx: Context, fig: dict[str, Any]) -> None:
+    from xyz2image_gpu import Renderer, RenderSettings
+
+    s = ctx.sizes
+    cp = ctx.cupy
+    structure = ctx.structure()
+    pool, pinned = cp.get_default_memory_pool(), cp.get_default_pinned_memory_pool()
+    calls = []
+    with Renderer(RenderSettings(edgesize=s["edgesize"]), ["gaussian_2d"], GPU_DEVICE) as renderer:
+        for _ in range(s["pool_calls"]):
+            for _batch in renderer.iter_batches(structure, 2 * s["batch_size"],
+                                                batch_size=s["batch_size"]):
+                pass
+            ctx.sync()
+            row = {"used_bytes": pool.used_bytes(), "total_bytes": pool.total_bytes(),
+                   "pinned_free_blocks": pinned.n_free_blocks()}
+            with contextlib.suppress(AttributeError):
+                row["pinned_total_bytes"] = pinned.total_bytes()
+            calls.append(row)
+            fig["after_each_call"] = calls
+    fig["calls"] = len(calls)
+    fig["growth_bytes"] = calls[-1]["total_bytes"] - calls[0]["total_bytes"]
+    fig["pinned_free_blocks_growth"] = (calls[-1]["pinned_free_blocks"]
+                                        - calls[0]["pinned_free_blocks"])
+
+
 def _junit_counts(path: Path) -> dict[str, Any]:
-    """Outcome counts from a pytest JUnit XML report, overall and for GPU test ids."""
+    """Outcome counts from a pytest JUnit XML report, and the failed test ids."""
     total: Counter[str] = Counter()
-    gpu: Counter[str] = Counter()
     failed: list[str] = []
     for case in ET.parse(path).getroot().iter("testcase"):
         tags = {child.tag for child in case}
         outcome = ("failed" if "failure" in tags else "error" if "error" in tags
                    else "skipped" if "skipped" in tags else "passed")
-        name = case.get("name", "")
         total[outcome] += 1
-        if re.search(r"gpu", name, re.IGNORECASE):
-            gpu[outcome] += 1
         if outcome in ("failed", "error"):
-            failed.append(f"{case.get('classname', '')}::{name}")
-    return {"all": dict(total), "gpu": dict(gpu), "failed_tests": failed}
+            failed.append(f"{case.get('classname', '')}::{case.get('name', '')}")
+    return {"counts": dict(total), "failed_tests": failed[:50]}
 
 
-def run_tests(timeout: float) -> dict[str, Any]:
-    """``python -m pytest -q -rs`` in the repository; counts, skip reasons and the tail."""
+def stage_tests(ctx: Context, fig: dict[str, Any]) -> None:
+    timeout = max(1.0, min(ctx.args.test_timeout, ctx.remaining() - 2.0))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(common.REPO_ROOT),
+                                                      env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         xml = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-               f"--junitxml={xml}"]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "gpu", "-p", "no:cacheprovider",
+               "--continue-on-collection-errors", f"--junitxml={xml}",
+               str(common.REPO_ROOT / "tests")]
+        fig.update(command=" ".join(cmd[1:-2] + ["tests"]), timeout_s=round(timeout, 1))
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=common.REPO_ROOT, capture_output=True, text=True,
-                                  timeout=timeout, check=False)
+                                  timeout=timeout, check=False, env=env)
             out, rc = proc.stdout + proc.stderr, proc.returncode
         except subprocess.TimeoutExpired as exc:
-            out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (
-                exc.stdout or "")
-            out += f"\n[gpu_check] pytest killed after {timeout:.0f} s"
-            rc = -9
-        wall = time.perf_counter() - t0
-        counts = _junit_counts(xml) if xml.exists() else {"all": {}, "gpu": {},
-                                                             "failed_tests": []}
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) \
+                else (exc.stdout or "")
+            out += f"\n[gpu_check] pytest stopped after {timeout:.0f} s"
+            rc = None
+        fig["wall_s"] = time.perf_counter() - t0
+        if xml.exists():
+            fig.update(_junit_counts(xml))
     lines = out.strip().splitlines()
-    summary = next((ln for ln in reversed(lines) if re.search(r"\d+ (passed|failed|error)", ln)),
-                   lines[-1] if lines else "")
-    skips = [ln for ln in lines if ln.startswith("SKIPPED")]
-    return {"command": " ".join(cmd[1:]), "returncode": rc, "wall_s": wall, **counts,
-            "summary_line": summary.strip("= "), "skip_reasons": skips[:40],
-            "output_tail": "\n".join(lines[-60:]), "ok": rc == 0}
+    fig["returncode"] = rc
+    fig["summary_line"] = next((ln.strip("= ") for ln in reversed(lines)
+                                if re.search(r"\d+ (passed|failed|error|skipped)", ln)), "")
+    fig["skip_reasons"] = sorted({ln for ln in lines if ln.startswith("SKIPPED")})[:20]
+    fig["output_tail"] = "\n".join(lines[-40:])
+    fig["ok"] = rc == 0
 
 
-# ---------------------------------------------------------------------------- parity
-@dataclass(frozen=True)
-class ParityCase:
-    """One parity comparison: a structure, settings and outputs."""
-
-    name: str
-    structure: str  # "au147", "aupd147", "pt309", "au1415"
-    outputs: tuple[str, ...]
-    n_rotation: int
-    settings: dict[str, Any] = field(default_factory=dict)
-
-
-PARITY_CASES = (
-    ParityCase("2d labels + image, 128 px", "au147",
-               ("coordinates_3d", "delta_2d", "gaussian_2d", "binary_2d"), 64),
-    ParityCase("3d outputs, 64 px", "au147",
-               ("coordinates_3d", "delta_3d", "gaussian_3d", "binary_3d"), 16, {"edgesize": 64}),
-    ParityCase("core-shell, Z^1.7, 16 bit", "aupd147", ("gaussian_2d", "coordinates_3d"), 64,
-               {"z_exponent": 1.7, "bitrate": 16}),
-    ParityCase("float normalisation, structure framing", "pt309", ("gaussian_2d",), 32,
-               {"normalization": "float", "framing": "structure"}),
-    ParityCase("legacy (seed) mode, 80 px", "pt309", ("gaussian_2d", "delta_3d"), 16,
-               {"legacy": True, "edgesize": 80}),
-    ParityCase("1415 atoms, 128 px", "au1415", ("gaussian_2d", "coordinates_3d"), 32),
-)
-#: Label outputs compared for equality; a few rounding-boundary flips (an atom exactly
-#: between two voxels, a voxel exactly on a sphere) are reported as a warning.
-LABELS = ("coordinates_3d", "delta_3d", "delta_2d", "binary_3d", "binary_2d")
-LABEL_FLIP_TOLERANCE = 1e-4  # fraction of atoms / voxels
+#: name -> (function, needs a GPU).
+STAGE_FUNCTIONS: dict[str, tuple[Callable[[Context, dict[str, Any]], None], bool]] = {
+    "environment": (stage_environment, False),
+    "smoke": (stage_smoke, False),
+    "bandwidth": (stage_bandwidth, True),
+    "throughput": (stage_throughput, True),
+    "cpu_baseline": (stage_cpu_baseline, False),
+    "repeatability": (stage_repeatability, False),
+    "parity": (stage_parity, False),
+    "memory_pool": (stage_memory_pool, True),
+    "tests": (stage_tests, False),
+}
 
 
-def _parity_structures() -> dict[str, Any]:
-    from xyz2image_gpu import as_structure
-    from xyz2image_gpu.structures.examples import bundled_examples
+# ---------------------------------------------------------------------------- driver
+def _inject(kind: str, name: str) -> None:
+    if kind == "hang":
+        time.sleep(3600)
+    if kind == "interrupt":
+        raise KeyboardInterrupt(f"injected into stage {name}")
+    if kind == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises Terminated here
+    raise InjectedFailure(f"failure injected into stage {name} (--inject-failure)")
 
-    files = {p.stem: p for p in bundled_examples()}
-    return {
-        "au147": common.au_cluster(147)[0],
-        "aupd147": as_structure(files["aupd147_core_shell"]),
-        "pt309": as_structure(files["pt309_icosahedron"]),
-        "au1415": common.au_cluster(1415)[0],
-    }
+
+def run_stage(ctx: Context, name: str) -> None:
+    """Run one stage, recording its status, figures, error and time; never raises but for
+    an interruption, which it records and turns into ``ctx.stopped``."""
+    args = ctx.args
+    fn, needs_gpu = STAGE_FUNCTIONS[name]
+    rec = ctx.doc["stages"][name]
+    if ctx.stopped:
+        rec.update(status="not run", reason=ctx.stopped)
+        return
+    if name in args.skip:
+        rec.update(status="skipped", reason="left out with --skip")
+        return
+    if needs_gpu and not ctx.has_gpu:
+        rec.update(status="skipped", reason=f"skipped: no GPU ({ctx.doc['gpu']['reason']})")
+        return
+    if not ctx.has_gpu and not args.allow_no_gpu and name not in ALWAYS:
+        rec.update(status="skipped", reason="skipped: no GPU, and no --allow-no-gpu")
+        return
+    remaining = ctx.remaining()
+    if name not in ALWAYS and remaining < MIN_STAGE_S:
+        rec.update(status="skipped",
+                   reason=f"budget spent: {args.budget - remaining:.1f} s of {args.budget:g} s")
+        return
+    limit = args.stage_timeout if name in ALWAYS else min(args.stage_timeout, remaining)
+    if name == "tests":  # pytest has its own timeout, inside this one
+        limit = remaining + 5.0
+    rec.update(status="running", started=_now(), time_limit_s=round(limit, 1))
+    ctx.save()
+    print(f"[gpu_check] {name} ...", flush=True)
+    t0 = time.perf_counter()
+    fig = rec["figures"]
+    try:
+        with _time_limit(limit):
+            fn(ctx, fig)
+            kind = args.inject.get(name)
+            if kind:
+                _inject(kind, name)
+        rec["status"] = "ok"
+    except StageTimeout as exc:
+        rec.update(status="timeout", error=_error(exc))
+    except (KeyboardInterrupt, Terminated) as exc:
+        what = "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt"
+        rec.update(status="interrupted", error=_error(exc))
+        ctx.stopped = f"interrupted ({what}) during stage {name}"
+        ctx.doc["interrupted"] = what
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, the next stage runs
+        rec.update(status="error", error=_error(exc))
+    finally:
+        rec["wall_s"] = round(time.perf_counter() - t0, 3)
+        ctx.save()
+    detail = f": {rec['error']['type']}: {rec['error']['message'][:200]}" if "error" in rec \
+        else ""
+    print(f"[gpu_check] {name} {rec['status']} ({rec['wall_s']:.1f} s){detail}", flush=True)
 
 
-def _compare(name: str, ref: np.ndarray, test: np.ndarray, settings: RenderSettings
-             ) -> dict[str, Any]:
-    """Differences of one output between the reference and the tested backend."""
-    out: dict[str, Any] = {"output": name, "shape": list(ref.shape), "dtype": str(ref.dtype)}
-    if ref.shape != test.shape or ref.dtype != test.dtype:
-        out.update(ok=False, detail=f"shape/dtype {test.shape} {test.dtype} differ")
-        return out
-    if name.startswith("gaussian"):
-        if ref.dtype.kind == "f":
-            scale = float(np.abs(ref).max()) or 1.0
-            diff = float(np.abs(ref.astype(np.float64) - test).max()) / scale
-            out.update(max_rel_diff=diff, ok=diff <= 1e-4, detail=f"max rel diff {diff:.2e}")
-        else:
-            d = np.abs(ref.astype(np.int64) - test.astype(np.int64))
-            tol = 1 if settings.bitrate == 8 else 2
-            out.update(max_grey_diff=int(d.max()), frac_pixels_diff=float((d > 0).mean()),
-                       ok=int(d.max()) <= tol,
-                       detail=f"max {int(d.max())} grey levels (tolerance {tol}), "
-                              f"{(d > 0).mean():.2%} of pixels differ")
-        return out
-    if name == "coordinates_3d":
-        d = np.abs(ref.astype(np.int64) - test.astype(np.int64)).max(axis=-1)
-        n_diff = int((d > 0).sum())
-        frac = n_diff / max(1, d.size)
-        out.update(equal=n_diff == 0, n_diff=n_diff, max_diff=int(d.max()),
-                   ok=int(d.max()) <= 1 and frac <= LABEL_FLIP_TOLERANCE,
-                   detail="equal" if n_diff == 0 else
-                   f"{n_diff} of {d.size} atoms differ, by <= {int(d.max())} voxel")
-        return out
-    n_diff = int((ref != test).sum())
-    frac = n_diff / max(1, ref.size)
-    out.update(equal=n_diff == 0, n_diff=n_diff, ok=frac <= LABEL_FLIP_TOLERANCE,
-               detail="equal" if n_diff == 0 else f"{n_diff} of {ref.size} voxels differ")
+def _checks(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    st = doc["stages"]
+    fig = {k: v.get("figures", {}) for k, v in st.items()}
+    checks = [{"check": "every stage that ran finished without error",
+               "ok": not [k for k, v in st.items() if v["status"] in ("error", "timeout",
+                                                                       "interrupted")],
+               "detail": {k: v["status"] for k, v in st.items()}},
+              {"check": "GPU usable (smoke test)", "ok": bool(doc["gpu"].get("usable")),
+               "detail": doc["gpu"].get("reason")}]
+    if "all_equal" in fig["repeatability"]:
+        checks.append({"check": "same bytes across runs and batch sizes",
+                       "ok": fig["repeatability"]["all_equal"],
+                       "detail": {k: v["all_equal"]
+                                  for k, v in fig["repeatability"]["results"].items()}})
+    if "ok" in fig["parity"]:
+        checks.append({"check": "parity: images within one grey level, labels equal",
+                       "ok": fig["parity"]["ok"],
+                       "detail": {c["case"]: c["ok"] for c in fig["parity"]["cases"]}})
+    if "ok" in fig["tests"]:
+        checks.append({"check": "pytest -m gpu passed", "ok": fig["tests"]["ok"],
+                       "detail": fig["tests"].get("summary_line")})
+    return checks
+
+
+def _targets(doc: dict[str, Any]) -> dict[str, Any]:
+    """The issue's H200 targets against this run's figures (information, not a check)."""
+    thr = doc["stages"]["throughput"]["figures"]
+    cpu = doc["stages"]["cpu_baseline"]["figures"]
+    out: dict[str, Any] = {}
+    for key, goal in (("to_host", 1e6), ("to_device", 3e6)):
+        if key in thr:
+            rate = thr[key]["images_per_s"]
+            out[f"{key}_images_per_s"] = {"measured": rate, "target": goal, "met": rate >= goal}
+    if "gpu_over_cpu" in cpu and "to_host" in cpu["gpu_over_cpu"]:
+        r = cpu["gpu_over_cpu"]["to_host"]
+        out["gpu_over_compiled_cpu"] = {"measured": r, "target": 20, "met": r >= 20,
+                                        "cpu_kernel": cpu.get("kernel")}
     return out
 
 
-def run_parity(test_device: str, test_kernel: str, cases: tuple[ParityCase, ...] = PARITY_CASES
-               ) -> dict[str, Any]:
-    """Render every case on the CPU (NumPy kernel) and on ``test_device``; compare."""
-    structures = _parity_structures()
-    results = []
-    for case in cases:
-        settings = RenderSettings(**case.settings)
-        s = structures[case.structure]
-        rendered = []
-        for device, kernel in (("cpu", "numpy"), (test_device, test_kernel)):
-            r = Renderer(settings, case.outputs, device, cpu_kernel=kernel)
-            try:
-                rendered.append(r.render(s, case.n_rotation, seed=7))
-            finally:
-                r.close()
-        ref, test = rendered
-        rows = [_compare(name, ref[name], test[name], settings) for name in case.outputs]
-        rot_equal = bool(np.array_equal(ref["rotations"], test["rotations"]))
-        results.append({"case": case.name, "structure": case.structure,
-                        "n_atoms": s.max_atoms, "n_rotation": case.n_rotation,
-                        "settings": settings.to_dict(), "rotations_equal": rot_equal,
-                        "outputs": rows, "ok": rot_equal and all(r["ok"] for r in rows)})
-    return {"reference": "cpu/numpy", "tested": f"{test_device}/{test_kernel}",
-            "cases": results, "ok": all(c["ok"] for c in results)}
+def _summary(doc: dict[str, Any]) -> str:
+    usable = "usable" if doc["gpu"].get("usable") else "NOT usable"
+    lines = [f"gpu_check {doc['date']}: GPU {usable} ({doc['gpu'].get('reason')})"]
+    for name, rec in doc["stages"].items():
+        why = rec.get("reason") or (rec.get("error", {}).get("message", "")[:160])
+        lines.append(f"  {name:14s} {rec['status']:11s} {rec.get('wall_s', 0):7.1f} s  {why}")
+    fig = {k: v.get("figures", {}) for k, v in doc["stages"].items()}
+    for key in ("to_host", "to_device"):
+        if key in fig["throughput"]:
+            lines.append(f"  GPU {key}: {fig['throughput'][key]['images_per_s']:,.0f} images/s")
+    if "images_per_s" in fig["cpu_baseline"]:
+        c = fig["cpu_baseline"]
+        lines.append(f"  CPU {c['kernel']} on {c['cores']} cores: {c['images_per_s']:,.0f} "
+                     f"images/s; GPU/CPU {c.get('gpu_over_cpu', '-')}")
+    for check in doc.get("checks", []):
+        lines.append(f"  [{'ok' if check['ok'] else 'FAIL'}] {check['check']}")
+    return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------- benchmark
-def run_benchmark(dry_run: bool) -> dict[str, Any]:
-    """The GPU subset of run_all (CuPy, then NumPy on the same machine), and the CLI."""
-    import bench_cli
-    import run_all
-
-    structures_sizes = (55, 147, 561, 1415, 5000)
-    if dry_run:
-        gpu_preset = cpu_preset = run_all.PRESETS["smoke"]
-        backends_gpu: list[run_all.Backend] = []
-        cli_preset, devices = "smoke", ["cpu"]
-    else:
-        gpu_preset = run_all.PRESETS["quick"]
-        cpu_preset = run_all.Preset("gpu_check_cpu", (147, 1415), (128,), (147,), (80,),
-                                    (147,), target_s=0.3, repeats=3, start=8, cli="quick")
-        backends_gpu = [run_all.Backend("gpu", "cupy")]
-        cli_preset, devices = "quick", ["gpu", "cpu"]
-    backends_cpu = [run_all.Backend("cpu", "numpy")]
-    if compiled_kernel_available():
-        backends_cpu.insert(0, run_all.Backend("cpu", "compiled"))
-    sizes = set(gpu_preset.sizes_2d) | set(gpu_preset.sizes_3d) | set(cpu_preset.sizes_2d)
-    sizes |= set(cpu_preset.sizes_3d) | set(cpu_preset.seed_sizes_2d)
-    structures = {n: common.au_cluster(n)[0] for n in sorted(sizes)}
-    results: dict[str, Any] = {"render": [], "seed": [], "zlib_floor": [],
-                               "machine": common.machine_info(),
-                               "presets": {"gpu": gpu_preset.name, "cpu": cpu_preset.name},
-                               "sizes_available": list(structures_sizes)}
-    run_all.run_render(cpu_preset, backends_cpu, structures, results, with_seed=True)
-    if backends_gpu:
-        run_all.run_render(gpu_preset, backends_gpu, structures, results, with_seed=False)
-    run_all.run_floor(cpu_preset, structures, results)
-    results["cli"] = bench_cli.run_benchmarks(cli_preset, devices=devices, run_seed=True)
-    results["headline"] = run_all._headline(results)
-    # GPU over NumPy on the same machine, point by point
-    cpu = {(r["output"], r["edgesize"], r["n_atoms"]): r["images_per_s"]
-           for r in results["render"] if r["backend"] == "cpu/numpy"}
-    for r in results["render"]:
-        base = cpu.get((r["output"], r["edgesize"], r["n_atoms"]))
-        if r["device"] == "gpu" and base:
-            r["vs_cpu_numpy"] = r["images_per_s"] / base
-    return results
-
-
-# ---------------------------------------------------------------------------- report
-def _text_report(report: dict[str, Any]) -> str:
-    m = report["machine"]
-    gpu = m["gpu"]["name"] if m.get("gpu") else "no GPU"
-    lines = [f"xyz2image-gpu gpu_check, {report['date']}: {report['verdict']}",
-             (f"machine: {gpu}; {m['cpu_model']}, {m['logical_cores']} cores, "
-              f"{m.get('memory_gib')} GiB; numpy {m['numpy']}, cupy {m.get('cupy')}"),
-             f"GPU status: {report['gpu_reason']}", ""]
-    t = report.get("tests")
-    if t:
-        lines += [f"tests: {t['summary_line']} ({t['wall_s']:.0f} s, exit {t['returncode']})",
-                  f"  all: {t['all']}", f"  GPU test ids: {t['gpu']}"]
-        lines += [f"  FAILED {name}" for name in t["failed_tests"][:30]]
-        lines += [f"  {s}" for s in t["skip_reasons"][:10]]
-        lines.append("")
-    p = report.get("parity")
-    if p:
-        lines.append(f"parity: {p['tested']} against {p['reference']}: "
-                     f"{'ok' if p['ok'] else 'FAILED'}")
-        for c in p["cases"]:
-            lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['case']} ({c['structure']}, "
-                         f"{c['n_rotation']} rotations)")
-            lines += [f"      {r['output']:15s} {r['detail']}" for r in c["outputs"]]
-        lines.append("")
-    b = report
-    if "render" in b:
-        lines.append("render-only images/s (median):")
-        lines.append(f"  {'backend':14s} {'output':12s} {'edge':>4s} {'atoms':>5s} "
-                     f"{'images/s':>11s} {'vs seed':>8s} {'vs numpy':>8s}")
-        for r in b["render"]:
-            vs = f"{r['vs_seed']:.1f}x" if r.get("vs_seed") else "-"
-            vn = f"{r['vs_cpu_numpy']:.1f}x" if r.get("vs_cpu_numpy") else "-"
-            lines.append(f"  {r['backend']:14s} {r['output']:12s} {r['edgesize']:4d} "
-                         f"{r['n_atoms']:5d} {fmt_rate(r['images_per_s']):>11s} {vs:>8s} "
-                         f"{vn:>8s}")
-        for r in b["seed"]:
-            lines.append(f"  {'seed':14s} {r['output']:12s} {r['edgesize']:4d} "
-                         f"{r['n_atoms']:5d} {fmt_rate(r['images_per_s']):>11s}")
-        for r in b["zlib_floor"]:
-            lines.append(f"  zlib level 6 floor {r['output']} {r['edgesize']} px: "
-                         f"{fmt_rate(r['single_thread_images_per_s'])} images/s one thread, "
-                         f"{fmt_rate(r['all_cores_images_per_s'])} on {r['threads']} threads")
-        lines += [f"  {s}" for s in b.get("cli", {}).get("summary", [])]
-        lines.append("")
-    lines += [f"note: {n}" for n in report.get("notes", [])]
-    lines.append(f"elapsed: {report['elapsed_s']:.0f} s")
-    return "\n".join(lines) + "\n"
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where the JSON goes (default: benchmarks/results/"
+                             "gpu_check_<machine>_<date>.json)")
+    parser.add_argument("--budget", type=float, default=210.0,
+                        help="seconds for the whole run; later stages are skipped once spent")
+    parser.add_argument("--stage-timeout", type=float, default=90.0,
+                        help="seconds one stage may take")
+    parser.add_argument("--test-timeout", type=float, default=150.0,
+                        help="seconds pytest may take (bounded by the budget left)")
+    parser.add_argument("--allow-no-gpu", action="store_true",
+                        help="without a usable GPU, run the stages that can run on the CPU")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes (for the tests: seconds on a CPU, figures meaningless)")
+    parser.add_argument("--skip", action="append", default=[], choices=STAGES, metavar="STAGE",
+                        help=f"leave a stage out (repeatable): {', '.join(STAGES)}")
+    parser.add_argument("--inject-failure", action="append", default=[], metavar="STAGE[:KIND]",
+                        help="make STAGE fail after its work: KIND error (default), hang (until "
+                             "its time limit), interrupt (as Ctrl-C) or sigterm")
+    for key, value in FULL.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=None,
+                            help=f"default {value} ({QUICK[key]} with --quick)")
+    args = parser.parse_args(argv)
+    args.inject = {}
+    for item in args.inject_failure:
+        name, _, kind = item.partition(":")
+        if name not in STAGES or kind not in ("", "error", "hang", "interrupt", "sigterm"):
+            parser.error(f"--inject-failure {item!r}: STAGE is one of {', '.join(STAGES)}, "
+                         "KIND one of error, hang, interrupt, sigterm")
+        args.inject[name] = kind or "error"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=common.RESULTS_DIR,
-                        help="folder of gpu_check_<machine>_<date>.json/.txt")
-    parser.add_argument("--allow-no-gpu", action="store_true",
-                        help="without a GPU, run a dry run on the CPU instead of exiting 2")
-    parser.add_argument("--skip-tests", action="store_true", help="do not run pytest")
-    parser.add_argument("--skip-bench", action="store_true", help="do not run the benchmark")
-    parser.add_argument("--test-timeout", type=float, default=240.0,
-                        help="seconds before pytest is stopped")
-    args = parser.parse_args(argv)
-
+    args = _parse_args(argv)
+    sizes = dict(QUICK if args.quick else FULL)
+    sizes.update({k: getattr(args, k) for k in FULL if getattr(args, k) is not None})
     t0 = time.perf_counter()
-    has_gpu = gpu_available()
-    reason = cupy_status()[1]
-    if force_cpu():
-        reason = f"{FORCE_CPU_ENV} is set; unset it to use the GPU ({reason})"
-    report: dict[str, Any] = {"benchmark": "gpu_check", "date": common.today(),
-                              "machine": common.machine_info(), "gpu_reason": reason,
-                              "dry_run": not has_gpu, "notes": []}
-    print(f"GPU: {reason}", flush=True)
-    if not has_gpu:
-        msg = ("no usable NVIDIA GPU: " + reason + ". Install CuPy for your CUDA version "
-               "(see benchmarks/README.md, 'Offline GPU machine') and check nvidia-smi.")
-        if not args.allow_no_gpu:
-            print(f"gpu_check: {msg}\nRun with --allow-no-gpu for a CPU-only dry run.",
-                  file=sys.stderr)
-            return EXIT_NO_GPU
-        print(f"dry run ({msg})", flush=True)
-        report["notes"].append("dry run without a GPU: tests on the CPU, parity of the "
-                               "compiled CPU kernel against NumPy, tiny CPU benchmark")
+    default_path = args.json is None
+    path = args.json or common.RESULTS_DIR / f"gpu_check_{common.today()}.json"
+    doc: dict[str, Any] = {
+        "_t0": t0, "benchmark": "gpu_check", "schema": 2, "date": common.today(),
+        "started": _now(), "updated": None, "finished": False, "exit_status": None,
+        "argv": sys.argv[1:] if argv is None else list(argv), "budget_s": args.budget,
+        "sizes": sizes, "gpu": {"usable": None, "reason": "not yet known"},
+        "stages": {name: {"status": "pending", "figures": {}} for name in STAGES},
+        "checks": [], "targets": {}, "machine": {}, "render": []}
+    ctx = Context(args, sizes, Path(path), default_path, t0 + args.budget, doc)
 
-    status = EXIT_OK
-    if not args.skip_tests:
-        print("\n== pytest", flush=True)
-        tests = run_tests(args.test_timeout)
-        report["tests"] = tests
-        print(f"{tests['summary_line']}  (all: {tests['all']}; GPU ids: {tests['gpu']})",
-              flush=True)
-        if not tests["ok"]:
-            status = EXIT_FAILED
-            print(tests["output_tail"][-4000:], flush=True)
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise Terminated("SIGTERM")
 
-    print("\n== parity", flush=True)
-    if has_gpu:
-        parity = run_parity("gpu", "auto")
-    elif compiled_kernel_available():
-        parity = run_parity("cpu", "compiled")
-    else:
-        parity = {"tested": "none", "reference": "cpu/numpy", "cases": [], "ok": True,
-                  "skipped": "no GPU and no compiled CPU kernel"}
-    report["parity"] = parity
-    for c in parity["cases"]:
-        print(f"[{'ok' if c['ok'] else 'FAIL'}] {c['case']}: "
-              + "; ".join(f"{r['output']} {r['detail']}" for r in c["outputs"]), flush=True)
-    if not parity["ok"]:
-        status = EXIT_FAILED
-
-    if not args.skip_bench:
-        remaining = BUDGET_S - (time.perf_counter() - t0)
-        if remaining < 120 and has_gpu:
-            report["notes"].append(f"benchmark reduced: {remaining:.0f} s of the budget left")
-        bench = run_benchmark(dry_run=not has_gpu or remaining < 120)
-        bench.pop("machine", None)
-        report.update(bench)  # render / seed / zlib_floor at the top level, as run_all's
-
-    report["elapsed_s"] = time.perf_counter() - t0
-    report["verdict"] = ("OK" if status == EXIT_OK else "FAILED") + (
-        " (dry run, no GPU)" if not has_gpu else "")
-    slug = common.machine_slug(report["machine"])
-    base = Path(args.out) / f"gpu_check_{slug}_{common.today()}"
-    common.write_json(base.with_suffix(".json"), report)
-    text = _text_report(report)
-    base.with_suffix(".txt").write_text(text, encoding="utf-8")
-    print("\n" + text)
-    print(f"wrote {base}.json and {base}.txt ({report['elapsed_s']:.0f} s)")
+    previous = None
+    with contextlib.suppress(ValueError, AttributeError):  # not the main thread / no SIGTERM
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    status = EXIT_FAILED
+    try:
+        ctx.save()
+        for name in STAGES:
+            try:
+                run_stage(ctx, name)
+            except (KeyboardInterrupt, Terminated) as exc:  # between stages
+                ctx.stopped = f"interrupted ({type(exc).__name__}) after stage {name}"
+                ctx.doc["interrupted"] = type(exc).__name__
+        doc["checks"] = _checks(doc)
+        doc["targets"] = _targets(doc)
+        if doc.get("interrupted"):
+            status = EXIT_TERMINATED if doc["interrupted"] in ("SIGTERM", "Terminated") \
+                else EXIT_INTERRUPTED
+        elif not ctx.has_gpu and not args.allow_no_gpu:
+            status = EXIT_NO_GPU
+        else:
+            relevant = [c for c in doc["checks"]
+                        if ctx.has_gpu or c["check"] != "GPU usable (smoke test)"]
+            status = EXIT_OK if all(c["ok"] for c in relevant) else EXIT_FAILED
+    finally:
+        doc["finished"] = True
+        doc["exit_status"] = status
+        with contextlib.suppress(Exception):
+            ctx.save()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print(_summary(doc), flush=True)
+    if status == EXIT_NO_GPU:
+        print("gpu_check: no usable GPU; run with --allow-no-gpu for the CPU stages",
+              file=sys.stderr)
+    print(f"wrote {ctx.path} ({doc['elapsed_s']:.0f} s, exit {status})", flush=True)
     return status
 
 

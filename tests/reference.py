@@ -1,8 +1,9 @@
 """Independent float64 reference implementations for tests and benchmarks.
 
 Nothing here imports :mod:`xyz2image_gpu`: every function is written from the conventions
-in ``DESIGN.md`` (and the seed script's description) with plain NumPy, SciPy and ASE, so that
-the engine is never compared with its own output.
+in ``DESIGN.md`` (and the seed script's description) with plain NumPy and SciPy, so that
+the engine is never compared with its own output. (:func:`icosahedron` makes test *inputs*:
+ASE's cluster, or without ASE the same atoms from :mod:`ase_compat`.)
 
 Conventions (lengths in Å, pixel coordinates in pixels, pixel index ``i`` at coordinate ``i``;
 array axis 0 is x, 1 is y, 2 is z; the beam runs along z):
@@ -18,7 +19,7 @@ array axis 0 is x, 1 is y, 2 is z; the beam runs along z):
 from __future__ import annotations
 
 import numpy as np
-from ase.cluster import Icosahedron
+from ase_compat import icosahedron
 from scipy.ndimage import gaussian_filter
 
 __all__ = [
@@ -211,7 +212,3 @@ def binary_reference(
         ambiguous[sl] |= np.abs(d - radius_px) <= tol
     return binary, ambiguous
 
-
-def icosahedron(symbol: str = "Au", shells: int = 4):
-    """A Mackay icosahedron from ASE (shells 4: 147 atoms, 6: 561, 12: 5083)."""
-    return Icosahedron(symbol, noshells=shells)

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from ase import Atoms
+from ase_compat import Atoms
 from conftest import gpu_skip_reason
 from reference import (
     R0,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase import Atoms
+from ase_compat import Atoms, requires_ase
 from reference import R0
 from scipy import stats
 
@@ -73,6 +73,7 @@ def test_beam_axis_uniform_on_sphere(haar_sample, which):
     assert stats.kstest(azimuth, "uniform", args=(-np.pi, 2 * np.pi)).pvalue > 1e-4
 
 
+@requires_ase
 def test_uniform_euler_angles_would_fail():
     """Sanity check of the test's power: the seed's uniform Euler angles are not Haar."""
     rng = np.random.default_rng(0)
@@ -91,6 +92,7 @@ def test_first_rotation_is_seed_view():
     assert not np.allclose(R[1], R0)
 
 
+@requires_ase
 def test_r0_is_ase_rotate_90_about_z():
     """R0 is the seed's ``atoms.rotate(90, 'z')`` with rotated positions = positions @ R.T."""
     rng = np.random.default_rng(1)

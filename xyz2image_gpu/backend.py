@@ -10,8 +10,10 @@ module calls CUDA. CuPy is imported lazily, once, and only here.
 Device selection
 ----------------
 ``auto``
-    The GPU when CuPy imports *and* a CUDA device is present, else NumPy. The reason for the
-    choice is kept in :attr:`Backend.reason` (``xyz2image-gpu info`` prints it).
+    The GPU when CuPy imports, a CUDA device is present *and* a smoke test on it passes
+    (:func:`cupy_status`: cuBLAS and NVRTC, which ``import cupy`` does not load), else
+    NumPy. The reason for the choice is kept in :attr:`Backend.reason` (``xyz2image-gpu
+    info`` prints it).
 ``cpu``
     NumPy, always.
 ``gpu``
@@ -20,6 +22,10 @@ Device selection
 
 Setting the environment variable ``XYZ2IMAGE_GPU_FORCE_CPU=1`` makes ``auto`` (and ``gpu``)
 resolve to the CPU, e.g. to run the NumPy path on a GPU machine.
+
+Before importing CuPy this module sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless it is set:
+the cuBLAS guide's condition for bitwise-reproducible products when several streams share
+one cuBLAS handle, as the engine's two streams share CuPy's (see README, Reproducibility).
 """
 
 from __future__ import annotations
@@ -43,24 +49,93 @@ __all__ = [
     "cupy_status",
     "get_backend",
     "gpu_available",
+    "import_cupy",
+    "smoke_steps",
 ]
 
 DEVICES = ("auto", "cpu", "gpu")
 INSTALL_HINT = (
-    "install the GPU extra matching your CUDA toolkit, e.g. "
-    "`pip install 'xyz2image-gpu[gpu]'` (cupy-cuda12x) or `pip install cupy-cuda11x`"
+    "install CuPy with the CUDA libraries it loads at run time (cuBLAS, NVRTC): "
+    "`pip install 'xyz2image-gpu[gpu]'` (cupy-cuda12x[ctk], CUDA 12 drivers) or "
+    "`pip install 'xyz2image-gpu[gpu-cuda13]'` (cupy-cuda13x[ctk], CUDA 13 drivers; "
+    "`nvidia-smi` shows the driver's CUDA version); with a local CUDA toolkit, plain "
+    "cupy-cuda12x / cupy-cuda13x (cupy-cuda11x for CUDA 11) is enough"
 )
+#: cuBLAS's own setting for bitwise-reproducible results when several streams share one
+#: handle (cuBLAS guide, "Results reproducibility"): a fixed workspace per stream, about
+#: 24 MiB of device memory. Set before CuPy is imported, unless the user set it.
+CUBLAS_WORKSPACE_ENV = "CUBLAS_WORKSPACE_CONFIG"
+CUBLAS_WORKSPACE_DEFAULT = ":4096:8"
+#: What the smoke test's compiled kernel computes: y = 2 x + 1.
+_SMOKE_KERNEL = r"""
+extern "C" __global__ void xyz2image_gpu_smoke(const float* x, float* y, const int n) {
+    const int i = blockDim.x * blockIdx.x + threadIdx.x;
+    if (i < n) y[i] = 2.0f * x[i] + 1.0f;
+}
+"""
 
 
 class BackendError(RuntimeError):
     """The requested device cannot be used."""
 
 
+def import_cupy() -> Any:
+    """Import CuPy (ImportError or CUDA errors propagate), first setting
+    :data:`CUBLAS_WORKSPACE_ENV` to :data:`CUBLAS_WORKSPACE_DEFAULT` where it is unset, so
+    that the cuBLAS handle CuPy creates later gives the same bits whichever of the engine's
+    streams runs a product. Has no effect on a handle created before (CuPy used earlier in
+    the process with another setting)."""
+    os.environ.setdefault(CUBLAS_WORKSPACE_ENV, CUBLAS_WORKSPACE_DEFAULT)
+    import cupy
+
+    return cupy
+
+
+def smoke_steps(cupy: Any) -> tuple[tuple[str, Any], ...]:
+    """The device smoke test as ``(step, check)`` pairs; ``check()`` runs one small
+    computation on the current device, waits for it and raises when it fails or its result
+    is wrong. What a driver-only machine lacks shows here and not at the first render:
+    cuBLAS (``libcublas``/``libcublasLt``) for the products, NVRTC for every kernel CuPy
+    compiles (elementwise ones included)."""
+
+    def matmul() -> None:
+        a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+        b = np.arange(16, dtype=np.float32).reshape(2, 4, 2)
+        got = cupy.asnumpy(cupy.matmul(cupy.asarray(a), cupy.asarray(b)))  # batched GEMM
+        if not np.array_equal(got, a @ b):  # small integers: exact in float32
+            raise ValueError(f"wrong result {got.ravel().tolist()}")
+
+    def exp() -> None:
+        x = np.array([-1.0, 0.0, 0.5, 2.0], dtype=np.float32)
+        got = cupy.asnumpy(cupy.exp(cupy.asarray(x)))
+        if not np.allclose(got, np.exp(x), rtol=1e-6, atol=0):
+            raise ValueError(f"wrong result {got.tolist()}")
+
+    def raw_kernel() -> None:
+        nvrtc = getattr(cupy.cuda, "nvrtc", None)
+        if nvrtc is not None and hasattr(nvrtc, "getVersion"):
+            nvrtc.getVersion()  # loads NVRTC even when the kernel below is in CuPy's cache
+        n = 40
+        x = np.linspace(-2.0, 2.0, n, dtype=np.float32)
+        y = cupy.zeros(n, dtype=cupy.float32)
+        kernel = cupy.RawKernel(_SMOKE_KERNEL, "xyz2image_gpu_smoke")
+        kernel((2,), (32,), (cupy.asarray(x), y, np.int32(n)))
+        got = cupy.asnumpy(y)
+        if not np.array_equal(got, 2.0 * x + 1.0):
+            raise ValueError(f"wrong result {got.tolist()}")
+
+    return (("cuBLAS matmul", matmul), ("NVRTC elementwise exp", exp),
+            ("NVRTC RawKernel compile and launch", raw_kernel))
+
+
 @lru_cache(maxsize=1)
 def cupy_status() -> tuple[Any, str]:
-    """Return ``(cupy_module_or_None, reason)``: whether CuPy imports and sees a device."""
+    """Return ``(cupy_module_or_None, reason)``: CuPy when it imports, sees a CUDA device and
+    passes the smoke test (:func:`smoke_steps`: a cuBLAS product, an elementwise kernel and
+    a compiled ``RawKernel``, each result checked), else None and why, naming the failed
+    step, with the install hint. Cached: the test runs once per process."""
     try:
-        import cupy
+        cupy = import_cupy()
     except Exception as exc:  # noqa: BLE001 - ImportError, or a broken CUDA install raising at import
         return None, f"CuPy is not importable ({type(exc).__name__}: {exc})"
     try:
@@ -69,9 +144,21 @@ def cupy_status() -> tuple[Any, str]:
         return None, f"CuPy imports but no CUDA device is usable ({type(exc).__name__}: {exc})"
     if n < 1:
         return None, "CuPy imports but no CUDA device is present"
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    return cupy, f"CuPy {cupy.__version__} with {n} CUDA device(s); using {name}"
+    try:
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    except Exception as exc:  # noqa: BLE001
+        return None, (f"CuPy {cupy.__version__} sees {n} CUDA device(s) but cannot query the "
+                      f"current one ({type(exc).__name__}: {exc})")
+    for step, check in smoke_steps(cupy):
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - missing libraries raise many types
+            return None, (f"CuPy {cupy.__version__} sees {n} CUDA device(s) ({name}) but its "
+                          f"smoke test failed at the {step} ({type(exc).__name__}: {exc}); "
+                          f"{INSTALL_HINT}")
+    return cupy, (f"CuPy {cupy.__version__} with {n} CUDA device(s); using {name} (smoke "
+                  f"test passed: cuBLAS matmul, NVRTC exp and RawKernel)")
 
 
 def available_cores() -> int:
@@ -189,5 +276,6 @@ def get_backend(device: str | Backend = "auto") -> Backend:
     if cupy is not None:
         return Backend("cupy", cupy, why)
     if device == "gpu":
-        raise BackendError(f"device=gpu was requested but {why}; {INSTALL_HINT}")
+        hint = "" if INSTALL_HINT in why else f"; {INSTALL_HINT}"
+        raise BackendError(f"device=gpu was requested but {why}{hint}")
     return Backend("numpy", np, f"NumPy on the CPU, because {why}")
