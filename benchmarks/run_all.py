@@ -12,6 +12,8 @@ with ``cpu_kernel="numpy"``; CuPy when ``xyz2image_gpu.backend.gpu_available()``
   ``gaussian_filter``, one image at a time, one process) on the same views;
 * **the zlib floor**: ``zlib.compress(level 6)`` alone of the bytes the CLI would store for
   the same images (one thread, and chunks on a thread per core: zlib releases the GIL);
+* **the host's cost per GPU batch** (``bench_host_cost.py``): the GPU path on a stand-in
+  device whose operations cost nothing, so only the host's own work is timed;
 * **end-to-end CLI** (``bench_cli.py``): ``xyz2image-gpu render`` versus the seed's approach,
   images/s and peak memory of the process tree.
 
@@ -301,6 +303,11 @@ def _print_headline(results: dict[str, Any]) -> None:
         print(f"  zlib level 6 floor: {fmt_rate(head['zlib_floor_images_per_s_1_thread'])} "
               f"images/s one thread, {fmt_rate(head['zlib_floor_images_per_s_all_cores'])} "
               f"on all cores")
+    host = results.get("host_cost")
+    if host:
+        print(f"  host cost per GPU batch ({host['batch_size']} images, {host['edgesize']} px): "
+              f"{host['ms_per_batch_median']:.2f} ms, a host ceiling of "
+              f"{fmt_rate(host['host_ceiling_images_per_s'])} images/s")
     cli = results.get("cli")
     if cli and "summary" in cli:
         for line in cli["summary"]:
@@ -380,6 +387,20 @@ def run_floor(preset: Preset, structures: dict[int, Any], results: dict[str, Any
               f"{r['ratio']:5.1f}  {fmt_rate(r['single_thread_images_per_s']):>14}  "
               f"{fmt_rate(r['all_cores_images_per_s']):>15}  "
               f"{r['single_thread_mb_per_s']:.0f} / {r['all_cores_mb_per_s']:.0f}", flush=True)
+
+
+def run_host_cost(preset: Preset, results: dict[str, Any]) -> None:
+    """The host's own cost per GPU batch, on a stand-in device whose operations cost nothing
+    (``bench_host_cost.py``): 4096-image batches of gaussian_2d at 128 px, Au147."""
+    import bench_host_cost
+
+    args = (64, 32, 3, 1) if preset.name == "smoke" else (4096, 128, 20, 3)
+    r = bench_host_cost.measure(*args)
+    results["host_cost"] = r
+    print(f"\n== Host cost per GPU batch (device operations free): "
+          f"{r['ms_per_batch_median']:.2f} ms per {r['batch_size']}-image batch at "
+          f"{r['edgesize']} px, host ceiling {fmt_rate(r['host_ceiling_images_per_s'])} "
+          f"images/s", flush=True)
 
 
 def _loadavg() -> list[float] | None:
@@ -464,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_render(preset, backends, structures, results, with_seed=not args.no_seed)
         run_floor(preset, structures, results)
+        run_host_cost(preset, results)
         if not args.no_cli:
             import bench_cli
 

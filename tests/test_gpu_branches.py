@@ -10,10 +10,9 @@ machine the ``device`` tests do that.
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
+from fake_cupy import DeviceArray, FakeCupy
 from reference import icosahedron
 
 from xyz2image_gpu import Renderer, RenderSettings, as_structure
@@ -21,75 +20,13 @@ from xyz2image_gpu.backend import Backend
 
 FREE_BYTES = 1 << 30
 
-
-class _FakeEvent:
-    def __init__(self, copies: list) -> None:
-        self._copies = copies
-
-    def synchronize(self) -> None:
-        for src, out in self._copies:
-            out[...] = src
-        self._copies.clear()
-
-
-class _FakeStream:
-    """A stream whose asynchronous copies land only when an event recorded after them is
-    synchronised, so that reading a pinned buffer too early reads its garbage."""
-
-    def __init__(self, non_blocking: bool = False) -> None:
-        self.queued: list = []
-        self.active = 0
-
-    def __enter__(self):
-        self.active += 1
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.active -= 1
-
-    def record(self) -> _FakeEvent:
-        copies, self.queued = self.queued, []
-        return _FakeEvent(copies)
-
-
-class _FakeCupy(types.ModuleType):
-    """NumPy under CuPy's name, with ``asnumpy``, ``cuda.runtime.memGetInfo``, streams,
-    events and pinned memory (filled with 0xAB, as fresh memory holds anything)."""
-
-    def __init__(self) -> None:
-        super().__init__("cupy")
-        self.async_copies = 0
-        self.pinned_bytes = 0
-        self.cuda = types.SimpleNamespace(
-            runtime=types.SimpleNamespace(memGetInfo=lambda: (FREE_BYTES, 2 * FREE_BYTES)),
-            get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None),
-            Stream=_FakeStream,
-            alloc_pinned_memory=self._alloc_pinned,
-        )
-
-    def _alloc_pinned(self, nbytes: int) -> bytearray:
-        self.pinned_bytes += nbytes
-        return bytearray(b"\xab" * nbytes)
-
-    def asnumpy(self, a, stream=None, out=None, blocking=True):
-        if out is None:
-            return np.asarray(a)
-        assert out.shape == a.shape and out.dtype == a.dtype
-        if blocking:
-            out[...] = a
-        else:
-            assert stream is not None and stream.active, "async copy outside its stream"
-            stream.queued.append((np.array(a, copy=True), out))
-            self.async_copies += 1
-        return out
-
-    def __getattr__(self, name: str):
-        return getattr(np, name)
+#: The stand-in under the name test_guards.py imports it by.
+_FakeCupy = FakeCupy
 
 
 @pytest.fixture
 def fake_gpu() -> Backend:
-    return Backend("cupy", _FakeCupy(), "NumPy standing in for CuPy")
+    return Backend("cupy", FakeCupy(FREE_BYTES), "NumPy standing in for CuPy")
 
 
 OUTPUTS = ["coordinates_3d", "delta_3d", "delta_2d", "gaussian_2d", "gaussian_3d",
@@ -122,7 +59,7 @@ def test_gpu_branches_match_the_numpy_path(fake_gpu, extra):
         else:
             np.testing.assert_array_equal(got[key], value, err_msg=key)
     device_batch = next(gpu.iter_batches(st, 5, seed=2, to_host=False))
-    assert all(isinstance(v, np.ndarray) for v in device_batch.values())
+    assert all(isinstance(v, gpu.backend.xp.ndarray) for v in device_batch.values())
     gpu.close()
 
 
@@ -152,6 +89,270 @@ def test_gpu_batches_overlap_copies_through_pinned_buffers(fake_gpu, batch_size)
             assert np.abs(got[key].astype(int) - value.astype(int)).max() <= 1, key
         else:
             np.testing.assert_array_equal(got[key], value, err_msg=key)
-    # pinned memory: two slots, each sized for one full batch of every output
+    # pinned memory: at most one buffer set per batch held (this consumer keeps them all),
+    # each sized for one full batch of every output
     per_image = 16 * 16 + 16**3 + st.max_atoms * 3 * 2 + 8
-    assert fake.pinned_bytes <= 2 * min(batch_size, 7) * per_image + 4096
+    assert fake.pinned_bytes <= max(3, n_batches) * min(batch_size, 7) * per_image + 4096
+
+
+# ------------------------------------------------------------------ the stricter stand-in
+def test_the_stand_in_refuses_what_cupy_would():
+    """Device arrays reach the host only through asnumpy: implicit conversions, reads that
+    CuPy answers with a hidden synchronisation, and host arrays in device operations fail."""
+    fake = FakeCupy()
+    a = fake.arange(6, dtype=np.float32).reshape(2, 3)
+    assert isinstance(a, DeviceArray) and isinstance(a.sum(axis=1), DeviceArray)
+    assert isinstance(a.max(), DeviceArray)  # a reduction stays on the device
+    for read in (np.asarray, float, int, bool, lambda x: [0][x], lambda x: x.tolist(),
+                 lambda x: x.item(), lambda x: x + np.ones(1, np.float32)):
+        with pytest.raises(TypeError):
+            read(a[0, 0] if read in (float, int, bool) else a)
+    assert fake.syncs == 0
+    np.testing.assert_array_equal(fake.asnumpy(a.sum(axis=0)), [3, 5, 7])
+    fake.nonzero(a > 2)
+    assert fake.syncs == 2 and fake.sync_log == ["asnumpy", "nonzero"]
+
+
+def _renderer(fake, outputs=("gaussian_2d", "coordinates_3d"), **settings):
+    settings = RenderSettings(edgesize=16, **settings)
+    return Renderer(settings, list(outputs), Backend("cupy", fake, "stand-in"))
+
+
+def _cpu(outputs=("gaussian_2d", "coordinates_3d"), **settings):
+    settings = RenderSettings(edgesize=16, **settings)
+    with Renderer(settings, list(outputs), "cpu", cpu_kernel="numpy") as r:
+        return r.render(as_structure(icosahedron("Au", 3)), 12, seed=4)
+
+
+def _assert_matches(got, want):
+    for key, value in want.items():
+        if key.startswith("gaussian"):
+            assert np.abs(got[key].astype(int) - value.astype(int)).max() <= 1, key
+        else:
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("how", ["close", "throw", "consumer raises", "writer raises"])
+def test_an_abandoned_render_leaves_no_copy_in_flight(how):
+    """Item 5: whatever ends an iteration part-way, no asynchronous copy is still writing
+    into the pinned buffers, or reading device memory being freed, once control is back
+    with the caller (the streams are synchronised in a ``finally``). Later renders on the
+    same renderer are unaffected."""
+    fake = FakeCupy()
+    st = as_structure(icosahedron("Au", 3))
+    gpu = _renderer(fake)
+    batches = gpu.iter_batches(st, 12, seed=4, batch_size=2)
+    first = next(batches)
+    assert fake.in_flight > 0  # the second batch's copies are queued behind the first
+    if how == "close":
+        batches.close()
+    elif how == "throw":
+        with pytest.raises(KeyError):
+            batches.throw(KeyError("stop"))
+    else:
+        from xyz2image_gpu.output.background import BackgroundWriter
+
+        class Failing:
+            def append(self, batch):
+                raise OSError("disk full")
+
+        writer = BackgroundWriter(maxsize=1)
+        with pytest.raises(OSError if how == "writer raises" else RuntimeError):
+            for batch in batches:
+                if how == "consumer raises":
+                    raise RuntimeError("consumer")
+                writer.put(Failing(), batch)  # the second put re-raises the writer's error
+                writer.close()
+        del batch
+    del batches
+    assert fake.in_flight == 0, "a copy is still in flight after the render was abandoned"
+    assert fake.violations == []
+    first.release()
+    _assert_matches(gpu.render(st, 12, seed=4, batch_size=5), _cpu())
+    gpu.close()
+
+
+def _syncs_per_batch(fake, batches):
+    """Host synchronisations done while producing each batch (between two yields)."""
+    counts = []
+    while True:
+        before = fake.syncs
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return counts
+        counts.append(fake.syncs - before)
+        batch.release()
+
+
+@pytest.mark.parametrize("settings, per_batch", [
+    ({}, 1),
+    ({"framing": "structure", "z_exponent": 1.7, "thermal": True}, 1),
+    # still on the host, each by explicit Backend.to_host calls (counted):
+    ({"legacy": True}, 2),  # the filter matrices are built on the host from the pixel sizes
+    ({"dose": 100.0}, 4),  # noise is drawn on the host: images, clean images, pixel sizes
+])
+def test_the_steady_state_loop_waits_once_per_batch(settings, per_batch):
+    """Items 10 and 7: in the steady state the loop's only host synchronisation is the wait
+    for the batch it hands over (legacy mode and augmentations still read back through
+    explicit ``to_host`` calls, counted here); labels and coordinates need none."""
+    fake = FakeCupy()
+    outputs = ["gaussian_2d", "coordinates_3d", "delta_3d", "delta_2d", "binary_3d",
+               "binary_2d"]
+    gpu = _renderer(fake, outputs, **settings)
+    st = as_structure(icosahedron("Au", 3))
+    counts = _syncs_per_batch(fake, gpu.iter_batches(st, 12, seed=4, batch_size=2))
+    assert len(counts) == 6
+    assert counts[1:-1] == [per_batch] * 4, fake.sync_log
+    assert "event (spinning)" not in fake.sync_log
+    gpu.close()
+
+
+def test_only_rotations_and_indices_travel_per_batch():
+    """Item 8: a unit's frames are uploaded once per call; each batch uploads its rotations
+    (float32) and its images' frame indices, nothing that scales with the atoms."""
+    fake = FakeCupy()
+    gpu = _renderer(fake)
+    st = as_structure(icosahedron("Au", 3))
+    batches = gpu.iter_batches(st, 64, seed=4, batch_size=8)
+    next(batches).release()
+    per_batch = []
+    for batch in batches:
+        before = fake.uploaded_bytes
+        batch.release()
+        per_batch.append(before)
+    steps = np.diff(per_batch)  # uploads queued for the batch after each one
+    assert list(steps) == [8 * (9 * 4 + 8)] * 5 + [0], steps  # float32 (3, 3), int64 index
+    gpu.close()
+
+
+def test_streams_events_and_pinned_buffers_are_reused_across_calls():
+    """Items 11 and 12: the renderer keeps its streams, events and page-locked buffers for
+    every later call (CuPy's pool caches device blocks per stream); events are blocking and
+    without timing; a consumer that releases each batch keeps the ring at three sets."""
+    fake = FakeCupy()
+    gpu = _renderer(fake)
+    st = as_structure(icosahedron("Au", 3))
+    for batch in gpu.iter_batches(st, 12, seed=4, batch_size=2):
+        batch.release()
+    made = (len(fake.streams), len(fake.events), fake.pinned_allocations, fake.pinned_bytes)
+    for _ in range(3):
+        for batch in gpu.iter_batches(st, 12, seed=1, batch_size=2):
+            with batch:
+                pass
+    assert (len(fake.streams), len(fake.events), fake.pinned_allocations,
+            fake.pinned_bytes) == made
+    assert len(fake.streams) == 2 and len(gpu._ring.slots) == 3
+    assert all(e.block and e.disable_timing for e in fake.events)
+    gpu.close()
+
+
+def test_batches_are_views_into_pinned_buffers_until_released():
+    """Item 8: host batches are views into the ring's page-locked buffers, not copies; a
+    buffer set is reused once its batch is released or when nothing of the batch is alive,
+    never while a view of it is (the ring grows instead); ``detach`` gives owned copies."""
+    from fake_cupy import _is_pinned
+
+    fake = FakeCupy()
+    gpu = _renderer(fake)
+    st = as_structure(icosahedron("Au", 3))
+    want = _cpu()
+    batches = gpu.iter_batches(st, 12, seed=4, batch_size=2)
+    b0 = next(batches)
+    assert _is_pinned(b0["gaussian_2d"]) and _is_pinned(b0["coordinates_3d"])
+    kept = b0["gaussian_2d"][1:]  # a view of a view: keeps the set from reuse
+    expected = kept.copy()
+    del b0
+    owned = next(batches).detach()
+    assert not _is_pinned(owned["gaussian_2d"])
+    rest = [batch.detach() for batch in batches]
+    np.testing.assert_array_equal(kept, expected)
+    got = {k: np.concatenate([owned[k]] + [r[k] for r in rest]) for k in owned}
+    _assert_matches(got, {k: v[2:] for k, v in want.items()})
+    gpu.close()
+
+
+def test_a_consumer_that_keeps_every_batch_gets_copies_beyond_the_rings_limit():
+    """A consumer that releases nothing and keeps every batch: the ring grows to its limit
+    of buffer sets, later batches arrive as plain copies (a synchronous read-back each),
+    and every batch stays right."""
+    from xyz2image_gpu.pipeline.gpu_streams import DeviceRing
+
+    fake = FakeCupy()
+    gpu = _renderer(fake)
+    st = as_structure(icosahedron("Au", 3))
+    kept = list(gpu.iter_batches(st, 12, seed=4, batch_size=1))
+    assert len(gpu._ring.slots) == DeviceRing.MAX_SLOTS
+    assert "asnumpy" in fake.sync_log  # the batches beyond the limit
+    got = {k: np.concatenate([b[k] for b in kept]) for k in kept[0]}
+    _assert_matches(got, _cpu())
+    gpu.close()
+
+
+def test_synchronize_waits_for_the_engines_streams():
+    """Item 7: Backend.synchronize waits for the renderer's own streams, not only the
+    current one."""
+    fake = FakeCupy()
+    gpu = _renderer(fake)
+    batches = gpu.iter_batches(as_structure(icosahedron("Au", 3)), 12, seed=4, batch_size=2)
+    next(batches)
+    assert fake.in_flight > 0
+    gpu.backend.synchronize()
+    assert fake.in_flight == 0
+    batches.close()
+    gpu.close()
+
+
+def test_free_memory_counts_the_pools_cached_blocks():
+    """Item 11: blocks CuPy's pool holds free count as free for the batch size."""
+    fake = FakeCupy(free_bytes=1 << 30, pool_free_bytes=1 << 28)
+    gpu = _renderer(fake)
+    assert gpu.backend.free_memory() == (1 << 30) + (1 << 28)
+    assert gpu.work_memory == ((1 << 30) + (1 << 28)) // 4
+
+
+def test_the_runs_writer_reads_gpu_batches_while_later_ones_render(tmp_path, monkeypatch):
+    """The run's writer compresses a batch's 1 MiB chunks on threads after ``append``
+    returns, and never releases it: the ring must not reuse its buffers while any of those
+    chunks is alive (slowed down here, so that they are). The stack written through the
+    stand-in equals the CPU's."""
+    import time
+
+    from xyz2image_gpu.output import npz
+    from xyz2image_gpu.run import units
+    from xyz2image_gpu.run.config import RunConfig, render_types
+
+    deflate = npz._deflate_chunk
+
+    def slow_deflate(*args, **kwargs):
+        time.sleep(0.02)
+        return deflate(*args, **kwargs)
+    monkeypatch.setattr(npz, "_deflate_chunk", slow_deflate)
+
+    path = tmp_path / "au.xyz"
+    st = as_structure(icosahedron("Au", 3))
+    rows = "\n".join(f"Au {x:.6f} {y:.6f} {z:.6f}" for x, y, z in st.frames[0].positions)
+    path.write_text(f"{len(st.frames[0].positions)}\nau\n{rows}\n")
+    settings = RenderSettings(edgesize=64)
+    outputs = ("gaussian_2d", "delta_3d")  # 256 KiB per image: chunks that view the batch
+    cfg = RunConfig(inputs=(path,), output_folder=tmp_path / "out", settings=settings,
+                    output_types=outputs, n_rotation=40, batch_size=6, device="gpu")
+    unit = units._Unit(str(path), "au", 0, cfg, "gpu", 2)
+    fake = FakeCupy()
+    gpu = Renderer(settings, render_types(outputs), Backend("cupy", fake, "stand-in"),
+                   threads=2)
+    units._RENDERERS.clear()
+    units._RENDERERS[(settings, render_types(outputs), "gpu", 2)] = gpu
+    try:
+        assert units._render_unit(unit, lambda n: None) == 40
+    finally:
+        units._RENDERERS.clear()
+        gpu.close()
+    assert fake.in_flight == 0 and fake.violations == []
+    with Renderer(settings, list(outputs), "cpu", cpu_kernel="numpy") as cpu:
+        want = cpu.render(path, 40)
+    with np.load(tmp_path / "out" / "au" / "0000.npz") as got:
+        np.testing.assert_array_equal(got["delta_3d"], want["delta_3d"])
+        diff = got["gaussian_2d"].astype(int) - want["gaussian_2d"].astype(int)
+        assert np.abs(diff).max() <= 1
+        np.testing.assert_array_equal(got["rotations"], want["rotations"])

@@ -208,25 +208,61 @@ class Backend:
         return np.asarray(a)
 
     def free_memory(self) -> int | None:
-        """Free memory of the current CUDA device in bytes; None on NumPy (no device)."""
+        """Device memory available to a batch, in bytes; None on NumPy (no device).
+
+        The device's free memory plus what CuPy's memory pool holds cached and unused: the
+        pool keeps freed blocks for reuse instead of returning them, so after a first render
+        ``memGetInfo`` alone would count the renderer's own cache as taken.
+        """
         if not self.is_gpu:
             return None
         free, _total = self.xp.cuda.runtime.memGetInfo()
-        return int(free)
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
 
     def synchronize(self) -> None:
-        """Wait for queued device work (no-op on NumPy); use before reading a timer."""
+        """Wait for all queued device work (no-op on NumPy); use before reading a timer.
+
+        The whole device, not only the current stream: the engine queues its batches on
+        streams of its own (:meth:`new_stream`) that the current stream does not wait for.
+        """
         if self.is_gpu:
-            self.xp.cuda.get_current_stream().synchronize()
+            self.xp.cuda.Device().synchronize()
 
     # -- overlapping transfers with compute (CuPy only) -----------------------------------
     def new_stream(self) -> Any:
         """A CUDA stream that does not synchronise with the legacy default stream.
 
-        Used as a context manager (work queued inside runs on it); ``stream.record()``
-        returns an event whose ``synchronize()`` waits for everything queued before it.
+        Work is queued on it inside :meth:`on_stream`. Device memory freed on a stream goes
+        back to CuPy's pool for that stream only: keep streams for reuse (a new stream never
+        reuses the blocks cached for another).
         """
         return self.xp.cuda.Stream(non_blocking=True)
+
+    def on_stream(self, stream: Any) -> Any:
+        """A context manager: device work and copies inside it are queued on ``stream``."""
+        return stream
+
+    def new_event(self) -> Any:
+        """A CUDA event for :meth:`record` and :meth:`wait`: blocking (a wait sleeps
+        instead of spinning a core at 100%) and without timing (cheaper to record)."""
+        return self.xp.cuda.Event(block=True, disable_timing=True)
+
+    def record(self, event: Any, stream: Any) -> Any:
+        """Record ``event`` on ``stream``: it completes when the work queued before it has."""
+        event.record(stream)
+        return event
+
+    def wait(self, event: Any) -> None:
+        """Block the host until ``event`` has completed (a host synchronisation)."""
+        event.synchronize()
+
+    def stream_wait(self, stream: Any, event: Any) -> None:
+        """Make ``stream`` wait for ``event`` on the device; the host does not wait."""
+        stream.wait_event(event)
+
+    def synchronize_stream(self, stream: Any) -> None:
+        """Block the host until the work queued on ``stream`` is done."""
+        stream.synchronize()
 
     def pinned_empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """A NumPy array in page-locked host memory: device-to-host copies into it can run
@@ -237,15 +273,20 @@ class Backend:
         mem = self.xp.cuda.alloc_pinned_memory(max(1, count * dtype.itemsize))
         return np.ndarray(shape, dtype=dtype, buffer=mem)  # as cupyx.empty_pinned does
 
-    def copy_to_host_async(self, a: Any, out: np.ndarray, stream: Any) -> None:
+    def copy_to_host_async(self, a: Any, out: np.ndarray, stream: Any) -> Any:
         """Queue the copy of device array ``a`` into ``out`` (pinned, same shape and dtype)
         on ``stream``; the host does not wait. Read ``out`` only after the stream (or an
-        event recorded after this call) has been synchronised."""
+        event recorded after this call) has been synchronised.
+
+        Returns the device array the copy reads (``a``, or a C-ordered copy of it): keep it
+        alive until then, as ``a`` itself.
+        """
         a = self.xp.ascontiguousarray(a)  # a C-ordered device array copies as one block
         try:
             self.xp.asnumpy(a, stream=stream, out=out, blocking=False)
         except TypeError:  # CuPy < 13 has no ``blocking``: a copy on a given stream is async
             self.xp.asnumpy(a, stream=stream, out=out)
+        return a
 
 
 _NUMPY = Backend("numpy", np, "NumPy on the CPU")

@@ -213,7 +213,8 @@ class NpzStreamWriter(_CompleteOrAbort):
             Host arrays for every layout key (extra keys are ignored), with the layout's
             dtype and trailing shape, all with the same number of rows. With several
             threads the last few chunks may still be compressing when this returns: do not
-            modify the arrays afterwards (the renderer's batches are fresh arrays each time).
+            modify the arrays afterwards (the renderer's batches are fresh arrays, or on the
+            GPU views of buffers it reuses only once nothing refers to them any more).
         """
         if self._closed:
             raise ValueError(f"{self.path}: writer is closed")

@@ -9,12 +9,14 @@ Data flows through it in one direction (see README's "How it works")::
 augmentations); :mod:`.strategies` the way images are computed (NumPy/CuPy arrays, the
 compiled CPU kernel or the original script's), chosen once per renderer.
 :class:`~.engine.Renderer` drives the stages for whole batches on one backend; it renders
-in memory and knows nothing of files. On the GPU, :mod:`.gpu_streams` overlaps each batch's
-copy to the host with the next batch's rendering.
+in memory and knows nothing of files; it hands each batch over as a :class:`~.batch.Batch`.
+On the GPU, :mod:`.gpu_streams` overlaps each batch's copy to the host with the next batch's
+rendering, into a ring of page-locked buffers that the batches are views of.
 """
 
 from __future__ import annotations
 
+from .batch import Batch
 from .engine import Renderer, render
 from .settings import (
     ALL_OUTPUT_TYPES,
@@ -32,6 +34,7 @@ __all__ = [
     "METADATA_KEYS",
     "NORMALIZATIONS",
     "OUTPUT_TYPES",
+    "Batch",
     "RenderSettings",
     "Renderer",
     "normalize_output_types",

@@ -30,8 +30,10 @@ from ..physics.thermal import smear_components, thermal_widths
 from ..structures.convert import as_structure
 from ..structures.model import Structure, StructureError
 from . import gpu_streams, stages
+from .batch import Batch
 from .framing import FieldReport, narrow_field_problem, precision_problem, sampling_problem
-from .rotations import rotation_matrices
+from .kernels.labels import splat_reach
+from .rotations import keyed_rotation_matrices, rotation_key
 from .settings import _GAUSSIAN, RenderSettings, requested_arrays
 from .strategies import Threads, choose_kernel
 
@@ -55,6 +57,39 @@ class _FrameData:
     radius: float  # largest distance from the centroid, Å
     rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
     blank: str | None = None  # why its Gaussian images would come out blank, if they would
+
+
+@dataclass
+class _FrameTable:
+    """Every frame of one render, padded to the structure's largest frame: what a batch's
+    images are gathered from by their frame (``positions[image_frame]``). Built on the host
+    once per :meth:`Renderer.iter_batches` call; on the GPU the per-atom arrays are uploaded
+    once and each batch sends only its rotations and image-to-frame indices.
+
+    Padding atoms copy atom 0 of their frame (extents unchanged), with amplitude 0, width 1
+    and ``valid`` False.
+    """
+
+    positions: Any  # (F, N, 3) float32, relative to each frame's centroid, Å
+    amplitudes: Any  # (F, N, G) float32
+    sigmas: Any  # (F, N, G) float32, Å
+    valid: Any  # (F, N) bool
+    radius: Any  # (F,) float32, Å
+    frame_ids: np.ndarray  # (F,) int32 source index of each frame (host)
+    n_atoms: np.ndarray  # (F,) int32 (host)
+    keys: np.ndarray  # (F,) uint64 each frame's rotation stream (host)
+    binary_reach: int | None = None  # static splat reach of binary labels (GPU), see labels
+
+    #: The per-atom arrays that live on the backend's device.
+    DEVICE = ("positions", "amplitudes", "sigmas", "valid", "radius")
+
+    def on(self, backend: Backend) -> _FrameTable:
+        """This table with its per-atom arrays on ``backend`` (the same table on NumPy)."""
+        if not backend.is_gpu:
+            return self
+        moved = {k: backend.asarray(getattr(self, k)) for k in self.DEVICE}
+        return _FrameTable(**moved, frame_ids=self.frame_ids, n_atoms=self.n_atoms,
+                           keys=self.keys, binary_reach=self.binary_reach)
 
 
 #: Key of a rendered batch's per-image count of atoms outside the field of view (B,) int32;
@@ -130,6 +165,7 @@ class Renderer:
             if problem:
                 raise ValueError(problem)
         self._blas: ThreadpoolController | None = None
+        self._ring: gpu_streams.DeviceRing | None = None
 
     def __enter__(self) -> Self:
         return self
@@ -139,8 +175,19 @@ class Renderer:
         self.close()
 
     def close(self) -> None:
-        """Stop the renderer's threads (safe to call twice; the renderer stays usable)."""
+        """Stop the renderer's threads and, on the GPU, wait for its streams and let its
+        streams and page-locked buffers go (batches still held stay valid). Safe to call
+        twice; the renderer stays usable."""
         self._threads.close()
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+
+    def _device_ring(self) -> gpu_streams.DeviceRing:
+        """The renderer's streams, events and pinned buffers, made on first use and kept."""
+        if self._ring is None:
+            self._ring = gpu_streams.DeviceRing(self.backend)
+        return self._ring
 
     # ------------------------------------------------------------------ layout
     def scratch_bytes_per_image(self, structure: Structure) -> int:
@@ -245,9 +292,67 @@ class Renderer:
         u = thermal_widths(numbers, dict(self.settings.thermal_overrides))
         return np.asarray(u, dtype=np.float64)
 
+    def _frame_table(self, structure: Structure, frames: list[_FrameData], seed: int,
+                     stack: int) -> _FrameTable:
+        """Every frame's padded host arrays and rotation key, once per render."""
+        nmax = structure.max_atoms
+        f = len(frames)
+        n_comp = len(self.settings.components)
+        pos = np.empty((f, nmax, 3), dtype=np.float32)
+        amps = np.zeros((f, nmax, n_comp), dtype=np.float32)
+        sigmas = np.ones((f, nmax, n_comp), dtype=np.float32)  # padding: finite, weight 0
+        valid = np.zeros((f, nmax), dtype=bool)
+        n_atoms = np.empty(f, dtype=np.int32)
+        for i, fd in enumerate(frames):
+            n = len(fd.centred)
+            pos[i, :n] = fd.centred
+            pos[i, n:] = fd.centred[0]  # padding copies atom 0: extents unchanged
+            amps[i, :n] = fd.amplitudes
+            sigmas[i, :n] = fd.sigmas
+            valid[i, :n] = True
+            n_atoms[i] = n
+        keys = np.array([rotation_key(seed, structure.name, fd.index, stack) for fd in frames],
+                        dtype=np.uint64)
+        return _FrameTable(
+            pos, amps, sigmas, valid,
+            np.array([fd.radius for fd in frames], dtype=np.float32),
+            np.array([fd.index for fd in frames], dtype=np.int32), n_atoms, keys,
+            self._binary_reach(frames),
+        )
+
+    def _binary_reach(self, frames: list[_FrameData]) -> int | None:
+        """A splat reach that holds every binary label ball of these frames in any rotation,
+        known on the host, where the kernel needs a static one (the GPU); else None.
+
+        The ball's radius is ``binary_radius / voxel`` pixels; the smallest voxel a frame
+        can get: ``pixel_size`` (fixed), ``(2 r + 2 padxyz) / (E - 1)`` (structure; ``r``
+        its radius), and for ``image`` framing ``(m + 2 padxyz) / (E - 1)`` with ``m``, the
+        largest extent along the three axes, at least ``d / sqrt(3)`` for any two atoms
+        ``d`` apart (one of the three components of their separation is that long). A 0.1%
+        margin covers float32 rounding; a larger reach gives the same bytes.
+        """
+        s = self.settings
+        if not (self.kernel.static_shapes and {"binary_2d", "binary_3d"} & set(self.output_types)):
+            return None
+        largest = 0.0
+        for fd in frames:
+            if s.framing == "fixed":
+                voxel = float(s.pixel_size or 0.0)
+            elif s.framing == "structure":
+                voxel = (2.0 * fd.radius + 2.0 * s.padxyz) / (s.edgesize - 1)
+            else:
+                far = fd.centred[np.argmax((fd.centred * fd.centred).sum(axis=1))]
+                span = float(np.sqrt(((fd.centred - far) ** 2).sum(axis=1).max()))
+                voxel = (span / np.sqrt(3.0) + 2.0 * s.padxyz) / (s.edgesize - 1)
+            if not voxel > 0:
+                return None  # no bound: the kernel reads the radii (a synchronisation)
+            largest = max(largest, s.binary_radius / voxel)
+        return splat_reach(largest * 1.001)
+
     def _assemble(
         self,
         structure: Structure,
+        table: _FrameTable,
         frames: list[_FrameData],
         n_rotation: int,
         seed: int,
@@ -255,74 +360,51 @@ class Renderer:
         start: int,
         stop: int,
     ) -> dict[str, np.ndarray]:
-        """Host arrays for images [start, stop): padded positions, weights, rotations."""
-        nmax = structure.max_atoms
-        b = stop - start
-        pos = np.empty((b, nmax, 3), dtype=np.float32)
-        n_comp = len(self.settings.components)
-        amps = np.zeros((b, nmax, n_comp), dtype=np.float32)
-        sigmas = np.ones((b, nmax, n_comp), dtype=np.float32)  # padding: finite, weight 0
-        valid = np.zeros((b, nmax), dtype=bool)
-        rots = np.empty((b, 3, 3), dtype=np.float64)
-        radius = np.empty(b, dtype=np.float32)
-        frame_index = np.empty(b, dtype=np.int32)
-        n_atoms = np.empty(b, dtype=np.int32)
+        """Host arrays for images [start, stop): each image's frame (its row of ``table``),
+        rotation and metadata; with augmentations, their per-image draws.
+
+        Vectorised over the images whatever the frames: the per-atom arrays are gathered
+        from ``table`` where the batch renders (:func:`.stages.gather`).
+        """
+        k = np.arange(start, stop, dtype=np.int64)
+        which, r = np.divmod(k, n_rotation)
+        batch = {
+            "image_frame": which,
+            "rotations": keyed_rotation_matrices(table.keys[which], r,
+                                                 all_random=self.settings.all_random),
+            "frame_index": table.frame_ids[which],
+            "n_atoms": table.n_atoms[which],
+        }
         s = self.settings
-        jitter = s.phonon_jitter
-        displacements = np.zeros((b, nmax, 3), dtype=np.float32) if jitter else None
+        if s.augmented:
+            batch.update(self._augmentation_draws(structure, frames, which, r, seed, stack))
+        return batch
+
+    def _augmentation_draws(self, structure: Structure, frames: list[_FrameData],
+                            which: np.ndarray, rotation: np.ndarray, seed: int, stack: int,
+                            ) -> dict[str, np.ndarray]:
+        """Per-image random draws of the augmentations, on the host (one generator per
+        image and purpose: :mod:`..physics.augment`)."""
+        s = self.settings
+        b = len(which)
+        nmax = structure.max_atoms
+        displacements = np.zeros((b, nmax, 3), dtype=np.float32) if s.phonon_jitter else None
         scan = np.zeros((b, s.edgesize, 2), dtype=np.float32) if s.scan_distorted else None
-        keys: list[tuple] = []
-        k = start
-        while k < stop:
-            f, r0 = divmod(k, n_rotation)
-            r1 = min(n_rotation, r0 + (stop - k))
-            sl = slice(k - start, k - start + (r1 - r0))
+        keys = []
+        for i, (f, r) in enumerate(zip(which.tolist(), rotation.tolist())):
             fd = frames[f]
-            n = len(fd.centred)
-            pos[sl, :n] = fd.centred
-            pos[sl, n:] = fd.centred[0]  # padding copies atom 0: extents unchanged
-            amps[sl, :n] = fd.amplitudes
-            sigmas[sl, :n] = fd.sigmas
-            valid[sl, :n] = True
-            rots[sl] = rotation_matrices(
-                n_rotation,
-                seed=seed,
-                name=structure.name,
-                frame_index=fd.index,
-                stack=stack,
-                all_random=self.settings.all_random,
-                start=r0,
-                stop=r1,
-            )
-            radius[sl] = fd.radius
-            frame_index[sl] = fd.index
-            n_atoms[sl] = n
-            if s.augmented:
-                for r in range(r0, r1):
-                    key = augment.image_key(seed, structure.name, fd.index, stack, r)
-                    keys.append(key)
-                    i = k - start + r - r0
-                    if jitter:
-                        displacements[i, :n] = augment.phonon_displacements(key, fd.rms)
-                    if scan is not None:
-                        scan[i] = augment.scan_offsets(key, s.edgesize, s.scan_jitter, s.drift)
-            k += r1 - r0
-        extra = {} if displacements is None else {"displacements": displacements}
+            key = augment.image_key(seed, structure.name, fd.index, stack, r)
+            keys.append(key)
+            if displacements is not None:
+                displacements[i, : len(fd.centred)] = augment.phonon_displacements(key, fd.rms)
+            if scan is not None:
+                scan[i] = augment.scan_offsets(key, s.edgesize, s.scan_jitter, s.drift)
+        extra = {"keys": np.array(keys, dtype=np.uint64)}
+        if displacements is not None:
+            extra["displacements"] = displacements
         if scan is not None:
             extra["scan_offsets"] = scan
-        if keys:
-            extra["keys"] = np.array(keys, dtype=np.uint64)
-        return {
-            **extra,
-            "positions": pos,
-            "amplitudes": amps,
-            "sigmas": sigmas,
-            "valid": valid,
-            "rotations": rots,
-            "radius": radius,
-            "frame_index": frame_index,
-            "n_atoms": n_atoms,
-        }
+        return extra
 
     def chunk_size(self, structure: Structure) -> int:
         """Images rendered per step inside a batch (see the kernel's ``step_images``)."""
@@ -330,11 +412,11 @@ class Renderer:
 
     # ------------------------------------------------------------------ device work
     def _render_chunked(
-        self, host: dict[str, np.ndarray], chunk: int, to_host: bool = True
+        self, host: dict[str, np.ndarray], table: _FrameTable, chunk: int, to_host: bool = True
     ) -> dict[str, Any]:
         """Render a batch in steps of ``chunk`` images and join the results."""
         if self.backend.is_gpu:
-            return self._render_device(host, to_host=to_host)
+            return self._render_device(host, table, to_host=to_host)
         n = len(host["rotations"])
         # On the CPU, BLAS runs on one thread and the steps of a batch run on the renderer's
         # threads instead: OpenBLAS's own threads spin-wait on each other whenever another
@@ -348,22 +430,24 @@ class Renderer:
         out = self.kernel.output_buffers(n, self.output_types) if n > chunk else {}
         with self._blas.limit(limits=1, user_api="blas"):
             if n <= chunk:
-                return self._render_device(host, to_host=to_host)
+                return self._render_device(host, table, to_host=to_host)
             steps = [({k: v[i : i + chunk] for k, v in host.items()},
-                      {k: v[i : i + chunk] for k, v in out.items()}) for i in range(0, n, chunk)]
+                      {k: v[i : i + chunk] for k, v in out.items()}, table)
+                     for i in range(0, n, chunk)]
             parts = list(pool.map(self._render_step, steps)) if pool else [
-                self._render_device(step, out=step_out) for step, step_out in steps]
+                self._render_device(step, step_table, out=step_out)
+                for step, step_out, step_table in steps]
         return {k: out[k] if k in out else np.concatenate([p[k] for p in parts])
                 for k in parts[0]}
 
-    def _render_step(self, step: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
-                     ) -> dict[str, Any]:
+    def _render_step(self, step: tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                       _FrameTable]) -> dict[str, Any]:
         """One step on a pool thread: work inside it stays on this thread (no nested pool)."""
         self._threads.mark_pool_thread()
-        host, out = step
-        return self._render_device(host, out=out)
+        host, out, table = step
+        return self._render_device(host, table, out=out)
 
-    def _render_device(self, host: dict[str, np.ndarray], *,
+    def _render_device(self, host: dict[str, np.ndarray], table: _FrameTable, *,
                        out: Mapping[str, np.ndarray] | None = None,
                        to_host: bool = True) -> dict[str, Any]:
         """Render one batch on the backend, stage by stage (:mod:`.stages`).
@@ -372,6 +456,8 @@ class Renderer:
         ----------
         host : dict of numpy.ndarray
             :meth:`_assemble`'s inputs for the batch.
+        table : _FrameTable
+            The frames, on the backend, that the batch's per-atom inputs are gathered from.
         out : mapping of str to numpy.ndarray, optional
             Arrays of the kernel's ``output_buffers`` for this batch, filled in place and
             returned under their names.
@@ -379,15 +465,17 @@ class Renderer:
             Return host arrays (else arrays on the backend's device).
         """
         kernel = self.kernel
-        geo = stages.geometry(kernel, host, self.output_types)
+        inputs = stages.gather(kernel, table, host)
+        geo = stages.geometry(kernel, inputs, self.output_types,
+                              binary_reach=table.binary_reach)
         result = stages.labels(kernel, geo, self.output_types)
         result[_OUTSIDE] = geo.outside
         if self._renders_images:
-            comps = stages.components(kernel, host, geo, self._column)
+            comps = stages.components(kernel, inputs, geo, self._column)
             images = stages.images(kernel, geo, comps, result, self.output_types, out or {})
             if self.settings.augmented and "gaussian_2d" in images:
                 images.update(stages.augmentations(
-                    kernel, host, geo, comps, images.pop("gaussian_2d"),
+                    kernel, inputs, geo, comps, images.pop("gaussian_2d"),
                     executor=self._threads.executor()))
             result.update(images)
         result["voxel_size"] = geo.voxel.astype(kernel.xp.float64)
@@ -411,16 +499,32 @@ class Renderer:
         stop: int | None = None,
         to_host: bool = True,
         field_report: FieldReport | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Batch]:
         """Yield consecutive batches of images ``[start, stop)`` of one stack.
 
-        Each batch is a dict of host arrays: the requested outputs plus ``rotations``
-        (b, 3, 3), ``voxel_size`` (b,) Å per pixel, ``frame_index`` (b,) and, with
-        coordinates_3d, ``n_atoms`` (b,). Every batch is freshly allocated and belongs to
-        the caller (a writer may queue it while the next one renders). With
-        ``to_host=False`` the arrays stay on the
-        backend's device (CuPy arrays on the GPU, e.g. to hand to a training loop through
-        DLPack without a host round trip).
+        Each batch is a :class:`~.batch.Batch`, a dict of host arrays: the requested outputs
+        plus ``rotations`` (b, 3, 3), ``voxel_size`` (b,) Å per pixel, ``frame_index`` (b,)
+        and, with coordinates_3d, ``n_atoms`` (b,). With ``to_host=False`` the arrays stay
+        on the backend's device (CuPy arrays on the GPU, e.g. to hand to a training loop
+        through DLPack without a host round trip).
+
+        Who owns a batch's memory:
+
+        * On the CPU, and with ``to_host=False``, every batch is freshly allocated and
+          belongs to the caller; ``release()`` does nothing.
+        * On the GPU with ``to_host=True``, the outputs are views into page-locked buffers
+          that the renderer reuses (no copy out of them): a batch stays valid until the
+          caller calls ``batch.release()`` (or leaves ``with batch:``), promising that
+          nothing reads its arrays any more, or, without that, for as long as any of its
+          arrays or any view of one is alive. So a consumer may keep batches, queue them to
+          a writer thread that reads them after the next batch is rendered (as the run's
+          writer does: it never calls ``release``, its last reference going is enough), or
+          slice them; it must not call ``release`` while something may still read them. A
+          consumer that holds many batches makes the renderer allocate more buffers, then
+          (beyond :attr:`.gpu_streams.DeviceRing.MAX_SLOTS` sets or
+          :attr:`~.gpu_streams.DeviceRing.PINNED_BUDGET` bytes) receive ordinary copies;
+          ``batch.detach()`` gives a plain dict of copies that are the caller's for good.
+          Releasing each batch as soon as it is used keeps the ring at three buffer sets.
 
         ``field_report``: a :class:`~.framing.FieldReport` to which every batch adds its
         atoms outside the field of view (counted on the device; with ``to_host=False`` the
@@ -459,19 +563,18 @@ class Renderer:
         with_counts = "coordinates_3d" in self.output_types
         extra = ["rotations", "frame_index"] + (["n_atoms"] if with_counts else [])
         bounds = [(b0, min(stop, b0 + batch_size)) for b0 in range(start, stop, batch_size)]
+        host_table = self._frame_table(structure, frames, seed, stack)
 
         def assemble(b0: int, b1: int) -> dict[str, np.ndarray]:
-            return self._assemble(structure, frames, n_rotation, seed, stack, b0, b1)
+            return self._assemble(structure, host_table, frames, n_rotation, seed, stack, b0, b1)
 
-        # each image's atom count and frame index, for the field report
-        frame_atoms = np.array([len(fd.centred) for fd in frames], dtype=np.int64)
-        frame_ids = np.array([fd.index for fd in frames], dtype=np.int64)
         deferred: list[Any] = []  # device counts (to_host=False), read once at the end
 
         def report(b0: int, b1: int, outside: np.ndarray) -> None:
             if field_report is not None:
                 which = np.arange(b0, b1) // n_rotation
-                field_report.add(outside, frame_atoms[which], frame_ids[which])
+                field_report.add(outside, host_table.n_atoms[which],
+                                 host_table.frame_ids[which])
 
         def report_deferred() -> None:
             if deferred:
@@ -482,16 +585,22 @@ class Renderer:
 
         try:
             if self.backend.is_gpu and to_host:
+                ring = self._device_ring()
+                table = ring.upload(lambda: host_table.on(self.backend))
                 batches = gpu_streams.iter_overlapped(
-                    self.backend, bounds, assemble,
-                    lambda host: self._render_device(host, to_host=False), extra)
-                for (b0, b1), batch in zip(bounds, batches):
-                    report(b0, b1, batch.pop(_OUTSIDE))
-                    yield batch
+                    ring, bounds, assemble,
+                    lambda host: self._render_device(host, table, to_host=False), extra)
+                try:
+                    for (b0, b1), batch in zip(bounds, batches):
+                        report(b0, b1, batch.pop(_OUTSIDE))
+                        yield batch
+                finally:
+                    batches.close()  # its streams synchronised before anything is let go
             else:
+                table = host_table.on(self.backend)
                 for b0, b1 in bounds:
                     host = assemble(b0, b1)
-                    batch = self._render_chunked(host, chunk, to_host)
+                    batch = Batch(self._render_chunked(host, table, chunk, to_host))
                     outside = batch.pop(_OUTSIDE)
                     if to_host:
                         report(b0, b1, outside)
@@ -508,9 +617,38 @@ class Renderer:
             report_deferred()
 
     def render(self, structure: Any, n_rotation: int = 1, **kwargs: Any) -> dict[str, np.ndarray]:
-        """All images of one stack (or ``start``/``stop`` range) as one dict of host arrays."""
-        batches = list(self.iter_batches(structure, n_rotation, **kwargs))
-        return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+        """All images of one stack (or ``start``/``stop`` range) as one dict of host arrays
+        (of device arrays with ``to_host=False``).
+
+        Each batch is copied into the result as it arrives and released at once, so the
+        GPU's page-locked buffers are reused, not accumulated.
+        """
+        structure = as_structure(structure)
+        out: dict[str, Any] = {}
+        parts: list[dict[str, Any]] = []
+        filled = total = 0
+        for batch in self.iter_batches(structure, n_rotation, **kwargs):
+            with batch:
+                if not all(isinstance(v, np.ndarray) for v in batch.values()):
+                    parts.append(dict(batch))  # device arrays: joined on the device below
+                    continue
+                if not out:  # the first batch: the range is valid, its length known
+                    stop = kwargs.get("stop")
+                    total = (self.n_images(structure, n_rotation)
+                             if stop is None else stop) - kwargs.get("start", 0)
+                    out = {k: np.empty((total,) + v.shape[1:], dtype=v.dtype)
+                           for k, v in batch.items()}
+                n = len(batch["rotations"])
+                for k, v in batch.items():
+                    out[k][filled : filled + n] = v
+                filled += n
+        if parts:
+            xp = self.backend.xp
+            return {k: xp.concatenate([p[k] for p in parts]) for k in parts[0]}
+        if not out:  # an empty range: every key, with no images
+            return {k: np.empty(shape, dtype)
+                    for k, (shape, dtype) in self.output_layout(structure, 0).items()}
+        return out
 
 
 def _integer(name: str, value: Any, minimum: int) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 
 __all__ = [
     "R0",
+    "keyed_rotation_matrices",
     "quaternions_to_matrices",
     "rotation_key",
     "rotation_matrices",
@@ -59,10 +60,13 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _uniforms(key: int, counters: np.ndarray) -> np.ndarray:
-    """Uniform doubles in [0, 1), one per counter, from a counter-based generator."""
+def _uniforms(key: int | np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """Uniform doubles in [0, 1), one per counter, from a counter-based generator.
+
+    ``key``: one stream's key, or an array of keys broadcast against ``counters``.
+    """
     with np.errstate(over="ignore"):
-        x = np.uint64(key) + (counters.astype(np.uint64) + np.uint64(1)) * _GOLDEN
+        x = np.asarray(key, dtype=np.uint64) + (counters.astype(np.uint64) + np.uint64(1)) * _GOLDEN
         bits = _splitmix64(x)
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
@@ -117,8 +121,37 @@ def rotation_matrices(
     if not 0 <= start <= stop <= n_rotation:
         raise ValueError(f"rotation range [{start}, {stop}) is outside [0, {n_rotation})")
     key = rotation_key(seed, name, frame_index, stack)
-    idx = np.arange(start, stop, dtype=np.uint64)
-    u = _uniforms(key, (idx[:, None] * np.uint64(3) + np.arange(3, dtype=np.uint64)).ravel())
+    idx = np.arange(start, stop, dtype=np.int64)
+    return keyed_rotation_matrices(np.full(len(idx), key, dtype=np.uint64), idx,
+                                   all_random=all_random)
+
+
+def keyed_rotation_matrices(keys: np.ndarray, index: np.ndarray, *,
+                            all_random: bool = False) -> np.ndarray:
+    """Rotation ``index[i]`` of the stream ``keys[i]`` for every ``i``, vectorised.
+
+    One batch of images may span many frames (a trajectory in one rotation each): their
+    streams' keys (:func:`rotation_key`, computed once per frame) and rotation indices
+    arrive as arrays, and the matrices are the same as :func:`rotation_matrices` gives
+    stream by stream, to the bit.
+
+    Parameters
+    ----------
+    keys : numpy.ndarray, (n,) uint64
+        Each rotation's stream key.
+    index : numpy.ndarray, (n,) int
+        Each rotation's index in its stream (>= 0).
+    all_random : bool
+        If False, rotation index 0 is :data:`R0`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 3, 3)`` float64 proper rotations.
+    """
+    idx = np.asarray(index).astype(np.uint64)
+    counters = idx[:, None] * np.uint64(3) + np.arange(3, dtype=np.uint64)
+    u = _uniforms(np.asarray(keys, dtype=np.uint64)[:, None], counters).ravel()
     u1, u2, u3 = u.reshape(-1, 3).T
     # Shoemake (1992): uniform unit quaternion from three uniforms.
     a, b = np.sqrt(1.0 - u1), np.sqrt(u1)
@@ -128,6 +161,6 @@ def rotation_matrices(
         axis=-1,
     )
     mats = quaternions_to_matrices(q)
-    if not all_random and start == 0 and stop > 0:
-        mats[0] = R0
+    if not all_random:
+        mats[idx == 0] = R0
     return mats

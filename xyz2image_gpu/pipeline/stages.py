@@ -1,8 +1,10 @@
 """One batch's way through the pipeline, stage by stage::
 
-    host inputs -> geometry -> labels
-                            -> components -> images -> augmentations
+    host inputs -> gather -> geometry -> labels
+                                      -> components -> images -> augmentations
 
+* :func:`gather`: each image's atoms, from the table of the render's frames by the image's
+  frame (on the device on the GPU, where the table was uploaded once);
 * :func:`geometry`: rotate each image's atoms and frame them in pixels (:mod:`.framing`);
 * :func:`labels`: coordinates_3d, delta_* and binary_* from the undisplaced atoms;
 * :func:`components`: every probe component of every atom as one Gaussian in pixels, with
@@ -12,9 +14,10 @@
   into the one stored, beside the clean one (:mod:`..physics.augment`).
 
 The host inputs are :meth:`.engine.Renderer._assemble`'s arrays for one batch (or one step
-of it). Every stage does its per-pixel work through the strategy the renderer chose once
-(:mod:`.strategies`, which also carries the settings and the backend), so no stage branches
-on the backend or the kernel. Arrays stay on the backend's device except where a stage
+of it): per image, its frame, rotation and metadata, and the augmentations' draws. Every
+stage does its per-pixel work through the strategy the renderer chose once (:mod:`.strategies`,
+which also carries the settings and the backend), so no stage branches on the backend or
+the kernel. Arrays stay on the backend's device except where a stage
 says otherwise.
 """
 
@@ -38,6 +41,7 @@ __all__ = [
     "Geometry",
     "augmentations",
     "components",
+    "gather",
     "geometry",
     "images",
     "labels",
@@ -71,6 +75,8 @@ class Geometry:
         axis 2 counts when a 3-D output is requested): :func:`.framing.count_outside`.
     memo : dict
         Values a kernel derives from the geometry once per batch (the legacy filter).
+    binary_reach : int or None
+        A static splat reach for the binary labels, known on the host (GPU), or None.
     """
 
     coords: Any
@@ -80,6 +86,7 @@ class Geometry:
     rotations: Any
     outside: Any
     memo: dict[str, Any] = field(default_factory=dict)
+    binary_reach: int | None = None
 
 
 @dataclass
@@ -116,9 +123,33 @@ def _spread(xp: Any, per_atom: Any, n_comp: int) -> Any:
     return spread.reshape(b, n * n_comp, 3)
 
 
-def geometry(kernel: ArrayKernel, host: Mapping[str, np.ndarray],
-             output_types: Collection[str]) -> Geometry:
-    """Rotate a batch's atoms and frame them in pixels (Å to pixels: :mod:`.framing`)."""
+#: The per-atom (and per-frame) inputs :func:`gather` takes from the table of frames.
+GATHERED = ("positions", "amplitudes", "sigmas", "valid", "radius")
+
+
+def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str, Any]:
+    """``host`` with each image's atoms added, taken from ``table`` by ``image_frame``.
+
+    ``table`` holds the render's frames padded to one size (positions, amplitudes, sigmas,
+    valid, radius, indexed by frame; on the backend's device); only the (B,) index array
+    moves. Returns ``host``'s arrays plus ``positions`` (B, N, 3), ``amplitudes`` and
+    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,).
+    """
+    be = kernel.backend
+    xp = be.xp
+    index = be.asarray(host["image_frame"])
+    out = dict(host)
+    for key in GATHERED:
+        out[key] = xp.take(getattr(table, key), index, axis=0)
+    return out
+
+
+def geometry(kernel: ArrayKernel, host: Mapping[str, Any],
+             output_types: Collection[str], *, binary_reach: int | None = None) -> Geometry:
+    """Rotate a batch's atoms and frame them in pixels (Å to pixels: :mod:`.framing`).
+
+    ``host``: :func:`gather`'s arrays; ``binary_reach``: see :class:`Geometry`.
+    """
     s = kernel.settings
     be = kernel.backend
     xp = be.xp
@@ -138,7 +169,7 @@ def geometry(kernel: ArrayKernel, host: Mapping[str, np.ndarray],
         voxels = coords
     else:
         voxels = xp.rint(coords) if _ROUNDED_LABELS & set(output_types) else None
-    return Geometry(coords, voxels, voxel, valid, rot, outside)
+    return Geometry(coords, voxels, voxel, valid, rot, outside, binary_reach=binary_reach)
 
 
 def labels(kernel: ArrayKernel, geo: Geometry, output_types: Collection[str]) -> dict[str, Any]:
@@ -158,7 +189,8 @@ def labels(kernel: ArrayKernel, geo: Geometry, output_types: Collection[str]) ->
         radius_px = (s.binary_radius / geo.voxel).astype(geo.coords.dtype)
         for name, ndim in (("binary_3d", 3), ("binary_2d", 2)):
             if name in output_types:
-                out[name] = kernel.binary(ndim, geo.coords, radius_px, geo.valid)
+                out[name] = kernel.binary(ndim, geo.coords, radius_px, geo.valid,
+                                          reach=geo.binary_reach)
     return out
 
 

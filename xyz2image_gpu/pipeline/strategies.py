@@ -111,6 +111,12 @@ class ArrayKernel:
 
     # ------------------------------------------------------------------ sizes
     @property
+    def static_shapes(self) -> bool:
+        """Whether every array's shape must be known on the host before the batch runs (the
+        GPU: reading a size back from the device is a host synchronisation)."""
+        return self.backend.is_gpu
+
+    @property
     def max_batch(self) -> int:
         """Largest default batch (images)."""
         return 4096 if self.backend.is_gpu else 256
@@ -209,12 +215,14 @@ class ArrayKernel:
                                      max_elements=self.work_memory // 32)
 
     # ------------------------------------------------------------------ labels
-    def binary(self, ndim: int, centres: Any, radius_px: Any, valid: Any) -> Any:
+    def binary(self, ndim: int, centres: Any, radius_px: Any, valid: Any, *,
+               reach: int | None = None) -> Any:
         """Bool binary_2d (``ndim`` 2) or binary_3d (3): pixels within ``radius_px`` (B,)
-        of an atom centre."""
+        of an atom centre. ``reach``: a static splat reach (see ``labels._splat_spheres``)."""
         label = kernels.binary_2d if ndim == 2 else kernels.binary_3d
         return label(self.xp, centres, radius_px, valid, self.settings.edgesize,
-                     max_elements=self._scratch // 32, compiled=self.compiled_labels)
+                     max_elements=self._scratch // 32, compiled=self.compiled_labels,
+                     reach=reach)
 
 
 class CompiledKernel(ArrayKernel):

@@ -7,6 +7,7 @@ units through :func:`_worker_run`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -180,22 +181,27 @@ def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
     tifs: dict[str, TiffStackWriter] = {}
     background = BackgroundWriter(maxsize=2)
     try:
-        for batch in renderer.iter_batches(structure, cfg.n_rotation, seed=cfg.seed,
-                                           stack=unit.stack, batch_size=cfg.batch_size,
-                                           field_report=field_report):
-            _check_field(unit, field_report)
-            if stop():
-                raise UnitCancelled(f"{unit.stem} stack {unit.stack}")
-            if not tifs and image_types(cfg.output_types):
-                px = _tif_pixel_size(cfg.settings, structure, batch["voxel_size"])
-                for name in image_types(cfg.output_types):
-                    shape, dtype = layout[IMAGE_TYPES[name]]
-                    tifs[name] = TiffStackWriter(
-                        tif_path(out, unit.stem, unit.stack, name), shape, dtype, px)
-            background.put(npz, batch)
-            for name, writer in tifs.items():
-                background.put(writer, batch[IMAGE_TYPES[name]])
-            on_batch(len(batch["rotations"]))
+        # closed at once however the loop ends, so a GPU render's copies in flight are
+        # waited for before the writers are aborted (its batches are views into page-locked
+        # buffers, reused once the writer thread has dropped them: never released here)
+        batches = renderer.iter_batches(structure, cfg.n_rotation, seed=cfg.seed,
+                                        stack=unit.stack, batch_size=cfg.batch_size,
+                                        field_report=field_report)
+        with contextlib.closing(batches):
+            for batch in batches:
+                _check_field(unit, field_report)
+                if stop():
+                    raise UnitCancelled(f"{unit.stem} stack {unit.stack}")
+                if not tifs and image_types(cfg.output_types):
+                    px = _tif_pixel_size(cfg.settings, structure, batch["voxel_size"])
+                    for name in image_types(cfg.output_types):
+                        shape, dtype = layout[IMAGE_TYPES[name]]
+                        tifs[name] = TiffStackWriter(
+                            tif_path(out, unit.stem, unit.stack, name), shape, dtype, px)
+                background.put(npz, batch)
+                for name, writer in tifs.items():
+                    background.put(writer, batch[IMAGE_TYPES[name]])
+                on_batch(len(batch["rotations"]))
         background.put(npz.close)
         for writer in tifs.values():
             background.put(writer.close)

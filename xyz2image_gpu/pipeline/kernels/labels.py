@@ -22,11 +22,12 @@ def coordinates_3d(xp: Any, voxels: Any, valid: Any) -> Any:
     """Nearest voxel of each atom as int16 (B, N, 3); padding rows are -1.
 
     ``voxels`` are the rounded float coordinates (``rint``); values beyond the int16 range
-    (atoms far outside a fixed field of view) saturate instead of wrapping around.
+    (atoms far outside a fixed field of view) saturate instead of wrapping around. The
+    padding rows are set by ``where``, not by a boolean-mask assignment (which CuPy would
+    answer with a host synchronisation).
     """
     out = xp.clip(voxels, -32768, 32767).astype(xp.int16)
-    out[~valid] = -1
-    return out
+    return xp.where(valid[:, :, None], out, xp.int16(-1))
 
 
 def _in_bounds(xp: Any, voxels: Any, valid: Any, edgesize: int, axes: int) -> Any:
@@ -36,34 +37,52 @@ def _in_bounds(xp: Any, voxels: Any, valid: Any, edgesize: int, axes: int) -> An
     return ok
 
 
+def _scatter_true(xp: Any, shape: tuple[int, ...], flat: Any, ok: Any) -> Any:
+    """A bool array of ``shape``, True at the flat indices ``flat`` where ``ok``.
+
+    The indices that are not ``ok`` all write to one spare element past the end, so the
+    scatter has a fixed size: no ``nonzero`` (a host synchronisation on CuPy, whose result
+    size the host must read) and the same bytes.
+    """
+    size = 1
+    for n in shape:
+        size *= n
+    buf = xp.zeros(size + 1, dtype=bool)
+    buf[xp.where(ok, flat, size).ravel()] = True
+    return buf[:size].reshape(shape)
+
+
+def _delta(xp: Any, voxels: Any, valid: Any, edgesize: int, axes: int) -> Any:
+    b = valid.shape[0]
+    e = edgesize
+    ok = _in_bounds(xp, voxels, valid, e, 3)
+    v = xp.where(ok[:, :, None], voxels, 0).astype(xp.int64)  # no cast of NaN or far values
+    flat = xp.arange(b, dtype=xp.int64)[:, None] * (e**axes)
+    for k in range(axes):
+        flat = flat + v[:, :, k] * (e ** (axes - 1 - k))
+    return _scatter_true(xp, (b,) + (e,) * axes, flat, ok)
+
+
 def delta_3d(xp: Any, voxels: Any, valid: Any, edgesize: int) -> Any:
     """Bool (B, E, E, E), True at every atom's voxel (``voxels``: rounded float coords)."""
-    b = voxels.shape[0]
-    e = edgesize
-    out = xp.zeros((b, e, e, e), dtype=bool)
-    ok = _in_bounds(xp, voxels, valid, e, 3)
-    bi, ai = xp.nonzero(ok)
-    v = voxels[bi, ai].astype(xp.int64)
-    out[bi, v[:, 0], v[:, 1], v[:, 2]] = True
-    return out
+    return _delta(xp, voxels, valid, edgesize, 3)
 
 
 def delta_2d(xp: Any, voxels: Any, valid: Any, edgesize: int) -> Any:
     """Bool (B, E, E): delta_3d projected along z (atoms outside the z range are dropped)."""
-    b = voxels.shape[0]
-    e = edgesize
-    out = xp.zeros((b, e, e), dtype=bool)
-    ok = _in_bounds(xp, voxels, valid, e, 3)
-    bi, ai = xp.nonzero(ok)
-    v = voxels[bi, ai].astype(xp.int64)
-    out[bi, v[:, 0], v[:, 1]] = True
-    return out
+    return _delta(xp, voxels, valid, edgesize, 2)
 
 
 def _splat_offsets(xp: Any, reach: int, axes: int) -> Any:
     r = xp.arange(-reach, reach + 1, dtype=xp.int64)
     grids = xp.meshgrid(*([r] * axes), indexing="ij")
     return xp.stack([g.ravel() for g in grids], axis=1)  # (M, axes)
+
+
+def splat_reach(radius_px: float) -> int:
+    """Offsets either side of ``floor(centre)`` that hold every voxel of a ball of radius
+    ``radius_px`` pixels (see :func:`_splat_spheres`)."""
+    return math.ceil(max(0.0, float(radius_px))) + 1
 
 
 def _splat_spheres(
@@ -75,21 +94,32 @@ def _splat_spheres(
     axes: int,
     *,
     max_elements: int,
+    reach: int | None = None,
 ) -> Any:
     """Union of balls ``|v - c| <= r`` on the voxel grid, by testing each atom's bounding box.
 
     centres: (B, N, axes) float coordinates; radius_sq: (B, N) squared radii in pixels²
-    (negative means "draws nothing").
+    (negative means "draws nothing"). ``reach``: offsets tested either side of each
+    centre's voxel, at least :func:`splat_reach` of the largest radius. By default it is
+    read from ``radius_sq`` and only the voxels inside are scattered (``nonzero``): both
+    are host synchronisations on CuPy, so the GPU passes a static bound known on the host
+    and every candidate is scattered. A larger reach tests more voxels, all outside the
+    balls: the same bytes.
     """
     b, n, _ = centres.shape
     e = edgesize
-    out = xp.zeros((b,) + (e,) * axes, dtype=bool)
-    rmax = float(xp.sqrt(xp.maximum(radius_sq.max(), 0.0))) if n else 0.0
-    reach = math.ceil(rmax) + 1
+    static = reach is not None
+    if not static:
+        rmax = float(xp.sqrt(xp.maximum(radius_sq.max(), 0.0))) if n else 0.0
+        reach = splat_reach(rmax)
     offsets = _splat_offsets(xp, reach, axes)  # (M, axes)
     m = offsets.shape[0]
     base = xp.floor(centres).astype(xp.int64)  # (B, N, axes)
-    flat_out = out.reshape(-1)
+    size = b * e**axes
+    # with a static reach every candidate is scattered, the misses to one spare element past
+    # the end (no nonzero: a host synchronisation on CuPy); from the data, only the hits
+    # (measured with NumPy at 80 px, 147 atoms: 8% faster for binary_3d)
+    flat_out = xp.zeros(size + 1 if static else size, dtype=bool)
     step = max(1, max_elements // max(1, n * m))
     strides = [e ** (axes - 1 - k) for k in range(axes)]
     for s in range(0, b, step):
@@ -100,32 +130,40 @@ def _splat_spheres(
         inside &= valid[sl, :, None]
         for k in range(axes):
             inside &= (vox[..., k] >= 0) & (vox[..., k] < e)
-        bi, ai, mi = xp.nonzero(inside)
-        v = vox[bi, ai, mi]
-        flat = (bi + s) * (e**axes)
-        for k in range(axes):
-            flat = flat + v[:, k] * strides[k]
-        flat_out[flat] = True
-    return out
+        if static:
+            flat = (xp.arange(vox.shape[0], dtype=xp.int64) + s)[:, None, None] * (e**axes)
+            for k in range(axes):
+                flat = flat + vox[..., k] * strides[k]
+            flat_out[xp.where(inside, flat, size).ravel()] = True
+        else:
+            bi, ai, mi = xp.nonzero(inside)
+            v = vox[bi, ai, mi]
+            flat = (bi + s) * (e**axes)
+            for k in range(axes):
+                flat = flat + v[:, k] * strides[k]
+            flat_out[flat] = True
+    return flat_out[:size].reshape((b,) + (e,) * axes)
 
 
 def binary_3d(
     xp: Any, centres: Any, radius_px: Any, valid: Any, edgesize: int, *, max_elements: int,
-    compiled: bool = False,
+    compiled: bool = False, reach: int | None = None,
 ) -> Any:
     """Bool (B, E, E, E): voxels within ``radius_px`` (per image, (B,)) of an atom centre.
 
-    ``compiled``: on NumPy arrays, with the compiled kernel (the same bytes).
+    ``compiled``: on NumPy arrays, with the compiled kernel (the same bytes). ``reach``: see
+    :func:`_splat_spheres`.
     """
     r2 = xp.broadcast_to((radius_px * radius_px)[:, None], valid.shape)
     if compiled:
         return _splat_spheres_compiled(centres, r2, valid, edgesize, 3)
-    return _splat_spheres(xp, centres, r2, valid, edgesize, 3, max_elements=max_elements)
+    return _splat_spheres(xp, centres, r2, valid, edgesize, 3, max_elements=max_elements,
+                          reach=reach)
 
 
 def binary_2d(
     xp: Any, centres: Any, radius_px: Any, valid: Any, edgesize: int, *, max_elements: int,
-    compiled: bool = False,
+    compiled: bool = False, reach: int | None = None,
 ) -> Any:
     """Bool (B, E, E): exactly ``binary_3d(...).any(axis=2)``, computed in 2-D.
 
@@ -140,5 +178,5 @@ def binary_2d(
     if compiled:
         return _splat_spheres_compiled(centres[:, :, :2], r2, valid, edgesize, 2)
     return _splat_spheres(
-        xp, centres[:, :, :2], r2, valid, edgesize, 2, max_elements=max_elements
+        xp, centres[:, :, :2], r2, valid, edgesize, 2, max_elements=max_elements, reach=reach
     )
