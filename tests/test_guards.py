@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -400,3 +401,50 @@ def test_strict_on_resume_renders_again_stacks_kept_with_atoms_outside(tmp_path)
     assert entry["status"] == "failed"
     assert all(entry["outside_field"][str(s)]["atoms_outside"] == 0
                for s in entry["completed_stacks"])
+
+
+@pytest.mark.parametrize("field, value", [
+    ("z_exponent", float("nan")), ("z_exponent", float("inf")), ("z_exponent", 40.0),
+    ("gauss_sigma", float("inf")), ("padxyz", float("inf")), ("read_noise", float("inf")),
+    ("scan_jitter", float("inf")), ("drift", float("inf")), ("dose", float("inf")),
+    ("column_correction", (float("nan"),)), ("thermal_overrides", (("Au", float("inf")),)),
+])
+def test_settings_that_render_blank_images_are_refused(field, value):
+    """NaN, infinities and a Z exponent whose Z**z overflows float32 gave all-zero images
+    marked complete; they are refused when the settings are made."""
+    extra = {"thermal": True} if field == "thermal_overrides" else {}
+    with pytest.raises(ValueError, match=field.split("_overrides")[0]):
+        RenderSettings(**{field: value}, **extra)
+
+
+@pytest.mark.parametrize("kwargs, needs", [
+    ({"pixel_size": 0.3}, "framing='fixed'"),
+    ({"intensity_scale": 5.0}, "normalization='fixed'"),
+    ({"normalization": "float", "bitrate": 16}, "integer images"),
+])
+def test_settings_that_would_change_nothing_are_refused(kwargs, needs):
+    """A value that changes no image was recorded in the manifest all the same, and then
+    refused a resume without it."""
+    with pytest.raises(ValueError, match=re.escape(needs)):
+        RenderSettings(**kwargs)
+
+
+def test_cli_option_without_effect_is_a_usage_error(tmp_path):
+    out = tmp_path / "out"
+    result = _render(AU147, "-o", out, *FAST, "--pixel-size", "0.3")
+    assert result.exit_code == 2 and "framing='fixed'" in result.output
+    assert not out.exists()
+
+
+def test_gaussians_wider_than_the_field_fail_the_file(tmp_path):
+    """--gauss-sigma 1000 with the image framing made every pixel 255: the field of view is
+    the structure and its margins, far narrower than one Gaussian."""
+    small = _xyz(tmp_path / "small.xyz", _cluster(4))
+    with pytest.raises(StructureError, match=r"small\.xyz, frame 0: .*wider than the whole"):
+        render(small, 1, edgesize=16, gauss_sigma=1000.0, device="cpu")
+    out = tmp_path / "out"
+    result = _render(small, AU147, "-o", out, *FAST, "--gauss-sigma", "100")
+    assert result.exit_code == 1 and "wider than the whole field of view" in result.output
+    assert _files(out) == []
+    # a wide but legitimate blur still renders: sigma 5 Å on a 147-atom cluster
+    assert render(AU147, 1, edgesize=16, gauss_sigma=5.0, device="cpu")["gaussian_2d"].max() > 0

@@ -31,7 +31,13 @@ from ..structures.convert import as_structure
 from ..structures.model import Structure, StructureError
 from . import gpu_streams, stages
 from .batch import Batch
-from .framing import FieldReport, narrow_field_problem, precision_problem, sampling_problem
+from .framing import (
+    FieldReport,
+    narrow_field_problem,
+    precision_problem,
+    sampling_problem,
+    wide_gaussian_problem,
+)
 from .kernels.labels import splat_reach
 from .rotations import keyed_rotation_matrices, rotation_key
 from .settings import _GAUSSIAN, RenderSettings, requested_arrays
@@ -241,7 +247,8 @@ class Renderer:
         ------
         StructureError
             Naming the file and frame: the positions are too large to place the atoms
-            (:func:`~.framing.precision_problem`), or all atoms sit at one point with no
+            (:func:`~.framing.precision_problem`), the Gaussians are wider than the field
+            (:func:`~.framing.wide_gaussian_problem`), or all atoms sit at one point with no
             margin.
         """
         zexp = self.settings.z_exponent
@@ -260,6 +267,10 @@ class Renderer:
                     "size; use padxyz > 0 or framing='fixed'",
                     path=structure.source, frame=frame.index,
                 )
+            if self.settings.framing != "fixed" and self._renders_images:
+                problem = wide_gaussian_problem(sigma_min, radius, self.settings.padxyz)
+                if problem:
+                    raise StructureError(problem, path=structure.source, frame=frame.index)
             if zexp == 0:
                 weights = np.ones(len(pos))
             else:

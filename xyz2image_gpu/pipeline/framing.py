@@ -45,6 +45,7 @@ __all__ = [
     "narrow_field_problem",
     "precision_problem",
     "sampling_problem",
+    "wide_gaussian_problem",
 ]
 
 FRAMINGS = ("image", "structure", "fixed")
@@ -140,6 +141,31 @@ MAX_SPACING_SIGMAS = 0.01
 #: along each axis: every kernel cuts profiles below exp(PROFILE_FLOOR) = exp(-25) of the
 #: peak (the compiled 8-bit kernel even at exp(-16)), so this is the widest reach of any.
 REACH_SIGMAS = math.sqrt(-2.0 * PROFILE_FLOOR)
+
+
+def wide_gaussian_problem(sigma_min: float, radius: float, padxyz: float) -> str | None:
+    """Why the ``image``/``structure`` field of a frame is too narrow for its Gaussians, or
+    None: :func:`narrow_field_problem` for the fields these framings choose.
+
+    Their field is at most ``2 * (radius + padxyz)`` Å across (``structure``: exactly; an
+    ``image`` field spans the rotated extent, at most the diameter, plus the margins). A
+    Gaussian wider than that makes every image a featureless patch, for the same reason.
+
+    Parameters
+    ----------
+    sigma_min : float
+        The narrowest Gaussian, Å.
+    radius : float
+        The frame's largest distance of an atom from its centroid, Å.
+    padxyz : float
+        The margin, Å.
+    """
+    field = 2.0 * (radius + padxyz)
+    if field >= sigma_min:
+        return None
+    return (f"the Gaussians (sigma {sigma_min:.3g} Å) are wider than the whole field of view "
+            f"({field:.3g} Å: the structure and its margins): every image would be a "
+            "featureless patch; is gauss_sigma (or the probe) in Å?")
 
 
 def narrow_field_problem(edgesize: int, pixel_size: float, sigma_min: float) -> str | None:

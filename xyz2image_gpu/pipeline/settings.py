@@ -5,6 +5,7 @@ types (:data:`OUTPUT_TYPES`, the TIFF :data:`IMAGE_TYPES`), validated here and n
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -176,6 +177,7 @@ class RenderSettings:
         object.__setattr__(self, "thermal_overrides", overrides)
         correction = tuple(float(c) for c in self.column_correction)
         object.__setattr__(self, "column_correction", correction)
+        self._check_finite()
         if not self.column_broadening >= 0:
             raise ValueError("column_broadening must be >= 0 Å²")
         if self.legacy and (correction or self.column_broadening):
@@ -235,6 +237,38 @@ class RenderSettings:
                              "(or None, which resolves to 0 with legacy)")
         if self.legacy and self.normalization != "image":
             raise ValueError("legacy mode normalises each image as the original script did")
+        # a value that changes nothing would still be recorded, and refuse a resume without it
+        if self.pixel_size is not None and self.framing != "fixed":
+            raise ValueError("pixel_size is used only with framing='fixed' (give both, or "
+                             "neither)")
+        if self.intensity_scale is not None and self.normalization != "fixed":
+            raise ValueError("intensity_scale is used only with normalization='fixed' (give "
+                             "both, or neither)")
+        if self.normalization == "float" and self.bitrate != 8:
+            raise ValueError("normalization='float' stores float32 images; bitrate applies "
+                             "to integer images only (leave it at 8)")
+
+    def _check_finite(self) -> None:
+        """Refuse NaN and infinite numbers (they render blank images without a word) and a
+        Z exponent beyond ±10 (Z**z of heavy atoms overflows float32 sums far before)."""
+        values = {
+            "gauss_sigma": self.gauss_sigma, "padxyz": self.padxyz,
+            "binary_radius": self.binary_radius, "z_exponent": self.z_exponent,
+            "pixel_size": self.pixel_size, "intensity_scale": self.intensity_scale,
+            "dose": self.dose, "read_noise": self.read_noise,
+            "scan_jitter": self.scan_jitter, "drift": self.drift,
+            "column_broadening": self.column_broadening,
+        }
+        values.update({f"column_correction[{k}]": c
+                       for k, c in enumerate(self.column_correction)})
+        values.update({f"probe[{k}]": v for k, pair in enumerate(self.probe) for v in pair})
+        values.update({f"thermal_overrides[{el}]": u for el, u in self.thermal_overrides})
+        for name, value in values.items():
+            if value is not None and not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if not -10 <= self.z_exponent <= 10:
+            raise ValueError(f"z_exponent must be within [-10, 10] (HAADF: about 1.7), got "
+                             f"{self.z_exponent}")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by name, ``z_exponent`` resolved; JSON-ready (tuples become lists in
