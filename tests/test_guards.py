@@ -337,7 +337,8 @@ def test_cli_every_atom_outside_is_an_error_without_strict(tmp_path):
 @pytest.mark.parametrize("kwargs", [
     {"n_rotation": 2.5}, {"n_rotation": True}, {"n_rotation": "4"}, {"n_rotation": 0},
     {"n_rotation": 3.0}, {"batch_size": 0}, {"batch_size": 2.5}, {"batch_size": False},
-    {"batch_size": "8"}, {"stop": 1.5},
+    {"batch_size": "8"}, {"stop": 1.5}, {"seed": 1.5}, {"seed": True}, {"seed": -1},
+    {"stack": 0.5},
 ])
 def test_counts_that_are_not_counts_are_refused(kwargs):
     """int(2.5) truncated silently, batch_size=0 meant the default, True counted as 1."""
@@ -448,3 +449,10 @@ def test_gaussians_wider_than_the_field_fail_the_file(tmp_path):
     assert _files(out) == []
     # a wide but legitimate blur still renders: sigma 5 Å on a 147-atom cluster
     assert render(AU147, 1, edgesize=16, gauss_sigma=5.0, device="cpu")["gaussian_2d"].max() > 0
+
+
+def test_negative_seed_is_a_usage_error_before_anything_is_written(tmp_path):
+    out = tmp_path / "out"
+    result = _render(AU147, "-o", out, *FAST, "--seed", "-1")
+    assert result.exit_code == 2 and "--seed" in result.output
+    assert not out.exists()

@@ -26,7 +26,8 @@ __all__ = [
               default=Path("preview.png"), help="PNG to write.")
 @click.option("--n", "n_images", type=click.IntRange(1, 64), default=4,
               help="Orientations shown (rows).")
-@click.option("--seed", type=int, default=0, help="Seed of the random rotations.")
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Seed of the random rotations (and augmentations).")
 @geometry_options(legacy=False)
 @click.option("--frame", type=click.IntRange(min=0), default=0, help="Frame of the file shown.")
 @device_option

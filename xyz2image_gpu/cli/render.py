@@ -69,7 +69,8 @@ __all__ = [
               help="Frames read from multi-frame files.")
 @click.option("--exclude-elements", type=ElementListType(), default="", show_default="none",
               help="Comma-separated element symbols dropped from every frame, e.g. C,H.")
-@click.option("--seed", type=int, default=0, help="Seed of the random rotations.")
+@click.option("--seed", type=click.IntRange(min=0), default=0,
+              help="Seed of the random rotations (and augmentations).")
 @device_option
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               show_default="1 with threads for Gaussian images from the compiled kernel, "

@@ -547,13 +547,16 @@ class Renderer:
         Raises
         ------
         ValueError
-            ``n_rotation`` or ``batch_size`` is not an integer >= 1 (a float, a bool or a
-            string included), or the image range is not within the stack.
+            ``n_rotation`` or ``batch_size`` is not an integer >= 1, ``seed`` or ``stack``
+            not one >= 0 (a float, a bool or a string included), or the image range is not
+            within the stack.
         StructureError
             A frame cannot be shown (see :meth:`_frame_data`), naming the file and frame.
         """
         structure = as_structure(structure)
         n_rotation = _integer("n_rotation", n_rotation, 1)
+        seed = _integer("seed", seed, 0)
+        stack = _integer("stack", stack, 0)
         total = self.n_images(structure, n_rotation)
         start = _integer("start", start, 0)
         stop = total if stop is None else _integer("stop", stop, 0)
