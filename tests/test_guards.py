@@ -456,3 +456,14 @@ def test_negative_seed_is_a_usage_error_before_anything_is_written(tmp_path):
     result = _render(AU147, "-o", out, *FAST, "--seed", "-1")
     assert result.exit_code == 2 and "--seed" in result.output
     assert not out.exists()
+
+
+def test_probe_options_need_the_voltage_and_sane_optics(tmp_path):
+    """--probe-mrad without --probe-kv was ignored without a word; optics too extreme to
+    integrate ended in a traceback."""
+    out = tmp_path / "out"
+    alone = _render(AU147, "-o", out, *FAST, "--probe-mrad", "30")
+    assert alone.exit_code == 2 and "--probe-mrad would have no effect" in alone.output
+    extreme = _render(AU147, "-o", out, *FAST, "--probe-kv", "200", "--probe-defocus", "50000")
+    assert extreme.exit_code == 2 and "cannot fit the probe of 200 kV" in extreme.output
+    assert not out.exists()

@@ -304,6 +304,19 @@ def probe_optics(options: dict[str, Any], source_size: float = 0.0) -> ProbeOpti
         raise click.UsageError(str(exc)) from None
 
 
+def _refuse_given(options: dict[str, Any], why: str) -> None:
+    """A usage error naming the options of ``options`` that the user gave (on the command
+    line or in the environment) although they have no effect."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return
+    given = [name for name in options
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given:
+        names = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise click.UsageError(f"{names} would have no effect {why}")
+
+
 def settings_from_options(options: dict[str, Any]) -> tuple[RenderSettings, dict[str, Any] | None]:
     """The settings of a command's options, and where the probe came from.
 
@@ -326,9 +339,15 @@ def settings_from_options(options: dict[str, Any]) -> tuple[RenderSettings, dict
     if unknown:
         raise TypeError(f"not RenderSettings fields: {', '.join(sorted(unknown))}")
     described = None
+    if probe and probe["probe_kv"] is None:
+        _refuse_given(probe, "without --probe-kv (they describe its optics)")
     optics = probe_optics(probe, probe["probe_source_size"]) if probe else None
     if optics is not None:
-        fit = fit_probe(optics, probe["probe_gaussians"])
+        try:
+            fit = fit_probe(optics, probe["probe_gaussians"])
+        except (ValueError, MemoryError) as exc:  # optics too extreme to integrate or fit
+            raise click.UsageError(f"cannot fit the probe of {optics.describe()}: "
+                                   f"{exc or type(exc).__name__}") from None
         fields["probe"] = fit.components
         described = {"optics": optics.describe(), "fit": fit.describe(),
                      "residual": fit.residual}
