@@ -135,9 +135,14 @@ def test_changed_input_is_reported_and_rendered_again(tmp_path):
 # ------------------------------------------------------------- 4. TIFF disk full
 
 
-def test_tiff_disk_full_names_the_file_and_says_no_space(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    # what numpy's tofile raises for a short write on a full disk: no errno at all
+    OSError("16384 requested and 16048 written"),
+], ids=["enospc", "short-write"])
+def test_tiff_disk_full_names_the_file_and_says_no_space(tmp_path, monkeypatch, error):
     def disk_full(self, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise error
 
     monkeypatch.setattr(tifffile.TiffWriter, "write", disk_full)
     out = tmp_path / "out"

@@ -7,6 +7,7 @@ protocol (``complete()`` renames, ``abort()`` removes, a ``with`` block picks on
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shutil
@@ -97,15 +98,22 @@ class _CompleteOrAbort:
 
 def _names_path(method: _F) -> _F:
     """Decorate a writer's method so that an OSError raised without a file name (a write
-    to an open file: a full disk, an I/O error) names the writer's final ``path``."""
+    to an open file: a full disk, an I/O error) names the writer's final ``path``, and a
+    short write reported without an errno counts as a full disk."""
 
     @functools.wraps(method)
     def named(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except OSError as exc:
-            if exc.filename is None and exc.errno is not None:
-                raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
-            raise
+            if exc.filename is not None:
+                raise
+            code, reason = exc.errno, exc.strerror or str(exc)
+            if code is None and "requested and" in reason and "written" in reason:
+                # numpy's tofile (tifffile's page writes) reports a short write without an
+                # errno: on a regular file that is a full disk or quota
+                code = errno.ENOSPC
+                reason = f"{os.strerror(errno.ENOSPC)} (short write: {reason})"
+            raise OSError(code, reason, str(self.path)) from exc
 
     return named  # type: ignore[return-value]
