@@ -160,8 +160,13 @@ def test_tiff_disk_full_names_the_file_and_says_no_space(tmp_path, monkeypatch, 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform == "win32",
                     reason="POSIX signals")
-@pytest.mark.parametrize(("workers", "group"), [(1, False), (2, False), (2, True)])
-def test_sigterm_ends_like_ctrl_c(tmp_path, workers, group):
+@pytest.mark.parametrize(("signame", "workers", "group"), [
+    ("SIGTERM", 1, False), ("SIGTERM", 2, False), ("SIGTERM", 2, True),
+    # a closed terminal or a dropped ssh session: SIGHUP to the session's processes
+    ("SIGHUP", 1, False), ("SIGHUP", 2, True),
+])
+def test_sigterm_ends_like_ctrl_c(tmp_path, signame, workers, group):
+    signum = getattr(signal, signame)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "xyz2image_gpu.cli", "render", str(AU147), str(PT309),
            "-o", str(out), "--edgesize", "48", "--n-rotation", "60", "--n-stacks", "20",
@@ -178,16 +183,16 @@ def test_sigterm_ends_like_ctrl_c(tmp_path, workers, group):
             pytest.skip("the run finished before it could be stopped (machine too fast)")
         time.sleep(0.1)  # mid-unit
         if group:  # as a batch scheduler does: every process of the job
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signum)
         else:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 143, stderr
-    assert "interrupted by SIGTERM; complete stacks are kept" in stderr
+    assert proc.returncode == 128 + signum, stderr
+    assert f"interrupted by {signame}; complete stacks are kept" in stderr
     assert RESUME in stderr
     assert "leaked" not in stderr and "Traceback" not in stderr, stderr
     assert not _temporaries(out)

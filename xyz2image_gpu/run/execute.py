@@ -47,7 +47,7 @@ from .manifest import (
 )
 from .memory import RequestTooLargeError, _check_memory, _Need
 from .progress import Progress
-from .signals import _sigterm_as_interrupt
+from .signals import _sigterm_as_interrupt, start_resource_tracker
 from .units import _THREAD_ENV, _Finishing, _render_unit, _Unit, _worker_init, _worker_run
 
 __all__ = [
@@ -380,6 +380,7 @@ class _Run:
 
     def _run_pool(self, units: list[_Unit]) -> None:
         ctx = multiprocessing.get_context("spawn")
+        start_resource_tracker()
         progress_queue = ctx.Queue()
         stop_event = ctx.Event()
         # A file fails at its lowest failing stack; as on the serial path, the stacks before

@@ -28,6 +28,7 @@ from ..pipeline.settings import IMAGE_TYPES, OUTPUT_TYPES, RenderSettings
 from ..structures.convert import as_structure
 from ..structures.model import Structure, StructureError
 from .config import RunConfig, image_types, npz_path, render_types, tif_path
+from .signals import STOP_SIGNALS
 
 __all__ = [
     "UnitCancelled",
@@ -229,7 +230,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker_sigterm(signum: int, frame: Any) -> None:
-    # SIGTERM to the whole process group (a batch scheduler, `kill -- -PGID`), or from the
+    # SIGTERM or SIGHUP to the whole process group (a batch scheduler, `kill -- -PGID`), or from the
     # pool terminating its workers: a unit in progress stops at its next batch and removes
     # its temporaries, then the worker exits (_worker_run); an idle worker exits at once.
     _WORKER["terminated"] = signum
@@ -239,8 +240,8 @@ def _worker_sigterm(signum: int, frame: Any) -> None:
 
 def _worker_init(progress_queue: Any, stop_event: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _worker_sigterm)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _worker_sigterm)
     _WORKER["queue"] = progress_queue
     _WORKER["stop"] = stop_event
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
