@@ -253,3 +253,31 @@ def test_import_loads_no_run_or_output_machinery():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.splitlines() == ["", ""], result.stdout
+
+
+def test_an_input_deleted_mid_run_fails_alone(tmp_path, monkeypatch):
+    """An input that disappears after the run began is that file's read error (not an
+    output write error stopping the run); the other inputs complete."""
+    import shutil
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in (AU147, PT309):
+        shutil.copy(path, inputs / path.name)
+    prepare = _Run.prepare
+
+    def prepare_then_delete(self):
+        planned = prepare(self)
+        (inputs / PT309.name).unlink()
+        return planned
+
+    monkeypatch.setattr(_Run, "prepare", prepare_then_delete)
+    out = tmp_path / "out"
+    result = _invoke("render", inputs, "-o", out, *SMALL, "--output-types", "gaussian_2d")
+    assert result.exit_code == 1
+    assert f"{inputs / PT309.name}" in result.output and "cannot read input" in result.output
+    assert "cannot write output" not in result.output
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["au147_icosahedron"]["status"] == "complete"
+    assert files["pt309_icosahedron"]["status"] == "failed"
+    assert sorted(p.name for p in out.rglob("*.npz")) == ["0000.npz"]

@@ -93,9 +93,13 @@ def _structure(unit: _Unit) -> Structure:
     key = (unit.path, cfg.frameshift, cfg.maxframes, cfg.exclude_elements)
     if _STRUCTURE.get("key") != key:
         _STRUCTURE.clear()
-        _STRUCTURE["value"] = as_structure(
-            unit.path, frameshift=cfg.frameshift, maxframes=cfg.maxframes,
-            exclude_elements=cfg.exclude_elements)
+        try:
+            _STRUCTURE["value"] = as_structure(
+                unit.path, frameshift=cfg.frameshift, maxframes=cfg.maxframes,
+                exclude_elements=cfg.exclude_elements)
+        except OSError as exc:  # moved or deleted since the run began: this input fails
+            raise StructureError(f"cannot read input: {exc.strerror or exc}",
+                                 path=unit.path) from None
         _STRUCTURE["key"] = key
     return _STRUCTURE["value"]
 
