@@ -281,3 +281,25 @@ def test_an_input_deleted_mid_run_fails_alone(tmp_path, monkeypatch):
     assert files["au147_icosahedron"]["status"] == "complete"
     assert files["pt309_icosahedron"]["status"] == "failed"
     assert sorted(p.name for p in out.rglob("*.npz")) == ["0000.npz"]
+
+
+def test_input_names_that_would_clash_with_the_output_folders_own_files(tmp_path):
+    """'.lock.xyz' and 'manifest.json.xyz' aborted every input with 'File exists'; a stem
+    like '.a.tmp' had its stack removed as a stale temporary on every run. Given by name
+    they are refused up front; a folder's hidden files are skipped."""
+    import shutil
+
+    for name in (".lock.xyz", "manifest.json.xyz", ".a.123.tmp.xyz"):
+        bad = tmp_path / name
+        shutil.copy(AU147, bad)
+        result = _invoke("render", bad, "-o", tmp_path / "out", *SMALL)
+        assert result.exit_code == 2 and "keeps for its own files" in result.output, name
+    assert not (tmp_path / "out").exists()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    shutil.copy(AU147, folder / ".lock.xyz")
+    shutil.copy(AU147, folder / "au.xyz")
+    result = _invoke("render", folder, "-o", tmp_path / "out2", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == [".lock", "au",
+                                                                     "manifest.json"]

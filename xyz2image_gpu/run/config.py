@@ -92,20 +92,25 @@ def find_inputs(paths: Iterable[Path | str]) -> list[Path]:
     """Expand files and folders into the structure files to render.
 
     A folder contributes every ``.xyz``/``.extxyz`` file directly inside it, sorted by
-    name; a file is taken as it is. Duplicates are dropped.
+    name, except hidden ones (named ``.*``); a file is taken as it is. Duplicates are
+    dropped.
 
     Raises
     ------
     InputError
         No structure file was found, a path does not exist or is neither a regular file
-        nor a folder (a FIFO, ``/dev/null``), or two files share a stem (their outputs
-        would share ``OUTPUT/<stem>/``).
+        nor a folder (a FIFO, ``/dev/null``), two files share a stem (their outputs would
+        share ``OUTPUT/<stem>/``), or a stem would name something of the output folder's
+        own (``manifest.json``, the lock, a temporary: any stem starting with ``.``).
     """
+    from .lock import LOCK_NAME
+    from .manifest import MANIFEST_NAME
+
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.iterdir()
-                            if f.is_file() and f.suffix.lower() in XYZ_SUFFIXES)
+            found += sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                            and f.suffix.lower() in XYZ_SUFFIXES)
         elif p.is_file():
             found.append(p)
         elif p.exists():
@@ -126,6 +131,10 @@ def find_inputs(paths: Iterable[Path | str]) -> list[Path]:
             + f" (looked for {', '.join(XYZ_SUFFIXES)})")
     stems: dict[str, Path] = {}
     for f in unique:
+        if f.stem.startswith(".") or f.stem in (MANIFEST_NAME, LOCK_NAME):
+            raise InputError(f"{f}: its outputs would go to OUTPUT/{f.stem}/, a name the output "
+                             "folder keeps for its own files (the manifest, the lock, "
+                             "temporaries); rename it")
         if f.stem in stems:
             raise InputError(f"{stems[f.stem]} and {f} share the name {f.stem!r}; their "
                              f"outputs would collide in OUTPUT/{f.stem}/ (rename one)")
