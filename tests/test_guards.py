@@ -219,7 +219,8 @@ def test_atoms_outside_a_fixed_field_are_counted(tmp_path):
         assert report.atoms_outside == outside, (outputs, path.name)
         assert report.images == 1 and report.images_empty == 0
         assert report.frames == ((0,) if outside else ())
-    outside_warning = r"x\.xyz, \d+ atoms fall outside .* of 2 images \(frame 0\)"
+    outside_warning = (r"x\.xyz, atoms fall outside the field of view in 1 of 2 images "
+                       r"\(4 per such image on average, 4 over all of them; frame 0\)")
     with pytest.warns(UserWarning, match=outside_warning):
         out = render(in_plane, 2, edgesize=16, framing="fixed", pixel_size=1.0, device="cpu")
     assert sorted(out) == ["frame_index", "gaussian_2d", "rotations", "voxel_size"]
@@ -274,7 +275,7 @@ def test_cli_warns_and_records_atoms_outside(tmp_path):
     result = _render(*args)
     assert result.exit_code == 0, result.output
     assert f"warning: {AU147}, stack 0: " in result.output
-    assert "fall outside the field of view" in result.output and "(frame 0)" in result.output
+    assert "fall outside the field of view" in result.output and "; frame 0)" in result.output
     entry = json.loads((out / "manifest.json").read_text())["files"]["au147_icosahedron"]
     assert entry["status"] == "complete"
     for stack in ("0", "1"):

@@ -403,8 +403,10 @@ class FieldReport:
                     f"{self.images} images (frame{_plural(self.frames_empty)} "
                     f"{_listed(self.frames_empty)}): those images show nothing of the "
                     "structure; choose a larger pixel size or edgesize")
-        return (f"{self.atoms_outside} atoms fall outside the field of view in "
-                f"{self.images_affected} of {self.images} images (frame{_plural(self.frames)}"
+        per_image = self.atoms_outside / max(1, self.images_affected)
+        return (f"atoms fall outside the field of view in {self.images_affected} of "
+                f"{self.images} images ({per_image:.3g} per such image on average, "
+                f"{self.atoms_outside} over all of them; frame{_plural(self.frames)}"
                 f" {_listed(self.frames)}); choose a larger pixel size or edgesize to see "
                 "them all")
 
