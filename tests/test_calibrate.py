@@ -101,3 +101,12 @@ def test_calibration_improves_r_on_a_multislice_reference():
     assert 1.3 < result.z_exponent < 1.9  # HAADF Z contrast, Au vs Pd
     single = calibrate(image, pos, np.full(len(num), 79), px, z_exponent=1.7)
     assert single.z_exponent == 1.7  # one element: the exponent is not identifiable
+
+
+@pytest.mark.parametrize("fill", [np.nan, 0.0])
+def test_blank_or_nan_reference_is_an_error(fill):
+    """A NaN or blank reference exited 0 with r = 0 and '--intensity-scale nan' (or 0), values
+    render refuses."""
+    image = np.full((32, 32), fill)
+    with pytest.raises(ValueError, match="NaN or infinite|blank"):
+        calibrate(image, np.zeros((1, 3)), [79], 0.4)

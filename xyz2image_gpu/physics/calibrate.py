@@ -169,6 +169,11 @@ def calibrate(
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2:
         raise ValueError(f"the reference must be one 2-D image, got shape {img.shape}")
+    if not np.isfinite(img).all():
+        raise ValueError(f"the reference has {int((~np.isfinite(img)).sum())} NaN or "
+                         "infinite pixels: nothing can be fitted to them")
+    if not img.max() > img.min():
+        raise ValueError("the reference is blank (every pixel equal): nothing can be fitted")
     if not pixel_size > 0:
         raise ValueError("pixel_size must be > 0 Å")
     pos = np.asarray(positions, dtype=np.float64)
