@@ -64,7 +64,8 @@ __all__ = [
 @setting_option("--all-random", is_flag=True,
                 help="Rotation 0 random too (default: the input's view, turned 90° about z).")
 @click.option("--frameshift", type=click.IntRange(min=0), default=0,
-              help="First frame read from multi-frame files.")
+              help="First frame read from multi-frame files (past the last frame: the last "
+              "frame alone, as the original script).")
 @click.option("--maxframes", type=click.IntRange(min=1), default=50,
               help="Frames read from multi-frame files.")
 @click.option("--exclude-elements", type=ElementListType(), default="", show_default="none",

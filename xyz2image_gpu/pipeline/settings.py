@@ -234,7 +234,7 @@ class RenderSettings:
             raise ValueError("normalization='fixed' needs a positive intensity_scale")
         if self.legacy and self.z_exponent != 0:
             raise ValueError("legacy mode counts every atom once; it needs z_exponent=0 "
-                             "(or None, which resolves to 0 with legacy)")
+                             "(its default in legacy mode; z_exponent=None in the API)")
         if self.legacy and self.normalization != "image":
             raise ValueError("legacy mode normalises each image as the original script did")
         # a value that changes nothing would still be recorded, and refuse a resume without it

@@ -308,6 +308,10 @@ class _Run:
                 self._execute_pool(units)
             else:
                 self._execute_serial(units)
+            for stem, entry in self.manifest["files"].items():
+                if entry["status"] == "failed":  # leave no empty folder of a failed input
+                    with contextlib.suppress(OSError):
+                        (self.out / stem).rmdir()
         except BaseException:
             # Every writer has stopped by now (aborted, joined; worker processes shut down).
             # An interrupt that fell between two steps of a unit (a writer made, not yet
