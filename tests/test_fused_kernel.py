@@ -10,6 +10,9 @@ is kept (shared or global memory).
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import types
 from functools import lru_cache
 
@@ -237,3 +240,18 @@ XYZ_KERNEL reverse(float *x, const int barrier)
     np.testing.assert_array_equal(x, [7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8])
     with pytest.raises(RuntimeError, match="without a __syncthreads"):
         kernel((2,), (8,), (x, np.int32(0)))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no CUDA toolkit (nvcc) here")
+def test_the_kernel_source_compiles_for_the_device(tmp_path):
+    """Where a CUDA toolkit is installed, nvcc compiles the source for sm_90 (the H100/H200)
+    with the options given to NVRTC, without warnings, and its static shared memory is what
+    the host wrapper counts on when it decides whether the float image fits beside it."""
+    cmd = ["nvcc", "-arch=sm_90", *device.NVRTC_OPTIONS, "-Werror", "all-warnings",
+           "-Xptxas", "-v", "-c", str(device.Path(device.__file__).with_name(
+               device.SPLAT_2D[0])), "-o", str(tmp_path / "splat_2d.o")]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    smem = re.search(r"(\d+) bytes smem", done.stderr)
+    assert smem and int(smem.group(1)) == device.STATIC_SHARED_BYTES, done.stderr
+    assert "spill" not in done.stderr or " 0 bytes spill stores" in done.stderr

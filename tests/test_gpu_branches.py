@@ -10,8 +10,6 @@ machine the ``device`` tests do that.
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 from fake_cupy import DeviceArray, FakeCupy
@@ -418,21 +416,23 @@ def test_gpu_gaussian_2d_bytes_do_not_depend_on_the_batch_size():
     assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2])
 
 
-def test_the_fused_kernel_halves_the_device_operations_per_batch():
+def test_the_fused_kernel_halves_the_device_operations_per_batch(monkeypatch):
     """Item 9, counted on the stand-in (edgesize 128, 147 atoms, uint8): the separable
-    product path took 67 device operations per batch (33 of them for the images), the fused
-    kernel takes 34, and the bytes those operations read and write drop more than tenfold
-    (kernel-internal shared-memory traffic not counted)."""
-    from xyz2image_gpu.pipeline import strategies
+    product path (what the GPU ran before, and runs with XYZ2IMAGE_GPU_NO_FUSED_KERNEL set)
+    took 67 device operations per batch (33 of them for the images), the fused kernel takes
+    34, and the bytes those operations read and write drop more than tenfold (the kernel's
+    own shared-memory traffic not counted)."""
+    from xyz2image_gpu.flags import NO_FUSED_KERNEL_ENV
+    from xyz2image_gpu.pipeline.strategies import ArrayKernel, FusedKernel
 
     st = as_structure(icosahedron("Au", 3))
 
     def per_batch(fused):
         fake = FakeCupy(1 << 34)
+        monkeypatch.setenv(NO_FUSED_KERNEL_ENV, "" if fused else "1")
         gpu = Renderer(RenderSettings(edgesize=128), ["gaussian_2d"],
                        Backend("cupy", fake, "stand-in"))
-        if not fused:  # the array path the GPU used before
-            gpu.kernel.gaussian = types.MethodType(strategies.ArrayKernel.gaussian, gpu.kernel)
+        assert type(gpu.kernel) is (FusedKernel if fused else ArrayKernel)
         ops, traffic = [], []
         for batch in gpu.iter_batches(st, 48, seed=4, batch_size=16):
             ops.append(fake.ops)

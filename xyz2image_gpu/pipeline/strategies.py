@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..backend import Backend
+from ..flags import no_fused_kernel
 from . import kernels
 from .kernels import device
 
@@ -373,7 +374,8 @@ class LegacyKernel(ArrayKernel):
 def choose_kernel(backend: Backend, settings: RenderSettings, *, cpu_kernel: str = "auto",
                   work_memory: int, threads: Threads) -> ArrayKernel:
     """The strategy for ``settings`` on ``backend``: legacy mode's on either backend, else
-    the compiled CPU kernel or the NumPy path on the CPU, :class:`FusedKernel` on the GPU.
+    the compiled CPU kernel or the NumPy path on the CPU, :class:`FusedKernel` on the GPU
+    (the NumPy path's array code on CuPy with ``XYZ2IMAGE_GPU_NO_FUSED_KERNEL`` set).
 
     Parameters
     ----------
@@ -408,6 +410,6 @@ def choose_kernel(backend: Backend, settings: RenderSettings, *, cpu_kernel: str
         return LegacyKernel(backend, settings, **options)
     if compiled_ok and kernels.compiled_kernel_available():
         return CompiledKernel(backend, settings, **options)
-    if backend.is_gpu:
+    if backend.is_gpu and not no_fused_kernel():
         return FusedKernel(backend, settings, **options)
     return ArrayKernel(backend, settings, **options)
