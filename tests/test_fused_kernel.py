@@ -169,18 +169,23 @@ def test_the_bytes_do_not_depend_on_the_batch_split_threads_or_memory(e, n, g):
         assert np.array_equal(whole, np.concatenate([render(0, 2), render(2, 5)]))
         assert np.array_equal(whole, render(0, 5, launch=_Launches(threads=64)))
         launch = _Launches()
-        assert np.array_equal(whole, render(0, 5, launch=launch, shared_limit=0))
-        assert launch.calls[0][2] == 0  # no dynamic shared memory: the scratch array
+        masks_only = device.STATIC_SHARED_BYTES + device.row_mask_bytes(e)
+        assert np.array_equal(whole, render(0, 5, launch=launch, shared_limit=masks_only))
+        assert launch.calls[0][2] == device.row_mask_bytes(e)  # the image in scratch
 
 
 def test_the_launch_asks_for_the_image_in_shared_memory_when_it_fits():
     coords, weights, sigma = _atoms(128, 147, 1)
     launch = _Launches()
     _fused(coords, weights, sigma, 128, "image", 8, launch=launch)
-    assert launch.calls == [((2,), (device.THREADS,), 4 * 128 * 128)]
+    masks = 128 * device.THREADS // 8
+    assert launch.calls == [((2,), (device.THREADS,), 4 * 128 * 128 + masks)]
     launch = _Launches()
     _fused(coords, weights, sigma, 128, "image", 8, launch=launch, shared_limit=48 * 1024)
-    assert launch.calls == [((2,), (device.THREADS,), 0)]
+    assert launch.calls == [((2,), (device.THREADS,), masks)]
+    assert device.fits(1100, 48 * 1024) and not device.fits(1200, 48 * 1024)
+    with pytest.raises(ValueError, match="shared memory"):
+        _fused(coords, weights, sigma, 1200, "image", 8, shared_limit=48 * 1024)
 
 
 def test_empty_images_and_batches():

@@ -333,7 +333,7 @@ class FusedKernel(ArrayKernel):
 
     def gaussian(self, ndim: int, geo: Geometry, comps: Components, *, quantised: bool = True,
                  out: np.ndarray | None = None, delta: Any = None) -> Any:
-        if ndim != 2:
+        if ndim != 2 or not device.fits(self.settings.edgesize, self._shared_limit):
             return super().gaussian(ndim, geo, comps, quantised=quantised, out=out, delta=delta)
         s = self.settings
         return device.splat_2d_device(

@@ -44,6 +44,7 @@ static unsigned int xyz_emu_phase(void)
 #define XYZ_PER_THREAD \
     for (threadIdx.x = xyz_emu_phase(); threadIdx.x < blockDim.x; threadIdx.x++)
 #define XYZ_DYNAMIC_SHARED(type, name) type *name = (type *)xyz_emu_shared
+#define XYZ_FFS(v) __builtin_ffs(v)
 #define __shared__ static
 #define __syncthreads() ((void)(xyz_emu_barrier = 1))
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from .gaussian import PROFILE_FLOOR, SPLAT_CUT_8BIT
 
-__all__ = ["NVRTC_OPTIONS", "SPLAT_2D", "THREADS", "kernel_source", "splat_2d_device"]
+__all__ = ["NVRTC_OPTIONS", "SPLAT_2D", "THREADS", "fits", "kernel_source", "row_mask_bytes",
+           "splat_2d_device"]
 
 #: The source file and kernel name of the fused gaussian_2d.
 SPLAT_2D = ("splat_2d.cu", "xyz2image_gaussian_2d")
@@ -68,7 +69,11 @@ def splat_2d_device(
     if b == 0:
         return out
     image_bytes = 4 * e * e
-    use_shared = STATIC_SHARED_BYTES + image_bytes <= shared_limit
+    mask_bytes = row_mask_bytes(e)
+    if not fits(e, shared_limit):
+        raise ValueError(f"edgesize {e} needs {STATIC_SHARED_BYTES + mask_bytes} bytes of "
+                         f"shared memory per block, more than the {shared_limit} available")
+    use_shared = STATIC_SHARED_BYTES + mask_bytes + image_bytes <= shared_limit
     # unused with use_shared; a float image is its own scratch (each pixel is read before
     # it is written, by the one thread that owns it)
     scratch = out if use_shared or mode == 0 else xp.empty((b, e, e), dtype=np.float32)
@@ -81,5 +86,17 @@ def splat_2d_device(
         np.int32(n), np.int32(e), scratch, np.int32(1 if use_shared else 0), out,
         np.int32(np.dtype(dtype).itemsize), np.int32(mode), np.float32(2**bitrate - 1),
         np.float32(intensity_scale or 1.0), np.float64(cut),
-    ), shared_mem=image_bytes if use_shared else 0)
+    ), shared_mem=mask_bytes + (image_bytes if use_shared else 0))
     return out
+
+
+def row_mask_bytes(edgesize: int) -> int:
+    """Dynamic shared memory of the kernel's per-row masks of a chunk's atoms."""
+    return 4 * int(edgesize) * (-(-THREADS // 32))
+
+
+def fits(edgesize: int, shared_limit: int) -> bool:
+    """Whether the kernel can render images of ``edgesize`` with ``shared_limit`` bytes of
+    shared memory per block (the row masks must fit; the image may live in device memory):
+    up to about 6,900 pixels with an H100/H200's 227 KiB, 1,100 with the default 48 KiB."""
+    return STATIC_SHARED_BYTES + row_mask_bytes(edgesize) <= shared_limit

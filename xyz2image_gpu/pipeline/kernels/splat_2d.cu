@@ -26,18 +26,23 @@
  * outside the phases. Any change must keep that shape, or the emulation stops being faithful.
  *
  * The float image lives in dynamic shared memory when it fits (use_shared != 0), else in
- * scratch (B, E, E) in global memory, each block its own image.
+ * scratch (B, E, E) in global memory, each block its own image. After it (or alone) in
+ * dynamic shared memory: one bit mask per row of the atoms of the chunk that reach the row
+ * (E * ceil(T / 32) words), so that each pixel visits only those, lowest bit first, which
+ * keeps the input order.
  *
  *   xyz2image_gaussian_2d(coords float32 (B,N,3) px, weights float32 (B,N), sigma float32
  *       (B,N) px, N, E, scratch float32 (B,E,E) or unused, use_shared, out (B,E,E) uint8 /
  *       uint16 / float32, out itemsize, mode 0=float 1=image 2=fixed, top, scale, cut)
- *   grid (B,), block (XYZ_THREADS,), shared memory E*E*4 bytes when use_shared.
+ *   grid (B,), block (XYZ_THREADS,), dynamic shared memory (E*E when use_shared, plus
+ *   E * ceil(XYZ_THREADS / 32)) * 4 bytes.
  */
 #ifndef XYZ_EMULATION
 #define XYZ_KERNEL extern "C" __global__ void
 #define XYZ_PER_THREAD
 #define XYZ_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
 #define XYZ_DEVICE static __device__ __forceinline__
+#define XYZ_FFS(v) __ffs(v)
 #endif
 
 #define XYZ_THREADS 256
@@ -71,7 +76,7 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
     __shared__ int s_neg[XYZ_THREADS];
     __shared__ float s_wmax, s_peak;
     __shared__ int s_relative;
-    XYZ_DYNAMIC_SHARED(float, xyz_image);
+    XYZ_DYNAMIC_SHARED(float, xyz_dynamic);
 
     const long long b = blockIdx.x;
     const int pixels = e * e;
@@ -79,7 +84,10 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
     const float *c_img = coords + b * n_atoms * 3;
     const float *w_img = weights + b * n_atoms;
     const float *s_img = sigma + b * n_atoms;
-    float *img = use_shared ? xyz_image : scratch + b * pixels;
+    const int words = (threads + 31) / 32;
+    float *img = use_shared ? xyz_dynamic : scratch + b * pixels;
+    /* rows[i * words + w], bit k: atom chunk + 32 w + k reaches row i (after the image) */
+    unsigned int *rows = (unsigned int *)(xyz_dynamic + (use_shared ? pixels : 0));
 
     /* phase 1: each thread's share of the brightest weight, and of "any weight < 0" */
     XYZ_PER_THREAD
@@ -156,22 +164,41 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
             s_y1[threadIdx.x] = y1;
         }
         __syncthreads();
-        /* phase 4: each thread adds the chunk's atoms, in order, to each of its pixels */
+        /* phase 4: which of the chunk's atoms reach each row, as bit masks (an atom past
+         * the last has an empty window), so that a pixel visits only those */
         XYZ_PER_THREAD
         {
-            int count = n_atoms - chunk < threads ? n_atoms - chunk : threads;
+            for (int q = threadIdx.x; q < e * words; q += threads) {
+                int r = q / words, w = q - (q / words) * words;
+                unsigned int m = 0;
+                for (int bit = 0; bit < 32 && 32 * w + bit < threads; bit++) {
+                    int k = 32 * w + bit;
+                    if (r >= s_x0[k] && r <= s_x1[k])
+                        m |= 1u << bit;
+                }
+                rows[q] = m;
+            }
+        }
+        __syncthreads();
+        /* phase 5: each thread adds the chunk's atoms, in input order (masks in order, bits
+         * from the lowest), to each of its pixels */
+        XYZ_PER_THREAD
+        {
             for (int p = threadIdx.x; p < pixels; p += threads) {
                 int i = p / e, j = p - (p / e) * e;
                 float acc = chunk == 0 ? 0.0f : img[p];
-                for (int k = 0; k < count; k++) {
-                    if (i < s_x0[k] || i > s_x1[k] || j < s_y0[k] || j > s_y1[k])
-                        continue;
-                    double dx = (double)i - (double)s_x[k];
-                    double dy = (double)j - (double)s_y[k];
-                    float gx = (float)((double)s_w[k] * exp(-dx * dx * s_inv[k]));
-                    float gy = (float)exp(-dy * dy * s_inv[k]);
-                    float term = gx * gy;
-                    acc = acc + term;
+                for (int w = 0; w < words; w++) {
+                    for (unsigned int m = rows[i * words + w]; m != 0; m &= m - 1) {
+                        int k = 32 * w + XYZ_FFS((int)m) - 1;
+                        if (j < s_y0[k] || j > s_y1[k])
+                            continue;
+                        double dx = (double)i - (double)s_x[k];
+                        double dy = (double)j - (double)s_y[k];
+                        float gx = (float)((double)s_w[k] * exp(-dx * dx * s_inv[k]));
+                        float gy = (float)exp(-dy * dy * s_inv[k]);
+                        float term = gx * gy;
+                        acc = acc + term;
+                    }
                 }
                 img[p] = acc;
             }
@@ -187,7 +214,7 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
         __syncthreads();
     }
 
-    /* phase 5: each thread's share of the image maximum (>= 0, as _splat.c's image_peak) */
+    /* phase 6: each thread's share of the image maximum (>= 0, as _splat.c's image_peak) */
     XYZ_PER_THREAD
     {
         float m = 0.0f;
@@ -207,7 +234,7 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
         }
     }
     __syncthreads();
-    /* phase 6: normalise, round half to even, clip and store, as _splat.c's store() */
+    /* phase 7: normalise, round half to even, clip and store, as _splat.c's store() */
     XYZ_PER_THREAD
     {
         float factor = 1.0f;
