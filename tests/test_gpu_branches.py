@@ -445,3 +445,19 @@ def test_the_fused_kernel_halves_the_device_operations_per_batch(monkeypatch):
     array_ops, array_bytes = per_batch(False)
     assert fused_ops <= array_ops - 30, (fused_ops, array_ops)
     assert fused_bytes * 10 < array_bytes, (fused_bytes, array_bytes)
+
+
+def test_images_too_wide_for_the_kernels_shared_memory_use_the_batched_products():
+    """Where a block's shared memory cannot hold the kernel's row masks, gaussian_2d comes
+    from the batched products (the same within one grey level), not from a failed launch."""
+    fake = FakeCupy(1 << 34)
+    fake.shared_per_block_optin = 12000  # below 11,280 static + 33 rows of masks
+    st = as_structure(icosahedron("Au", 3))
+    settings = RenderSettings(edgesize=33)
+    gpu = Renderer(settings, ["gaussian_2d"], Backend("cupy", fake, "stand-in"))
+    got = gpu.render(st, 4, seed=1)
+    gpu.close()
+    assert not any(name.startswith("RawKernel") for name in fake.op_log)
+    with Renderer(settings, ["gaussian_2d"], "cpu", cpu_kernel="numpy") as cpu:
+        want = cpu.render(st, 4, seed=1)
+    assert np.abs(got["gaussian_2d"].astype(int) - want["gaussian_2d"].astype(int)).max() <= 1
