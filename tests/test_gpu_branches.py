@@ -359,20 +359,6 @@ def test_the_runs_writer_reads_gpu_batches_while_later_ones_render(tmp_path, mon
 
 
 # ------------------------------------------------------------------ the fused gaussian_2d kernel
-def _images_stage_ops(fake, gpu, st, n, batch_size):
-    """Device operations of each batch after the first (the steady state), and the op log."""
-    counts = []
-    batches = gpu.iter_batches(st, n, seed=4, batch_size=batch_size)
-    while True:
-        before = fake.ops
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return counts
-        counts.append(fake.ops - before)
-        batch.release()
-
-
 @pytest.mark.parametrize("optin", [227 * 1024, 48 * 1024])
 def test_the_gpu_renders_gaussian_2d_with_its_fused_kernel(optin):
     """On the GPU gaussian_2d is one launch per batch of kernels/splat_2d.cu, its source
