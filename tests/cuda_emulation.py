@@ -125,6 +125,6 @@ class EmulatedKernel:
         self.launches += 1
 
 
-def build(name: str, source: str = "splat_2d.cu") -> EmulatedKernel:
+def build(name: str, source: str = "splat.cu") -> EmulatedKernel:
     """The kernel ``name`` of ``source`` (a file of the package's kernels folder)."""
     return EmulatedKernel((KERNELS / source).read_text(), name)

@@ -361,7 +361,7 @@ def test_the_runs_writer_reads_gpu_batches_while_later_ones_render(tmp_path, mon
 # ------------------------------------------------------------------ the fused gaussian_2d kernel
 @pytest.mark.parametrize("optin", [227 * 1024, 48 * 1024])
 def test_the_gpu_renders_gaussian_2d_with_its_fused_kernel(optin):
-    """On the GPU gaussian_2d is one launch per batch of kernels/splat_2d.cu, its source
+    """On the GPU gaussian_2d is one launch per batch of kernels/splat.cu, its source
     built for the CPU here and run block by block through the stand-in's RawKernel: at
     edgesize 128 the float image asks for 64 KiB of shared memory (allowed only once the
     kernel opts in, as on a device) or, where the device grants no more than 48 KiB, lives
@@ -380,7 +380,7 @@ def test_the_gpu_renders_gaussian_2d_with_its_fused_kernel(optin):
         before = len(fake.op_log)
         got = gpu.render(st, 6, seed=4, batch_size=3)
         log = fake.op_log[before:]
-        assert log.count("RawKernel xyz2image_gaussian_2d") == 2
+        assert log.count("RawKernel xyz2image_gaussian") == 2
         assert "exp" not in log and "rint" not in log
         with Renderer(settings, ["gaussian_2d"], "cpu", cpu_kernel="numpy") as cpu:
             want = cpu.render(st, 6, seed=4)
@@ -389,17 +389,22 @@ def test_the_gpu_renders_gaussian_2d_with_its_fused_kernel(optin):
         gpu.close()
 
 
-def test_gpu_gaussian_2d_bytes_do_not_depend_on_the_batch_size():
+def test_gpu_gaussian_bytes_do_not_depend_on_the_batch_size():
     """Item 6 for the kernel: each pixel is summed by one thread in atom order, so batches
-    of 1, 4 and 11 give the same bytes (the stand-in's framing is NumPy's, so this checks
-    the kernel's part; gpu_check's repeatability stage measures the whole on a device)."""
+    of 1, 4 and 11 give the same bytes, 2-D and 3-D (the stand-in's framing is NumPy's, so
+    this checks the kernel's part; gpu_check's repeatability stage measures the whole on a
+    device)."""
     st = as_structure(icosahedron("Au", 3))
     fake = FakeCupy(1 << 34)
-    settings = RenderSettings(edgesize=33, probe=((0.9, 0.3), (0.1, 0.8)), bitrate=16)
-    gpu = Renderer(settings, ["gaussian_2d"], Backend("cupy", fake, "stand-in"))
-    runs = [gpu.render(st, 11, seed=9, batch_size=b)["gaussian_2d"] for b in (1, 4, 11)]
+    settings = RenderSettings(edgesize=24, probe=((0.9, 0.3), (0.1, 0.8)), bitrate=16)
+    outputs = ["gaussian_2d", "gaussian_3d"]
+    gpu = Renderer(settings, outputs, Backend("cupy", fake, "stand-in"))
+    runs = [gpu.render(st, 11, seed=9, batch_size=b) for b in (1, 4, 11)]
     gpu.close()
-    assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2])
+    assert fake.op_log.count("RawKernel xyz2image_gaussian") == 2 * (11 + 3 + 1)
+    for name in outputs:
+        assert np.array_equal(runs[0][name], runs[1][name]), name
+        assert np.array_equal(runs[0][name], runs[2][name]), name
 
 
 def test_the_fused_kernel_halves_the_device_operations_per_batch(monkeypatch):

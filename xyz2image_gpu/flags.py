@@ -6,8 +6,8 @@
 ``XYZ2IMAGE_GPU_NO_EXTENSION``
     Set: the compiled CPU kernel is ignored and the NumPy (BLAS) path renders.
 ``XYZ2IMAGE_GPU_NO_FUSED_KERNEL``
-    Set: the GPU renders gaussian_2d as batched matrix products on CuPy (the NumPy path's
-    array code) instead of its own CUDA kernel (``pipeline/kernels/splat_2d.cu``), to
+    Set: the GPU renders Gaussian images as batched matrix products on CuPy (the NumPy path's
+    array code) instead of its own CUDA kernel (``pipeline/kernels/splat.cu``), to
     compare the two or to get round a kernel that does not compile on a device.
 ``XYZ2IMAGE_GPU_DEVICE``
     The command line's ``--device`` when the option is not given.

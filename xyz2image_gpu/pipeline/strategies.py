@@ -5,7 +5,7 @@ so neither ever asks which way images are computed:
 
 * :class:`ArrayKernel`: the NumPy/BLAS path on the CPU, and the GPU's for what it has no
   kernel of its own for, the same array code on CuPy (each batch in one step);
-* :class:`FusedKernel`: the GPU's gaussian_2d from its own CUDA kernel (``splat_2d.cu``),
+* :class:`FusedKernel`: the GPU's Gaussian images from its own CUDA kernel (``splat.cu``),
   rendered and quantised in one launch per batch;
 * :class:`CompiledKernel`: the compiled CPU kernel (``_splat.c``) for Gaussian images,
   column sums and the quantisation of augmented images, filling a batch's arrays in place
@@ -315,10 +315,10 @@ class CompiledKernel(ArrayKernel):
 
 
 class FusedKernel(ArrayKernel):
-    """The GPU: gaussian_2d rendered and quantised by one CUDA kernel per batch
-    (:func:`.kernels.device.splat_2d_device`: the compiled CPU kernel's algorithm, one thread
-    block per image, each pixel summed in a fixed order, so the bytes do not depend on the
-    batch size); gaussian_3d, scanned images and everything else as :class:`ArrayKernel`."""
+    """The GPU: gaussian_2d and gaussian_3d rendered and quantised by one CUDA kernel per
+    batch (:func:`.kernels.device.splat_device`: the compiled CPU kernel's algorithm, one
+    thread block per image, each pixel summed in a fixed order, so the bytes do not depend on
+    the batch size); scanned images and everything else as :class:`ArrayKernel`."""
 
     def __init__(self, backend: Backend, settings: RenderSettings, *, work_memory: int,
                  threads: Threads, compiled_labels: bool = False) -> None:
@@ -333,11 +333,11 @@ class FusedKernel(ArrayKernel):
 
     def gaussian(self, ndim: int, geo: Geometry, comps: Components, *, quantised: bool = True,
                  out: np.ndarray | None = None, delta: Any = None) -> Any:
-        if ndim != 2 or not device.fits(self.settings.edgesize, self._shared_limit):
+        if not device.fits(self.settings.edgesize, self._shared_limit):
             return super().gaussian(ndim, geo, comps, quantised=quantised, out=out, delta=delta)
         s = self.settings
-        return device.splat_2d_device(
-            self.backend, comps.coords, comps.weights, comps.sigma_px, s.edgesize,
+        return device.splat_device(
+            self.backend, comps.coords, comps.weights, comps.sigma_px, s.edgesize, ndim,
             normalization=s.normalization if quantised else "float", bitrate=s.bitrate,
             intensity_scale=s.intensity_scale, shared_limit=self._shared_limit,
         )

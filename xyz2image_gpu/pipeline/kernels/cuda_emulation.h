@@ -4,7 +4,7 @@
  * a C function that runs ONE thread block, the block set by xyz_emu_block() first.
  *
  * The kernels are written as phases separated by __syncthreads(), each inside
- * XYZ_PER_THREAD { ... } (see splat_2d.cu): here that macro loops threadIdx.x over the
+ * XYZ_PER_THREAD { ... } (see splat.cu): here that macro loops threadIdx.x over the
  * block, so every thread finishes a phase before any starts the next, which is what the
  * barrier guarantees on the device, and __syncthreads() is then a no-op. __shared__
  * variables are static (one block runs at a time; a block's kernel writes them before it

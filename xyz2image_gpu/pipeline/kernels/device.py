@@ -1,11 +1,11 @@
 """Host side of the GPU's own kernels (CUDA C sources in this folder, compiled by NVRTC).
 
-``splat_2d.cu`` renders and quantises gaussian_2d in one launch per batch: one thread block
-per image, each pixel summed by one thread over the atoms in input order, so the bytes do not
-depend on the batch size or on scheduling (see the source). The same source is compiled by
-the C compiler in the tests (``cuda_emulation.h``), so its indexing is checked without a GPU.
-Kernels are compiled and launched through :meth:`..backend.Backend.raw_kernel`; nothing here
-imports CuPy.
+``splat.cu`` renders and quantises gaussian_2d or gaussian_3d in one launch per batch: one
+thread block per image, each pixel summed by one thread over the atoms in input order, so the
+bytes do not depend on the batch size or on scheduling (see the source). The same source is
+compiled by the C compiler in the tests (``cuda_emulation.h``), so its indexing is checked
+without a GPU. Kernels are compiled and launched through
+:meth:`..backend.Backend.raw_kernel`; nothing here imports CuPy.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import numpy as np
 
 from .gaussian import PROFILE_FLOOR, SPLAT_CUT_8BIT
 
-__all__ = ["NVRTC_OPTIONS", "SPLAT_2D", "THREADS", "fits", "kernel_source", "row_mask_bytes",
-           "splat_2d_device"]
+__all__ = ["NVRTC_OPTIONS", "SPLAT", "THREADS", "fits", "kernel_source", "row_mask_bytes",
+           "splat_device"]
 
-#: The source file and kernel name of the fused gaussian_2d.
-SPLAT_2D = ("splat_2d.cu", "xyz2image_gaussian_2d")
+#: The source file and kernel name of the fused Gaussian images.
+SPLAT = ("splat.cu", "xyz2image_gaussian")
 #: Threads per block (XYZ_THREADS in the source: its __shared__ arrays are this long).
 THREADS = 256
-#: Bytes of the kernel's static __shared__ arrays: 256 x (3 floats, 1 double, 6 ints) + 3 words.
-STATIC_SHARED_BYTES = THREADS * (3 * 4 + 8 + 6 * 4) + 16
+#: Bytes of the kernel's static __shared__ arrays: 256 x (5 floats, 1 double, 7 ints) + 16.
+STATIC_SHARED_BYTES = THREADS * (5 * 4 + 8 + 7 * 4) + 16
 #: No fused multiply-add: products and sums rounded as written, as the C build
 #: (-ffp-contract=off) and _splat.c do.
 NVRTC_OPTIONS = ("--fmad=false",)
@@ -40,14 +40,15 @@ def kernel_source(filename: str) -> str:
     return (Path(__file__).with_name(filename)).read_text()
 
 
-def splat_2d_device(
-    backend: Any, coords: Any, weights: Any, sigma_px: Any, edgesize: int, *,
+def splat_device(
+    backend: Any, coords: Any, weights: Any, sigma_px: Any, edgesize: int, ndim: int = 2, *,
     normalization: str, bitrate: int, intensity_scale: float | None = None,
     shared_limit: int = DEFAULT_SHARED_BYTES,
 ) -> Any:
-    """gaussian_2d with the fused kernel, quantised (or float32 for ``normalization``
-    ``float``): (B, E, E) on the device, within one grey level of
-    ``quantise(gaussian_2d(...))``, the compiled CPU kernel's algorithm and window cut.
+    """gaussian_2d (``ndim`` 2) or gaussian_3d (3) with the fused kernel, quantised (or
+    float32 for ``normalization`` ``float``): (B, E, E) or (B, E, E, E) on the device, within
+    one grey level of ``quantise(gaussian_2d(...))`` (3-D: ``gaussian_3d``), the compiled CPU
+    kernel's algorithm and window cut.
 
     ``coords`` (B, N, 3), ``weights`` and ``sigma_px`` (B, N) on ``backend``'s device;
     ``shared_limit``: the shared memory a block may use (the float image is kept there when
@@ -65,10 +66,14 @@ def splat_2d_device(
             raise ValueError("normalization='fixed' needs intensity_scale")
         if normalization not in ("image", "fixed"):
             raise ValueError(f"unknown normalization {normalization!r}")
-    out = xp.empty((b, e, e), dtype=dtype)
+    if ndim not in (2, 3):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    out = xp.empty((b,) + (e,) * ndim, dtype=dtype)
     if b == 0:
         return out
-    image_bytes = 4 * e * e
+    if e**ndim >= 2**31:
+        raise ValueError(f"edgesize {e}: {e**ndim} pixels per image, more than the kernel indexes")
+    image_bytes = 4 * e**ndim
     mask_bytes = row_mask_bytes(e)
     if not fits(e, shared_limit):
         raise ValueError(f"edgesize {e} needs {STATIC_SHARED_BYTES + mask_bytes} bytes of "
@@ -76,14 +81,14 @@ def splat_2d_device(
     use_shared = STATIC_SHARED_BYTES + mask_bytes + image_bytes <= shared_limit
     # unused with use_shared; a float image is its own scratch (each pixel is read before
     # it is written, by the one thread that owns it)
-    scratch = out if use_shared or mode == 0 else xp.empty((b, e, e), dtype=np.float32)
+    scratch = out if use_shared or mode == 0 else xp.empty(out.shape, dtype=np.float32)
     cut = SPLAT_CUT_8BIT if dtype is np.uint8 else -PROFILE_FLOOR
-    kernel = backend.raw_kernel(kernel_source(SPLAT_2D[0]), SPLAT_2D[1], NVRTC_OPTIONS)
+    kernel = backend.raw_kernel(kernel_source(SPLAT[0]), SPLAT[1], NVRTC_OPTIONS)
     kernel((b,), (THREADS,), (
         xp.ascontiguousarray(coords, dtype=np.float32),
         xp.ascontiguousarray(weights, dtype=np.float32),
         xp.ascontiguousarray(sigma_px, dtype=np.float32),
-        np.int32(n), np.int32(e), scratch, np.int32(1 if use_shared else 0), out,
+        np.int32(n), np.int32(e), np.int32(ndim), scratch, np.int32(1 if use_shared else 0), out,
         np.int32(np.dtype(dtype).itemsize), np.int32(mode), np.float32(2**bitrate - 1),
         np.float32(intensity_scale or 1.0), np.float64(cut),
     ), shared_mem=mask_bytes + (image_bytes if use_shared else 0))
@@ -98,5 +103,5 @@ def row_mask_bytes(edgesize: int) -> int:
 def fits(edgesize: int, shared_limit: int) -> bool:
     """Whether the kernel can render images of ``edgesize`` with ``shared_limit`` bytes of
     shared memory per block (the row masks must fit; the image may live in device memory):
-    up to about 6,900 pixels with an H100/H200's 227 KiB, 1,100 with the default 48 KiB."""
+    up to about 6,800 pixels with an H100/H200's 227 KiB, 1,080 with the default 48 KiB."""
     return STATIC_SHARED_BYTES + row_mask_bytes(edgesize) <= shared_limit

@@ -1,17 +1,20 @@
 /*
- * The GPU's gaussian_2d: every atom's Gaussian added over its window and the image quantised,
- * in one launch per batch (CUDA C, compiled by NVRTC through Backend.raw_kernel).
+ * The GPU's gaussian_2d and gaussian_3d: every atom's Gaussian added over its window and the
+ * image quantised, in one launch per batch (CUDA C, compiled by NVRTC through
+ * Backend.raw_kernel).
  *
  * The algorithm is _splat.c's: a window cut where an atom's Gaussian falls below exp(-cut) of
  * the image's brightest Gaussian (cut 16 for 8-bit images, 25 otherwise; a weaker Gaussian
  * gets cut + ln(w / wmax)), the x factor w exp(-dx^2 inv) and the y profile exp(-dy^2 inv)
  * each computed in double and rounded to float, their float product added to the pixel, atoms
- * in input order, then the same normalisation and rounding (1.5 * 2^23 added and removed:
+ * in input order (3-D: the float of the double product of the x and y factors, times the
+ * float z profile, as _splat.c's 3-D loop), then the same normalisation and rounding (1.5 * 2^23 added and removed:
  * round half to even). Only the profiles differ: one exp per value here, where _splat.c runs
  * a two-exp recurrence (a few double ulps apart; both are rounded to float).
  *
  * Mapping: one thread block per image, XYZ_THREADS threads. Thread t owns the pixels
- * p = t, t + T, t + 2T, ... (p = i E + j, row i = x, column j = y) for the whole launch,
+ * p = t, t + T, t + 2T, ... (p = i E + j, row i = x, column j = y; 3-D: p = (i E + j) E + k,
+ * k = z) for the whole launch,
  * so each pixel is only ever written by one thread, and that thread adds the atoms in input
  * order: the float sum of every pixel is fixed by the image's own inputs, whatever the batch
  * size, the grid or the scheduling. No atomics. The image maximum is a reduction of maxima,
@@ -31,10 +34,11 @@
  * (E * ceil(T / 32) words), so that each pixel visits only those, lowest bit first, which
  * keeps the input order.
  *
- *   xyz2image_gaussian_2d(coords float32 (B,N,3) px, weights float32 (B,N), sigma float32
- *       (B,N) px, N, E, scratch float32 (B,E,E) or unused, use_shared, out (B,E,E) uint8 /
- *       uint16 / float32, out itemsize, mode 0=float 1=image 2=fixed, top, scale, cut)
- *   grid (B,), block (XYZ_THREADS,), dynamic shared memory (E*E when use_shared, plus
+ *   xyz2image_gaussian(coords float32 (B,N,3) px, weights float32 (B,N), sigma float32
+ *       (B,N) px, N, E, ndim 2|3, scratch float32 (B,E^ndim) or unused, use_shared,
+ *       out (B,E^ndim) uint8 / uint16 / float32, out itemsize, mode 0=float 1=image 2=fixed,
+ *       top, scale, cut)
+ *   grid (B,), block (XYZ_THREADS,), dynamic shared memory (E^ndim when use_shared, plus
  *   E * ceil(XYZ_THREADS / 32)) * 4 bytes.
  */
 #ifndef XYZ_EMULATION
@@ -62,16 +66,16 @@ XYZ_DEVICE void xyz_window(double c, double reach, int e, int *lo, int *hi)
     *hi = b > e - 1 ? e - 1 : (b < -1 ? -1 : (int)b);
 }
 
-XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, const float *sigma,
-                                 const int n_atoms, const int e, float *scratch,
-                                 const int use_shared, unsigned char *out, const int itemsize,
-                                 const int mode, const float top, const float scale,
-                                 const double cut)
+XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const float *sigma,
+                              const int n_atoms, const int e, const int ndim, float *scratch,
+                              const int use_shared, unsigned char *out, const int itemsize,
+                              const int mode, const float top, const float scale,
+                              const double cut)
 {
-    __shared__ float s_x[XYZ_THREADS], s_y[XYZ_THREADS], s_w[XYZ_THREADS];
+    __shared__ float s_x[XYZ_THREADS], s_y[XYZ_THREADS], s_z[XYZ_THREADS], s_w[XYZ_THREADS];
     __shared__ double s_inv[XYZ_THREADS];
     __shared__ int s_x0[XYZ_THREADS], s_x1[XYZ_THREADS], s_y0[XYZ_THREADS],
-        s_y1[XYZ_THREADS];
+        s_y1[XYZ_THREADS], s_z0[XYZ_THREADS], s_z1[XYZ_THREADS];
     __shared__ float s_max[XYZ_THREADS];
     __shared__ int s_neg[XYZ_THREADS];
     __shared__ float s_wmax, s_peak;
@@ -79,7 +83,8 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
     XYZ_DYNAMIC_SHARED(float, xyz_dynamic);
 
     const long long b = blockIdx.x;
-    const int pixels = e * e;
+    const int plane = e * e;
+    const int pixels = ndim == 3 ? plane * e : plane;
     const int threads = blockDim.x;
     const float *c_img = coords + b * n_atoms * 3;
     const float *w_img = weights + b * n_atoms;
@@ -127,15 +132,15 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
         XYZ_PER_THREAD
         {
             int a = chunk + threadIdx.x;
-            int x0 = 0, x1 = -1, y0 = 0, y1 = -1;
-            float cx = 0.0f, cy = 0.0f, w = 0.0f;
+            int x0 = 0, x1 = -1, y0 = 0, y1 = -1, z0 = 0, z1 = -1;
+            float cx = 0.0f, cy = 0.0f, cz = 0.0f, w = 0.0f;
             double inv = 0.0;
             if (a < n_atoms) {
                 w = w_img[a];
                 float sg = s_img[a];
                 cx = c_img[3 * a];
                 cy = c_img[3 * a + 1];
-                float cz = c_img[3 * a + 2];
+                cz = c_img[3 * a + 2];
                 int ok = w != 0.0f && sg > 0.0f && xyz_finite_f(sg) && xyz_finite_f(cx) &&
                          xyz_finite_f(cy) && xyz_finite_f(cz) && xyz_finite_f(w);
                 if (ok) {
@@ -151,17 +156,24 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
                     if (ok) {
                         xyz_window((double)cx, reach, e, &x0, &x1);
                         xyz_window((double)cy, reach, e, &y0, &y1);
+                        if (ndim == 3)
+                            xyz_window((double)cz, reach, e, &z0, &z1);
+                        if (x1 < x0 || y1 < y0 || (ndim == 3 && z1 < z0))
+                            x1 = x0 - 1; /* nothing to add: no row reaches it */
                     }
                 }
             }
             s_x[threadIdx.x] = cx;
             s_y[threadIdx.x] = cy;
+            s_z[threadIdx.x] = cz;
             s_w[threadIdx.x] = w;
             s_inv[threadIdx.x] = inv;
             s_x0[threadIdx.x] = x0;
             s_x1[threadIdx.x] = x1;
             s_y0[threadIdx.x] = y0;
             s_y1[threadIdx.x] = y1;
+            s_z0[threadIdx.x] = z0;
+            s_z1[threadIdx.x] = z1;
         }
         __syncthreads();
         /* phase 4: which of the chunk's atoms reach each row, as bit masks (an atom past
@@ -185,7 +197,13 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
         XYZ_PER_THREAD
         {
             for (int p = threadIdx.x; p < pixels; p += threads) {
-                int i = p / e, j = p - (p / e) * e;
+                int i = p / e, j = p - (p / e) * e, z = 0;
+                if (ndim == 3) {
+                    int rest = p - (p / plane) * plane;
+                    i = p / plane;
+                    j = rest / e;
+                    z = rest - (rest / e) * e;
+                }
                 float acc = chunk == 0 ? 0.0f : img[p];
                 for (int w = 0; w < words; w++) {
                     for (unsigned int m = rows[i * words + w]; m != 0; m &= m - 1) {
@@ -194,9 +212,17 @@ XYZ_KERNEL xyz2image_gaussian_2d(const float *coords, const float *weights, cons
                             continue;
                         double dx = (double)i - (double)s_x[k];
                         double dy = (double)j - (double)s_y[k];
-                        float gx = (float)((double)s_w[k] * exp(-dx * dx * s_inv[k]));
-                        float gy = (float)exp(-dy * dy * s_inv[k]);
-                        float term = gx * gy;
+                        double gx = (double)s_w[k] * exp(-dx * dx * s_inv[k]);
+                        double gy = exp(-dy * dy * s_inv[k]);
+                        float term;
+                        if (ndim == 2) {
+                            term = (float)gx * (float)gy;
+                        } else {
+                            if (z < s_z0[k] || z > s_z1[k])
+                                continue;
+                            double dz = (double)z - (double)s_z[k];
+                            term = (float)(gx * gy) * (float)exp(-dz * dz * s_inv[k]);
+                        }
                         acc = acc + term;
                     }
                 }
