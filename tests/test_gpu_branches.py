@@ -452,3 +452,33 @@ def test_images_too_wide_for_the_kernels_shared_memory_use_the_batched_products(
     with Renderer(settings, ["gaussian_2d"], "cpu", cpu_kernel="numpy") as cpu:
         want = cpu.render(st, 4, seed=1)
     assert np.abs(got["gaussian_2d"].astype(int) - want["gaussian_2d"].astype(int)).max() <= 1
+
+
+def test_raw_kernels_come_from_the_gpu_backend_and_opt_in_to_more_shared_memory():
+    """Backend.raw_kernel: only on the GPU; compiled once per source (cached); a launch that
+    needs more than 48 KiB of dynamic shared memory raises the kernel's limit first (the
+    stand-in, like a device, refuses the launch otherwise)."""
+    from xyz2image_gpu.backend import BackendError
+    from xyz2image_gpu.pipeline.kernels import device
+
+    with pytest.raises(BackendError):
+        Backend("numpy", np, "cpu").raw_kernel("", "k")
+    fake = FakeCupy()
+    gpu = Backend("cupy", fake, "stand-in")
+    code = device.kernel_source(device.SPLAT[0])
+    kernel = gpu.raw_kernel(code, device.SPLAT[1], device.NVRTC_OPTIONS)
+    assert gpu.raw_kernel(code, device.SPLAT[1], device.NVRTC_OPTIONS) is kernel
+    assert kernel.kernel.options == device.NVRTC_OPTIONS == ("--fmad=false",)
+    assert gpu.shared_memory_per_block() == 227 * 1024
+    e = 128
+    coords = fake.zeros((1, 1, 3), dtype=np.float32)
+    weights = fake.ones((1, 1), dtype=np.float32)
+    out = fake.zeros((1, e, e), dtype=np.uint8)
+    args = (coords, weights, weights, np.int32(1), np.int32(e), np.int32(2), out, np.int32(1),
+            out, np.int32(1), np.int32(1), np.float32(255), np.float32(1), np.float64(16))
+    shared = 4 * e * e + device.row_mask_bytes(e)
+    with pytest.raises(RuntimeError, match="shared memory"):
+        kernel.kernel((1,), (device.THREADS,), args, shared_mem=shared)  # not opted in
+    kernel((1,), (device.THREADS,), args, shared_mem=shared)
+    assert kernel.kernel.max_dynamic_shared_size_bytes == shared
+    assert fake.asnumpy(out)[0, 0, 0] == 255  # the atom at the origin, normalised
