@@ -17,7 +17,9 @@ crash of the interpreter itself loses only the running stage, which the file nam
 ``throughput``
     Images/s of ``Renderer(...).iter_batches`` with ``to_host=True`` and ``to_host=False``
     (gaussian_2d, ``--edgesize`` px, the bundled 147-atom Au icosahedron, ``--batch-size``
-    images a batch) and the per-batch split that can be had from outside the engine.
+    images a batch) and the per-batch split that can be had from outside the engine; then
+    (``image_kernel``) the GPU's own image kernel against the batched products, gaussian_2d
+    and gaussian_3d, to device memory.
 ``cpu_baseline``
     The same images on this machine's cores with the compiled CPU kernel (NumPy path where
     it is not built): the GPU/CPU ratio.
@@ -470,6 +472,51 @@ def stage_throughput(ctx: Context, fig: dict[str, Any]) -> None:
     ctx.doc["render"].append({"output": "gaussian_2d", "backend": "gpu/cupy", "device": "gpu",
                               "edgesize": s["edgesize"], "n_atoms": structure.max_atoms,
                               "images_per_s": fig["to_host"]["images_per_s"]})
+    _image_kernel_ab(ctx, fig, structure)
+
+
+def _image_kernel_ab(ctx: Context, fig: dict[str, Any], structure: Any) -> None:
+    """The GPU's own image kernel (``kernels/splat.cu``) against the batched products it
+    replaced (``XYZ2IMAGE_GPU_NO_FUSED_KERNEL``), images/s to device memory, gaussian_2d at
+    ``--edgesize`` and gaussian_3d at 64 px, one run each while time is left; each case
+    records its own error instead of failing the stage."""
+    from xyz2image_gpu import Renderer, RenderSettings
+    from xyz2image_gpu.flags import NO_FUSED_KERNEL_ENV
+
+    s = ctx.sizes
+    ab: dict[str, Any] = {}
+    fig["image_kernel"] = ab
+    cases = (("gaussian_2d", s["edgesize"], s["images"], s["batch_size"]),
+             ("gaussian_3d", 64, max(64, s["images"] // 64), 64))
+    for output, edge, n, batch in cases:
+        for label, off in (("fused", ""), ("products", "1")):
+            if ctx.remaining() < 2 * MIN_STAGE_S:
+                ab["note"] = "stopped: the stage's time was spent"
+                return
+            key = f"{output}_{label}"
+            saved = os.environ.get(NO_FUSED_KERNEL_ENV)
+            os.environ[NO_FUSED_KERNEL_ENV] = off
+            try:
+                with Renderer(RenderSettings(edgesize=edge), [output], GPU_DEVICE) as renderer:
+                    ab[key] = {"kernel": type(renderer.kernel).__name__, "edgesize": edge,
+                               "shared_memory_per_block":
+                                   renderer.backend.shared_memory_per_block()}
+                    for _ in renderer.iter_batches(structure, batch, batch_size=batch,
+                                                   to_host=False):
+                        pass  # compiles (or loads) the kernels
+                    ctx.sync()
+                    run = _timed_iteration(renderer, structure, n, batch, False, ctx, gpu=True)
+                    ab[key].update(images=n, batch_size=batch,
+                                   images_per_s=run["images_per_s"],
+                                   device_ms_per_batch=run.get("device_ms_per_batch"))
+            except Exception as exc:  # noqa: BLE001 - keep the other cases' figures
+                ab[key] = {"error": _error(exc)}
+            finally:
+                if saved is None:
+                    os.environ.pop(NO_FUSED_KERNEL_ENV, None)
+                else:
+                    os.environ[NO_FUSED_KERNEL_ENV] = saved
+            ctx.save()
 
 
 def stage_cpu_baseline(ctx: Context, fig: dict[str, Any]) -> None:

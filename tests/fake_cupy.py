@@ -26,6 +26,18 @@ would silently cost a host synchronisation on a real GPU:
 * Uploads (``asarray`` of host data) add up in :attr:`FakeCupy.uploaded_bytes`.
 * ``cuda.runtime.memGetInfo`` and ``get_default_memory_pool().free_bytes()`` report
   :attr:`FakeCupy.free_bytes` and :attr:`FakeCupy.pool_free_bytes`.
+* **Device operations are counted** (:attr:`FakeCupy.ops`, :attr:`FakeCupy.op_log`): every
+  function, method, ufunc, item assignment and kernel launch whose result is new device
+  memory or written in place (views such as ``reshape`` and basic slicing are free), with
+  :attr:`FakeCupy.op_bytes` adding up the bytes each one reads and writes (its device
+  operands and its result): a rough estimate of device memory traffic.
+* ``RawKernel(code, name, options)`` compiles the CUDA source with the C compiler through
+  ``xyz2image_gpu/pipeline/kernels/cuda_emulation.h`` (:mod:`cuda_emulation`) and launches
+  it block by block on the arrays' NumPy data: the package's own kernel source runs here.
+  Its arguments must be C-contiguous device arrays or NumPy scalars (a Python scalar's C
+  type is a guess, a host array an error), and a launch asking for more than 48 KiB of
+  dynamic shared memory fails unless ``max_dynamic_shared_size_bytes`` was raised first,
+  as on a device.
 
 It checks the package's use of CuPy's protocol, not CuPy's kernels: the arithmetic is
 NumPy's. On a GPU machine the ``device`` tests run the real thing.
@@ -163,6 +175,7 @@ class DeviceArray(NDArrayOperatorsMixin):
         return self._fake._wrap(self._a[self._fake._index(key)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        self._fake._count("setitem", (self, value), None)
         self._a[self._fake._index(key)] = self._fake._unwrap(value, allow_host=True)
 
     def __getattr__(self, name: str) -> Any:
@@ -176,13 +189,17 @@ class DeviceArray(NDArrayOperatorsMixin):
         def method(*args: Any, **kwargs: Any) -> Any:
             if name in _SIZE_FROM_DATA:
                 fake._sync(name)
-            return fake._wrap(attr(*fake._unwrap(args), **fake._unwrap(kwargs)))
+            result = attr(*fake._unwrap(args), **fake._unwrap(kwargs))
+            fake._count(name, (self, *args, *kwargs.values()), result)
+            return fake._wrap(result)
         return method
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         fake = self._fake
         out = kwargs.get("out")
         result = getattr(ufunc, method)(*fake._unwrap(inputs), **fake._unwrap(kwargs))
+        fake._count(ufunc.__name__, (*inputs, *(out or ())), result,
+                    in_place=out is not None)
         if out is not None and isinstance(out, tuple) and len(out) == 1:
             return out[0]  # in place: the same device array
         return fake._wrap(result)
@@ -266,6 +283,55 @@ class _Stream:
         self.fake._freed &= pending  # ids of roots no copy reads any more may be reused
 
 
+def _flat(values: Any) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            out.extend(_flat(v))
+        else:
+            out.append(v)
+    return out
+
+
+class _RawKernel:
+    """``cupy.RawKernel``: the CUDA source built for the CPU by :mod:`cuda_emulation`."""
+
+    DEFAULT_SHARED_BYTES = 48 * 1024
+
+    def __init__(self, fake: FakeCupy, code: str, name: str, options: tuple[str, ...]) -> None:
+        from cuda_emulation import EmulatedKernel
+
+        self.fake = fake
+        self.options = options
+        self.emulated = EmulatedKernel(code, name)
+        self.max_dynamic_shared_size_bytes = self.DEFAULT_SHARED_BYTES
+
+    def __call__(self, grid: Any, block: Any, args: Any, shared_mem: int = 0,
+                 **kwargs: Any) -> None:
+        if shared_mem > max(self.DEFAULT_SHARED_BYTES, self.max_dynamic_shared_size_bytes):
+            raise RuntimeError("CUDA_ERROR_INVALID_VALUE: dynamic shared memory beyond the "
+                               "block's limit (raise max_dynamic_shared_size_bytes first)")
+        if shared_mem > self.fake.shared_per_block_optin:
+            raise RuntimeError("CUDA_ERROR_INVALID_VALUE: more shared memory than the device has")
+        c_args = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                raise TypeError("Unsupported type <class 'numpy.ndarray'>: a host array as a "
+                                "kernel argument (CuPy stand-in)")
+            if isinstance(a, DeviceArray):
+                if not a._a.flags.c_contiguous:
+                    raise ValueError("a kernel reads raw memory: pass C-contiguous arrays "
+                                     "(CuPy stand-in)")
+                c_args.append(a._a)
+            elif isinstance(a, np.generic):
+                c_args.append(a)
+            else:
+                raise TypeError(f"kernel argument {a!r}: pass a NumPy scalar, whose C type "
+                                "is explicit (CuPy stand-in)")
+        self.fake._count("RawKernel " + self.emulated.name, args, None, in_place=True)
+        self.emulated(tuple(grid), tuple(block), tuple(c_args), shared_mem)
+
+
 class FakeCupy(types.ModuleType):
     """NumPy under CuPy's name, with device arrays of their own type (see the module).
 
@@ -288,6 +354,11 @@ class FakeCupy(types.ModuleType):
         self.uploaded_bytes = 0
         self.pinned_bytes = 0
         self.pinned_allocations = 0
+        self.ops = 0
+        self.op_log: list[str] = []
+        self.op_bytes = 0
+        #: What ``Device().attributes["MaxSharedMemoryPerBlockOptin"]`` reports (an H200's).
+        self.shared_per_block_optin = 227 * 1024
         self.events: list[_Event] = []
         self.streams: list[_Stream] = []
         self._live: dict[int, int] = {}  # root array id -> live device arrays on it
@@ -307,7 +378,9 @@ class FakeCupy(types.ModuleType):
                 fake, null, non_blocking, ptds),
             Event=lambda block=False, disable_timing=False, interprocess=False: _Event(
                 fake, block, disable_timing, interprocess),
-            Device=lambda device=None: types.SimpleNamespace(synchronize=fake._device_sync),
+            Device=lambda device=None: types.SimpleNamespace(
+                synchronize=fake._device_sync,
+                attributes={"MaxSharedMemoryPerBlockOptin": fake.shared_per_block_optin}),
             alloc_pinned_memory=self._alloc_pinned,
         )
 
@@ -316,6 +389,23 @@ class FakeCupy(types.ModuleType):
     def in_flight(self) -> int:
         """Asynchronous copies queued and not landed."""
         return sum(len(s.queued) for s in self.streams)
+
+    def _count(self, name: str, operands: Any, result: Any, *, in_place: bool = False) -> None:
+        """Count a device operation when it makes new device memory or writes in place."""
+        arrays = [o._a for o in _flat(operands) if isinstance(o, DeviceArray)]
+        roots = {id(_root(a)) for a in arrays}
+        fresh = isinstance(result, np.ndarray) and id(_root(result)) not in roots
+        if not (fresh or in_place or name == "setitem"):
+            return
+        self.ops += 1
+        self.op_log.append(name)
+        self.op_bytes += sum(a.nbytes for a in arrays)
+        if fresh:
+            self.op_bytes += result.nbytes
+
+    def RawKernel(self, code: str, name: str, options: tuple[str, ...] = (),
+                  **kwargs: Any) -> _RawKernel:
+        return _RawKernel(self, code, name, tuple(options))
 
     def _sync(self, what: str) -> None:
         self.syncs += 1
@@ -391,9 +481,11 @@ class FakeCupy(types.ModuleType):
             self._sync(name)
         upload = name in _UPLOADS
         from_host = upload and bool(args) and not isinstance(args[0], DeviceArray)
+        operands = (*args, *kwargs.values())
         args = self._unwrap(args, allow_host=upload)
         kwargs = self._unwrap(kwargs, allow_host=upload)
         result = func(*args, **kwargs)
+        self._count(name, operands, result, in_place=kwargs.get("out") is not None)
         if from_host and isinstance(result, np.ndarray):
             self.uploaded_bytes += result.nbytes
         if (from_host and isinstance(args[0], np.ndarray) and isinstance(result, np.ndarray)

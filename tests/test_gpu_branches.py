@@ -356,3 +356,129 @@ def test_the_runs_writer_reads_gpu_batches_while_later_ones_render(tmp_path, mon
         diff = got["gaussian_2d"].astype(int) - want["gaussian_2d"].astype(int)
         assert np.abs(diff).max() <= 1
         np.testing.assert_array_equal(got["rotations"], want["rotations"])
+
+
+# ------------------------------------------------------------------ the fused gaussian_2d kernel
+@pytest.mark.parametrize("optin", [227 * 1024, 48 * 1024])
+def test_the_gpu_renders_gaussian_2d_with_its_fused_kernel(optin):
+    """On the GPU gaussian_2d is one launch per batch of kernels/splat.cu, its source
+    built for the CPU here and run block by block through the stand-in's RawKernel: at
+    edgesize 128 the float image asks for 64 KiB of shared memory (allowed only once the
+    kernel opts in, as on a device) or, where the device grants no more than 48 KiB, lives
+    in a scratch array; within one grey level of the NumPy path either way, with no
+    separable-product operations (exp, matmul of profiles) left per batch."""
+    from xyz2image_gpu.pipeline.strategies import FusedKernel
+
+    fake = FakeCupy(1 << 34)
+    fake.shared_per_block_optin = optin
+    st = as_structure(icosahedron("Au", 3))
+    for extra in ({}, {"bitrate": 16, "probe": ((0.9, 0.3), (0.1, 0.8))},
+                  {"normalization": "fixed", "intensity_scale": 200.0}):
+        settings = RenderSettings(edgesize=128, **extra)
+        gpu = Renderer(settings, ["gaussian_2d"], Backend("cupy", fake, "stand-in"))
+        assert isinstance(gpu.kernel, FusedKernel)
+        before = len(fake.op_log)
+        got = gpu.render(st, 6, seed=4, batch_size=3)
+        log = fake.op_log[before:]
+        assert log.count("RawKernel xyz2image_gaussian") == 2
+        assert "exp" not in log and "rint" not in log
+        with Renderer(settings, ["gaussian_2d"], "cpu", cpu_kernel="numpy") as cpu:
+            want = cpu.render(st, 6, seed=4)
+        diff = np.abs(got["gaussian_2d"].astype(int) - want["gaussian_2d"].astype(int))
+        assert diff.max() <= 1, extra
+        gpu.close()
+
+
+def test_gpu_gaussian_bytes_do_not_depend_on_the_batch_size():
+    """Item 6 for the kernel: each pixel is summed by one thread in atom order, so batches
+    of 1, 4 and 11 give the same bytes, 2-D and 3-D (the stand-in's framing is NumPy's, so
+    this checks the kernel's part; gpu_check's repeatability stage measures the whole on a
+    device)."""
+    st = as_structure(icosahedron("Au", 3))
+    fake = FakeCupy(1 << 34)
+    settings = RenderSettings(edgesize=24, probe=((0.9, 0.3), (0.1, 0.8)), bitrate=16)
+    outputs = ["gaussian_2d", "gaussian_3d"]
+    gpu = Renderer(settings, outputs, Backend("cupy", fake, "stand-in"))
+    runs = [gpu.render(st, 11, seed=9, batch_size=b) for b in (1, 4, 11)]
+    gpu.close()
+    assert fake.op_log.count("RawKernel xyz2image_gaussian") == 2 * (11 + 3 + 1)
+    for name in outputs:
+        assert np.array_equal(runs[0][name], runs[1][name]), name
+        assert np.array_equal(runs[0][name], runs[2][name]), name
+
+
+def test_the_fused_kernel_halves_the_device_operations_per_batch(monkeypatch):
+    """Item 9, counted on the stand-in (edgesize 128, 147 atoms, uint8): the separable
+    product path (what the GPU ran before, and runs with XYZ2IMAGE_GPU_NO_FUSED_KERNEL set)
+    took 67 device operations per batch (33 of them for the images), the fused kernel takes
+    34, and the bytes those operations read and write drop more than tenfold (the kernel's
+    own shared-memory traffic not counted)."""
+    from xyz2image_gpu.flags import NO_FUSED_KERNEL_ENV
+    from xyz2image_gpu.pipeline.strategies import ArrayKernel, FusedKernel
+
+    st = as_structure(icosahedron("Au", 3))
+
+    def per_batch(fused):
+        fake = FakeCupy(1 << 34)
+        monkeypatch.setenv(NO_FUSED_KERNEL_ENV, "" if fused else "1")
+        gpu = Renderer(RenderSettings(edgesize=128), ["gaussian_2d"],
+                       Backend("cupy", fake, "stand-in"))
+        assert type(gpu.kernel) is (FusedKernel if fused else ArrayKernel)
+        ops, traffic = [], []
+        for batch in gpu.iter_batches(st, 48, seed=4, batch_size=16):
+            ops.append(fake.ops)
+            traffic.append(fake.op_bytes)
+            batch.release()
+        gpu.close()
+        return np.diff(ops)[0], np.diff(traffic)[0] / 16
+
+    fused_ops, fused_bytes = per_batch(True)
+    array_ops, array_bytes = per_batch(False)
+    assert fused_ops <= array_ops - 30, (fused_ops, array_ops)
+    assert fused_bytes * 10 < array_bytes, (fused_bytes, array_bytes)
+
+
+def test_images_too_wide_for_the_kernels_shared_memory_use_the_batched_products():
+    """Where a block's shared memory cannot hold the kernel's row masks, gaussian_2d comes
+    from the batched products (the same within one grey level), not from a failed launch."""
+    fake = FakeCupy(1 << 34)
+    fake.shared_per_block_optin = 12000  # below 11,280 static + 33 rows of masks
+    st = as_structure(icosahedron("Au", 3))
+    settings = RenderSettings(edgesize=33)
+    gpu = Renderer(settings, ["gaussian_2d"], Backend("cupy", fake, "stand-in"))
+    got = gpu.render(st, 4, seed=1)
+    gpu.close()
+    assert not any(name.startswith("RawKernel") for name in fake.op_log)
+    with Renderer(settings, ["gaussian_2d"], "cpu", cpu_kernel="numpy") as cpu:
+        want = cpu.render(st, 4, seed=1)
+    assert np.abs(got["gaussian_2d"].astype(int) - want["gaussian_2d"].astype(int)).max() <= 1
+
+
+def test_raw_kernels_come_from_the_gpu_backend_and_opt_in_to_more_shared_memory():
+    """Backend.raw_kernel: only on the GPU; compiled once per source (cached); a launch that
+    needs more than 48 KiB of dynamic shared memory raises the kernel's limit first (the
+    stand-in, like a device, refuses the launch otherwise)."""
+    from xyz2image_gpu.backend import BackendError
+    from xyz2image_gpu.pipeline.kernels import device
+
+    with pytest.raises(BackendError):
+        Backend("numpy", np, "cpu").raw_kernel("", "k")
+    fake = FakeCupy()
+    gpu = Backend("cupy", fake, "stand-in")
+    code = device.kernel_source(device.SPLAT[0])
+    kernel = gpu.raw_kernel(code, device.SPLAT[1], device.NVRTC_OPTIONS)
+    assert gpu.raw_kernel(code, device.SPLAT[1], device.NVRTC_OPTIONS) is kernel
+    assert kernel.kernel.options == device.NVRTC_OPTIONS == ("--fmad=false",)
+    assert gpu.shared_memory_per_block() == 227 * 1024
+    e = 128
+    coords = fake.zeros((1, 1, 3), dtype=np.float32)
+    weights = fake.ones((1, 1), dtype=np.float32)
+    out = fake.zeros((1, e, e), dtype=np.uint8)
+    args = (coords, weights, weights, np.int32(1), np.int32(e), np.int32(2), out, np.int32(1),
+            out, np.int32(1), np.int32(1), np.float32(255), np.float32(1), np.float64(16))
+    shared = 4 * e * e + device.row_mask_bytes(e)
+    with pytest.raises(RuntimeError, match="shared memory"):
+        kernel.kernel((1,), (device.THREADS,), args, shared_mem=shared)  # not opted in
+    kernel((1,), (device.THREADS,), args, shared_mem=shared)
+    assert kernel.kernel.max_dynamic_shared_size_bytes == shared
+    assert fake.asnumpy(out)[0, 0, 0] == 255  # the atom at the origin, normalised

@@ -219,6 +219,10 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
     assert st["throughput"]["to_device"]["runs"][0]["device_ms_per_batch"]["median"] >= 0
     split = st["throughput"]["per_batch_split"]
     assert "no per-stage timing hook" in split["method"] and split["copy_ms_from_bandwidth"]
+    ab = st["throughput"]["image_kernel"]
+    assert set(ab) == {f"{o}_{k}" for o in ("gaussian_2d", "gaussian_3d")
+                       for k in ("fused", "products")}, ab
+    assert all(case["images_per_s"] > 0 for case in ab.values()), ab
     assert set(st["cpu_baseline"]["gpu_over_cpu"]) == {"to_host", "to_device"}
     assert st["repeatability"]["engines"] == ["gpu"] and st["repeatability"]["all_equal"]
     assert st["parity"]["engines"][0] == "gpu" and st["parity"]["ok"]

@@ -45,6 +45,7 @@ __all__ = [
     "FORCE_CPU_ENV",
     "Backend",
     "BackendError",
+    "RawKernel",
     "available_cores",
     "cupy_status",
     "get_backend",
@@ -228,6 +229,24 @@ class Backend:
         if self.is_gpu:
             self.xp.cuda.Device().synchronize()
 
+    # -- the package's own kernels (CuPy only) --------------------------------------------
+    def raw_kernel(self, code: str, name: str, options: tuple[str, ...] = ()) -> RawKernel:
+        """The CUDA C kernel ``name`` of ``code``, compiled by NVRTC with ``options`` (once
+        per process; CuPy also caches the binary on disk), as a :class:`RawKernel`."""
+        if not self.is_gpu:
+            raise BackendError("raw_kernel needs the GPU backend")
+        return _raw_kernel(self.xp, code, name, tuple(options))
+
+    def shared_memory_per_block(self) -> int:
+        """Shared memory one thread block may use, in bytes, opting in beyond the default
+        48 KiB where the device allows (227 KiB on an H100/H200); 0 on NumPy."""
+        if not self.is_gpu:
+            return 0
+        try:
+            return int(self.xp.cuda.Device().attributes["MaxSharedMemoryPerBlockOptin"])
+        except Exception:  # noqa: BLE001 - an older CuPy or driver: the default every device has
+            return RawKernel.DEFAULT_SHARED_BYTES
+
     # -- overlapping transfers with compute (CuPy only) -----------------------------------
     def new_stream(self) -> Any:
         """A CUDA stream that does not synchronise with the legacy default stream.
@@ -287,6 +306,31 @@ class Backend:
         except TypeError:  # CuPy < 13 has no ``blocking``: a copy on a given stream is async
             self.xp.asnumpy(a, stream=stream, out=out)
         return a
+
+
+class RawKernel:
+    """A compiled CUDA kernel, called as CuPy's ``RawKernel``: ``kernel(grid, block, args,
+    shared_mem=bytes)``. Asks for more than the default 48 KiB of dynamic shared memory
+    (``max_dynamic_shared_size_bytes``) before a launch that needs it."""
+
+    DEFAULT_SHARED_BYTES = 48 * 1024
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self._shared_granted = 0
+
+    def __call__(self, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
+                 shared_mem: int = 0) -> None:
+        shared_mem = int(shared_mem)
+        if shared_mem > self.DEFAULT_SHARED_BYTES and shared_mem > self._shared_granted:
+            self.kernel.max_dynamic_shared_size_bytes = shared_mem
+            self._shared_granted = shared_mem
+        self.kernel(grid, block, args, shared_mem=shared_mem)
+
+
+@lru_cache(maxsize=32)
+def _raw_kernel(xp: Any, code: str, name: str, options: tuple[str, ...]) -> RawKernel:
+    return RawKernel(xp.RawKernel(code, name, options=options))
 
 
 _NUMPY = Backend("numpy", np, "NumPy on the CPU")

@@ -5,6 +5,10 @@
     the CPU and ``device="gpu"`` is refused, e.g. to run the NumPy path on a GPU machine.
 ``XYZ2IMAGE_GPU_NO_EXTENSION``
     Set: the compiled CPU kernel is ignored and the NumPy (BLAS) path renders.
+``XYZ2IMAGE_GPU_NO_FUSED_KERNEL``
+    Set: the GPU renders Gaussian images as batched matrix products on CuPy (the NumPy path's
+    array code) instead of its own CUDA kernel (``pipeline/kernels/splat.cu``), to
+    compare the two or to get round a kernel that does not compile on a device.
 ``XYZ2IMAGE_GPU_DEVICE``
     The command line's ``--device`` when the option is not given.
 
@@ -24,9 +28,11 @@ __all__ = [
     "ENV_PREFIX",
     "FORCE_CPU_ENV",
     "NO_EXTENSION_ENV",
+    "NO_FUSED_KERNEL_ENV",
     "flag_set",
     "force_cpu",
     "no_extension",
+    "no_fused_kernel",
     "set_flags",
 ]
 
@@ -34,6 +40,7 @@ __all__ = [
 ENV_PREFIX = "XYZ2IMAGE_GPU"
 FORCE_CPU_ENV = f"{ENV_PREFIX}_FORCE_CPU"
 NO_EXTENSION_ENV = f"{ENV_PREFIX}_NO_EXTENSION"
+NO_FUSED_KERNEL_ENV = f"{ENV_PREFIX}_NO_FUSED_KERNEL"
 DEVICE_ENV = f"{ENV_PREFIX}_DEVICE"
 
 _OFF = ("", "0", "false", "no")
@@ -64,6 +71,11 @@ def force_cpu() -> bool:
 def no_extension() -> bool:
     """Whether ``XYZ2IMAGE_GPU_NO_EXTENSION`` turns the compiled CPU kernel off."""
     return flag_set(NO_EXTENSION_ENV)
+
+
+def no_fused_kernel() -> bool:
+    """Whether ``XYZ2IMAGE_GPU_NO_FUSED_KERNEL`` turns the GPU's gaussian_2d kernel off."""
+    return flag_set(NO_FUSED_KERNEL_ENV)
 
 
 def set_flags() -> dict[str, str]:

@@ -3,8 +3,10 @@
 Each class below answers the same questions for the engine and its stages (:mod:`.stages`),
 so neither ever asks which way images are computed:
 
-* :class:`ArrayKernel`: the NumPy/BLAS path on the CPU, and the GPU, which runs the same
-  array code on CuPy (each batch in one step);
+* :class:`ArrayKernel`: the NumPy/BLAS path on the CPU, and the GPU's for what it has no
+  kernel of its own for, the same array code on CuPy (each batch in one step);
+* :class:`FusedKernel`: the GPU's Gaussian images from its own CUDA kernel (``splat.cu``),
+  rendered and quantised in one launch per batch;
 * :class:`CompiledKernel`: the compiled CPU kernel (``_splat.c``) for Gaussian images,
   column sums and the quantisation of augmented images, filling a batch's arrays in place
   on the renderer's threads;
@@ -27,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..backend import Backend
+from ..flags import no_fused_kernel
 from . import kernels
+from .kernels import device
 
 if TYPE_CHECKING:
     from .settings import RenderSettings
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArrayKernel",
     "CompiledKernel",
+    "FusedKernel",
     "LegacyKernel",
     "Threads",
     "choose_kernel",
@@ -309,6 +314,35 @@ class CompiledKernel(ArrayKernel):
         return kernels.column_values_compiled(coords, amps, sig2)
 
 
+class FusedKernel(ArrayKernel):
+    """The GPU: gaussian_2d and gaussian_3d rendered and quantised by one CUDA kernel per
+    batch (:func:`.kernels.device.splat_device`: the compiled CPU kernel's algorithm, one
+    thread block per image, each pixel summed in a fixed order, so the bytes do not depend on
+    the batch size); scanned images and everything else as :class:`ArrayKernel`."""
+
+    def __init__(self, backend: Backend, settings: RenderSettings, *, work_memory: int,
+                 threads: Threads, compiled_labels: bool = False) -> None:
+        super().__init__(backend, settings, work_memory=work_memory, threads=threads,
+                         compiled_labels=compiled_labels)
+        self._shared_limit = backend.shared_memory_per_block()
+
+    def _output_bytes(self, name: str) -> int:
+        if name == "gaussian_2d":  # the float image (in shared memory when it fits) and the result
+            return 2 * 4 * self.settings.edgesize ** 2 * (2 if self.settings.augmented else 1)
+        return super()._output_bytes(name)
+
+    def gaussian(self, ndim: int, geo: Geometry, comps: Components, *, quantised: bool = True,
+                 out: np.ndarray | None = None, delta: Any = None) -> Any:
+        if not device.fits(self.settings.edgesize, self._shared_limit):
+            return super().gaussian(ndim, geo, comps, quantised=quantised, out=out, delta=delta)
+        s = self.settings
+        return device.splat_device(
+            self.backend, comps.coords, comps.weights, comps.sigma_px, s.edgesize, ndim,
+            normalization=s.normalization if quantised else "float", bitrate=s.bitrate,
+            intensity_scale=s.intensity_scale, shared_limit=self._shared_limit,
+        )
+
+
 class LegacyKernel(ArrayKernel):
     """The original script's images: each occupied voxel counted once, filtered with SciPy
     ``gaussian_filter`` semantics, quantised by truncation; on either backend."""
@@ -339,7 +373,9 @@ class LegacyKernel(ArrayKernel):
 
 def choose_kernel(backend: Backend, settings: RenderSettings, *, cpu_kernel: str = "auto",
                   work_memory: int, threads: Threads) -> ArrayKernel:
-    """The strategy for ``settings`` on ``backend``.
+    """The strategy for ``settings`` on ``backend``: legacy mode's on either backend, else
+    the compiled CPU kernel or the NumPy path on the CPU, :class:`FusedKernel` on the GPU
+    (the NumPy path's array code on CuPy with ``XYZ2IMAGE_GPU_NO_FUSED_KERNEL`` set).
 
     Parameters
     ----------
@@ -374,4 +410,6 @@ def choose_kernel(backend: Backend, settings: RenderSettings, *, cpu_kernel: str
         return LegacyKernel(backend, settings, **options)
     if compiled_ok and kernels.compiled_kernel_available():
         return CompiledKernel(backend, settings, **options)
+    if backend.is_gpu and not no_fused_kernel():
+        return FusedKernel(backend, settings, **options)
     return ArrayKernel(backend, settings, **options)
