@@ -375,3 +375,16 @@ def test_background_writer_abort_after_finish_waits_for_the_thread():
     assert started.wait(5)
     writer.abort()
     assert writes == ["done"] and writer.finished
+
+
+def test_background_writer_abort_stops_a_thread_whose_finish_was_cut_short():
+    """An interrupt between finish() marking the writer closed and queueing its stop left
+    abort() joining a thread that waited for a stop forever (a SIGTERM hang)."""
+    import threading
+
+    writer = BackgroundWriter()
+    writer._closed = True  # finish() interrupted before it queued its stop
+    aborting = threading.Thread(target=writer.abort, daemon=True)
+    aborting.start()
+    aborting.join(10)
+    assert not aborting.is_alive() and writer.finished

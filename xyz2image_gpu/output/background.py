@@ -91,8 +91,8 @@ class BackgroundWriter(_CompleteOrAbort):
         """Let the thread stop once the queued writes are done, without waiting for them
         (:meth:`close` waits; :attr:`finished` tells). Nothing more can be put."""
         if not self._closed:
+            self._queue.put(_STOP)  # before marking closed: abort() then still stops it
             self._closed = True
-            self._queue.put(_STOP)
 
     @property
     def finished(self) -> bool:
@@ -114,8 +114,15 @@ class BackgroundWriter(_CompleteOrAbort):
     def abort(self) -> None:
         """Skip the queued writes, stop the thread, and swallow its error (for clean-up)."""
         self._cancel.set()
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_STOP)
+        self._closed = True
+        # Always queue a stop of our own: an interrupt (Ctrl-C, SIGTERM) may have cut
+        # finish() short before its stop was queued; a second stop is never read. The
+        # thread skips cancelled items, so a full queue drains while we retry.
+        while self._thread.is_alive():
+            try:
+                self._queue.put(_STOP, timeout=0.05)
+                break
+            except queue.Full:
+                continue
         self._thread.join()  # also after finish(): a file may still be assembling
         self._raised = True
