@@ -20,9 +20,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..backend import get_backend
+from ..backend import Backend, get_backend
 from ..output.atomic import remove_stale_temporaries
 from ..output.npz import default_compression_threads
+from ..pipeline.device_choice import fastest_backend
 from ..pipeline.engine import Renderer
 from ..pipeline.framing import FieldReport
 from ..structures.convert import as_structure
@@ -147,6 +148,8 @@ class _Run:
         written (RequestTooLargeError, BackendError)."""
         cfg = self.config
         backend = get_backend(cfg.device)
+        if backend.is_gpu and cfg.device == "auto":
+            backend = self._fastest(backend)
         if backend.is_gpu:
             workers = 1
         elif cfg.workers is None:
@@ -179,6 +182,26 @@ class _Run:
             renderer.close()
         n_units = cfg.n_stacks * sum(item.error is None for item in self.inputs)
         _check_memory(cfg, need, min(workers, max(1, n_units)), backend.is_gpu)
+
+    def _fastest(self, gpu: Backend) -> Backend:
+        """``--device auto`` on a machine with a GPU: the GPU or the CPU, whichever renders
+        the first readable input faster (:func:`~..pipeline.device_choice.fastest_backend`);
+        the GPU when none can be read or the measurement fails (the run then says why)."""
+        cfg = self.config
+        for path in cfg.inputs:
+            try:
+                structure = as_structure(path, frameshift=cfg.frameshift,
+                                         maxframes=cfg.maxframes,
+                                         exclude_elements=cfg.exclude_elements)
+            except (StructureError, OSError):
+                continue
+            try:
+                return fastest_backend(cfg.settings, render_types(cfg.output_types), structure,
+                                       gpu, get_backend("cpu"))
+            except Exception as exc:  # noqa: BLE001 - any failure: keep the GPU, say why
+                return Backend(gpu.name, gpu.xp, f"{gpu.reason} (device=auto could not "
+                               f"compare it with the CPU: {type(exc).__name__}: {exc})")
+        return gpu
 
     def _previous_manifest(self, params: dict[str, Any]) -> dict[str, Any] | None:
         """The folder's manifest; SettingsMismatchError where it records other settings (or
