@@ -114,32 +114,22 @@ class DeviceArray(NDArrayOperatorsMixin):
         raise TypeError(f"{what} of a device array reads it back to the host (a hidden "
                         "synchronisation on CuPy); use Backend.to_host (CuPy stand-in)")
 
-    def __float__(self) -> float:
-        return self._hidden_sync("float()")
+    def _refusing(what: str) -> Any:
+        def refuse(self: DeviceArray, *args: Any, **kwargs: Any) -> Any:
+            return self._hidden_sync(what)
 
-    def __int__(self) -> int:
-        return self._hidden_sync("int()")
+        return refuse
 
-    def __complex__(self) -> complex:
-        return self._hidden_sync("complex()")
-
-    def __index__(self) -> int:
-        return self._hidden_sync("operator.index()")
-
-    def __bool__(self) -> bool:
-        return self._hidden_sync("bool()")
-
-    def tolist(self) -> Any:
-        return self._hidden_sync(".tolist()")
-
-    def item(self, *args: Any) -> Any:
-        return self._hidden_sync(".item()")
-
-    def tobytes(self, *args: Any) -> Any:
-        return self._hidden_sync(".tobytes()")
-
-    def get(self, *args: Any, **kwargs: Any) -> Any:
-        return self._hidden_sync(".get()")
+    __float__ = _refusing("float()")
+    __int__ = _refusing("int()")
+    __complex__ = _refusing("complex()")
+    __index__ = _refusing("operator.index()")
+    __bool__ = _refusing("bool()")
+    tolist = _refusing(".tolist()")
+    item = _refusing(".item()")
+    tobytes = _refusing(".tobytes()")
+    get = _refusing(".get()")
+    del _refusing
 
     def __repr__(self) -> str:
         return f"DeviceArray(shape={self._a.shape}, dtype={self._a.dtype})"

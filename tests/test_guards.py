@@ -431,13 +431,6 @@ def test_settings_that_would_change_nothing_are_refused(kwargs, needs):
         RenderSettings(**kwargs)
 
 
-def test_cli_option_without_effect_is_a_usage_error(tmp_path):
-    out = tmp_path / "out"
-    result = _render(AU147, "-o", out, *FAST, "--pixel-size", "0.3")
-    assert result.exit_code == 2 and "framing='fixed'" in result.output
-    assert not out.exists()
-
-
 def test_gaussians_wider_than_the_field_fail_the_file(tmp_path):
     """--gauss-sigma 1000 with the image framing made every pixel 255: the field of view is
     the structure and its margins, far narrower than one Gaussian."""
@@ -452,19 +445,19 @@ def test_gaussians_wider_than_the_field_fail_the_file(tmp_path):
     assert render(AU147, 1, edgesize=16, gauss_sigma=5.0, device="cpu")["gaussian_2d"].max() > 0
 
 
-def test_negative_seed_is_a_usage_error_before_anything_is_written(tmp_path):
+@pytest.mark.parametrize("options, message", [
+    # recorded in the manifest though it changed nothing, it then refused a resume
+    (["--pixel-size", "0.3"], "framing='fixed'"),
+    # a traceback after the manifest was written
+    (["--seed", "-1"], "--seed"),
+    # ignored without a word
+    (["--probe-mrad", "30"], "--probe-mrad would have no effect"),
+    # optics too extreme to integrate: a traceback
+    (["--probe-kv", "200", "--probe-defocus", "50000"], "cannot fit the probe of 200 kV"),
+])
+def test_option_mistakes_are_usage_errors_before_anything_is_written(tmp_path, options,
+                                                                      message):
     out = tmp_path / "out"
-    result = _render(AU147, "-o", out, *FAST, "--seed", "-1")
-    assert result.exit_code == 2 and "--seed" in result.output
-    assert not out.exists()
-
-
-def test_probe_options_need_the_voltage_and_sane_optics(tmp_path):
-    """--probe-mrad without --probe-kv was ignored without a word; optics too extreme to
-    integrate ended in a traceback."""
-    out = tmp_path / "out"
-    alone = _render(AU147, "-o", out, *FAST, "--probe-mrad", "30")
-    assert alone.exit_code == 2 and "--probe-mrad would have no effect" in alone.output
-    extreme = _render(AU147, "-o", out, *FAST, "--probe-kv", "200", "--probe-defocus", "50000")
-    assert extreme.exit_code == 2 and "cannot fit the probe of 200 kV" in extreme.output
+    result = _render(AU147, "-o", out, *FAST, *options)
+    assert result.exit_code == 2 and message in result.output
     assert not out.exists()
