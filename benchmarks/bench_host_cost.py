@@ -213,11 +213,24 @@ class FreeCupy(types.ModuleType):
             get_current_stream=lambda: _Stream(),
             Stream=lambda null=False, non_blocking=False, ptds=False: _Stream(),
             Event=lambda block=False, disable_timing=False, interprocess=False: _Event(),
-            Device=lambda device=None: types.SimpleNamespace(synchronize=lambda: None),
+            Device=lambda device=None: types.SimpleNamespace(
+                synchronize=lambda: None,
+                attributes={"MaxSharedMemoryPerBlockOptin": 227 * 1024}),
             alloc_pinned_memory=lambda nbytes: bytearray(nbytes),
         )
         pool = types.SimpleNamespace(free_bytes=lambda: 0, used_bytes=lambda: 0)
         self.get_default_memory_pool = lambda: pool
+
+    def RawKernel(self, code: str, name: str, options: Any = ()) -> Any:
+        """A compiled kernel whose launch costs nothing (it writes its outputs in place)."""
+
+        class _Launch:
+            max_dynamic_shared_size_bytes = 0
+
+            def __call__(self, grid: Any, block: Any, args: Any, shared_mem: int = 0) -> None:
+                _DEVICE.ops += 1
+
+        return _Launch()
 
     def asnumpy(self, a: Any, stream: Any = None, out: Any = None, blocking: bool = True
                 ) -> Any:
