@@ -10,6 +10,8 @@ augmentations); :mod:`.strategies` the way images are computed (NumPy/CuPy array
 compiled CPU kernel or the original script's), chosen once per renderer.
 :class:`~.engine.Renderer` drives the stages for whole batches on one backend; it renders
 in memory and knows nothing of files; it hands each batch over as a :class:`~.batch.Batch`.
+:mod:`.frames` prepares its host data: per-frame data and the frame table, once per call,
+and each batch's host inputs.
 On the GPU, :mod:`.gpu_streams` overlaps each batch's copy to the host with the next batch's
 rendering, into a ring of page-locked buffers that the batches are views of.
 """

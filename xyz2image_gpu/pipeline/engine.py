@@ -7,8 +7,12 @@ dtypes that the .npz files hold. :func:`render` is the one-call convenience for 
 
 Image ``k`` of a stack is frame ``k // n_rotation`` seen in rotation ``k % n_rotation``.
 Every image is a pure function of the settings, the seed, the structure name, the frame,
-the stack and the rotation index, so the bytes do not depend on the batch size, the range
-split or the number of workers.
+the stack and the rotation index, so on the CPU the bytes do not depend on the batch size,
+the range split or the number of workers; on the GPU a run repeats its bytes for the same
+settings and batch size on the same GPU model and CUDA libraries (README, "Reproducibility").
+
+The host-side preparation (per-frame data, the frame table, each batch's host inputs) is in
+:mod:`.frames`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import operator
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -24,22 +27,13 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ..backend import Backend, available_cores, get_backend
-from ..physics import augment
 from ..physics.column import ColumnCorrection
-from ..physics.thermal import smear_components, thermal_widths
 from ..structures.convert import as_structure
 from ..structures.model import Structure, StructureError
 from . import gpu_streams, stages
 from .batch import Batch
-from .framing import (
-    FieldReport,
-    narrow_field_problem,
-    precision_problem,
-    sampling_problem,
-    wide_gaussian_problem,
-)
-from .kernels.labels import splat_reach
-from .rotations import keyed_rotation_matrices, rotation_key
+from .frames import FrameData, FrameTable, batch_inputs, frame_data, frame_table
+from .framing import FieldReport, narrow_field_problem
 from .settings import _GAUSSIAN, RenderSettings, requested_arrays
 from .strategies import Threads, choose_kernel
 
@@ -50,52 +44,6 @@ __all__ = [
     "Renderer",
     "render",
 ]
-
-
-@dataclass
-class _FrameData:
-    """Host-side per-frame data, prepared once per structure."""
-
-    index: int
-    centred: np.ndarray  # (N, 3) float64, relative to the centroid
-    amplitudes: np.ndarray  # (N, G) peak height of each atom's probe component
-    sigmas: np.ndarray  # (N, G) width of each atom's probe component, Å
-    radius: float  # largest distance from the centroid, Å
-    rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
-    blank: str | None = None  # why its Gaussian images would come out blank, if they would
-
-
-@dataclass
-class _FrameTable:
-    """Every frame of one render, padded to the structure's largest frame: what a batch's
-    images are gathered from by their frame (``positions[image_frame]``). Built on the host
-    once per :meth:`Renderer.iter_batches` call; on the GPU the per-atom arrays are uploaded
-    once and each batch sends only its rotations and image-to-frame indices.
-
-    Padding atoms copy atom 0 of their frame (extents unchanged), with amplitude 0, width 1
-    and ``valid`` False.
-    """
-
-    positions: Any  # (F, N, 3) float32, relative to each frame's centroid, Å
-    amplitudes: Any  # (F, N, G) float32
-    sigmas: Any  # (F, N, G) float32, Å
-    valid: Any  # (F, N) bool
-    radius: Any  # (F,) float32, Å
-    frame_ids: np.ndarray  # (F,) int32 source index of each frame (host)
-    n_atoms: np.ndarray  # (F,) int32 (host)
-    keys: np.ndarray  # (F,) uint64 each frame's rotation stream (host)
-    binary_reach: int | None = None  # static splat reach of binary labels (GPU), see labels
-
-    #: The per-atom arrays that live on the backend's device.
-    DEVICE = ("positions", "amplitudes", "sigmas", "valid", "radius")
-
-    def on(self, backend: Backend) -> _FrameTable:
-        """This table with its per-atom arrays on ``backend`` (the same table on NumPy)."""
-        if not backend.is_gpu:
-            return self
-        moved = {k: backend.asarray(getattr(self, k)) for k in self.DEVICE}
-        return _FrameTable(**moved, frame_ids=self.frame_ids, n_atoms=self.n_atoms,
-                           keys=self.keys, binary_reach=self.binary_reach)
 
 
 #: Key of a rendered batch's per-image count of atoms outside the field of view (B,) int32;
@@ -236,186 +184,9 @@ class Renderer:
         return layout
 
     # ------------------------------------------------------------------ host prep
-    def _frame_data(self, structure: Structure) -> list[_FrameData]:
-        """Per-frame host data; refuses frames whose images could not show the atoms.
-
-        A frame whose field of view is too coarse for any atom to reach a pixel
-        (:func:`~.framing.sampling_problem`, Gaussian outputs outside legacy mode) is marked
-        in its ``blank``: rendering it is well defined (all zeros), the caller tells.
-
-        Raises
-        ------
-        StructureError
-            Naming the file and frame: the positions are too large to place the atoms
-            (:func:`~.framing.precision_problem`), the Gaussians are wider than the field
-            (:func:`~.framing.wide_gaussian_problem`), or all atoms sit at one point with no
-            margin.
-        """
-        zexp = self.settings.z_exponent
-        sigma_min = min(sigma for _, sigma in self.settings.components)
-        data = []
-        for frame in structure.frames:
-            pos = np.asarray(frame.positions, dtype=np.float64)
-            problem = precision_problem(pos, sigma_min)
-            if problem:
-                raise StructureError(problem, path=structure.source, frame=frame.index)
-            centred = pos - pos.mean(axis=0)
-            radius = float(np.sqrt((centred * centred).sum(axis=1).max()))
-            if radius == 0 and self.settings.padxyz == 0 and self.settings.framing != "fixed":
-                raise StructureError(
-                    "all atoms sit at one point and padxyz is 0: the field of view has no "
-                    "size; use padxyz > 0 or framing='fixed'",
-                    path=structure.source, frame=frame.index,
-                )
-            if self.settings.framing != "fixed" and self._renders_images:
-                problem = wide_gaussian_problem(sigma_min, radius, self.settings.padxyz)
-                if problem:
-                    raise StructureError(problem, path=structure.source, frame=frame.index)
-            if zexp == 0:
-                weights = np.ones(len(pos))
-            else:
-                weights = np.asarray(frame.numbers, dtype=np.float64) ** zexp
-            s = self.settings
-            rms = self._thermal_rms(frame.numbers) if s.thermal or s.phonon_jitter else None
-            amps, sigmas = self._components(frame.numbers, weights, rms)
-            blank = None
-            if not s.legacy and self._renders_images:
-                blank = sampling_problem(
-                    len(pos), float(sigmas.min()), radius, framing=s.framing,
-                    edgesize=s.edgesize, padxyz=s.padxyz, pixel_size=s.pixel_size)
-            data.append(_FrameData(frame.index, centred, amps, sigmas, radius,
-                                   rms if s.phonon_jitter else None, blank))
-        return data
-
-    def _components(
-        self, numbers: np.ndarray, weights: np.ndarray, rms: np.ndarray | None
-    ) -> tuple[Any, Any]:
-        """Per-atom probe components: amplitudes and widths (Å), both (N, G).
-
-        ``rms``: the atoms' thermal displacements, folded in when ``settings.thermal``.
-        """
-        u = rms if self.settings.thermal else np.zeros(len(numbers))
-        amps, sigmas = smear_components(self.settings.components, u)
-        return amps * weights[:, None], sigmas
-
-    def _thermal_rms(self, numbers: np.ndarray) -> np.ndarray:
-        """Each atom's r.m.s. thermal displacement along one axis, Å."""
-        u = thermal_widths(numbers, dict(self.settings.thermal_overrides))
-        return np.asarray(u, dtype=np.float64)
-
-    def _frame_table(self, structure: Structure, frames: list[_FrameData], seed: int,
-                     stack: int) -> _FrameTable:
-        """Every frame's padded host arrays and rotation key, once per render."""
-        nmax = structure.max_atoms
-        f = len(frames)
-        n_comp = len(self.settings.components)
-        pos = np.empty((f, nmax, 3), dtype=np.float32)
-        amps = np.zeros((f, nmax, n_comp), dtype=np.float32)
-        sigmas = np.ones((f, nmax, n_comp), dtype=np.float32)  # padding: finite, weight 0
-        valid = np.zeros((f, nmax), dtype=bool)
-        n_atoms = np.empty(f, dtype=np.int32)
-        for i, fd in enumerate(frames):
-            n = len(fd.centred)
-            pos[i, :n] = fd.centred
-            pos[i, n:] = fd.centred[0]  # padding copies atom 0: extents unchanged
-            amps[i, :n] = fd.amplitudes
-            sigmas[i, :n] = fd.sigmas
-            valid[i, :n] = True
-            n_atoms[i] = n
-        keys = np.array([rotation_key(seed, structure.name, fd.index, stack) for fd in frames],
-                        dtype=np.uint64)
-        return _FrameTable(
-            pos, amps, sigmas, valid,
-            np.array([fd.radius for fd in frames], dtype=np.float32),
-            np.array([fd.index for fd in frames], dtype=np.int32), n_atoms, keys,
-            self._binary_reach(frames),
-        )
-
-    def _binary_reach(self, frames: list[_FrameData]) -> int | None:
-        """A splat reach that holds every binary label ball of these frames in any rotation,
-        known on the host, where the kernel needs a static one (the GPU); else None.
-
-        The ball's radius is ``binary_radius / voxel`` pixels; the smallest voxel a frame
-        can get: ``pixel_size`` (fixed), ``(2 r + 2 padxyz) / (E - 1)`` (structure; ``r``
-        its radius), and for ``image`` framing ``(m + 2 padxyz) / (E - 1)`` with ``m``, the
-        largest extent along the three axes, at least ``d / sqrt(3)`` for any two atoms
-        ``d`` apart (one of the three components of their separation is that long). A 0.1%
-        margin covers float32 rounding; a larger reach gives the same bytes.
-        """
-        s = self.settings
-        if not (self.kernel.static_shapes and {"binary_2d", "binary_3d"} & set(self.output_types)):
-            return None
-        largest = 0.0
-        for fd in frames:
-            if s.framing == "fixed":
-                voxel = float(s.pixel_size or 0.0)
-            elif s.framing == "structure":
-                voxel = (2.0 * fd.radius + 2.0 * s.padxyz) / (s.edgesize - 1)
-            else:
-                far = fd.centred[np.argmax((fd.centred * fd.centred).sum(axis=1))]
-                span = float(np.sqrt(((fd.centred - far) ** 2).sum(axis=1).max()))
-                voxel = (span / np.sqrt(3.0) + 2.0 * s.padxyz) / (s.edgesize - 1)
-            if not voxel > 0:
-                return None  # no bound: the kernel reads the radii (a synchronisation)
-            largest = max(largest, s.binary_radius / voxel)
-        return splat_reach(largest * 1.001)
-
-    def _assemble(
-        self,
-        structure: Structure,
-        table: _FrameTable,
-        frames: list[_FrameData],
-        n_rotation: int,
-        seed: int,
-        stack: int,
-        start: int,
-        stop: int,
-    ) -> dict[str, np.ndarray]:
-        """Host arrays for images [start, stop): each image's frame (its row of ``table``),
-        rotation and metadata; with augmentations, their per-image draws.
-
-        Vectorised over the images whatever the frames: the per-atom arrays are gathered
-        from ``table`` where the batch renders (:func:`.stages.gather`).
-        """
-        k = np.arange(start, stop, dtype=np.int64)
-        which, r = np.divmod(k, n_rotation)
-        batch = {
-            "image_frame": which,
-            "rotations": keyed_rotation_matrices(table.keys[which], r,
-                                                 all_random=self.settings.all_random),
-            "frame_index": table.frame_ids[which],
-            "n_atoms": table.n_atoms[which],
-        }
-        s = self.settings
-        if s.augmented:
-            batch.update(self._augmentation_draws(structure, frames, which, r, seed, stack))
-        return batch
-
-    def _augmentation_draws(self, structure: Structure, frames: list[_FrameData],
-                            which: np.ndarray, rotation: np.ndarray, seed: int, stack: int,
-                            ) -> dict[str, np.ndarray]:
-        """Per-image random draws of the augmentations, on the host (one generator per
-        image and purpose: :mod:`..physics.augment`)."""
-        s = self.settings
-        b = len(which)
-        nmax = structure.max_atoms
-        displacements = np.zeros((b, nmax, 3), dtype=np.float32) if s.phonon_jitter else None
-        scan = np.zeros((b, s.edgesize, 2), dtype=np.float32) if s.scan_distorted else None
-        keys = []
-        for i, (f, r) in enumerate(zip(which.tolist(), rotation.tolist())):
-            fd = frames[f]
-            key = augment.image_key(seed, structure.name, fd.index, stack, r)
-            keys.append(key)
-            if displacements is not None:
-                displacements[i, : len(fd.centred)] = augment.phonon_displacements(key, fd.rms)
-            if scan is not None:
-                scan[i] = augment.scan_offsets(key, s.edgesize, s.scan_jitter, s.drift)
-        extra = {"keys": np.array(keys, dtype=np.uint64)}
-        if displacements is not None:
-            extra["displacements"] = displacements
-        if scan is not None:
-            extra["scan_offsets"] = scan
-        return extra
+    def _frame_data(self, structure: Structure) -> list[FrameData]:
+        """Per-frame host data (:func:`.frames.frame_data`, which says what it refuses)."""
+        return frame_data(self.settings, structure, renders_images=self._renders_images)
 
     def chunk_size(self, structure: Structure) -> int:
         """Images rendered per step inside a batch (see the kernel's ``step_images``)."""
@@ -423,7 +194,7 @@ class Renderer:
 
     # ------------------------------------------------------------------ device work
     def _render_chunked(
-        self, host: dict[str, np.ndarray], table: _FrameTable, chunk: int, to_host: bool = True
+        self, host: dict[str, np.ndarray], table: FrameTable, chunk: int, to_host: bool = True
     ) -> dict[str, Any]:
         """Render a batch in steps of ``chunk`` images and join the results."""
         if self.backend.is_gpu:
@@ -452,13 +223,13 @@ class Renderer:
                 for k in parts[0]}
 
     def _render_step(self, step: tuple[dict[str, np.ndarray], dict[str, np.ndarray],
-                                       _FrameTable]) -> dict[str, Any]:
+                                       FrameTable]) -> dict[str, Any]:
         """One step on a pool thread: work inside it stays on this thread (no nested pool)."""
         self._threads.mark_pool_thread()
         host, out, table = step
         return self._render_device(host, table, out=out)
 
-    def _render_device(self, host: dict[str, np.ndarray], table: _FrameTable, *,
+    def _render_device(self, host: dict[str, np.ndarray], table: FrameTable, *,
                        out: Mapping[str, np.ndarray] | None = None,
                        to_host: bool = True) -> dict[str, Any]:
         """Render one batch on the backend, stage by stage (:mod:`.stages`).
@@ -466,8 +237,8 @@ class Renderer:
         Parameters
         ----------
         host : dict of numpy.ndarray
-            :meth:`_assemble`'s inputs for the batch.
-        table : _FrameTable
+            :func:`.frames.batch_inputs`'s inputs for the batch.
+        table : FrameTable
             The frames, on the backend, that the batch's per-atom inputs are gathered from.
         out : mapping of str to numpy.ndarray, optional
             Arrays of the kernel's ``output_buffers`` for this batch, filled in place and
@@ -551,7 +322,8 @@ class Renderer:
             not one >= 0 (a float, a bool or a string included), or the image range is not
             within the stack.
         StructureError
-            A frame cannot be shown (see :meth:`_frame_data`), naming the file and frame.
+            A frame cannot be shown (see :func:`.frames.frame_data`), naming the file and
+            frame.
         """
         structure = as_structure(structure)
         n_rotation = _integer("n_rotation", n_rotation, 1)
@@ -577,10 +349,13 @@ class Renderer:
         with_counts = "coordinates_3d" in self.output_types
         extra = ["rotations", "frame_index"] + (["n_atoms"] if with_counts else [])
         bounds = [(b0, min(stop, b0 + batch_size)) for b0 in range(start, stop, batch_size)]
-        host_table = self._frame_table(structure, frames, seed, stack)
+        host_table = frame_table(self.settings, structure, frames, seed, stack,
+                                 output_types=self.output_types,
+                                 static_shapes=self.kernel.static_shapes)
 
         def assemble(b0: int, b1: int) -> dict[str, np.ndarray]:
-            return self._assemble(structure, host_table, frames, n_rotation, seed, stack, b0, b1)
+            return batch_inputs(self.settings, structure, host_table, frames, n_rotation,
+                                seed, stack, b0, b1)
 
         deferred: list[Any] = []  # device counts (to_host=False), read once at the end
 

@@ -13,7 +13,7 @@
 * :func:`augmentations`: phonon jitter, scan distortion and noise turn the clean gaussian_2d
   into the one stored, beside the clean one (:mod:`..physics.augment`).
 
-The host inputs are :meth:`.engine.Renderer._assemble`'s arrays for one batch (or one step
+The host inputs are :func:`.frames.batch_inputs`'s arrays for one batch (or one step
 of it): per image, its frame, rotation and metadata, and the augmentations' draws. Every
 stage does its per-pixel work through the strategy the renderer chose once (:mod:`.strategies`,
 which also carries the settings and the backend), so no stage branches on the backend or

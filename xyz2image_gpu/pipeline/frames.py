@@ -1,0 +1,285 @@
+"""The renderer's host-side preparation: per-frame host data and the frame table uploaded
+once per :meth:`~.engine.Renderer.iter_batches` call; the per-batch host inputs.
+
+* :func:`frame_data`: each frame's centred positions, probe components (with thermal
+  smearing) and radius, checked once per structure (a frame that cannot be shown is refused
+  here, naming the file and frame);
+* :func:`frame_table`: every frame padded to the structure's largest frame, with its
+  rotation key: what a batch's images are gathered from (:func:`.stages.gather`);
+* :func:`batch_inputs`: one batch's host arrays (each image's frame, rotation and metadata,
+  and the augmentations' per-image draws), the inputs of :mod:`.stages`.
+
+Everything here runs on the host in NumPy and is a function of what it is given (the
+settings, the output types, whether the kernel needs static shapes): no backend, no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backend import Backend
+from ..physics import augment
+from ..physics.thermal import smear_components, thermal_widths
+from ..structures.model import Structure, StructureError
+from .framing import precision_problem, sampling_problem, wide_gaussian_problem
+from .kernels.labels import splat_reach
+from .rotations import keyed_rotation_matrices, rotation_key
+from .settings import RenderSettings
+
+__all__ = [
+    "FrameData",
+    "FrameTable",
+    "augmentation_draws",
+    "batch_inputs",
+    "binary_reach",
+    "components",
+    "frame_data",
+    "frame_table",
+    "thermal_rms",
+]
+
+
+@dataclass
+class FrameData:
+    """Host-side per-frame data, prepared once per structure."""
+
+    index: int
+    centred: np.ndarray  # (N, 3) float64, relative to the centroid
+    amplitudes: np.ndarray  # (N, G) peak height of each atom's probe component
+    sigmas: np.ndarray  # (N, G) width of each atom's probe component, Å
+    radius: float  # largest distance from the centroid, Å
+    rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
+    blank: str | None = None  # why its Gaussian images would come out blank, if they would
+
+
+@dataclass
+class FrameTable:
+    """Every frame of one render, padded to the structure's largest frame: what a batch's
+    images are gathered from by their frame (``positions[image_frame]``). Built on the host
+    once per :meth:`~.engine.Renderer.iter_batches` call; on the GPU the per-atom arrays are
+    uploaded once and each batch sends only its rotations and image-to-frame indices.
+
+    Padding atoms copy atom 0 of their frame (extents unchanged), with amplitude 0, width 1
+    and ``valid`` False.
+    """
+
+    positions: Any  # (F, N, 3) float32, relative to each frame's centroid, Å
+    amplitudes: Any  # (F, N, G) float32
+    sigmas: Any  # (F, N, G) float32, Å
+    valid: Any  # (F, N) bool
+    radius: Any  # (F,) float32, Å
+    frame_ids: np.ndarray  # (F,) int32 source index of each frame (host)
+    n_atoms: np.ndarray  # (F,) int32 (host)
+    keys: np.ndarray  # (F,) uint64 each frame's rotation stream (host)
+    binary_reach: int | None = None  # static splat reach of binary labels (GPU), see labels
+
+    #: The per-atom arrays that live on the backend's device.
+    DEVICE = ("positions", "amplitudes", "sigmas", "valid", "radius")
+
+    def on(self, backend: Backend) -> FrameTable:
+        """This table with its per-atom arrays on ``backend`` (the same table on NumPy)."""
+        if not backend.is_gpu:
+            return self
+        moved = {k: backend.asarray(getattr(self, k)) for k in self.DEVICE}
+        return FrameTable(**moved, frame_ids=self.frame_ids, n_atoms=self.n_atoms,
+                          keys=self.keys, binary_reach=self.binary_reach)
+
+
+def frame_data(settings: RenderSettings, structure: Structure, *,
+               renders_images: bool) -> list[FrameData]:
+    """Per-frame host data; refuses frames whose images could not show the atoms.
+
+    ``renders_images``: whether Gaussian outputs are requested. A frame whose field of view
+    is too coarse for any atom to reach a pixel (:func:`~.framing.sampling_problem`,
+    Gaussian outputs outside legacy mode) is marked in its ``blank``: rendering it is well
+    defined (all zeros), the caller tells.
+
+    Raises
+    ------
+    StructureError
+        Naming the file and frame: the positions are too large to place the atoms
+        (:func:`~.framing.precision_problem`), the Gaussians are wider than the field
+        (:func:`~.framing.wide_gaussian_problem`), or all atoms sit at one point with no
+        margin.
+    """
+    s = settings
+    zexp = s.z_exponent
+    sigma_min = min(sigma for _, sigma in s.components)
+    data = []
+    for frame in structure.frames:
+        pos = np.asarray(frame.positions, dtype=np.float64)
+        problem = precision_problem(pos, sigma_min)
+        if problem:
+            raise StructureError(problem, path=structure.source, frame=frame.index)
+        centred = pos - pos.mean(axis=0)
+        radius = float(np.sqrt((centred * centred).sum(axis=1).max()))
+        if radius == 0 and s.padxyz == 0 and s.framing != "fixed":
+            raise StructureError(
+                "all atoms sit at one point and padxyz is 0: the field of view has no "
+                "size; use padxyz > 0 or framing='fixed'",
+                path=structure.source, frame=frame.index,
+            )
+        if s.framing != "fixed" and renders_images:
+            problem = wide_gaussian_problem(sigma_min, radius, s.padxyz)
+            if problem:
+                raise StructureError(problem, path=structure.source, frame=frame.index)
+        if zexp == 0:
+            weights = np.ones(len(pos))
+        else:
+            weights = np.asarray(frame.numbers, dtype=np.float64) ** zexp
+        rms = thermal_rms(s, frame.numbers) if s.thermal or s.phonon_jitter else None
+        amps, sigmas = components(s, frame.numbers, weights, rms)
+        blank = None
+        if not s.legacy and renders_images:
+            blank = sampling_problem(
+                len(pos), float(sigmas.min()), radius, framing=s.framing,
+                edgesize=s.edgesize, padxyz=s.padxyz, pixel_size=s.pixel_size)
+        data.append(FrameData(frame.index, centred, amps, sigmas, radius,
+                              rms if s.phonon_jitter else None, blank))
+    return data
+
+
+def components(
+    settings: RenderSettings, numbers: np.ndarray, weights: np.ndarray, rms: np.ndarray | None
+) -> tuple[Any, Any]:
+    """Per-atom probe components: amplitudes and widths (Å), both (N, G).
+
+    ``rms``: the atoms' thermal displacements, folded in when ``settings.thermal``.
+    """
+    u = rms if settings.thermal else np.zeros(len(numbers))
+    amps, sigmas = smear_components(settings.components, u)
+    return amps * weights[:, None], sigmas
+
+
+def thermal_rms(settings: RenderSettings, numbers: np.ndarray) -> np.ndarray:
+    """Each atom's r.m.s. thermal displacement along one axis, Å."""
+    u = thermal_widths(numbers, dict(settings.thermal_overrides))
+    return np.asarray(u, dtype=np.float64)
+
+
+def frame_table(settings: RenderSettings, structure: Structure, frames: list[FrameData],
+                seed: int, stack: int, *, output_types: Sequence[str],
+                static_shapes: bool) -> FrameTable:
+    """Every frame's padded host arrays and rotation key, once per render.
+
+    ``output_types`` and ``static_shapes`` (the kernel's) decide :func:`binary_reach`.
+    """
+    nmax = structure.max_atoms
+    f = len(frames)
+    n_comp = len(settings.components)
+    pos = np.empty((f, nmax, 3), dtype=np.float32)
+    amps = np.zeros((f, nmax, n_comp), dtype=np.float32)
+    sigmas = np.ones((f, nmax, n_comp), dtype=np.float32)  # padding: finite, weight 0
+    valid = np.zeros((f, nmax), dtype=bool)
+    n_atoms = np.empty(f, dtype=np.int32)
+    for i, fd in enumerate(frames):
+        n = len(fd.centred)
+        pos[i, :n] = fd.centred
+        pos[i, n:] = fd.centred[0]  # padding copies atom 0: extents unchanged
+        amps[i, :n] = fd.amplitudes
+        sigmas[i, :n] = fd.sigmas
+        valid[i, :n] = True
+        n_atoms[i] = n
+    keys = np.array([rotation_key(seed, structure.name, fd.index, stack) for fd in frames],
+                    dtype=np.uint64)
+    return FrameTable(
+        pos, amps, sigmas, valid,
+        np.array([fd.radius for fd in frames], dtype=np.float32),
+        np.array([fd.index for fd in frames], dtype=np.int32), n_atoms, keys,
+        binary_reach(settings, frames, output_types=output_types,
+                     static_shapes=static_shapes),
+    )
+
+
+def binary_reach(settings: RenderSettings, frames: list[FrameData], *,
+                 output_types: Sequence[str], static_shapes: bool) -> int | None:
+    """A splat reach that holds every binary label ball of these frames in any rotation,
+    known on the host, where the kernel needs a static one (``static_shapes``: the GPU);
+    else None.
+
+    The ball's radius is ``binary_radius / voxel`` pixels; the smallest voxel a frame
+    can get: ``pixel_size`` (fixed), ``(2 r + 2 padxyz) / (E - 1)`` (structure; ``r``
+    its radius), and for ``image`` framing ``(m + 2 padxyz) / (E - 1)`` with ``m``, the
+    largest extent along the three axes, at least ``d / sqrt(3)`` for any two atoms
+    ``d`` apart (one of the three components of their separation is that long). A 0.1%
+    margin covers float32 rounding; a larger reach gives the same bytes.
+    """
+    s = settings
+    if not (static_shapes and {"binary_2d", "binary_3d"} & set(output_types)):
+        return None
+    largest = 0.0
+    for fd in frames:
+        if s.framing == "fixed":
+            voxel = float(s.pixel_size or 0.0)
+        elif s.framing == "structure":
+            voxel = (2.0 * fd.radius + 2.0 * s.padxyz) / (s.edgesize - 1)
+        else:
+            far = fd.centred[np.argmax((fd.centred * fd.centred).sum(axis=1))]
+            span = float(np.sqrt(((fd.centred - far) ** 2).sum(axis=1).max()))
+            voxel = (span / np.sqrt(3.0) + 2.0 * s.padxyz) / (s.edgesize - 1)
+        if not voxel > 0:
+            return None  # no bound: the kernel reads the radii (a synchronisation)
+        largest = max(largest, s.binary_radius / voxel)
+    return splat_reach(largest * 1.001)
+
+
+def batch_inputs(
+    settings: RenderSettings,
+    structure: Structure,
+    table: FrameTable,
+    frames: list[FrameData],
+    n_rotation: int,
+    seed: int,
+    stack: int,
+    start: int,
+    stop: int,
+) -> dict[str, np.ndarray]:
+    """Host arrays for images [start, stop): each image's frame (its row of ``table``),
+    rotation and metadata; with augmentations, their per-image draws.
+
+    Vectorised over the images whatever the frames: the per-atom arrays are gathered
+    from ``table`` where the batch renders (:func:`.stages.gather`).
+    """
+    k = np.arange(start, stop, dtype=np.int64)
+    which, r = np.divmod(k, n_rotation)
+    batch = {
+        "image_frame": which,
+        "rotations": keyed_rotation_matrices(table.keys[which], r,
+                                             all_random=settings.all_random),
+        "frame_index": table.frame_ids[which],
+        "n_atoms": table.n_atoms[which],
+    }
+    if settings.augmented:
+        batch.update(augmentation_draws(settings, structure, frames, which, r, seed, stack))
+    return batch
+
+
+def augmentation_draws(settings: RenderSettings, structure: Structure,
+                       frames: list[FrameData], which: np.ndarray, rotation: np.ndarray,
+                       seed: int, stack: int) -> dict[str, np.ndarray]:
+    """Per-image random draws of the augmentations, on the host (one generator per
+    image and purpose: :mod:`..physics.augment`)."""
+    s = settings
+    b = len(which)
+    nmax = structure.max_atoms
+    displacements = np.zeros((b, nmax, 3), dtype=np.float32) if s.phonon_jitter else None
+    scan = np.zeros((b, s.edgesize, 2), dtype=np.float32) if s.scan_distorted else None
+    keys = []
+    for i, (f, r) in enumerate(zip(which.tolist(), rotation.tolist())):
+        fd = frames[f]
+        key = augment.image_key(seed, structure.name, fd.index, stack, r)
+        keys.append(key)
+        if displacements is not None:
+            displacements[i, : len(fd.centred)] = augment.phonon_displacements(key, fd.rms)
+        if scan is not None:
+            scan[i] = augment.scan_offsets(key, s.edgesize, s.scan_jitter, s.drift)
+    extra = {"keys": np.array(keys, dtype=np.uint64)}
+    if displacements is not None:
+        extra["displacements"] = displacements
+    if scan is not None:
+        extra["scan_offsets"] = scan
+    return extra
