@@ -24,6 +24,7 @@ import numpy as np
 from ..backend import Backend
 from ..physics import augment
 from ..physics.thermal import smear_components, thermal_widths
+from ..structures.elements import atomic_number
 from ..structures.model import Structure, StructureError
 from .framing import precision_problem, sampling_problem, wide_gaussian_problem
 from .kernels.labels import splat_reach
@@ -31,11 +32,13 @@ from .rotations import keyed_rotation_matrices, rotation_key
 from .settings import RenderSettings
 
 __all__ = [
+    "NUMBERED",
     "FrameData",
     "FrameTable",
     "augmentation_draws",
     "batch_inputs",
     "binary_reach",
+    "channel_numbers",
     "components",
     "frame_data",
     "frame_table",
@@ -54,6 +57,7 @@ class FrameData:
     radius: float  # largest distance from the centroid, Å
     rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
     blank: str | None = None  # why its Gaussian images would come out blank, if they would
+    numbers: np.ndarray | None = None  # (N,) atomic numbers
 
 
 @dataclass
@@ -64,7 +68,7 @@ class FrameTable:
     uploaded once and each batch sends only its rotations and image-to-frame indices.
 
     Padding atoms copy atom 0 of their frame (extents unchanged), with amplitude 0, width 1
-    and ``valid`` False.
+    and ``valid`` False (atomic number -1 in ``numbers``).
     """
 
     positions: Any  # (F, N, 3) float32, relative to each frame's centroid, Å
@@ -76,15 +80,23 @@ class FrameTable:
     n_atoms: np.ndarray  # (F,) int32 (host)
     keys: np.ndarray  # (F,) uint64 each frame's rotation stream (host)
     binary_reach: int | None = None  # static splat reach of binary labels (GPU), see labels
+    #: (F, N) int16 atomic numbers, -1 for padding; only where an output needs them.
+    numbers: Any = None
+    #: (C,) int16 atomic numbers of element_heatmap_2d's channels, where it is requested.
+    channels: Any = None
 
-    #: The per-atom arrays that live on the backend's device.
+    #: The per-atom arrays that live on the backend's device (``numbers`` and ``channels``
+    #: too, where they are made).
     DEVICE = ("positions", "amplitudes", "sigmas", "valid", "radius")
+    OPTIONAL = ("numbers", "channels")
 
     def on(self, backend: Backend) -> FrameTable:
         """This table with its per-atom arrays on ``backend`` (the same table on NumPy)."""
         if not backend.is_gpu:
             return self
         moved = {k: backend.asarray(getattr(self, k)) for k in self.DEVICE}
+        moved.update({k: None if getattr(self, k) is None else backend.asarray(getattr(self, k))
+                      for k in self.OPTIONAL})
         return FrameTable(**moved, frame_ids=self.frame_ids, n_atoms=self.n_atoms,
                           keys=self.keys, binary_reach=self.binary_reach)
 
@@ -139,7 +151,7 @@ def frame_data(settings: RenderSettings, structure: Structure, *,
                 len(pos), float(sigmas.min()), radius, framing=s.framing,
                 edgesize=s.edgesize, padxyz=s.padxyz, pixel_size=s.pixel_size)
         data.append(FrameData(frame.index, centred, amps, sigmas, radius,
-                              rms if s.phonon_jitter else None, blank))
+                              rms if s.phonon_jitter else None, blank, frame.numbers))
     return data
 
 
@@ -166,7 +178,9 @@ def frame_table(settings: RenderSettings, structure: Structure, frames: list[Fra
                 static_shapes: bool) -> FrameTable:
     """Every frame's padded host arrays and rotation key, once per render.
 
-    ``output_types`` and ``static_shapes`` (the kernel's) decide :func:`binary_reach`.
+    ``output_types`` and ``static_shapes`` (the kernel's) decide :func:`binary_reach`;
+    ``output_types`` also whether the atomic numbers (``numbers`` and the label maps per
+    element) and the channels (:func:`channel_numbers`) are in the table.
     """
     nmax = structure.max_atoms
     f = len(frames)
@@ -186,13 +200,36 @@ def frame_table(settings: RenderSettings, structure: Structure, frames: list[Fra
         n_atoms[i] = n
     keys = np.array([rotation_key(seed, structure.name, fd.index, stack) for fd in frames],
                     dtype=np.uint64)
+    numbers = channels = None
+    if NUMBERED & set(output_types):
+        numbers = np.full((f, nmax), -1, dtype=np.int16)
+        for i, fd in enumerate(frames):
+            numbers[i, : len(fd.centred)] = fd.numbers
+    if "element_heatmap_2d" in output_types:
+        channels = channel_numbers(settings, structure)
     return FrameTable(
         pos, amps, sigmas, valid,
         np.array([fd.radius for fd in frames], dtype=np.float32),
         np.array([fd.index for fd in frames], dtype=np.int32), n_atoms, keys,
         binary_reach(settings, frames, output_types=output_types,
                      static_shapes=static_shapes),
+        numbers, channels,
     )
+
+
+#: Outputs drawn from each atom's atomic number.
+NUMBERED = frozenset({"numbers", "element_heatmap_2d"})
+
+
+def channel_numbers(settings: RenderSettings, structure: Structure) -> np.ndarray:
+    """Atomic numbers of ``element_heatmap_2d``'s channels, ascending, (C,) int16:
+    ``settings.channel_elements``, or by default every element of ``structure`` (all its
+    frames), so that every stack of one input has the same channels."""
+    if settings.channel_elements:
+        return np.array([atomic_number(el) for el in settings.channel_elements],
+                        dtype=np.int16)
+    present = np.unique(np.concatenate([np.asarray(f.numbers) for f in structure.frames]))
+    return present.astype(np.int16)
 
 
 def binary_reach(settings: RenderSettings, frames: list[FrameData], *,
@@ -253,6 +290,9 @@ def batch_inputs(
         "frame_index": table.frame_ids[which],
         "n_atoms": table.n_atoms[which],
     }
+    if table.channels is not None:  # the same channels for every image (host copy)
+        batch["elements"] = np.broadcast_to(np.asarray(table.channels),
+                                            (len(k), len(table.channels))).copy()
     if settings.augmented:
         batch.update(augmentation_draws(settings, structure, frames, which, r, seed, stack))
     return batch

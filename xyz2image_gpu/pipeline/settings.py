@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..structures.elements import atomic_number, element_values
+from ..structures.elements import atomic_number, element_values, normalize_elements
 from .framing import FRAMINGS
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "BITRATES",
     "HAADF_Z_EXPONENT",
     "IMAGE_TYPES",
+    "LABEL_MAPS",
     "METADATA_KEYS",
     "NORMALIZATIONS",
     "OUTPUT_TYPES",
@@ -40,7 +41,14 @@ OUTPUT_TYPES = (
     "gaussian_2d",
     "binary_3d",
     "binary_2d",
+    "numbers",
+    "heatmap_2d",
+    "element_heatmap_2d",
+    "column_map_2d",
 )
+#: Label maps drawn in the image's pixel grid, scan distortions included (each then also
+#: stored undistorted as ``<name>_clean``).
+LABEL_MAPS = ("heatmap_2d", "element_heatmap_2d", "column_map_2d")
 #: TIFF-stack outputs and the array each one shows.
 IMAGE_TYPES = {
     "delta_2d_image": "delta_2d",
@@ -137,6 +145,19 @@ class RenderSettings:
         ``column_broadening * max(x - 1, 0)`` Å² (integral kept).
     column_reference : str
         Element whose single-atom peak is the unit of ``x``.
+    heatmap_sigma : float
+        Standard deviation of each atom's Gaussian in ``heatmap_2d`` and
+        ``element_heatmap_2d``, Å: ``sum_a exp(-|p - c_a|² / (2 heatmap_sigma²))`` over the
+        projected positions ``c_a`` (peak 1 at an isolated atom, not normalised per image).
+    column_radius : float
+        ``column_map_2d``: pixel ``p`` counts the atoms whose projected position lies within
+        ``max(column_radius, half a pixel)`` of its centre along both image axes (a square
+        window). 0 (default): the atoms whose nearest pixel it is, so the map sums to the
+        number of atoms in the field of view.
+    channel_elements : tuple of str
+        The elements of ``element_heatmap_2d``'s channels (symbols, stored sorted by Z; any
+        element list :func:`~xyz2image_gpu.structures.elements.normalize_elements` takes).
+        Empty (default): every element of the structure, over all its frames.
 
     Augmentations (``phonon_jitter``, ``dose``, ``read_noise``, ``scan_jitter``,
     ``drift``) change gaussian_2d only; ``gaussian_2d_clean`` keeps the image without them,
@@ -166,6 +187,9 @@ class RenderSettings:
     column_correction: tuple[float, ...] = ()
     column_broadening: float = 0.0
     column_reference: str = "Au"
+    heatmap_sigma: float = 0.25
+    column_radius: float = 0.0
+    channel_elements: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.z_exponent is None:  # one default contrast for the API and the CLI
@@ -177,7 +201,13 @@ class RenderSettings:
         object.__setattr__(self, "thermal_overrides", overrides)
         correction = tuple(float(c) for c in self.column_correction)
         object.__setattr__(self, "column_correction", correction)
+        channels = normalize_elements(self.channel_elements, what="channel_elements")
+        object.__setattr__(self, "channel_elements", channels)
         self._check_finite()
+        if not self.heatmap_sigma > 0:
+            raise ValueError(f"heatmap_sigma must be > 0 Å, got {self.heatmap_sigma}")
+        if not self.column_radius >= 0:
+            raise ValueError(f"column_radius must be >= 0 Å, got {self.column_radius}")
         if not self.column_broadening >= 0:
             raise ValueError("column_broadening must be >= 0 Å²")
         if self.legacy and (correction or self.column_broadening):
@@ -258,6 +288,7 @@ class RenderSettings:
             "dose": self.dose, "read_noise": self.read_noise,
             "scan_jitter": self.scan_jitter, "drift": self.drift,
             "column_broadening": self.column_broadening,
+            "heatmap_sigma": self.heatmap_sigma, "column_radius": self.column_radius,
         }
         values.update({f"column_correction[{k}]": c
                        for k, c in enumerate(self.column_correction)})

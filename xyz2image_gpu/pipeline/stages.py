@@ -1,12 +1,15 @@
 """One batch's way through the pipeline, stage by stage::
 
     host inputs -> gather -> geometry -> labels
+                                      -> maps
                                       -> components -> images -> augmentations
 
 * :func:`gather`: each image's atoms, from the table of the render's frames by the image's
   frame (on the device on the GPU, where the table was uploaded once);
 * :func:`geometry`: rotate each image's atoms and frame them in pixels (:mod:`.framing`);
-* :func:`labels`: coordinates_3d, delta_* and binary_* from the undisplaced atoms;
+* :func:`labels`: coordinates_3d, numbers, delta_* and binary_* from the undisplaced atoms;
+* :func:`maps`: the label maps (heatmaps, per-element heatmaps, column map) in the image's
+  pixel grid, through the image's distorted scan when it has one;
 * :func:`components`: every probe component of every atom as one Gaussian in pixels, with
   the column correction (:mod:`..physics.column`);
 * :func:`images`: gaussian_2d and gaussian_3d;
@@ -34,6 +37,7 @@ from ..physics import augment
 from ..physics.column import ColumnCorrection
 from . import kernels
 from .framing import count_outside, frame_pixel_coordinates
+from .settings import LABEL_MAPS
 from .strategies import ArrayKernel
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "geometry",
     "images",
     "labels",
+    "maps",
 ]
 
 #: Labels drawn at atoms' positions rounded to voxels.
@@ -133,13 +138,14 @@ def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str
     ``table`` holds the render's frames padded to one size (positions, amplitudes, sigmas,
     valid, radius, indexed by frame; on the backend's device); only the (B,) index array
     moves. Returns ``host``'s arrays plus ``positions`` (B, N, 3), ``amplitudes`` and
-    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,).
+    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,), and ``numbers`` (B, N)
+    where the table has them.
     """
     be = kernel.backend
     xp = be.xp
     index = be.asarray(host["image_frame"])
     out = dict(host)
-    for key in GATHERED:
+    for key in GATHERED + (("numbers",) if table.numbers is not None else ()):
         out[key] = xp.take(getattr(table, key), index, axis=0)
     return out
 
@@ -172,15 +178,19 @@ def geometry(kernel: ArrayKernel, host: Mapping[str, Any],
     return Geometry(coords, voxels, voxel, valid, rot, outside, binary_reach=binary_reach)
 
 
-def labels(kernel: ArrayKernel, geo: Geometry, output_types: Collection[str]) -> dict[str, Any]:
-    """The requested labels: coordinates_3d (int16 voxels, -1 for padding), delta_3d/2d and
-    binary_3d/2d (bool), all from the undisplaced atoms."""
+def labels(kernel: ArrayKernel, geo: Geometry, output_types: Collection[str],
+           numbers: Any = None) -> dict[str, Any]:
+    """The requested labels: coordinates_3d (int16 voxels, -1 for padding), numbers (int16
+    atomic numbers of the same atoms, -1 for padding: :func:`gather`'s ``numbers``),
+    delta_3d/2d and binary_3d/2d (bool), all from the undisplaced atoms."""
     s = kernel.settings
     xp = kernel.xp
     e = s.edgesize
     out: dict[str, Any] = {}
     if "coordinates_3d" in output_types:
         out["coordinates_3d"] = kernels.coordinates_3d(xp, geo.voxels, geo.valid)
+    if "numbers" in output_types:
+        out["numbers"] = numbers
     if "delta_3d" in output_types:
         out["delta_3d"] = kernels.delta_3d(xp, geo.voxels, geo.valid, e)
     if "delta_2d" in output_types:
@@ -191,6 +201,63 @@ def labels(kernel: ArrayKernel, geo: Geometry, output_types: Collection[str]) ->
             if name in output_types:
                 out[name] = kernel.binary(ndim, geo.coords, radius_px, geo.valid,
                                           reach=geo.binary_reach)
+    return out
+
+
+def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
+         output_types: Collection[str], channels: Any = None) -> dict[str, Any]:
+    """The requested label maps, from the undisplaced atoms in the image's pixel grid.
+
+    * ``heatmap_2d`` (B, E, E) float32: ``sum_a exp(-|p - c_a|² / (2 s²))`` over the atoms'
+      projected pixel positions ``c_a``, ``s`` = ``heatmap_sigma`` in pixels;
+    * ``element_heatmap_2d`` (B, C, E, E) float32: the same sum over the atoms of each
+      channel's element (``channels`` (C,) atomic numbers, on the backend);
+    * ``column_map_2d`` (B, E, E) uint16: atoms within ``max(column_radius, half a pixel)``
+      of each pixel along both axes (:mod:`.kernels.maps`).
+
+    With a distorted scan (``scan_jitter``, ``drift``) each map is drawn as the image is,
+    row ``i`` showing the atoms shifted by the row's offsets (``inputs["scan_offsets"]``,
+    Å), and the undistorted map is kept as ``<name>_clean``. Everything stays on the
+    backend's device.
+    """
+    wanted = [name for name in LABEL_MAPS if name in output_types]
+    if not wanted:
+        return {}
+    s = kernel.settings
+    be = kernel.backend
+    xp = be.xp
+    coords = geo.coords
+    b, n, _ = coords.shape
+    dtype = coords.dtype
+    weights = geo.valid.astype(dtype)
+    offsets = None
+    if s.scan_distorted:
+        offsets = be.asarray(inputs["scan_offsets"]) / geo.voxel[:, None, None]
+    scans = {"": None} if offsets is None else {"": offsets, "_clean": None}
+    out: dict[str, Any] = {}
+    if "heatmap_2d" in wanted or "element_heatmap_2d" in wanted:
+        sigma = xp.broadcast_to((s.heatmap_sigma / geo.voxel).astype(dtype)[:, None], (b, n))
+    if "heatmap_2d" in wanted:
+        comps = Components(coords, weights, sigma, 1)
+        for suffix, scan in scans.items():
+            out["heatmap_2d" + suffix] = kernel.heatmap(comps, scan)
+    if "element_heatmap_2d" in wanted:
+        c = int(channels.shape[0])
+        member = inputs["numbers"][:, None, :] == channels[None, :, None]  # (B, C, N)
+        comps = Components(
+            xp.broadcast_to(coords[:, None], (b, c, n, 3)).reshape(b * c, n, 3),
+            (member * weights[:, None, :]).astype(dtype).reshape(b * c, n),
+            xp.broadcast_to(sigma[:, None], (b, c, n)).reshape(b * c, n), 1)
+        for suffix, scan in scans.items():
+            if scan is not None:
+                scan = xp.broadcast_to(scan[:, None], (b, c) + scan.shape[1:]).reshape(
+                    (b * c,) + scan.shape[1:])
+            out["element_heatmap_2d" + suffix] = kernel.heatmap(comps, scan).reshape(
+                b, c, s.edgesize, s.edgesize)
+    if "column_map_2d" in wanted:
+        half = xp.maximum((s.column_radius / geo.voxel).astype(dtype), dtype.type(0.5))
+        for suffix, scan in scans.items():
+            out["column_map_2d" + suffix] = kernel.column_map(coords, weights, half, scan)
     return out
 
 
