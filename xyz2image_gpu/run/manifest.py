@@ -19,6 +19,7 @@ from .config import SettingsMismatchError
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
+    "same_parameters",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -68,6 +69,12 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
             for k in keys if old.get(k) != new.get(k)
             and not (k not in old and k in defaults and new.get(k) == defaults[k])]
+
+
+def same_parameters(old: Any, new: dict[str, Any]) -> bool:
+    """Whether a manifest's ``parameters`` (``old``; None or junk when unreadable) describe
+    the same bytes as ``new`` (see :func:`_differences`)."""
+    return isinstance(old, dict) and not _differences(old, new)
 
 
 def _sha256(path: Path) -> str:

@@ -1,0 +1,387 @@
+"""The labels networks train on: ``numbers``, ``heatmap_2d``, ``element_heatmap_2d`` (with
+``elements``) and ``column_map_2d``, each checked against an independent reference: the
+pixel coordinates of :func:`reference.frame_pixel_coords`, analytic sums of Gaussians,
+direct counts of atoms per pixel and per column, and ASE's reader for the atomic numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase_compat import Atoms
+from reference import analytic_gaussian_2d, frame_pixel_coords, icosahedron
+
+from xyz2image_gpu import Renderer, RenderSettings, as_structure, render
+
+MAPS = ["heatmap_2d", "element_heatmap_2d", "column_map_2d"]
+LABELS = ["numbers", *MAPS]
+
+
+def _mixed(shells: int, seed: int, symbols=("Au", "Pd", "Cu")) -> Atoms:
+    atoms = icosahedron("Pd", shells)
+    rng = np.random.default_rng(seed)
+    atoms.set_chemical_symbols(rng.choice(list(symbols), len(atoms)))
+    atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+    return atoms
+
+
+def _frames():
+    """Two frames with different atom counts and elements (Cu only in the second)."""
+    return [_mixed(2, 1, ("Au", "Pd")), _mixed(3, 2)]
+
+
+def _render(obj, outputs, device="cpu", *, n_rotation=3, cpu_kernel="auto", **settings):
+    with Renderer(RenderSettings(**settings), outputs, device, cpu_kernel=cpu_kernel) as r:
+        return r.render(obj, n_rotation, seed=3)
+
+
+def _pixel_coords(frames, out, k, **framing):
+    """Reference pixel coordinates (N, 3) and Å per pixel of image ``k``."""
+    atoms = frames[int(out["frame_index"][k])]
+    u, voxel = frame_pixel_coords(atoms.positions, out["rotations"][k], **framing)
+    return u, voxel, atoms.numbers
+
+
+def _direct_counts(u, half, edgesize, offsets=None):
+    """Atoms per pixel, counted atom by atom: pixel (i, j) holds atom a when
+    ``-half < i - x_a <= half`` and the same along y (``offsets`` (E, 2) px: row i sees the
+    atoms shifted by them)."""
+    counts = np.zeros((edgesize, edgesize), dtype=np.int64)
+    for i in range(edgesize):
+        ox, oy = (0.0, 0.0) if offsets is None else offsets[i]
+        for x, y in u[:, :2]:
+            if -half < i - (x + ox) <= half:
+                for j in range(edgesize):
+                    if -half < j - (y + oy) <= half:
+                        counts[i, j] += 1
+    return counts
+
+
+def _boundary_atoms(u, half, tol=1e-3):
+    """Atoms within ``tol`` px of a window boundary, whose pixel float32 may decide either
+    way (the test skips the pixels they touch)."""
+    frac = (np.asarray(u[:, :2]) - half) % 1.0
+    return np.any((frac < tol) | (frac > 1 - tol), axis=1)
+
+
+# -------------------------------------------------------------------------- heatmaps
+@pytest.mark.parametrize("cpu_kernel", ["auto", "numpy"])
+@pytest.mark.parametrize("framing", [{"framing": "image"},
+                                     {"framing": "fixed", "pixel_size": 0.45}])
+def test_heatmaps_are_analytic_sums_of_unit_gaussians(device, cpu_kernel, framing):
+    """heatmap_2d is sum_a exp(-|p - c_a|² / 2s²) at the reference pixel positions (peak 1
+    per isolated atom, whatever the element's weight in the image); each channel of
+    element_heatmap_2d sums its element's atoms only, in the order ``elements`` records,
+    and the channels add up to heatmap_2d."""
+    frames = _frames()
+    e, sigma = 28, 0.3
+    out = _render(frames, MAPS, device, cpu_kernel=cpu_kernel, edgesize=e, heatmap_sigma=sigma,
+                  z_exponent=1.7, **framing)
+    assert out["heatmap_2d"].dtype == np.float32
+    np.testing.assert_array_equal(out["elements"], np.tile([29, 46, 79], (6, 1)))
+    for k in range(6):
+        u, voxel, numbers = _pixel_coords(frames, out, k, edgesize=e, **framing)
+        want = analytic_gaussian_2d(u, 1.0, sigma / voxel, e)
+        np.testing.assert_allclose(out["heatmap_2d"][k], want, rtol=1e-4, atol=1e-4)
+        for c, z in enumerate(out["elements"][k]):
+            mine = numbers == z
+            want_c = analytic_gaussian_2d(u[mine], 1.0, sigma / voxel, e) if mine.any() else 0
+            np.testing.assert_allclose(out["element_heatmap_2d"][k, c], want_c, rtol=1e-4,
+                                       atol=1e-4, err_msg=f"image {k}, Z={z}")
+        np.testing.assert_allclose(out["element_heatmap_2d"][k].sum(axis=0),
+                                   out["heatmap_2d"][k], rtol=1e-5, atol=1e-6)
+    # frame 0 has no Cu: its channel is empty there, present in frame 1's images
+    assert out["element_heatmap_2d"][:3, 0].max() == 0
+    assert out["element_heatmap_2d"][3:, 0].max() > 0.5
+
+
+def test_an_isolated_atom_peaks_at_one():
+    out = render(np.zeros((1, 3)), numbers=[79], output_types=["heatmap_2d"], edgesize=33,
+                 framing="fixed", pixel_size=0.2, heatmap_sigma=0.3, device="cpu")
+    assert out["heatmap_2d"].max() == pytest.approx(1.0, abs=1e-6)
+    assert np.unravel_index(out["heatmap_2d"][0].argmax(), (33, 33)) == (16, 16)
+
+
+def test_channel_elements_choose_and_order_the_channels():
+    """``channel_elements`` fixes the channels whatever the structure holds (sorted by Z);
+    an element it leaves out gets no channel, one absent from the structure an empty one."""
+    frames = _frames()
+    out = _render(frames, ["element_heatmap_2d", "heatmap_2d"], edgesize=20, n_rotation=1,
+                  channel_elements="Pt,Au")
+    np.testing.assert_array_equal(out["elements"], [[78, 79], [78, 79]])
+    assert out["element_heatmap_2d"].shape == (2, 2, 20, 20)
+    assert out["element_heatmap_2d"][:, 0].max() == 0  # no Pt anywhere
+    for k in range(2):
+        u, voxel, numbers = _pixel_coords(frames, out, k, edgesize=20)
+        want = analytic_gaussian_2d(u[numbers == 79], 1.0, 0.25 / voxel, 20)
+        np.testing.assert_allclose(out["element_heatmap_2d"][k, 1], want, rtol=1e-4,
+                                   atol=1e-4)
+    with pytest.raises(ValueError, match="channel_elements"):
+        RenderSettings(channel_elements="Au,Qq")
+    for bad in ({"heatmap_sigma": 0}, {"column_radius": -1}, {"heatmap_sigma": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            RenderSettings(**bad)
+
+
+# ------------------------------------------------------------------------ column map
+@pytest.mark.parametrize("cpu_kernel", ["auto", "numpy"])
+@pytest.mark.parametrize("radius", [0.0, 0.7])
+def test_column_map_counts_atoms_per_pixel_window(device, cpu_kernel, radius):
+    """column_map_2d against a count atom by atom; with radius 0 each atom is in exactly
+    one pixel, its nearest, so every image's map sums to its atom count."""
+    frames = _frames()
+    e = 24
+    out = _render(frames, ["column_map_2d"], device, cpu_kernel=cpu_kernel, edgesize=e,
+                  column_radius=radius)
+    assert out["column_map_2d"].dtype == np.uint16
+    for k in range(6):
+        u, voxel, _ = _pixel_coords(frames, out, k, edgesize=e)
+        half = max(radius / voxel, 0.5)
+        want = _direct_counts(u, half, e)
+        unsure = np.zeros((e, e), dtype=bool)
+        for x, y in u[_boundary_atoms(u, half), :2]:  # float32 may decide these either way
+            unsure[max(0, int(x - half) - 1):int(x + half) + 2,
+                   max(0, int(y - half) - 1):int(y + half) + 2] = True
+        np.testing.assert_array_equal(out["column_map_2d"][k][~unsure], want[~unsure])
+        if radius == 0:
+            assert out["column_map_2d"][k].sum() == len(u)
+    if radius:
+        assert out["column_map_2d"].max() > 1
+
+
+def test_column_map_counts_the_atoms_of_each_column():
+    """A crystal seen down its columns: 3 x 3 columns along the beam (z) holding 1..9 atoms.
+    The map reads each column's atom count at the column's pixel, over a square of
+    half-width ``column_radius``, and 0 between columns."""
+    counts = np.arange(1, 10).reshape(3, 3)
+    xy = np.array([0.0, 2.6, 5.1])
+    positions = np.array([[xy[a], xy[b], 2.0 * z] for a in range(3) for b in range(3)
+                          for z in range(counts[a, b])])
+    e, pixel = 33, 0.25
+    for radius in (0.0, 0.5):
+        out = render(positions, numbers=np.full(len(positions), 79), n_rotation=1,
+                     output_types=["column_map_2d"], edgesize=e, framing="fixed",
+                     pixel_size=pixel, column_radius=radius, device="cpu")
+        u, _ = frame_pixel_coords(positions, out["rotations"][0], "fixed", edgesize=e,
+                                  pixel_size=pixel)
+        image = out["column_map_2d"][0]
+        half = max(radius / pixel, 0.5)
+        covered = np.zeros((e, e), dtype=bool)
+        for a in range(3):
+            for b in range(3):
+                x, y = u[np.all(np.isclose(positions[:, :2], [xy[a], xy[b]]), axis=1)][0, :2]
+                # the pixels within half of the column, (x - half, x + half] along each axis
+                rows = slice(int(np.floor(x - half)) + 1, int(np.floor(x + half)) + 1)
+                cols = slice(int(np.floor(y - half)) + 1, int(np.floor(y + half)) + 1)
+                assert rows.stop - rows.start == cols.stop - cols.start == round(2 * half)
+                assert (image[rows, cols] == counts[a, b]).all(), (a, b, image[rows, cols])
+                covered[rows, cols] = True
+        assert (image[~covered] == 0).all()
+        assert np.abs((u[:, :2] + half) % 1.0 - 0.5).max() < 0.45  # no atom on a boundary
+
+
+# --------------------------------------------------------------------------- numbers
+def test_numbers_match_ase_beside_the_coordinates(tmp_path):
+    """numbers (int16) hold each atom's atomic number in coordinates_3d's rows, -1 in the
+    padding rows of frames with fewer atoms; compared with ASE's reading of the file."""
+    ase_io = pytest.importorskip("ase.io")
+    path = tmp_path / "traj.xyz"
+    small, large = _frames()
+    ase_io.write(path, [small, large], format="extxyz")
+    out = render(path, n_rotation=2, output_types=["numbers", "coordinates_3d"], edgesize=16,
+                 device="cpu")
+    read = ase_io.read(path, index=":")
+    assert out["numbers"].dtype == np.int16 and out["numbers"].shape == (4, len(large))
+    for k in range(4):
+        n = int(out["n_atoms"][k])
+        want = read[int(out["frame_index"][k])].numbers
+        assert n == len(want)
+        np.testing.assert_array_equal(out["numbers"][k, :n], want)
+        assert (out["numbers"][k, n:] == -1).all()
+        assert (out["coordinates_3d"][k, n:] == -1).all()
+    assert (out["numbers"][:2, len(small):] == -1).all() and len(small) < len(large)
+
+
+# --------------------------------------------------------------------- scan distortion
+def _isolated_atoms():
+    """Four Au atoms 7 Å apart: each one's peak is its own."""
+    return np.array([[0.0, 0.0, 0.0], [7.0, 0.4, 1.0], [0.3, 7.2, -1.0], [7.1, 7.3, 0.5]])
+
+
+@pytest.mark.parametrize("cpu_kernel", ["auto", "numpy"])
+def test_label_maps_follow_the_distorted_scan(device, cpu_kernel):
+    """With scan jitter and drift the maps are drawn through the image's own scan: each
+    isolated atom's heatmap peak sits at the distorted image's peak, the column map counts
+    the atoms where the scan's offsets put them, and ``<name>_clean`` keeps the maps of
+    the undistorted geometry (equal to a render without the distortion)."""
+    positions = _isolated_atoms()
+    e, pixel = 48, 0.25
+    common = {"edgesize": e, "framing": "fixed", "pixel_size": pixel,
+              "normalization": "float", "heatmap_sigma": 0.2}
+    outputs = ["gaussian_2d", *MAPS]
+    structure = as_structure(positions, numbers=[79] * 4)
+    out = _render(structure, outputs, device, cpu_kernel=cpu_kernel, n_rotation=4,
+                  scan_jitter=0.15, drift=0.6, **common)
+    clean = _render(structure, outputs, device, cpu_kernel=cpu_kernel, n_rotation=4, **common)
+    for name in MAPS:
+        np.testing.assert_array_equal(out[name + "_clean"], clean[name], err_msg=name)
+    assert not np.allclose(out["heatmap_2d"], clean["heatmap_2d"], atol=1e-2)
+    for k in range(4):
+        u, voxel = frame_pixel_coords(positions, out["rotations"][k], "fixed", edgesize=e,
+                                      pixel_size=pixel)
+        offsets = out["scan_offsets"][k].astype(np.float64) / voxel
+        for x, y in u[:, :2]:
+            window = (slice(max(0, int(x) - 5), int(x) + 6), slice(max(0, int(y) - 5),
+                                                                   int(y) + 6))
+            image = out["gaussian_2d"][k][window]
+            heat = out["heatmap_2d"][k][window]
+            assert np.unravel_index(heat.argmax(), heat.shape) == np.unravel_index(
+                image.argmax(), image.shape)
+        want = _direct_counts(u, 0.5, e, offsets)
+        np.testing.assert_array_equal(out["column_map_2d"][k], want)
+        np.testing.assert_allclose(out["element_heatmap_2d"][k, 0], out["heatmap_2d"][k],
+                                   rtol=1e-6, atol=1e-7)
+
+
+def test_distorted_maps_equal_the_distorted_image_of_unit_weights():
+    """With the image's own width, weight 1 (z_exponent 0) and float images, the distorted
+    heatmap is the distorted image, pixel for pixel, and the clean ones agree too."""
+    positions = _isolated_atoms()
+    out = render(positions, numbers=[79] * 4, n_rotation=3,
+                 output_types=["gaussian_2d", "heatmap_2d"], edgesize=40, framing="fixed",
+                 pixel_size=0.3, normalization="float", z_exponent=0, gauss_sigma=0.35,
+                 heatmap_sigma=0.35, scan_jitter=0.2, drift=0.5, device="cpu")
+    np.testing.assert_allclose(out["heatmap_2d"], out["gaussian_2d"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["heatmap_2d_clean"], out["gaussian_2d_clean"], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_maps_alone_carry_their_scan_offsets():
+    """Without gaussian_2d the distorted maps still come with the offsets they were drawn
+    through (and no image keys)."""
+    out = render(_isolated_atoms(), numbers=[79] * 4, n_rotation=2,
+                 output_types=["column_map_2d"], edgesize=24, scan_jitter=0.3,
+                 device="cpu")
+    assert set(out) == {"column_map_2d", "column_map_2d_clean", "scan_offsets", "rotations",
+                        "voxel_size", "frame_index"}
+    with_image = render(_isolated_atoms(), numbers=[79] * 4, n_rotation=2,
+                        output_types=["column_map_2d", "gaussian_2d"], edgesize=24,
+                        scan_jitter=0.3, device="cpu")
+    np.testing.assert_array_equal(out["scan_offsets"], with_image["scan_offsets"])
+    np.testing.assert_array_equal(out["column_map_2d"], with_image["column_map_2d"])
+
+
+# ------------------------------------------------------------------- the GPU's branch
+@pytest.mark.parametrize("settings, per_batch", [
+    ({}, 1),
+    ({"scan_jitter": 0.2, "drift": 0.4}, 1),  # the maps' distorted scan stays on the device
+])
+def test_gpu_labels_stay_on_the_device_and_match_the_numpy_path(settings, per_batch):
+    """On the GPU (the CuPy stand-in) the labels are computed on the device, heatmaps by the
+    fused image kernel where it applies, and a batch costs no host synchronisation beyond
+    the wait for the batch handed over; the values are the NumPy path's."""
+    from fake_cupy import FakeCupy
+
+    from xyz2image_gpu.backend import Backend
+
+    frames = _frames()
+    common = RenderSettings(edgesize=20, **settings)
+    with Renderer(common, LABELS, "cpu", cpu_kernel="numpy") as cpu:
+        want = cpu.render(frames, 4, seed=5)
+    fake = FakeCupy()
+    gpu = Renderer(common, LABELS, Backend("cupy", fake, "stand-in"))
+    batches = gpu.iter_batches(frames, 4, seed=5, batch_size=2)
+    got: dict[str, list] = {}
+    counts = []
+    while True:
+        before = fake.syncs
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        counts.append(fake.syncs - before)
+        for key, value in batch.detach().items():
+            got.setdefault(key, []).append(value)
+        batch.release()
+    gpu.close()
+    assert counts[1:-1] == [per_batch] * (len(counts) - 2), fake.sync_log
+    if not settings:  # the heatmaps come from the fused kernel (no image is requested)
+        assert "RawKernel xyz2image_gaussian" in fake.op_log
+    assert set(got) == set(want)
+    for key, value in want.items():
+        joined = np.concatenate(got[key])
+        assert joined.dtype == value.dtype, key
+        if "heatmap" in key:
+            np.testing.assert_allclose(joined, value, rtol=1e-5, atol=1e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(joined, value, err_msg=key)
+
+
+# ----------------------------------------------------------------- the command line
+def test_the_command_line_writes_the_labels(tmp_path):
+    """``render --output-types`` with the labels writes them into each stack's .npz with
+    ``elements`` (each file's own elements by default, the same for its every stack, or
+    ``--elements``), the same bytes whatever the workers and batch size, and the values
+    ``render`` returns for the same settings."""
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+    from xyz2image_gpu.structures.examples import bundled_examples
+
+    inputs = sorted(p for p in bundled_examples() if "pd" in p.name or "au147" in p.name)
+    assert len(inputs) == 2
+    common = ["--edgesize", "20", "--n-rotation", "3", "--n-stacks", "2", "--seed", "4",
+              "--output-types", "numbers,heatmap_2d,element_heatmap_2d,column_map_2d",
+              "--heatmap-sigma", "0.3", "--column-radius", "0.5", "--quiet", "--device", "cpu"]
+    files = {}
+    for workers, batch in [(1, 2), (2, 5)]:
+        out = tmp_path / f"w{workers}b{batch}"
+        result = CliRunner().invoke(cli, ["render", *map(str, inputs), "-o", str(out),
+                                          "--workers", str(workers), "--batch-size",
+                                          str(batch), *common])
+        assert result.exit_code == 0, result.output
+        files[workers] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.npz")}
+    assert len(files[1]) == 4 and files[1] == files[2]
+    for path in inputs:
+        with np.load(tmp_path / "w1b2" / path.stem / "0001.npz") as npz:
+            stored = dict(npz)
+        want = render(path, 3, LABELS, stack=1, seed=4, edgesize=20, heatmap_sigma=0.3,
+                      column_radius=0.5, device="cpu")
+        assert set(stored) == set(want)
+        for key, value in want.items():
+            np.testing.assert_array_equal(stored[key], value, err_msg=key)
+        numbers = np.unique(stored["numbers"][stored["numbers"] > 0])
+        np.testing.assert_array_equal(stored["elements"], np.tile(numbers, (3, 1)))
+    out = tmp_path / "chosen"
+    result = CliRunner().invoke(cli, ["render", *map(str, inputs), "-o", str(out), *common,
+                                      "--elements", "pd,AU,Pt"])
+    assert result.exit_code == 0, result.output
+    for path in inputs:
+        with np.load(out / path.stem / "0000.npz") as npz:
+            np.testing.assert_array_equal(npz["elements"], np.tile([46, 78, 79], (3, 1)))
+            assert npz["element_heatmap_2d"].shape == (3, 3, 20, 20)
+
+
+def test_a_folder_of_an_earlier_version_resumes(tmp_path):
+    """A manifest written before the label settings existed lacks them: at their defaults
+    they changed nothing, so the run resumes; other values are a mismatch naming them."""
+    import json
+
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+    from xyz2image_gpu.structures.examples import bundled_examples
+
+    au147 = next(p for p in bundled_examples() if "au147" in p.name)
+    out = tmp_path / "out"
+    args = ["render", str(au147), "-o", str(out), "--edgesize", "16", "--n-rotation", "2",
+            "--device", "cpu", "--workers", "1"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("heatmap_sigma", "column_radius", "channel_elements"):
+        del manifest["parameters"][key]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, [*args, "--heatmap-sigma", "0.3"])
+    assert result.exit_code == 1 and "(heatmap_sigma: '(unset)' -> 0.3)" in result.output
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0 and "1 complete stacks skipped" in result.output
