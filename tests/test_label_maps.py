@@ -280,7 +280,7 @@ def test_gpu_labels_stay_on_the_device_and_match_the_numpy_path(settings, per_ba
     """On the GPU (the CuPy stand-in) the labels are computed on the device, heatmaps by the
     fused image kernel where it applies, and a batch costs no host synchronisation beyond
     the wait for the batch handed over; the values are the NumPy path's."""
-    from fake_cupy import FakeCupy
+    from fake_cupy import FakeCupy, syncs_per_batch
 
     from xyz2image_gpu.backend import Backend
 
@@ -290,26 +290,16 @@ def test_gpu_labels_stay_on_the_device_and_match_the_numpy_path(settings, per_ba
         want = cpu.render(frames, 4, seed=5)
     fake = FakeCupy()
     gpu = Renderer(common, LABELS, Backend("cupy", fake, "stand-in"))
-    batches = gpu.iter_batches(frames, 4, seed=5, batch_size=2)
-    got: dict[str, list] = {}
-    counts = []
-    while True:
-        before = fake.syncs
-        try:
-            batch = next(batches)
-        except StopIteration:
-            break
-        counts.append(fake.syncs - before)
-        for key, value in batch.detach().items():
-            got.setdefault(key, []).append(value)
-        batch.release()
+    kept: list[dict] = []
+    counts = syncs_per_batch(fake, gpu.iter_batches(frames, 4, seed=5, batch_size=2), kept)
     gpu.close()
     assert counts[1:-1] == [per_batch] * (len(counts) - 2), fake.sync_log
     if not settings:  # the heatmaps come from the fused kernel (no image is requested)
         assert "RawKernel xyz2image_gaussian" in fake.op_log
+    got = {key: np.concatenate([batch[key] for batch in kept]) for key in kept[0]}
     assert set(got) == set(want)
     for key, value in want.items():
-        joined = np.concatenate(got[key])
+        joined = got[key]
         assert joined.dtype == value.dtype, key
         if "heatmap" in key:
             np.testing.assert_allclose(joined, value, rtol=1e-5, atol=1e-6, err_msg=key)
