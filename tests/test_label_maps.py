@@ -375,3 +375,30 @@ def test_a_folder_of_an_earlier_version_resumes(tmp_path):
     assert result.exit_code == 1 and "(heatmap_sigma: '(unset)' -> 0.3)" in result.output
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0 and "1 complete stacks skipped" in result.output
+
+
+@pytest.mark.parametrize("half", [0.5, 1.0, 1.75, 2.3])
+def test_column_map_rectangles_equal_the_box_product(half):
+    """The CPU's rectangles and prefix sums decide every window edge as the GPU's product of
+    box profiles does, ties included (coordinates on quarter pixels put many atoms exactly
+    on an edge); padding atoms and atoms outside the image count nowhere."""
+    from xyz2image_gpu.pipeline.kernels.maps import column_map_2d, column_map_2d_rectangles
+
+    rng = np.random.default_rng(int(half * 4))
+    e, b, n = 12, 5, 40
+    coords = np.concatenate([np.round(rng.uniform(-3, e + 2, (b, n // 2, 3)) * 4) / 4,
+                             rng.uniform(-3, e + 2, (b, n // 2, 3))], axis=1)
+    coords = coords.astype(np.float32)
+    weights = (rng.uniform(size=(b, n)) < 0.8).astype(np.float32)
+    halves = np.full(b, half, dtype=np.float32)
+    got = column_map_2d_rectangles(coords, weights, halves, e)
+    want = column_map_2d(np, coords, weights, halves, e)
+    np.testing.assert_array_equal(got, want)
+    # and both against the count atom by atom, in float32 as the engine decides
+    for k in range(b):
+        mine = coords[k][weights[k] > 0]
+        d = np.arange(e, dtype=np.float32)[:, None] - mine[:, 0][None, :]
+        rows = (d > -halves[k]) & (d <= halves[k])
+        d = np.arange(e, dtype=np.float32)[:, None] - mine[:, 1][None, :]
+        cols = (d > -halves[k]) & (d <= halves[k])
+        np.testing.assert_array_equal(got[k], rows.astype(int) @ cols.T.astype(int))

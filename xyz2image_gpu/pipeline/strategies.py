@@ -246,8 +246,11 @@ class ArrayKernel:
                    offsets_px: Any = None) -> Any:
         """Uint16 column_map_2d (B, E, E): atoms within ``half_px`` (B,) pixels of each pixel
         along both axes (:mod:`.kernels.maps`), through a distorted scan when
-        ``offsets_px`` is given. ``weights`` (B, N): 1, or 0 for padding atoms."""
+        ``offsets_px`` is given. ``weights`` (B, N): 1, or 0 for padding atoms. On the CPU
+        by rectangles and prefix sums, on the GPU by a batched product (no atomics)."""
         e = self.settings.edgesize
+        if offsets_px is None and not self.backend.is_gpu:  # rectangles: no product
+            return kernels.column_map_2d_rectangles(coords, weights, half_px, e)
         if offsets_px is None:
             return kernels.column_map_2d(self.xp, coords, weights, half_px, e)
         return kernels.column_map_2d_scanned(

@@ -33,7 +33,7 @@ from .gaussian import (
 )
 from .labels import binary_2d, binary_3d, coordinates_3d, delta_2d, delta_3d
 from .legacy import legacy_filter_matrices, legacy_gaussian_2d, legacy_gaussian_3d
-from .maps import column_map_2d, column_map_2d_scanned
+from .maps import column_map_2d, column_map_2d_rectangles, column_map_2d_scanned
 
 __all__ = [
     "NO_EXTENSION_ENV",
@@ -42,6 +42,7 @@ __all__ = [
     "binary_2d",
     "binary_3d",
     "column_map_2d",
+    "column_map_2d_rectangles",
     "column_map_2d_scanned",
     "column_values",
     "column_values_compiled",

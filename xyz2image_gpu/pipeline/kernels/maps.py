@@ -8,11 +8,21 @@ its half-width ``h``), ``counts[i, j] = sum_a bx[a, i] by[a, j]`` is one batched
 product of 0/1 floats, exact for counts below 2**24; on the GPU a cuBLAS call, no atomics
 and the same result whatever the summation order. With ``h`` half a pixel each atom falls in
 exactly one pixel (``x`` in ``[i - 1/2, i + 1/2)``), its nearest.
+
+On the CPU the same counts come from each atom's rectangle of pixels instead
+(:func:`column_map_2d_rectangles`): four signed corners per atom added up by ``bincount``,
+then summed along both axes (a 2-D prefix sum), O(N + E²) per image instead of the
+product's O(N E²); with one-pixel windows (the default) a plain count per pixel. Measured
+at edgesize 128, 147 atoms, one thread, column_map_2d alone: 2,770 images/s by the product,
+20,300 by counting. Its window ends are decided by the same float32 tests as the box
+profiles, so both give the same counts (tested, ties included).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from .gaussian import scanned_sum
 
@@ -20,6 +30,7 @@ __all__ = [
     "COUNT_MAX",
     "box_profiles",
     "column_map_2d",
+    "column_map_2d_rectangles",
     "column_map_2d_scanned",
 ]
 
@@ -60,6 +71,63 @@ def column_map_2d(xp: Any, coords: Any, weights: Any, half_px: Any, edgesize: in
     bx *= weights[:, :, None]
     by = box_profiles(xp, coords[:, :, 1], half, edgesize)
     return _counts(xp, xp.matmul(bx.transpose(0, 2, 1), by))
+
+
+def _window_ends(centres: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last pixel ``i`` with ``-half < i - c <= half``, by the box profiles' own
+    float32 tests (``floor`` of float32 sums may be one off at the window's edges)."""
+    dtype = centres.dtype
+    lo = np.floor(centres - half) + dtype.type(1)
+    lo += (lo - centres <= -half)  # not inside yet: one further
+    lo -= (lo - dtype.type(1) - centres > -half)  # the one before is inside too
+    hi = np.floor(centres + half)
+    hi += (hi + dtype.type(1) - centres <= half)
+    hi -= (hi - centres > half)
+    return lo, hi
+
+
+def column_map_2d_rectangles(coords: np.ndarray, weights: np.ndarray, half_px: np.ndarray,
+                             edgesize: int) -> np.ndarray:
+    """:func:`column_map_2d` on NumPy arrays by rectangles: each atom adds ``weights`` (0 or
+    1) to the pixels of its window, through four signed corners and a prefix sum over both
+    axes, or, where every window is one pixel (half-width 1/2, the default), by counting
+    the atoms per pixel directly. The same counts, uint16 (B, E, E)."""
+    b = coords.shape[0]
+    e = edgesize
+    half = np.broadcast_to(half_px[:, None], weights.shape).astype(coords.dtype)
+    rows = _window_ends(coords[:, :, 0], half)
+    cols = _window_ends(coords[:, :, 1], half)
+    # clipped to the image: [lo, hi) within [0, e], an empty window where lo >= hi
+    r0, r1 = (np.clip(v, 0, e).astype(np.int64) for v in (rows[0], rows[1] + 1))
+    c0, c1 = (np.clip(v, 0, e).astype(np.int64) for v in (cols[0], cols[1] + 1))
+    counted = (r0 < r1) & (c0 < c1) & (weights > 0)
+    single = bool(((r1 - r0 <= 1) & (c1 - c0 <= 1)).all())
+    out = np.empty((b, e, e), dtype=np.uint16)
+    side = e if single else e + 1
+    step = max(1, (1 << 18) // (side * side))  # a few images at a time, in cache
+    for s in range(0, b, step):
+        sl = slice(s, s + step)
+        m = len(out[sl])
+        size = m * side * side
+        spare = size  # uncounted atoms land past the end
+        base = np.arange(m, dtype=np.int64)[:, None] * side * side
+        if single:
+            index = np.where(counted[sl], base + r0[sl] * side + c0[sl], spare)
+            grid = np.bincount(index.ravel(), minlength=size + 1)[:size].reshape(m, e, e)
+        else:
+            def corner(r: np.ndarray, c: np.ndarray, sl: slice = sl,
+                       base: np.ndarray = base, spare: int = spare) -> np.ndarray:
+                return np.where(counted[sl], base + r[sl] * side + c[sl], spare).ravel()
+
+            plus = np.concatenate([corner(r0, c0), corner(r1, c1)])
+            minus = np.concatenate([corner(r0, c1), corner(r1, c0)])
+            grid = (np.bincount(plus, minlength=size + 1)[:size]
+                    - np.bincount(minus, minlength=size + 1)[:size]).reshape(m, side, side)
+            np.cumsum(grid, axis=1, out=grid)
+            np.cumsum(grid, axis=2, out=grid)
+            grid = grid[:, :e, :e]
+        np.minimum(grid, COUNT_MAX, out=out[sl], casting="unsafe")
+    return out
 
 
 def column_map_2d_scanned(xp: Any, coords: Any, weights: Any, half_px: Any, offsets_px: Any,
