@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -47,16 +45,14 @@ def structure():
     return as_structure(positions, numbers=numbers, name="aupd147")
 
 
-def measure(renderer: Renderer, st, n: int, repeats: int) -> float:
-    for _ in renderer.iter_batches(st, min(n, 64)):
-        pass  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def measure(renderer: Renderer, st, repeats: int, target_s: float) -> float:
+    """Median images/s of ``iter_batches`` consumed batch by batch (:mod:`common`'s
+    calibrated timing: warmed up, sized to ``target_s`` per run)."""
+    def run(n: int) -> None:
         for _ in renderer.iter_batches(st, n):
             pass
-        times.append(time.perf_counter() - t0)
-    return n / statistics.median(times)
+
+    return common.calibrated_median(run, target_s=target_s, repeats=repeats).images_per_s
 
 
 def stored_bytes(renderer: Renderer, st, outputs: list[str], n: int = 64) -> float:
@@ -75,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--edgesize", type=int, default=128)
-    parser.add_argument("--images", type=int, default=1024)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--target", type=float, default=0.5, help="seconds per timed run")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     st = structure()
@@ -91,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (outputs, extra) in CASES.items():
             settings = RenderSettings(edgesize=args.edgesize, **extra)
             with Renderer(settings, outputs, args.device, cpu_kernel=kernel) as renderer:
-                rate = measure(renderer, st, args.images, args.repeats)
+                rate = measure(renderer, st, args.repeats, args.target)
                 size = stored_bytes(renderer, st, outputs)
             base = base or rate
             rows.append({"outputs": name, "kernel": kernel, "images_per_s": rate,
