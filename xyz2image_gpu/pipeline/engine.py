@@ -336,8 +336,10 @@ class Renderer:
         """Yield consecutive batches of images ``[start, stop)`` of one stack.
 
         Each batch is a :class:`~.batch.Batch`, a dict of host arrays: the requested outputs
-        plus ``rotations`` (b, 3, 3), ``voxel_size`` (b,) Å per pixel, ``frame_index`` (b,)
-        and, with coordinates_3d, ``n_atoms`` (b,). With ``to_host=False`` the arrays stay
+        plus ``rotations`` (b, 3, 3), ``voxel_size`` (b,) Å per pixel, ``frame_index`` (b,),
+        with coordinates_3d or numbers ``n_atoms`` (b,), with element_heatmap_2d
+        ``elements`` (b, C) (:meth:`channel_numbers`), and with a distorted scan the maps'
+        ``<name>_clean`` and ``scan_offsets`` (b, E, 2) Å. With ``to_host=False`` the arrays stay
         on the backend's device (CuPy arrays on the GPU, e.g. to hand to a training loop
         through DLPack without a host round trip).
 
@@ -553,7 +555,8 @@ def render(
     -------
     dict of numpy.ndarray
         The requested outputs plus ``rotations``, ``voxel_size``, ``frame_index`` (and
-        ``n_atoms`` with coordinates_3d), image ``k`` being frame ``k // n_rotation``.
+        ``n_atoms`` with coordinates_3d or numbers, ``elements`` with element_heatmap_2d),
+        image ``k`` being frame ``k // n_rotation``.
 
     Warns
     -----
