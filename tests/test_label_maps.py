@@ -272,17 +272,23 @@ def test_maps_alone_carry_their_scan_offsets():
 
 
 # ------------------------------------------------------------------- the GPU's branch
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("settings, per_batch", [
     ({}, 1),
     ({"scan_jitter": 0.2, "drift": 0.4}, 1),  # the maps' distorted scan stays on the device
 ])
-def test_gpu_labels_stay_on_the_device_and_match_the_numpy_path(settings, per_batch):
+def test_gpu_labels_stay_on_the_device_and_match_the_numpy_path(settings, per_batch, fused,
+                                                                monkeypatch):
     """On the GPU (the CuPy stand-in) the labels are computed on the device, heatmaps by the
-    fused image kernel where it applies, and a batch costs no host synchronisation beyond
-    the wait for the batch handed over; the values are the NumPy path's."""
+    fused image kernel where it applies (by batched products with the kernel switched off),
+    and a batch costs no host synchronisation beyond the wait for the batch handed over;
+    the values are the NumPy path's."""
     from fake_cupy import FakeCupy, syncs_per_batch
 
     from xyz2image_gpu.backend import Backend
+    from xyz2image_gpu.flags import NO_FUSED_KERNEL_ENV
+
+    monkeypatch.setenv(NO_FUSED_KERNEL_ENV, "" if fused else "1")
 
     frames = _frames()
     common = RenderSettings(edgesize=20, **settings)
@@ -294,8 +300,8 @@ def test_gpu_labels_stay_on_the_device_and_match_the_numpy_path(settings, per_ba
     counts = syncs_per_batch(fake, gpu.iter_batches(frames, 4, seed=5, batch_size=2), kept)
     gpu.close()
     assert counts[1:-1] == [per_batch] * (len(counts) - 2), fake.sync_log
-    if not settings:  # the heatmaps come from the fused kernel (no image is requested)
-        assert "RawKernel xyz2image_gaussian" in fake.op_log
+    # no image is requested: a kernel launch draws the (undistorted, or _clean) heatmaps
+    assert ("RawKernel xyz2image_gaussian" in fake.op_log) == fused
     got = {key: np.concatenate([batch[key] for batch in kept]) for key in kept[0]}
     assert set(got) == set(want)
     for key, value in want.items():
