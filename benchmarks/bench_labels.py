@@ -30,6 +30,7 @@ CASES: dict[str, tuple[list[str], dict]] = {
     "gaussian_2d alone": (["gaussian_2d"], {}),
     "+ numbers": (["gaussian_2d", "numbers"], {}),
     "+ heatmap_2d": (["gaussian_2d", "heatmap_2d"], {}),
+    "+ heatmap_2d, float16": (["gaussian_2d", "heatmap_2d"], {"heatmap_dtype": "float16"}),
     "+ element_heatmap_2d (2 channels)": (["gaussian_2d", "element_heatmap_2d"], {}),
     "+ column_map_2d": (["gaussian_2d", "column_map_2d"], {}),
     "+ column_map_2d, radius 0.5 Å": (["gaussian_2d", "column_map_2d"],

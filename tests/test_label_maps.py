@@ -95,6 +95,21 @@ def test_heatmaps_are_analytic_sums_of_unit_gaussians(device, cpu_kernel, framin
     assert out["element_heatmap_2d"][3:, 0].max() > 0.5
 
 
+def test_float16_heatmaps_are_the_float32_ones_rounded(device):
+    frames = _frames()
+    common = {"edgesize": 20, "scan_jitter": 0.1}
+    wide = _render(frames, ["heatmap_2d", "element_heatmap_2d"], device, **common)
+    half = _render(frames, ["heatmap_2d", "element_heatmap_2d"], device,
+                   heatmap_dtype="float16", **common)
+    assert set(half) == set(wide)
+    for key in ("heatmap_2d", "heatmap_2d_clean", "element_heatmap_2d",
+                "element_heatmap_2d_clean"):
+        assert half[key].dtype == np.float16, key
+        np.testing.assert_array_equal(half[key], wide[key].astype(np.float16), err_msg=key)
+    with pytest.raises(ValueError, match="heatmap_dtype"):
+        RenderSettings(heatmap_dtype="float64")
+
+
 def test_an_isolated_atom_peaks_at_one():
     out = render(np.zeros((1, 3)), numbers=[79], output_types=["heatmap_2d"], edgesize=33,
                  framing="fixed", pixel_size=0.2, heatmap_sigma=0.3, device="cpu")

@@ -225,7 +225,7 @@ class Renderer:
             shape: tuple[int, ...] = (n_images, c, e, e)
         else:
             shape = (n_images, e, e)
-        dtype = np.dtype(np.uint16 if name == "column_map_2d" else np.float32)
+        dtype = np.dtype(np.uint16 if name == "column_map_2d" else self.settings.heatmap_dtype)
         out = {name: (shape, dtype)}
         if self.settings.scan_distorted:
             out[name + "_clean"] = (shape, dtype)

@@ -19,6 +19,7 @@ __all__ = [
     "ALL_OUTPUT_TYPES",
     "BITRATES",
     "HAADF_Z_EXPONENT",
+    "HEATMAP_DTYPES",
     "IMAGE_TYPES",
     "LABEL_MAPS",
     "METADATA_KEYS",
@@ -60,6 +61,8 @@ ALL_OUTPUT_TYPES = OUTPUT_TYPES + tuple(IMAGE_TYPES)
 #: Per-image metadata every batch carries.
 METADATA_KEYS = ("rotations", "voxel_size", "frame_index")
 NORMALIZATIONS = ("image", "float", "fixed")
+#: How heatmap_2d and element_heatmap_2d may be stored.
+HEATMAP_DTYPES = ("float32", "float16")
 #: Integer depths of normalised images.
 BITRATES = (8, 16)
 #: Default Z exponent, the same for the API and the command line: HAADF-like contrast.
@@ -149,6 +152,10 @@ class RenderSettings:
         Standard deviation of each atom's Gaussian in ``heatmap_2d`` and
         ``element_heatmap_2d``, Å: ``sum_a exp(-|p - c_a|² / (2 heatmap_sigma²))`` over the
         projected positions ``c_a`` (peak 1 at an isolated atom, not normalised per image).
+    heatmap_dtype : {"float32", "float16"}
+        How the heatmaps are stored: float16 keeps about three significant digits
+        (relative rounding error at most 2**-11 ≈ 4.9e-4 above 6.1e-5, absolute 3e-8
+        below) in half the bytes, and deflates about twice as fast.
     column_radius : float
         ``column_map_2d``: pixel ``p`` counts the atoms whose projected position lies within
         ``max(column_radius, half a pixel)`` of its centre along both image axes (a square
@@ -188,6 +195,7 @@ class RenderSettings:
     column_broadening: float = 0.0
     column_reference: str = "Au"
     heatmap_sigma: float = 0.25
+    heatmap_dtype: str = "float32"
     column_radius: float = 0.0
     channel_elements: tuple[str, ...] = ()
 
@@ -206,6 +214,9 @@ class RenderSettings:
         self._check_finite()
         if not self.heatmap_sigma > 0:
             raise ValueError(f"heatmap_sigma must be > 0 Å, got {self.heatmap_sigma}")
+        if self.heatmap_dtype not in HEATMAP_DTYPES:
+            raise ValueError(f"heatmap_dtype must be one of {', '.join(HEATMAP_DTYPES)}, "
+                             f"got {self.heatmap_dtype!r}")
         if not self.column_radius >= 0:
             raise ValueError(f"column_radius must be >= 0 Å, got {self.column_radius}")
         if not self.column_broadening >= 0:

@@ -208,9 +208,9 @@ def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
          output_types: Collection[str], channels: Any = None) -> dict[str, Any]:
     """The requested label maps, from the undisplaced atoms in the image's pixel grid.
 
-    * ``heatmap_2d`` (B, E, E) float32: ``sum_a exp(-|p - c_a|² / (2 s²))`` over the atoms'
-      projected pixel positions ``c_a``, ``s`` = ``heatmap_sigma`` in pixels;
-    * ``element_heatmap_2d`` (B, C, E, E) float32: the same sum over the atoms of each
+    * ``heatmap_2d`` (B, E, E) ``heatmap_dtype``: ``sum_a exp(-|p - c_a|² / (2 s²))`` over
+      the atoms' projected pixel positions ``c_a``, ``s`` = ``heatmap_sigma`` in pixels;
+    * ``element_heatmap_2d`` (B, C, E, E) ``heatmap_dtype``: the same sum over the atoms of each
       channel's element (``channels`` (C,) atomic numbers, on the backend);
     * ``column_map_2d`` (B, E, E) uint16: atoms within ``max(column_radius, half a pixel)``
       of each pixel along both axes (:mod:`.kernels.maps`).
@@ -237,10 +237,12 @@ def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
     out: dict[str, Any] = {}
     if "heatmap_2d" in wanted or "element_heatmap_2d" in wanted:
         sigma = xp.broadcast_to((s.heatmap_sigma / geo.voxel).astype(dtype)[:, None], (b, n))
+    stored = np.dtype(s.heatmap_dtype)
     if "heatmap_2d" in wanted:
         comps = Components(coords, weights, sigma, 1)
         for suffix, scan in scans.items():
-            out["heatmap_2d" + suffix] = kernel.heatmap(comps, scan)
+            out["heatmap_2d" + suffix] = kernel.heatmap(comps, scan).astype(stored,
+                                                                              copy=False)
     if "element_heatmap_2d" in wanted:
         c = int(channels.shape[0])
         member = inputs["numbers"][:, None, :] == channels[None, :, None]  # (B, C, N)
@@ -253,7 +255,7 @@ def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
                 scan = xp.broadcast_to(scan[:, None], (b, c) + scan.shape[1:]).reshape(
                     (b * c,) + scan.shape[1:])
             out["element_heatmap_2d" + suffix] = kernel.heatmap(comps, scan).reshape(
-                b, c, s.edgesize, s.edgesize)
+                b, c, s.edgesize, s.edgesize).astype(stored, copy=False)
     if "column_map_2d" in wanted:
         half = xp.maximum((s.column_radius / geo.voxel).astype(dtype), dtype.type(0.5))
         for suffix, scan in scans.items():
