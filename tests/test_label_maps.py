@@ -105,7 +105,10 @@ def test_float16_heatmaps_are_the_float32_ones_rounded(device):
     for key in ("heatmap_2d", "heatmap_2d_clean", "element_heatmap_2d",
                 "element_heatmap_2d_clean"):
         assert half[key].dtype == np.float16, key
-        np.testing.assert_array_equal(half[key], wide[key].astype(np.float16), err_msg=key)
+        # rounded to nearest; below float16's smallest normal number (2**-14), 0
+        want = np.where(wide[key] < 2.0**-14, 0, wide[key]).astype(np.float16)
+        np.testing.assert_array_equal(half[key], want, err_msg=key)
+        assert (half[key] > 0).sum() > 0.2 * half[key].size
     with pytest.raises(ValueError, match="heatmap_dtype"):
         RenderSettings(heatmap_dtype="float64")
 

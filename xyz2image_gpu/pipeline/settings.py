@@ -154,8 +154,9 @@ class RenderSettings:
         projected positions ``c_a`` (peak 1 at an isolated atom, not normalised per image).
     heatmap_dtype : {"float32", "float16"}
         How the heatmaps are stored: float16 keeps about three significant digits
-        (relative rounding error at most 2**-11 ≈ 4.9e-4 above 6.1e-5, absolute 3e-8
-        below) in half the bytes, and deflates about twice as fast.
+        (relative rounding error at most 2**-11 ≈ 4.9e-4; values below 2**-14 ≈ 6.1e-5,
+        float16's smallest normal number, are stored as 0) in half the bytes, and
+        deflates about twice as fast.
     column_radius : float
         ``column_map_2d``: pixel ``p`` counts the atoms whose projected position lies within
         ``max(column_radius, half a pixel)`` of its centre along both image axes (a square

@@ -237,12 +237,10 @@ def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
     out: dict[str, Any] = {}
     if "heatmap_2d" in wanted or "element_heatmap_2d" in wanted:
         sigma = xp.broadcast_to((s.heatmap_sigma / geo.voxel).astype(dtype)[:, None], (b, n))
-    stored = np.dtype(s.heatmap_dtype)
     if "heatmap_2d" in wanted:
         comps = Components(coords, weights, sigma, 1)
         for suffix, scan in scans.items():
-            out["heatmap_2d" + suffix] = kernel.heatmap(comps, scan).astype(stored,
-                                                                              copy=False)
+            out["heatmap_2d" + suffix] = kernel.stored_heatmap(kernel.heatmap(comps, scan))
     if "element_heatmap_2d" in wanted:
         c = int(channels.shape[0])
         member = inputs["numbers"][:, None, :] == channels[None, :, None]  # (B, C, N)
@@ -254,8 +252,8 @@ def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
             if scan is not None:
                 scan = xp.broadcast_to(scan[:, None], (b, c) + scan.shape[1:]).reshape(
                     (b * c,) + scan.shape[1:])
-            out["element_heatmap_2d" + suffix] = kernel.heatmap(comps, scan).reshape(
-                b, c, s.edgesize, s.edgesize).astype(stored, copy=False)
+            out["element_heatmap_2d" + suffix] = kernel.stored_heatmap(
+                kernel.heatmap(comps, scan)).reshape(b, c, s.edgesize, s.edgesize)
     if "column_map_2d" in wanted:
         half = xp.maximum((s.column_radius / geo.voxel).astype(dtype), dtype.type(0.5))
         for suffix, scan in scans.items():

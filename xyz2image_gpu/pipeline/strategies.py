@@ -242,6 +242,14 @@ class ArrayKernel:
         return kernels.gaussian_2d(self.xp, comps.coords, comps.weights, comps.sigma_px,
                                    self.settings.edgesize)
 
+    def stored_heatmap(self, heatmap: Any) -> Any:
+        """A float32 heatmap in ``settings.heatmap_dtype`` (float16: converted a few images
+        at a time on the CPU, at once on the GPU; :func:`.kernels.float16_heatmap`)."""
+        if self.settings.heatmap_dtype == "float32":
+            return heatmap
+        return kernels.float16_heatmap(self.xp, heatmap,
+                                       step=None if self.backend.is_gpu else 16)
+
     def column_map(self, coords: Any, weights: Any, half_px: Any,
                    offsets_px: Any = None) -> Any:
         """Uint16 column_map_2d (B, E, E): atoms within ``half_px`` (B,) pixels of each pixel

@@ -33,7 +33,12 @@ from .gaussian import (
 )
 from .labels import binary_2d, binary_3d, coordinates_3d, delta_2d, delta_3d
 from .legacy import legacy_filter_matrices, legacy_gaussian_2d, legacy_gaussian_3d
-from .maps import column_map_2d, column_map_2d_rectangles, column_map_2d_scanned
+from .maps import (
+    column_map_2d,
+    column_map_2d_rectangles,
+    column_map_2d_scanned,
+    float16_heatmap,
+)
 
 __all__ = [
     "NO_EXTENSION_ENV",
@@ -50,6 +55,7 @@ __all__ = [
     "coordinates_3d",
     "delta_2d",
     "delta_3d",
+    "float16_heatmap",
     "gaussian_2d",
     "gaussian_2d_scanned",
     "gaussian_3d",
