@@ -228,7 +228,7 @@ def label_options(func: F) -> F:
         setting_option("--heatmap-dtype", type=click.Choice(HEATMAP_DTYPES),
                        show_default=True,
                        help="How the heatmaps are stored: float16 halves their bytes "
-                       "(about 3 significant digits) and deflates about twice as fast."),
+                       "(about 3 significant digits) and deflates 2-2.5 times as fast."),
         setting_option("--column-radius", type=click.FloatRange(min=0), show_default=True,
                        help="column_map_2d: each pixel counts the atoms within this many Å "
                        "of its centre along x and y (at least its own pixel; 0: atoms per "

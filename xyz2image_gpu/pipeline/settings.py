@@ -156,7 +156,7 @@ class RenderSettings:
         How the heatmaps are stored: float16 keeps about three significant digits
         (relative rounding error at most 2**-11 ≈ 4.9e-4; values below 2**-14 ≈ 6.1e-5,
         float16's smallest normal number, are stored as 0) in half the bytes, and
-        deflates about twice as fast.
+        deflates 2-2.5 times as fast.
     column_radius : float
         ``column_map_2d``: pixel ``p`` counts the atoms whose projected position lies within
         ``max(column_radius, half a pixel)`` of its centre along both image axes (a square
