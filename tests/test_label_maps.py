@@ -274,6 +274,19 @@ def test_distorted_maps_equal_the_distorted_image_of_unit_weights():
                                atol=1e-6)
 
 
+def test_labels_keep_the_undisplaced_atoms_under_phonon_jitter_and_noise():
+    """Phonon jitter moves the image's atoms and noise changes its pixels; the labels stay
+    those of the undisplaced structure, as every label does."""
+    frames = _frames()
+    outputs = ["gaussian_2d", *LABELS]
+    plain = _render(frames, outputs, edgesize=20)
+    jittered = _render(frames, outputs, edgesize=20, phonon_jitter=True, dose=500.0)
+    assert not np.array_equal(plain["gaussian_2d"], jittered["gaussian_2d"])
+    for key in LABELS:
+        np.testing.assert_array_equal(jittered[key], plain[key], err_msg=key)
+    assert not any(key.endswith("_clean") and key != "gaussian_2d_clean" for key in jittered)
+
+
 def test_maps_alone_carry_their_scan_offsets():
     """Without gaussian_2d the distorted maps still come with the offsets they were drawn
     through (and no image keys)."""
