@@ -660,8 +660,9 @@ def _parity_cases(ctx: Context) -> list[tuple[str, str, list[str], dict[str, Any
                                                                       "legacy": True}),
         ("training labels", "aupd147_core_shell", ["gaussian_2d", *TRAINING],
          {"edgesize": e, "column_radius": 0.4}),
-        ("training labels, distorted scan", "aupd147_core_shell", TRAINING,
-         {"edgesize": e, "scan_jitter": 0.1, "drift": 1.0}),
+        ("training labels, distorted scan", "aupd147_core_shell",
+         [*TRAINING, "delta_2d", "binary_2d"], {"edgesize": e, "scan_jitter": 0.1,
+                                                "drift": 1.0}),
     ]
 
 

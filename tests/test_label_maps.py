@@ -323,10 +323,11 @@ def test_gpu_labels_stay_on_the_device_and_match_the_numpy_path(settings, per_ba
 
     frames = _frames()
     common = RenderSettings(edgesize=20, **settings)
-    with Renderer(common, LABELS, "cpu", cpu_kernel="numpy") as cpu:
+    outputs = [*LABELS, "delta_2d", "binary_2d"]
+    with Renderer(common, outputs, "cpu", cpu_kernel="numpy") as cpu:
         want = cpu.render(frames, 4, seed=5)
     fake = FakeCupy()
-    gpu = Renderer(common, LABELS, Backend("cupy", fake, "stand-in"))
+    gpu = Renderer(common, outputs, Backend("cupy", fake, "stand-in"))
     kept: list[dict] = []
     counts = syncs_per_batch(fake, gpu.iter_batches(frames, 4, seed=5, batch_size=2), kept)
     gpu.close()
@@ -439,3 +440,77 @@ def test_column_map_rectangles_equal_the_box_product(half):
         d = np.arange(e, dtype=np.float32)[:, None] - mine[:, 1][None, :]
         cols = (d > -halves[k]) & (d <= halves[k])
         np.testing.assert_array_equal(got[k], rows.astype(int) @ cols.T.astype(int))
+
+
+# ------------------------------------------------- delta_2d and binary_2d, distorted
+def test_scanned_projections_with_zero_offsets_are_the_plain_ones():
+    """The distorted delta_2d and binary_2d kernels make the same float32 decisions as the
+    undistorted ones: with zero offsets, the same arrays (padding atoms and atoms outside
+    the image included)."""
+    from xyz2image_gpu.pipeline.kernels.labels import (
+        binary_2d,
+        binary_2d_scanned,
+        delta_2d,
+        delta_2d_scanned,
+    )
+
+    rng = np.random.default_rng(5)
+    e, b, n = 14, 4, 30
+    coords = rng.uniform(-2, e + 1, (b, n, 3)).astype(np.float32)
+    valid = rng.uniform(size=(b, n)) < 0.8
+    zero = np.zeros((b, e, 2), dtype=np.float32)
+    radius = np.array([0.7, 1.0, 1.9, 2.6], dtype=np.float32)
+    np.testing.assert_array_equal(delta_2d_scanned(np, coords, valid, zero, e),
+                                  delta_2d(np, np.rint(coords), valid, e))
+    np.testing.assert_array_equal(
+        binary_2d_scanned(np, coords, radius, valid, zero, e, max_elements=1 << 14),
+        binary_2d(np, coords, radius, valid, e, max_elements=1 << 14))
+
+
+def test_delta_and_binary_2d_follow_the_distorted_scan(device):
+    """With a distorted scan delta_2d and binary_2d are drawn as the image's rows see the
+    atoms (checked pixel by pixel against a float64 reference from the reference pixel
+    positions and the stored offsets), each isolated atom's image peak lies on its distorted
+    binary_2d disc, and ``<name>_clean`` equals a render without the distortion."""
+    positions = _isolated_atoms()
+    e, pixel, r = 48, 0.25, 0.6
+    common = {"edgesize": e, "framing": "fixed", "pixel_size": pixel,
+              "normalization": "float", "binary_radius": r}
+    outputs = ["gaussian_2d", "delta_2d", "binary_2d"]
+    structure = as_structure(positions, numbers=[79] * 4)
+    out = _render(structure, outputs, device, n_rotation=4, scan_jitter=0.3, drift=0.8,
+                  **common)
+    clean = _render(structure, outputs, device, n_rotation=4, **common)
+    for name in ("delta_2d", "binary_2d"):
+        np.testing.assert_array_equal(out[name + "_clean"], clean[name], err_msg=name)
+    assert not np.array_equal(out["binary_2d"], clean["binary_2d"])
+    grid = np.arange(e, dtype=np.float64)
+    for k in range(4):
+        u, voxel = frame_pixel_coords(positions, out["rotations"][k], "fixed", edgesize=e,
+                                      pixel_size=pixel)
+        offsets = out["scan_offsets"][k].astype(np.float64) / voxel
+        delta = np.zeros((e, e), dtype=bool)
+        disc = np.zeros((e, e), dtype=bool)
+        unsure = np.zeros((e, e), dtype=bool)  # float32 may decide these either way
+        tied = np.zeros(e, dtype=bool)
+        for x, y, z in u:
+            dz = z - np.clip(np.rint(z), 0, e - 1)
+            r2 = (r / voxel) ** 2 - dz * dz
+            for i in range(e):
+                cx, cy = x + offsets[i, 0], y + offsets[i, 1]
+                if np.rint(cx) == i and 0 <= np.rint(cy) < e:
+                    delta[i, int(np.rint(cy))] = True
+                tied[i] |= min(abs(cx % 1 - 0.5), abs(cy % 1 - 0.5)) < 1e-3
+                d2 = (i - cx) ** 2 + (grid - cy) ** 2
+                disc[i] |= d2 <= r2
+                unsure[i] |= np.abs(d2 - r2) < 1e-3
+        assert tied.sum() <= e // 4  # most rows are compared
+        np.testing.assert_array_equal(out["delta_2d"][k][~tied], delta[~tied])
+        np.testing.assert_array_equal(out["binary_2d"][k][~unsure], disc[~unsure])
+        assert out["delta_2d"][k].sum() > 0
+        for x, y, _ in u:  # the distorted image's peak of each atom is on its distorted disc
+            window = (slice(max(0, int(x) - 5), int(x) + 6), slice(max(0, int(y) - 5),
+                                                                   int(y) + 6))
+            image = out["gaussian_2d"][k][window]
+            peak = np.unravel_index(image.argmax(), image.shape)
+            assert out["binary_2d"][k][window][peak]

@@ -41,7 +41,7 @@ from .frames import (
     frame_table,
 )
 from .framing import FieldReport, narrow_field_problem
-from .settings import _GAUSSIAN, LABEL_MAPS, RenderSettings, requested_arrays
+from .settings import _GAUSSIAN, LABEL_MAPS, SCANNED_LABELS, RenderSettings, requested_arrays
 from .strategies import Threads, choose_kernel
 
 if TYPE_CHECKING:
@@ -123,10 +123,10 @@ class Renderer:
         self.uses_compiled_labels = self.kernel.compiled_labels
         self._column = ColumnCorrection.from_settings(self.settings)
         self._renders_images = bool(set(_GAUSSIAN) & set(self.output_types))
-        #: Whether the scan offsets travel as metadata: maps seen through a distorted scan
+        #: Whether the scan offsets travel as metadata: labels seen through a distorted scan
         #: without the augmented gaussian_2d, whose stage hands them over otherwise.
         self._offsets_extra = bool(self.settings.scan_distorted
-                                   and set(LABEL_MAPS) & set(self.output_types)
+                                   and set(SCANNED_LABELS) & set(self.output_types)
                                    and "gaussian_2d" not in self.output_types)
         if self.settings.framing == "fixed" and self._renders_images:
             problem = narrow_field_problem(self.settings.edgesize, self.settings.pixel_size,
@@ -192,6 +192,8 @@ class Renderer:
                 layout[name] = ((n_images, e, e, e), np.dtype(bool))
             elif name in ("delta_2d", "binary_2d"):
                 layout[name] = ((n_images, e, e), np.dtype(bool))
+                if self.settings.scan_distorted:
+                    layout[name + "_clean"] = ((n_images, e, e), np.dtype(bool))
             elif name == "gaussian_3d":
                 layout[name] = ((n_images, e, e, e), self.settings.image_dtype)
             elif name == "gaussian_2d":
@@ -300,7 +302,7 @@ class Renderer:
         inputs = stages.gather(kernel, table, host)
         geo = stages.geometry(kernel, inputs, self.output_types,
                               binary_reach=table.binary_reach)
-        result = stages.labels(kernel, geo, self.output_types, inputs.get("numbers"))
+        result = stages.labels(kernel, inputs, geo, self.output_types)
         result.update(stages.maps(kernel, inputs, geo, self.output_types, table.channels))
         result[_OUTSIDE] = geo.outside
         if self._renders_images:
@@ -338,10 +340,10 @@ class Renderer:
         Each batch is a :class:`~.batch.Batch`, a dict of host arrays: the requested outputs
         plus ``rotations`` (b, 3, 3), ``voxel_size`` (b,) Å per pixel, ``frame_index`` (b,),
         with coordinates_3d or numbers ``n_atoms`` (b,), with element_heatmap_2d
-        ``elements`` (b, C) (:meth:`channel_numbers`), and with a distorted scan the maps'
-        ``<name>_clean`` and ``scan_offsets`` (b, E, 2) Å. With ``to_host=False`` the arrays stay
-        on the backend's device (CuPy arrays on the GPU, e.g. to hand to a training loop
-        through DLPack without a host round trip).
+        ``elements`` (b, C) (:meth:`channel_numbers`), and with a distorted scan the 2-D
+        labels' ``<name>_clean`` and ``scan_offsets`` (b, E, 2) Å. With ``to_host=False``
+        the arrays stay on the backend's device (CuPy arrays on the GPU, e.g. to hand to a
+        training loop through DLPack without a host round trip).
 
         Who owns a batch's memory:
 

@@ -25,6 +25,7 @@ __all__ = [
     "METADATA_KEYS",
     "NORMALIZATIONS",
     "OUTPUT_TYPES",
+    "SCANNED_LABELS",
     "RenderSettings",
     "array_types",
     "image_types",
@@ -50,6 +51,8 @@ OUTPUT_TYPES = (
 #: Label maps drawn in the image's pixel grid, scan distortions included (each then also
 #: stored undistorted as ``<name>_clean``).
 LABEL_MAPS = ("heatmap_2d", "element_heatmap_2d", "column_map_2d")
+#: Every output drawn through a distorted scan as the image is, with ``<name>_clean``.
+SCANNED_LABELS = ("delta_2d", "binary_2d", *LABEL_MAPS)
 #: TIFF-stack outputs and the array each one shows.
 IMAGE_TYPES = {
     "delta_2d_image": "delta_2d",
@@ -168,8 +171,9 @@ class RenderSettings:
         Empty (default): every element of the structure, over all its frames.
 
     Augmentations (``phonon_jitter``, ``dose``, ``read_noise``, ``scan_jitter``,
-    ``drift``) change gaussian_2d only; ``gaussian_2d_clean`` keeps the image without them,
-    paired with the labels.
+    ``drift``) change gaussian_2d; ``gaussian_2d_clean`` keeps the image without them,
+    paired with the undistorted labels. A distorted scan also distorts the 2-D labels
+    (:data:`SCANNED_LABELS`), each kept undistorted as ``<name>_clean``.
     """
 
     edgesize: int = 128

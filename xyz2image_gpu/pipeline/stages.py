@@ -7,7 +7,8 @@
 * :func:`gather`: each image's atoms, from the table of the render's frames by the image's
   frame (on the device on the GPU, where the table was uploaded once);
 * :func:`geometry`: rotate each image's atoms and frame them in pixels (:mod:`.framing`);
-* :func:`labels`: coordinates_3d, numbers, delta_* and binary_* from the undisplaced atoms;
+* :func:`labels`: coordinates_3d, numbers, delta_* and binary_* from the undisplaced atoms
+  (the 2-D ones through the image's distorted scan when it has one);
 * :func:`maps`: the label maps (heatmaps, per-element heatmaps, column map) in the image's
   pixel grid, through the image's distorted scan when it has one;
 * :func:`components`: every probe component of every atom as one Gaussian in pixels, with
@@ -37,7 +38,7 @@ from ..physics import augment
 from ..physics.column import ColumnCorrection
 from . import kernels
 from .framing import count_outside, frame_pixel_coordinates
-from .settings import LABEL_MAPS
+from .settings import LABEL_MAPS, SCANNED_LABELS
 from .strategies import ArrayKernel
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "images",
     "labels",
     "maps",
+    "scan_offsets_px",
 ]
 
 #: Labels drawn at atoms' positions rounded to voxels.
@@ -178,30 +180,53 @@ def geometry(kernel: ArrayKernel, host: Mapping[str, Any],
     return Geometry(coords, voxels, voxel, valid, rot, outside, binary_reach=binary_reach)
 
 
-def labels(kernel: ArrayKernel, geo: Geometry, output_types: Collection[str],
-           numbers: Any = None) -> dict[str, Any]:
+def labels(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
+           output_types: Collection[str]) -> dict[str, Any]:
     """The requested labels: coordinates_3d (int16 voxels, -1 for padding), numbers (int16
     atomic numbers of the same atoms, -1 for padding: :func:`gather`'s ``numbers``),
-    delta_3d/2d and binary_3d/2d (bool), all from the undisplaced atoms."""
+    delta_3d/2d and binary_3d/2d (bool), all from the undisplaced atoms.
+
+    With a distorted scan, delta_2d and binary_2d are drawn through it as the image is
+    (:func:`scan_offsets_px`) and kept undistorted as ``<name>_clean``; the 3-D labels and
+    the coordinates have no rows to distort.
+    """
     s = kernel.settings
     xp = kernel.xp
     e = s.edgesize
     out: dict[str, Any] = {}
+    offsets = scan_offsets_px(kernel, inputs, geo) if set(SCANNED_LABELS) & set(
+        output_types) else None
     if "coordinates_3d" in output_types:
         out["coordinates_3d"] = kernels.coordinates_3d(xp, geo.voxels, geo.valid)
     if "numbers" in output_types:
-        out["numbers"] = numbers
+        out["numbers"] = inputs["numbers"]
     if "delta_3d" in output_types:
         out["delta_3d"] = kernels.delta_3d(xp, geo.voxels, geo.valid, e)
     if "delta_2d" in output_types:
         out["delta_2d"] = kernels.delta_2d(xp, geo.voxels, geo.valid, e)
+        if offsets is not None:
+            out["delta_2d_clean"] = out["delta_2d"]
+            out["delta_2d"] = kernels.delta_2d_scanned(xp, geo.coords, geo.valid, offsets, e)
     if "binary_3d" in output_types or "binary_2d" in output_types:
         radius_px = (s.binary_radius / geo.voxel).astype(geo.coords.dtype)
         for name, ndim in (("binary_3d", 3), ("binary_2d", 2)):
             if name in output_types:
                 out[name] = kernel.binary(ndim, geo.coords, radius_px, geo.valid,
                                           reach=geo.binary_reach)
+        if "binary_2d" in output_types and offsets is not None:
+            out["binary_2d_clean"] = out["binary_2d"]
+            out["binary_2d"] = kernels.binary_2d_scanned(
+                xp, geo.coords, radius_px, geo.valid, offsets, e,
+                max_elements=kernel.work_memory // 32, reach=geo.binary_reach)
     return out
+
+
+def scan_offsets_px(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry) -> Any:
+    """Each image row's scan offsets (B, E, 2) in pixels, on the backend, or None without a
+    distorted scan."""
+    if not kernel.settings.scan_distorted:
+        return None
+    return kernel.backend.asarray(inputs["scan_offsets"]) / geo.voxel[:, None, None]
 
 
 def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
@@ -230,9 +255,7 @@ def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
     b, n, _ = coords.shape
     dtype = coords.dtype
     weights = geo.valid.astype(dtype)
-    offsets = None
-    if s.scan_distorted:
-        offsets = be.asarray(inputs["scan_offsets"]) / geo.voxel[:, None, None]
+    offsets = scan_offsets_px(kernel, inputs, geo)
     scans = {"": None} if offsets is None else {"": offsets, "_clean": None}
     out: dict[str, Any] = {}
     if "heatmap_2d" in wanted or "element_heatmap_2d" in wanted:

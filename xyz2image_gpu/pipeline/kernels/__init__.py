@@ -31,7 +31,15 @@ from .gaussian import (
     gaussian_3d,
     quantise,
 )
-from .labels import binary_2d, binary_3d, coordinates_3d, delta_2d, delta_3d
+from .labels import (
+    binary_2d,
+    binary_2d_scanned,
+    binary_3d,
+    coordinates_3d,
+    delta_2d,
+    delta_2d_scanned,
+    delta_3d,
+)
 from .legacy import legacy_filter_matrices, legacy_gaussian_2d, legacy_gaussian_3d
 from .maps import (
     column_map_2d,
@@ -45,6 +53,7 @@ __all__ = [
     "PROFILE_FLOOR",
     "axis_profiles",
     "binary_2d",
+    "binary_2d_scanned",
     "binary_3d",
     "column_map_2d",
     "column_map_2d_rectangles",
@@ -54,6 +63,7 @@ __all__ = [
     "compiled_kernel_available",
     "coordinates_3d",
     "delta_2d",
+    "delta_2d_scanned",
     "delta_3d",
     "float16_heatmap",
     "gaussian_2d",
