@@ -514,3 +514,19 @@ def test_delta_and_binary_2d_follow_the_distorted_scan(device):
             image = out["gaussian_2d"][k][window]
             peak = np.unravel_index(image.argmax(), image.shape)
             assert out["binary_2d"][k][window][peak]
+
+
+def test_the_labels_benchmark_runs(tmp_path):
+    """benchmarks/bench_labels.py at a tiny size: every case measured and written."""
+    import json
+
+    import bench_labels  # benchmarks/, put on sys.path by conftest.py
+
+    path = tmp_path / "labels.json"
+    assert bench_labels.main(["--edgesize", "16", "--repeats", "1", "--target", "0.005",
+                              "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert len(rows) % len(bench_labels.CASES) == 0 and rows
+    sizes = {row["outputs"]: row["label_bytes_per_image"] for row in rows}
+    assert sizes["+ heatmap_2d"] > sizes["+ heatmap_2d, float16"] > sizes["+ numbers"] > 0
+    assert all(row["images_per_s"] > 0 for row in rows)
