@@ -1,7 +1,9 @@
 """The labels networks train on: ``numbers``, ``heatmap_2d``, ``element_heatmap_2d`` (with
 ``elements``) and ``column_map_2d``, each checked against an independent reference: the
 pixel coordinates of :func:`reference.frame_pixel_coords`, analytic sums of Gaussians,
-direct counts of atoms per pixel and per column, and ASE's reader for the atomic numbers.
+direct counts of atoms per pixel and per column, and ASE's reader for the atomic numbers;
+and the 2-D labels (these maps, ``delta_2d``, ``binary_2d``) through a distorted scan,
+against per-row references from the stored scan offsets.
 """
 
 from __future__ import annotations
