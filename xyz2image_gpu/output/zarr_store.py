@@ -53,8 +53,8 @@ __all__ = [
     "STORE_NAME",
     "ZarrStackWriter",
     "ZarrUnavailableError",
-    "codec_default_level",
     "check_codec_level",
+    "codec_default_level",
     "require_zarr",
     "stack_group_path",
     "store_path",
@@ -73,12 +73,13 @@ ATTRIBUTE_KEY = "xyz2image_gpu"
 
 #: Codec names: zstd (the default), LZ4 (numcodecs' codec, outside the zarr v3
 #: specification: zarr-python with numcodecs reads it), Blosc with each of its compressors
-#: (byte shuffle), gzip, and none.
+#: (byte shuffle), and none. Not gzip: its header holds the time of writing (numcodecs
+#: sets no fixed mtime), so its chunks would differ from run to run; blosc-zlib is deflate.
 CODECS = ("zstd", "lz4", "blosc-lz4", "blosc-lz4hc", "blosc-zstd", "blosc-zlib",
-          "blosc-blosclz", "gzip", "none")
+          "blosc-blosclz", "none")
 #: Valid levels per codec: zstd 1-22; lz4 is an acceleration (1 = most compression);
-#: blosc and gzip 0-9.
-_LEVELS = {"zstd": (1, 22), "lz4": (1, 65537), "gzip": (0, 9), "none": (0, 0)}
+#: blosc 0-9.
+_LEVELS = {"zstd": (1, 22), "lz4": (1, 65537), "none": (0, 0)}
 _BLOSC_LEVELS = (0, 9)
 
 _EXTRA_HINT = ("pip install 'xyz2image-gpu[zarr]' (zarr >= 3, which needs Python >= 3.11)")
@@ -108,7 +109,7 @@ def require_zarr() -> Any:
 
 
 def codec_default_level(codec: str) -> int:
-    """The level a codec uses when none is given: 1 (fast: zstd 1, blosc 1, gzip 1, lz4
+    """The level a codec uses when none is given: 1 (fast: zstd 1, blosc 1, lz4
     acceleration 1), 0 for none."""
     return 0 if codec == "none" else 1
 
@@ -171,14 +172,12 @@ def write_store_attributes(output_folder: Path | str, attributes: Mapping[str, A
 
 def _zarr_compressors(codec: str, level: int, itemsize: int) -> list[Any]:
     """zarr's codec objects for the array metadata (and zarr's own writes)."""
-    from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+    from zarr.codecs import BloscCodec, ZstdCodec
 
     if codec == "none":
         return []
     if codec == "zstd":
         return [ZstdCodec(level=level, checksum=False)]
-    if codec == "gzip":
-        return [GzipCodec(level=level)]
     if codec == "lz4":
         from zarr.codecs.numcodecs import LZ4
 
@@ -198,8 +197,6 @@ def _numcodecs_encoder(codec: str, level: int, itemsize: int) -> Any:
         return None
     if codec == "zstd":
         return numcodecs.Zstd(level=level, checksum=False)
-    if codec == "gzip":
-        return numcodecs.GZip(level=level)
     if codec == "lz4":
         return numcodecs.LZ4(acceleration=level)
     return numcodecs.Blosc(cname=codec.split("-", 1)[1], clevel=level,

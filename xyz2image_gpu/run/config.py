@@ -45,6 +45,7 @@ __all__ = [
     "InputError",
     "RunConfig",
     "RunSummary",
+    "STORE_PARAMETERS",
     "SettingsMismatchError",
     "array_types",
     "default_workers",
@@ -274,10 +275,12 @@ class RunConfig:
         return json.loads(json.dumps(params))
 
 
+#: The keys of :meth:`RunConfig.parameters` of the zarr store, recorded only when the run
+#: writes one (so that manifests of .npz runs are as before, and resume).
+STORE_PARAMETERS = ("format", "codec", "chunk_images", "shard_images")
 #: The keys of :meth:`RunConfig.parameters` that are the run's own, not settings fields.
 RUN_PARAMETERS = ("output_types", "n_rotation", "seed", "frameshift", "maxframes",
-                  "exclude_elements", "compress_level", "probe_optics", "format", "codec",
-                  "chunk_images", "shard_images")
+                  "exclude_elements", "compress_level", "probe_optics", *STORE_PARAMETERS)
 
 
 def settings_from_parameters(parameters: Mapping[str, Any]) -> RenderSettings:
