@@ -92,19 +92,24 @@ def _folder_bytes(folder: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
 
 
-def _run_cli(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Run the CLI; return (its own images/s, wall seconds of the whole command)."""
+def _run_cli(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Run the CLI; return (its own images/s, wall seconds of the whole command, CPU
+    seconds of the command and its children: user + system)."""
+    import resource
     import subprocess
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     match = _SUMMARY_RE.search(proc.stderr)
     if match is None:
         raise RuntimeError(f"no summary line in the CLI's output:\n{proc.stderr[-2000:]}")
-    return float(match.group(3)), wall
+    return float(match.group(3)), wall, cpu
 
 
 def _median_rate(fn: Callable[[], int], repeats: int) -> float:
@@ -117,6 +122,29 @@ def _median_rate(fn: Callable[[], int], repeats: int) -> float:
         n = fn()
         rates.append(n / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def render_alone(files: list[str], case: Case, repeats: int) -> float:
+    """Images/s of rendering case ``case`` alone (``Renderer.iter_batches``, host arrays, a
+    thread per core), every file in turn: what the CLI renders before writing."""
+    from xyz2image_gpu import Renderer, RenderSettings, as_structure
+    from xyz2image_gpu.backend import available_cores
+
+    renderer = Renderer(RenderSettings(edgesize=case.edgesize), case.output_types, "cpu",
+                        threads=available_cores())
+    structures = [as_structure(f) for f in files]
+
+    def go() -> int:
+        n = 0
+        for structure in structures:
+            for batch in renderer.iter_batches(structure, case.n_rotation):
+                n += len(batch["rotations"])
+        return n
+
+    try:
+        return _median_rate(go, repeats)
+    finally:
+        renderer.close()
 
 
 def codec_alone(images: np.ndarray, repeats: int, workdir: Path) -> dict[str, Any]:
@@ -214,6 +242,7 @@ def run_benchmarks(preset: str = "quick", repeats: int | None = None,
                   f" {n_images} images; median of {repeats}", flush=True)
             rates: dict[str, list[float]] = {f.name: [] for f in FORMATS}
             walls: dict[str, list[float]] = {f.name: [] for f in FORMATS}
+            cpus: dict[str, list[float]] = {f.name: [] for f in FORMATS}
             sizes: dict[str, int] = {}
             for k in range(repeats):
                 for fmt in FORMATS:
@@ -224,9 +253,10 @@ def run_benchmarks(preset: str = "quick", repeats: int | None = None,
                         "--edgesize", str(case.edgesize), "--output-types",
                         ",".join(case.output_types), "--device", "cpu", "-o", str(out),
                         *fmt.args]
-                    rate, wall = _run_cli(cmd, env)
+                    rate, wall, cpu = _run_cli(cmd, env)
                     rates[fmt.name].append(rate)
                     walls[fmt.name].append(wall)
+                    cpus[fmt.name].append(cpu)
                     sizes[fmt.name] = (_folder_bytes(out, "stacks.zarr/**/*")
                                        if "zarr" in fmt.name else _folder_bytes(out, "*/*.npz"))
                     if case.name == "a" and fmt.name == "npz zlib 6" and k == repeats - 1:
@@ -237,20 +267,23 @@ def run_benchmarks(preset: str = "quick", repeats: int | None = None,
                                       "formats": {}}
             base = statistics.median(rates["npz zlib 6"])
             print(f"{'format':12s}  {'images/s':>9s}  {'x npz-6':>7s}  {'wall s':>7s}  "
-                  f"{'bytes/image':>11s}")
+                  f"{'CPU us/image':>12s}  {'bytes/image':>11s}")
             for fmt in FORMATS:
                 med = statistics.median(rates[fmt.name])
                 record["formats"][fmt.name] = {
                     "images_per_s": med, "images_per_s_runs": rates[fmt.name],
                     "median_wall_s": statistics.median(walls[fmt.name]),
+                    "cpu_us_per_image": 1e6 * statistics.median(cpus[fmt.name]) / n_images,
                     "bytes_per_image": sizes[fmt.name] / n_images,
                     "ratio_to_npz_zlib6": med / base}
                 print(f"{fmt.name:12s}  {fmt_rate(med):>9s}  {med / base:7.2f}  "
                       f"{statistics.median(walls[fmt.name]):7.2f}  "
+                      f"{1e6 * statistics.median(cpus[fmt.name]) / n_images:12.1f}  "
                       f"{fmt_bytes(sizes[fmt.name] / n_images):>11s}", flush=True)
             result["cases"].append(record)
         if images_a is not None:
             alone = codec_alone(images_a, repeats, tmp)
+            alone["render_only_images_per_s"] = render_alone(files, cases[0], repeats)
             result["codec_alone"] = alone
             print(f"\n== codecs alone on {alone['threads']} threads, the {alone['n_images']} "
                   f"images of case (a) in memory")
@@ -259,19 +292,35 @@ def run_benchmarks(preset: str = "quick", repeats: int | None = None,
                       f"{fmt_bytes(c['bytes_per_image']):>9s}/image  ratio {c['ratio']:.2f}")
             for name, rate in alone["writers"].items():
                 print(f"writer alone, {name}: {fmt_rate(rate)} images/s")
+            render = alone["render_only_images_per_s"]
+            print(f"render-only, case (a): {fmt_rate(render)} images/s")
             a = result["cases"][0]["formats"]
+
+            def ceiling(codec: str) -> float:
+                """Rendering and compressing on the same cores, nothing else: 1/(1/r + 1/c)."""
+                return 1 / (1 / render + 1 / alone["codecs"][codec]["images_per_s"])
             result["targets"] = {
                 "zarr_zstd1_over_npz_zlib6": a["zarr zstd 1"]["ratio_to_npz_zlib6"],
                 "zarr_zstd1_over_zstd1_alone": (a["zarr zstd 1"]["images_per_s"]
                                                 / alone["codecs"]["zstd 1"]["images_per_s"]),
                 "zarr_lz4_over_lz4_alone": (a["zarr lz4"]["images_per_s"]
                                             / alone["codecs"]["lz4"]["images_per_s"]),
+                "render_plus_zstd1_ceiling_images_per_s": ceiling("zstd 1"),
+                "zarr_zstd1_over_ceiling": a["zarr zstd 1"]["images_per_s"] / ceiling("zstd 1"),
+                "npz_zlib6_over_ceiling": a["npz zlib 6"]["images_per_s"] / ceiling("zlib 6"),
+                "cpu_per_image_npz_zlib6_over_zarr_zstd1": (
+                    a["npz zlib 6"]["cpu_us_per_image"] / a["zarr zstd 1"]["cpu_us_per_image"]),
             }
             t = result["targets"]
             print(f"\ntargets, case (a): zarr zstd 1 / npz zlib 6 = "
                   f"{t['zarr_zstd1_over_npz_zlib6']:.2f} (target >= 3); zarr zstd 1 / zstd 1 "
                   f"alone = {t['zarr_zstd1_over_zstd1_alone']:.2f} (target >= 0.8); zarr lz4 "
                   f"/ lz4 alone = {t['zarr_lz4_over_lz4_alone']:.2f}")
+            print(f"render + zstd 1 on the same cores (1/(1/render + 1/codec)): "
+                  f"{fmt_rate(t['render_plus_zstd1_ceiling_images_per_s'])} images/s; zarr "
+                  f"zstd 1 reaches {t['zarr_zstd1_over_ceiling']:.2f} of it (npz zlib 6: "
+                  f"{t['npz_zlib6_over_ceiling']:.2f} of its own); CPU time per image npz "
+                  f"zlib 6 / zarr zstd 1 = {t['cpu_per_image_npz_zlib6_over_zarr_zstd1']:.2f}")
     return result
 
 
