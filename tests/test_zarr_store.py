@@ -214,6 +214,7 @@ def test_render_zarr_values_equal_npz(structures, tmp_path, types, extra):
     assert manifest["parameters"]["format"] == "zarr"
     assert manifest["parameters"]["codec"] == "zstd"
     assert manifest["parameters"]["compress_level"] == 1
+    settings_from_parameters(manifest["parameters"])  # the store's keys are the run's own
     assert attrs["files"][stem]["completed_stacks"] == [0, 1]
     assert not (tmp_path / "zarr" / stem / "0000.npz").exists()
 
@@ -294,28 +295,35 @@ def test_render_zarr_killed_then_resumed_gives_the_same_store(structures, tmp_pa
             == _tree(tmp_path / "whole" / "stacks.zarr", skip=("zarr.json",)))
 
 
-def test_readme_random_batch_lines(structures, tmp_path):
-    """README's lines that read a random batch (zarr.open, dask.array.from_zarr)."""
-    _render(structures, tmp_path / "dataset", "--format", "zarr", "--n-rotation", "12",
-            "--chunk-images", "4", "--output-types", "gaussian_2d")
+@pytest.fixture
+def dataset(structures, tmp_path) -> tuple[Path, np.ndarray]:
+    """A store of 12 images in chunks of 4 (in ``tmp_path/dataset``), and the same images
+    from the .npz of the same run."""
+    common = ["--n-rotation", "12", "--output-types", "gaussian_2d"]
+    _render(structures, tmp_path / "dataset", *common, "--format", "zarr", "--chunk-images", "4")
+    _render(structures, tmp_path / "npz", *common)
     stem = next(structures.iterdir()).stem
-    os.chdir(tmp_path)
-    store = zarr.open("dataset/stacks.zarr", mode="r")
-    images = store[f"{stem}/0000/gaussian_2d"]
+    with np.load(tmp_path / "npz" / stem / "0000.npz") as npz:
+        return tmp_path / "dataset" / "stacks.zarr" / stem / "0000", npz["gaussian_2d"]
+
+
+def test_readme_random_batch_lines(dataset):
+    """README's lines that read a random batch with zarr.open, whole chunks at a time."""
+    group, expected = dataset
+    images = zarr.open(group, mode="r")["gaussian_2d"]
     rng = np.random.default_rng(0)
-    chunk = rng.integers(images.shape[0] // images.chunks[0])  # shuffle whole chunks
-    batch = images[chunk * images.chunks[0]:(chunk + 1) * images.chunks[0]]
-    with np.load(_npz_of(structures, tmp_path, stem)) as npz:
-        np.testing.assert_array_equal(batch, npz["gaussian_2d"][chunk * 4:(chunk + 1) * 4])
-        da = pytest.importorskip("dask.array")
-        lazy = da.from_zarr("dataset/stacks.zarr", component=f"{stem}/0000/gaussian_2d")
-        assert lazy.chunks[0] == (4, 4, 4)
-        np.testing.assert_array_equal(lazy[::5].compute(), npz["gaussian_2d"][::5])
+    size = images.chunks[0]
+    for chunk in rng.permutation(images.shape[0] // size):  # shuffle whole chunks
+        batch = images[chunk * size:(chunk + 1) * size]
+        np.testing.assert_array_equal(batch, expected[chunk * size:(chunk + 1) * size])
 
 
-def _npz_of(structures: Path, tmp_path: Path, stem: str) -> Path:
-    _render(structures, tmp_path / "npz", "--n-rotation", "12", "--output-types", "gaussian_2d")
-    return tmp_path / "npz" / stem / "0000.npz"
+def test_readme_dask_lines(dataset):
+    da = pytest.importorskip("dask.array")
+    group, expected = dataset
+    lazy = da.from_zarr(str(group), component="gaussian_2d")
+    assert lazy.chunks[0] == (4, 4, 4)
+    np.testing.assert_array_equal(lazy[::5].compute(), expected[::5])
 
 
 # ------------------------------------------------------------------------- on the GPU
