@@ -229,8 +229,8 @@ def run_benchmarks(preset: str = "quick", repeats: int | None = None,
     env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in
                                          env.get("PYTHONPATH", "").split(os.pathsep) if p])
     result: dict[str, Any] = {"preset": preset, "repeats": repeats, "cases": [],
-                              "notes": ["images/s: the CLI's own figure (run() wall time), "
-                                        "median of the repeats; formats interleaved"]}
+                              "notes": [("images/s: the CLI's own figure (run() wall time), "
+                                         "median of the repeats; formats interleaved")]}
     with tempfile.TemporaryDirectory(prefix="xyz2image_formats_", dir=workdir) as tmp_name:
         tmp = Path(tmp_name)
         copy_examples(tmp / "structures", overwrite=True)

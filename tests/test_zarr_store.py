@@ -29,6 +29,7 @@ from xyz2image_gpu.output import (
     zarr_store,
 )
 from xyz2image_gpu.output.zarr_store import CODECS, ZarrStackWriter
+from xyz2image_gpu.run import settings_from_parameters
 from xyz2image_gpu.structures.examples import copy_examples
 
 SMALL = ["--edgesize", "16", "--n-rotation", "5"]
