@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ._rows import check_batch, check_complete
 from .atomic import _CompleteOrAbort, _names_path, temporary_path
 
 __all__ = [
@@ -365,11 +366,6 @@ class ZarrStackWriter(_CompleteOrAbort):
             raise
 
     # -- writing -------------------------------------------------------------------------
-    @property
-    def rows_written(self) -> int:
-        """Images appended so far."""
-        return self._streams[0].rows
-
     @_names_path
     def append(self, batch: Mapping[str, Any]) -> None:
         """Buffer the next rows of every array; encode and write the chunks they complete.
@@ -384,28 +380,8 @@ class ZarrStackWriter(_CompleteOrAbort):
         """
         if self._closed:
             raise ValueError(f"{self.path}: writer is closed")
-        n = None
-        arrays = []
-        for stream in self._streams:
-            if stream.key not in batch:
-                raise KeyError(f"{self.path}: batch lacks array {stream.key!r}")
-            arr = batch[stream.key]
-            if not self.gpu_compression:
-                arr = np.asarray(arr)
-            if arr.dtype != stream.dtype or tuple(arr.shape[1:]) != stream.shape[1:]:
-                raise ValueError(
-                    f"{self.path}: array {stream.key!r} expects rows of shape "
-                    f"{stream.shape[1:]} and dtype {stream.dtype}, got {tuple(arr.shape[1:])} "
-                    f"{arr.dtype}")
-            if n is None:
-                n = arr.shape[0]
-            elif arr.shape[0] != n:
-                raise ValueError(f"{self.path}: arrays of one batch differ in length")
-            if stream.rows + arr.shape[0] > stream.shape[0]:
-                raise ValueError(
-                    f"{self.path}: array {stream.key!r} would get {stream.rows + arr.shape[0]}"
-                    f" rows, more than the {stream.shape[0]} declared")
-            arrays.append((stream, arr))
+        as_array = (lambda a: a) if self.gpu_compression else np.asarray
+        arrays = check_batch(self.path, self._streams, batch, as_array, what="array")
         for stream, arr in arrays:
             for start, rows in stream.take(arr, self._xp or np):
                 self._submit(stream, start, rows)
@@ -470,11 +446,7 @@ class ZarrStackWriter(_CompleteOrAbort):
         if self._closed:
             return
         try:
-            missing = [s.key for s in self._streams if s.rows != s.shape[0]]
-            if missing:
-                raise ValueError(
-                    f"{self.path}: incomplete, {self.rows_written} of {self.n_rows} rows "
-                    f"appended to {', '.join(missing)}")
+            check_complete(self.path, self._streams, self.n_rows)
             self._drain()  # every buffer is full and submitted once every row is appended
             self._publish()
         except BaseException:
