@@ -124,9 +124,10 @@ def _median_rate(fn: Callable[[], int], repeats: int) -> float:
     return statistics.median(rates)
 
 
-def render_alone(files: list[str], case: Case, repeats: int) -> float:
-    """Images/s of rendering case ``case`` alone (``Renderer.iter_batches``, host arrays, a
-    thread per core), every file in turn: what the CLI renders before writing."""
+def render_pass(files: list[str], case: Case) -> Callable[[], int]:
+    """A function that renders case ``case`` once (``Renderer.iter_batches``, host arrays, a
+    thread per core), every file in turn, what the CLI renders before writing; returns the
+    image count."""
     from xyz2image_gpu import Renderer, RenderSettings, as_structure
     from xyz2image_gpu.backend import available_cores
 
@@ -141,14 +142,12 @@ def render_alone(files: list[str], case: Case, repeats: int) -> float:
                 n += len(batch["rotations"])
         return n
 
-    try:
-        return _median_rate(go, repeats)
-    finally:
-        renderer.close()
+    return go
 
 
-def codec_alone(images: np.ndarray, repeats: int, workdir: Path) -> dict[str, Any]:
-    """The codecs alone on a thread per core, and the zarr writers alone, on ``images``."""
+def codec_passes(images: np.ndarray) -> dict[str, Callable[[], int]]:
+    """Per codec, a function that compresses ``images`` once on a thread per core, cut as
+    its format cuts them, and returns the image count (``.compressed``: the bytes out)."""
     import numcodecs
 
     from xyz2image_gpu.backend import available_cores
@@ -158,8 +157,6 @@ def codec_alone(images: np.ndarray, repeats: int, workdir: Path) -> dict[str, An
     raw = images.reshape(-1).view(np.uint8)
     chunks = [images[i:i + CHUNK_IMAGES] for i in range(0, n, CHUNK_IMAGES)]
     zlib_chunks = [raw[i:i + ZLIB_CHUNK] for i in range(0, raw.nbytes, ZLIB_CHUNK)]
-    out: dict[str, Any] = {"n_images": n, "image_bytes": int(images[0].nbytes),
-                           "threads": cores, "codecs": {}}
 
     def on_pool(encode: Callable[[Any], bytes], parts: list[Any]) -> Callable[[], int]:
         def go() -> int:
@@ -169,14 +166,30 @@ def codec_alone(images: np.ndarray, repeats: int, workdir: Path) -> dict[str, An
             return n
         return go
 
-    encoders = {
-        "zlib 6": (lambda p: zlib.compress(p, 6), zlib_chunks),
-        "zlib 1": (lambda p: zlib.compress(p, 1), zlib_chunks),
-        "zstd 1": (numcodecs.Zstd(level=1).encode, chunks),
-        "lz4": (numcodecs.LZ4(acceleration=1).encode, chunks),
+    return {
+        "zlib 6": on_pool(lambda p: zlib.compress(p, 6), zlib_chunks),
+        "zlib 1": on_pool(lambda p: zlib.compress(p, 1), zlib_chunks),
+        "zstd 1": on_pool(numcodecs.Zstd(level=1).encode, chunks),
+        "lz4": on_pool(numcodecs.LZ4(acceleration=1).encode, chunks),
     }
-    for name, (encode, parts) in encoders.items():
-        go = on_pool(encode, parts)
+
+
+def _timed_once(fn: Callable[[], int]) -> float:
+    start = time.perf_counter()
+    n = fn()
+    return n / (time.perf_counter() - start)
+
+
+def codec_alone(images: np.ndarray, repeats: int, workdir: Path) -> dict[str, Any]:
+    """The codecs alone on a thread per core, and the zarr writers alone, on ``images``."""
+    from xyz2image_gpu.backend import available_cores
+
+    cores = available_cores()
+    n = len(images)
+    raw = images.reshape(-1).view(np.uint8)
+    out: dict[str, Any] = {"n_images": n, "image_bytes": int(images[0].nbytes),
+                           "threads": cores, "codecs": {}}
+    for name, go in codec_passes(images).items():
         rate = _median_rate(go, repeats)
         out["codecs"][name] = {"images_per_s": rate,
                                "bytes_per_image": go.compressed / n,  # type: ignore[attr-defined]
@@ -244,6 +257,8 @@ def run_benchmarks(preset: str = "quick", repeats: int | None = None,
             walls: dict[str, list[float]] = {f.name: [] for f in FORMATS}
             cpus: dict[str, list[float]] = {f.name: [] for f in FORMATS}
             sizes: dict[str, int] = {}
+            alone: dict[str, list[float]] = {"zstd 1": [], "lz4": [], "render": []}
+            passes: dict[str, Callable[[], int]] = {}
             for k in range(repeats):
                 for fmt in FORMATS:
                     out = tmp / f"{case.name}_{fmt.name.replace(' ', '_')}"
@@ -259,9 +274,18 @@ def run_benchmarks(preset: str = "quick", repeats: int | None = None,
                     cpus[fmt.name].append(cpu)
                     sizes[fmt.name] = (_folder_bytes(out, "stacks.zarr/**/*")
                                        if "zarr" in fmt.name else _folder_bytes(out, "*/*.npz"))
-                    if case.name == "a" and fmt.name == "npz zlib 6" and k == repeats - 1:
+                    if case.name == "a" and fmt.name == "npz zlib 6" and images_a is None:
                         images_a = np.concatenate([np.load(p)["gaussian_2d"] for p in
                                                    sorted(out.glob("*/0000.npz"))])
+                if case.name == "a" and images_a is not None:
+                    # in the same repeat as the runs: a change of the machine's load hits
+                    # the end-to-end runs and their references alike
+                    if not passes:
+                        passes = {**codec_passes(images_a), "render": render_pass(files, case)}
+                        for key in alone:
+                            passes[key]()  # warm-up
+                    for key, values in alone.items():
+                        values.append(_timed_once(passes[key]))
             record: dict[str, Any] = {"case": case.name, "output_types": list(case.output_types),
                                       "edgesize": case.edgesize, "n_images": n_images,
                                       "formats": {}}
@@ -280,10 +304,35 @@ def run_benchmarks(preset: str = "quick", repeats: int | None = None,
                       f"{statistics.median(walls[fmt.name]):7.2f}  "
                       f"{1e6 * statistics.median(cpus[fmt.name]) / n_images:12.1f}  "
                       f"{fmt_bytes(sizes[fmt.name] / n_images):>11s}", flush=True)
+            if case.name == "a" and alone["render"]:
+                zstd, lz4 = rates["zarr zstd 1"], rates["zarr lz4"]
+                ceiling = [1 / (1 / r + 1 / c) for r, c in zip(alone["render"], alone["zstd 1"])]
+                record["same_repeat"] = {
+                    "zstd1_alone_images_per_s": alone["zstd 1"], "lz4_alone_images_per_s":
+                    alone["lz4"], "render_only_images_per_s": alone["render"],
+                    "zarr_zstd1_over_zstd1_alone": statistics.median(
+                        e / c for e, c in zip(zstd, alone["zstd 1"])),
+                    "zarr_lz4_over_lz4_alone": statistics.median(
+                        e / c for e, c in zip(lz4, alone["lz4"])),
+                    "zarr_zstd1_over_render_plus_zstd1": statistics.median(
+                        e / c for e, c in zip(zstd, ceiling)),
+                    "zarr_zstd1_over_npz_zlib6_per_repeat": statistics.median(
+                        z / n for z, n in zip(zstd, rates["npz zlib 6"])),
+                }
+                same = record["same_repeat"]
+                print(f"in the same repeats (medians of per-repeat ratios): zarr zstd 1 / "
+                      f"zstd 1 alone {same['zarr_zstd1_over_zstd1_alone']:.2f} (alone: "
+                      f"{fmt_rate(statistics.median(alone['zstd 1']))} images/s), zarr lz4 / "
+                      f"lz4 alone {same['zarr_lz4_over_lz4_alone']:.2f}, zarr zstd 1 / "
+                      f"(render + zstd 1 on the same cores) "
+                      f"{same['zarr_zstd1_over_render_plus_zstd1']:.2f} (render-only "
+                      f"{fmt_rate(statistics.median(alone['render']))} images/s); zarr zstd 1 "
+                      f"/ npz zlib 6 {same['zarr_zstd1_over_npz_zlib6_per_repeat']:.2f}")
             result["cases"].append(record)
         if images_a is not None:
             alone = codec_alone(images_a, repeats, tmp)
-            alone["render_only_images_per_s"] = render_alone(files, cases[0], repeats)
+            alone["render_only_images_per_s"] = _median_rate(render_pass(files, cases[0]),
+                                                             repeats)
             result["codec_alone"] = alone
             print(f"\n== codecs alone on {alone['threads']} threads, the {alone['n_images']} "
                   f"images of case (a) in memory")

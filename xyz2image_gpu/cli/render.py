@@ -99,7 +99,7 @@ __all__ = [
               help="zlib level (0-9) of the .npz members, or the zarr codec's level (zstd "
                    "1-22, blosc-* 0-9, lz4: acceleration >= 1).")
 @click.option("--chunk-images", type=click.IntRange(min=1), default=DEFAULT_CHUNK_IMAGES,
-              help="Images per chunk of the zarr store (fewer for 3D volumes: at most 64 MiB "
+              help="Images per chunk of the zarr store (fewer for 3D volumes: at most 16 MiB "
                    "per chunk).")
 @click.option("--shard-images", type=click.IntRange(min=1), default=None,
               show_default="no sharding",

@@ -67,8 +67,8 @@ STORE_NAME = "stacks.zarr"
 #: Images per chunk by default (a 128 px uint8 image: 4 MiB chunks).
 DEFAULT_CHUNK_IMAGES = 256
 #: At most this many raw bytes per chunk: arrays with big rows (3D volumes) get fewer images
-#: per chunk than ``chunk_images``.
-MAX_CHUNK_BYTES = 64 << 20
+#: per chunk than ``chunk_images`` (a 128³ bool volume: 8 a chunk).
+MAX_CHUNK_BYTES = 16 << 20
 #: The store's own key in its root attributes.
 ATTRIBUTE_KEY = "xyz2image_gpu"
 
@@ -279,8 +279,9 @@ class ZarrStackWriter(_CompleteOrAbort):
         The codec's level (:func:`check_codec_level`); default :func:`codec_default_level`.
     chunk_images : int, optional
         Images per chunk (default 256); fewer for arrays whose rows are big, so that a chunk
-        holds at most 64 MiB raw. The last chunk of an array is padded with zeros, as zarr
-        does.
+        holds at most 16 MiB raw. The last chunk of an array is padded with zeros, as zarr
+        does. Memory: one chunk being filled per array, and at most ``2 * threads`` chunks
+        being encoded (sharded arrays: shards).
     shard_images : int, optional
         Images per shard (a multiple of the chunk's): chunks grouped into one file each
         (zarr's sharding codec), for small chunks (random access) without many small files;
