@@ -235,6 +235,17 @@ def test_render_zarr_bytes_same_for_workers_and_batch_sizes(structures, tmp_path
     assert sum(k.endswith("zarr.json") for k in trees[0]) == 1 + 2 * (1 + 7)
 
 
+def test_render_other_format_needs_overwrite_which_removes_the_store(structures, tmp_path):
+    out = tmp_path / "out"
+    _render(structures, out, "--format", "zarr")
+    refused = CliRunner().invoke(cli, ["render", str(structures), "-o", str(out), *SMALL])
+    assert refused.exit_code == 1 and "format: 'zarr' -> '(unset)'" in refused.output
+    assert (out / "stacks.zarr").is_dir()
+    _render(structures, out, "--overwrite")
+    assert not (out / "stacks.zarr").exists()
+    assert len(list(out.glob("*/0000.npz"))) == 1
+
+
 def test_render_zarr_option_mistakes(structures, tmp_path):
     def fails(*args: str) -> str:
         result = CliRunner().invoke(cli, ["render", str(structures), "-o", str(tmp_path / "x"),
