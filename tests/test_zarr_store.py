@@ -5,6 +5,7 @@ choice of compression on the GPU (its CPU side, with the CuPy stand-in)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,7 +30,8 @@ from xyz2image_gpu.output import (
     zarr_store,
 )
 from xyz2image_gpu.output.zarr_store import CODECS, ZarrStackWriter
-from xyz2image_gpu.run import settings_from_parameters
+from xyz2image_gpu.run import RunConfig, settings_from_parameters
+from xyz2image_gpu.run.units import _store_compression
 from xyz2image_gpu.structures.examples import copy_examples
 
 SMALL = ["--edgesize", "16", "--n-rotation", "5"]
@@ -161,17 +163,6 @@ def test_writer_replaces_an_older_group(tmp_path):
     assert not [p for p in tmp_path.iterdir() if is_temporary(p)]
 
 
-def test_missing_zarr_is_an_error_naming_the_extra(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "zarr", None)
-    with pytest.raises(zarr_store.ZarrUnavailableError, match=r"xyz2image-gpu\[zarr\]"):
-        zarr_store.require_zarr()
-    copy_examples(tmp_path / "in")
-    result = CliRunner().invoke(cli, ["render", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
-                                      "--format", "zarr", *SMALL])
-    assert result.exit_code == 1 and "xyz2image-gpu[zarr]" in result.output
-    assert not (tmp_path / "o").exists()
-
-
 # --------------------------------------------------------------------------------- CLI
 
 
@@ -217,6 +208,8 @@ def test_render_zarr_values_equal_npz(structures, tmp_path, types, extra):
     assert manifest["parameters"]["compress_level"] == 1
     settings_from_parameters(manifest["parameters"])  # the store's keys are the run's own
     assert attrs["files"][stem]["completed_stacks"] == [0, 1]
+    assert manifest["device"]["store_compression"] == (
+        "chunks compressed on the CPU: images rendered on the CPU")
     assert not (tmp_path / "zarr" / stem / "0000.npz").exists()
 
 
@@ -374,6 +367,13 @@ def test_gpu_compression_chosen_where_zarr_has_the_codec(monkeypatch):
     _fake_gpu_zarr(monkeypatch, backend_mod.ZARR_GPU_ZSTD)
     assert zarr_gpu_codec(fake, "zstd") == (
         True, f"chunks compressed on the GPU ({backend_mod.ZARR_GPU_ZSTD}, nvCOMP)")
+    config = RunConfig(inputs=(), output_folder=Path("."), format="zarr",
+                       output_types=("gaussian_2d",))
+    assert _store_compression(fake, config)[0]
+    with_tif = dataclasses.replace(config, output_types=("gaussian_2d", "gaussian_2d_image"))
+    assert _store_compression(fake, with_tif) == (
+        False, ("chunks compressed on the CPU: the *_image TIFF stacks need the images on "
+                "the host"))
     _fake_gpu_zarr(monkeypatch, "zarr.codecs.zstd.ZstdCodec")
     on, why = zarr_gpu_codec(fake, "zstd")
     assert not on and "selects zarr.codecs.zstd.ZstdCodec" in why

@@ -202,7 +202,8 @@ def zarr_gpu_codec(backend: Backend, codec: str) -> tuple[bool, str]:
     Returns
     -------
     (bool, str)
-        The choice, and its reason in words (recorded in the run's manifest).
+        The choice, and its reason in words (the run's manifest records it:
+        ``device.store_compression``).
     """
     if not backend.is_gpu:
         return False, "chunks compressed on the CPU: images rendered on the CPU"

@@ -51,7 +51,15 @@ from .manifest import (
 from .memory import RequestTooLargeError, _check_memory, _Need
 from .progress import Progress
 from .signals import _sigterm_as_interrupt, start_resource_tracker
-from .units import _THREAD_ENV, _Finishing, _render_unit, _Unit, _worker_init, _worker_run
+from .units import (
+    _THREAD_ENV,
+    _Finishing,
+    _render_unit,
+    _store_compression,
+    _Unit,
+    _worker_init,
+    _worker_run,
+)
 
 __all__ = [
     "run",
@@ -168,6 +176,7 @@ class _Run:
         self.summary.device = f"{backend.name}: {backend.reason}"
         self.summary.workers = workers
         self.backend_name, self.backend_reason = backend.name, backend.reason
+        self.backend = backend
         need = _Need()
         renderer = Renderer(cfg.settings, render_types(cfg.output_types), backend)
         self.inputs: list[_Input] = []
@@ -285,6 +294,9 @@ class _Run:
             "execution": {"workers": self.workers, "batch_size": cfg.batch_size},
             "files": {},
         }
+        if cfg.format == "zarr":
+            self.manifest["device"]["store_compression"] = _store_compression(self.backend,
+                                                                             cfg)[1]
         # keep what other runs into this folder (with these settings) recorded
         old_files = old["files"] if same and old is not None else {}
         self.manifest["files"].update(old_files)

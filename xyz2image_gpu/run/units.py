@@ -165,6 +165,19 @@ def _check_field(unit: _Unit, report: FieldReport) -> None:
         raise StructureError(f"{report.describe()} (--strict)", path=unit.path)
 
 
+def _store_compression(backend: Any, config: RunConfig) -> tuple[bool, str]:
+    """Whether the zarr store's chunks are compressed on the GPU, and why (not): see
+    :func:`..backend.zarr_gpu_codec`; TIFF stacks need host images, and then the chunks are
+    compressed on the host too."""
+    from ..backend import zarr_gpu_codec
+
+    on_gpu, why = zarr_gpu_codec(backend, config.codec)
+    if on_gpu and image_types(config.output_types):
+        return False, ("chunks compressed on the CPU: the *_image TIFF stacks need the images "
+                       "on the host")
+    return on_gpu, why
+
+
 def _array_writer(unit: _Unit, renderer: Renderer,
                   layout: dict[str, Any]) -> tuple[NpzStreamWriter | ZarrStackWriter, bool]:
     """The writer of a unit's arrays (its .npz, or its group of the run's zarr store), and
@@ -175,11 +188,8 @@ def _array_writer(unit: _Unit, renderer: Renderer,
     if cfg.format != "zarr":
         return NpzStreamWriter(npz_path(out, unit.stem, unit.stack), layout,
                                cfg.compress_level, unit.compression_threads), True
-    from ..backend import zarr_gpu_codec
-
     backend = renderer.backend
-    # TIFF stacks need host images: then the chunks are compressed on the host too
-    on_gpu = zarr_gpu_codec(backend, cfg.codec)[0] and not image_types(cfg.output_types)
+    on_gpu = _store_compression(backend, cfg)[0]
     writer = ZarrStackWriter(
         out, unit.stem, unit.stack, layout, codec=cfg.codec, level=cfg.compress_level,
         chunk_images=cfg.chunk_images, shard_images=cfg.shard_images,
