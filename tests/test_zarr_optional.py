@@ -27,6 +27,8 @@ def test_missing_zarr_is_an_error_naming_the_extra(monkeypatch, tmp_path):
     result = _render_zarr(tmp_path)
     assert result.exit_code == 1 and "xyz2image-gpu[zarr]" in result.output
     assert not (tmp_path / "o").exists()
+    info = CliRunner().invoke(cli, ["info", "--device", "cpu"])
+    assert "zarr: not usable: --format zarr needs the zarr extra" in info.output
 
 
 def test_old_python_is_an_error_naming_the_version(monkeypatch, tmp_path):

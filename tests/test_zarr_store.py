@@ -239,6 +239,12 @@ def test_render_other_format_needs_overwrite_which_removes_the_store(structures,
     assert len(list(out.glob("*/0000.npz"))) == 1
 
 
+def test_info_says_whether_the_store_can_be_written():
+    result = CliRunner().invoke(cli, ["info", "--device", "cpu"], catch_exceptions=False)
+    assert (f"zarr {zarr.__version__}: --format zarr available; chunks compressed on the CPU: "
+            "images rendered on the CPU") in result.output
+
+
 def test_render_zarr_option_mistakes(structures, tmp_path):
     def fails(*args: str) -> str:
         result = CliRunner().invoke(cli, ["render", str(structures), "-o", str(tmp_path / "x"),
