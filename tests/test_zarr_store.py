@@ -155,6 +155,29 @@ def test_writer_incomplete_or_failed_leaves_nothing(tmp_path):
                          if p.name.startswith(".f_0002")]  # the one never closed or aborted
 
 
+def test_writer_memory_is_bounded_by_chunks_not_the_stack(tmp_path, monkeypatch):
+    """Chunks are written while batches arrive: at most 2 x threads wait for their encoder,
+    each a chunk long, however many images the stack has."""
+    data = _data(400)
+    layout = {k: (v.shape, v.dtype) for k, v in data.items()}
+    encode = zarr_store._encode_and_write
+    seen: list[int] = []
+
+    def slow(encoder, chunk, path):
+        seen.append(chunk.shape[0])
+        return encode(encoder, chunk, path)
+
+    monkeypatch.setattr(zarr_store, "_encode_and_write", slow)
+    writer = ZarrStackWriter(tmp_path, "f", 0, layout, chunk_images=8, threads=3)
+    most = 0
+    for i in range(0, 400, 5):
+        writer.append({k: v[i:i + 5] for k, v in data.items()})
+        most = max(most, len(writer._inflight))
+        assert len(seen) >= len(data) * ((i + 5) // 8) - 6  # written as they fill
+    writer.close()
+    assert most <= 6 and set(seen) == {8} and len(seen) == len(data) * 50
+
+
 def test_writer_replaces_an_older_group(tmp_path):
     first, second = _data(20, seed=1), _data(20, seed=2)
     _write(tmp_path, first, batch=20)
