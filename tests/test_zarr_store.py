@@ -415,16 +415,20 @@ def test_gpu_compression_buffers_chunks_on_the_device(tmp_path, monkeypatch):
     data = _data(30)
     layout = {k: (v.shape, v.dtype) for k, v in data.items()}
     active: list[bool] = []
+    entered: list[bool] = []
 
     @contextlib.contextmanager
     def gpu_config():
         active.append(True)
+        entered.append(True)
         yield
         active.pop()
 
     monkeypatch.setattr(backend_mod, "zarr_gpu_config", gpu_config)
     writer = ZarrStackWriter(tmp_path, "f", 0, layout, chunk_images=8, threads=4,
                              device_xp=fake)
+    # the arrays were opened under zarr's GPU configuration (its registry's GPU codec)
+    assert len(entered) == 1 and sorted(writer._arrays) == sorted(layout)
     written: list[tuple[str, int, int, object]] = []
 
     class Recorder:

@@ -362,6 +362,14 @@ class ZarrStackWriter(_CompleteOrAbort):
                 self._streams.append(_ArrayStream(key, shape, dtype, chunk_rows,
                                                   shard_rows or chunk_rows))
             self._direct = shard_images is None and not self.gpu_compression
+            if self.gpu_compression:
+                # codec objects come from zarr's registry as an array is opened: opened under
+                # the GPU configuration, zstd is its GPU codec (the metadata is the same)
+                from ..backend import zarr_gpu_config
+
+                with zarr_gpu_config():
+                    self._arrays = {key: zarr.open_array(self._tmpdir / key, mode="r+")
+                                    for key in self._arrays}
         except BaseException:
             self.abort()
             raise
