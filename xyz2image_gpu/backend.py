@@ -189,8 +189,9 @@ def zarr_gpu_codec(backend: Backend, codec: str) -> tuple[bool, str]:
     Yes when the images are rendered by CuPy, the codec is zstd, and this zarr has a GPU
     zstd codec that ``zarr.config.enable_gpu()`` selects (nvCOMP, from the
     ``nvidia-nvcomp`` wheels): then chunks are compressed where they were rendered and only
-    compressed bytes cross the bus. CPU readers read the same store (standard zstd frames;
-    the compressed bytes are nvCOMP's, not those of CPU zstd, the values are the same).
+    compressed bytes cross the bus. The compressed bytes are nvCOMP's, not those of CPU zstd;
+    nvCOMP writes standard zstd frames, which CPU readers decode (``gpu_check.py``'s ``zarr``
+    stage checks the values on a GPU machine; none has run it yet).
 
     Parameters
     ----------
