@@ -532,3 +532,29 @@ def test_the_labels_benchmark_runs(tmp_path):
     sizes = {row["outputs"]: row["label_bytes_per_image"] for row in rows}
     assert sizes["+ heatmap_2d"] > sizes["+ heatmap_2d, float16"] > sizes["+ numbers"] > 0
     assert all(row["images_per_s"] > 0 for row in rows)
+
+
+def test_the_zarr_store_holds_the_same_labels(tmp_path):
+    """``--format zarr`` stores every label key (``<name>_clean``, ``elements``,
+    ``scan_offsets`` included) with the ``.npz``'s values."""
+    zarr = pytest.importorskip("zarr", minversion="3")
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+    from xyz2image_gpu.structures.examples import bundled_examples
+
+    path = next(p for p in bundled_examples() if "aupd" in p.name)
+    common = ["render", str(path), "--n-rotation", "3", "--edgesize", "16", "--quiet",
+              "--device", "cpu", "--scan-jitter", "0.1", "--output-types",
+              "numbers,heatmap_2d,element_heatmap_2d,column_map_2d,delta_2d,binary_2d"]
+    for fmt in ("npz", "zarr"):
+        result = CliRunner().invoke(cli, [*common, "--format", fmt, "-o", str(tmp_path / fmt)])
+        assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "npz" / path.stem / "0000.npz") as npz:
+        want = dict(npz)
+    group = zarr.open(str(tmp_path / "zarr" / "stacks.zarr"), mode="r")[f"{path.stem}/0000"]
+    assert sorted(group.array_keys()) == sorted(want)
+    for key, value in want.items():
+        got = group[key][...]
+        assert got.dtype == value.dtype, key
+        np.testing.assert_array_equal(got, value, err_msg=key)
