@@ -188,14 +188,18 @@ def _syncs_per_batch(fake, batches):
 @pytest.mark.parametrize("settings, per_batch", [
     ({}, 1),
     ({"framing": "structure", "z_exponent": 1.7, "thermal": True}, 1),
-    # still on the host, each by explicit Backend.to_host calls (counted):
+    # augmentations drawn, applied and quantised on the device (random.cu)
+    ({"dose": 100.0}, 1),
+    ({"dose": 100.0, "read_noise": 0.02, "phonon_jitter": True, "scan_jitter": 0.1,
+      "drift": 0.5}, 1),
+    ({"phonon_jitter": True, "normalization": "fixed", "intensity_scale": 3.0}, 1),
+    # still on the host, by an explicit Backend.to_host call (counted):
     ({"legacy": True}, 2),  # the filter matrices are built on the host from the pixel sizes
-    ({"dose": 100.0}, 4),  # noise is drawn on the host: images, clean images, pixel sizes
 ])
 def test_the_steady_state_loop_waits_once_per_batch(settings, per_batch):
     """Items 10 and 7: in the steady state the loop's only host synchronisation is the wait
-    for the batch it hands over (legacy mode and augmentations still read back through
-    explicit ``to_host`` calls, counted here); labels and coordinates need none."""
+    for the batch it hands over, augmentations included (legacy mode still reads back through
+    an explicit ``to_host`` call, counted here); labels and coordinates need none."""
     fake = FakeCupy()
     outputs = ["gaussian_2d", "coordinates_3d", "delta_3d", "delta_2d", "binary_3d",
                "binary_2d"]

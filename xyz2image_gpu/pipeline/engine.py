@@ -257,8 +257,7 @@ class Renderer:
             images = stages.images(kernel, geo, comps, result, self.output_types, out or {})
             if self.settings.augmented and "gaussian_2d" in images:
                 images.update(stages.augmentations(
-                    kernel, inputs, geo, comps, images.pop("gaussian_2d"),
-                    executor=self._threads.executor()))
+                    kernel, inputs, table, geo, comps, images.pop("gaussian_2d")))
             result.update(images)
         result["voxel_size"] = geo.voxel.astype(kernel.xp.float64)
         move = self.backend.to_host if to_host else self.backend.asarray

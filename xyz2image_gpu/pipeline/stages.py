@@ -11,26 +11,24 @@
   the column correction (:mod:`..physics.column`);
 * :func:`images`: gaussian_2d and gaussian_3d;
 * :func:`augmentations`: phonon jitter, scan distortion and noise turn the clean gaussian_2d
-  into the one stored, beside the clean one (:mod:`..physics.augment`).
+  into the one stored, beside the clean one, their draws made where the batch renders
+  (:mod:`..physics.augment`).
 
 The host inputs are :func:`.frames.batch_inputs`'s arrays for one batch (or one step
-of it): per image, its frame, rotation and metadata, and the augmentations' draws. Every
+of it): per image, its frame, rotation and metadata. Every
 stage does its per-pixel work through the strategy the renderer chose once (:mod:`.strategies`,
 which also carries the settings and the backend), so no stage branches on the backend or
-the kernel. Arrays stay on the backend's device except where a stage
-says otherwise.
+the kernel. Arrays stay on the backend's device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..physics import augment
 from ..physics.column import ColumnCorrection
 from . import kernels
 from .framing import count_outside, frame_pixel_coordinates
@@ -133,7 +131,8 @@ def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str
     ``table`` holds the render's frames padded to one size (positions, amplitudes, sigmas,
     valid, radius, indexed by frame; on the backend's device); only the (B,) index array
     moves. Returns ``host``'s arrays plus ``positions`` (B, N, 3), ``amplitudes`` and
-    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,).
+    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,), and ``image_frame`` on the
+    backend.
     """
     be = kernel.backend
     xp = be.xp
@@ -141,6 +140,7 @@ def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str
     out = dict(host)
     for key in GATHERED:
         out[key] = xp.take(getattr(table, key), index, axis=0)
+    out["image_frame"] = index
     return out
 
 
@@ -231,44 +231,48 @@ def images(kernel: ArrayKernel, geo: Geometry, comps: Components,
     return result
 
 
-def augmentations(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometry,
-                  comps: Components, clean: Any, *, executor: Executor | None = None,
-                  ) -> dict[str, np.ndarray]:
-    """The augmented gaussian_2d from the clean float32 one, both quantised, on the host.
+def augmentations(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, geo: Geometry,
+                  comps: Components, clean: Any) -> dict[str, Any]:
+    """The augmented gaussian_2d from the clean float32 one, both in the stored form, where
+    the batch renders (no host round trip on the GPU).
+
+    ``inputs``: :func:`gather`'s arrays (``image_frame`` on the backend, ``rotation_index``);
+    ``table``: the render's :class:`~.frames.FrameTable` on the backend, whose
+    ``stream_keys`` and ``rms`` the draws read by frame (:mod:`..physics.augment`).
 
     Returns
     -------
-    dict of numpy.ndarray
+    dict of arrays on the backend
         ``electrons_per_pixel`` (B,) with a dose, ``scan_offsets`` (B, E, 2) Å with a
         distorted scan, ``gaussian_2d`` (the image as seen) and ``gaussian_2d_clean``.
     """
     s = kernel.settings
     be = kernel.backend
     xp = be.xp
+    frame = inputs["image_frame"]
+    rotation = be.asarray(inputs["rotation_index"])
+    keys = table.stream_keys
+    out: dict[str, Any] = {}
     seen = clean
     if s.phonon_jitter or s.scan_distorted:
         moved = geo.coords
         if s.phonon_jitter:  # frozen-phonon snapshot, framed by the undisplaced atoms
-            shift = xp.matmul(be.asarray(host["displacements"]), geo.rotations.transpose(0, 2, 1))
+            shift = xp.matmul(kernel.phonon(frame, rotation, keys, table.rms),
+                              geo.rotations.transpose(0, 2, 1))
             moved = geo.coords + shift / geo.voxel[:, None, None]
         shifted = replace(comps, coords=comps.spread(xp, moved))
         if s.scan_distorted:
-            offsets = be.asarray(host["scan_offsets"]) / geo.voxel[:, None, None]
-            seen = kernel.scanned(shifted, offsets)
+            out["scan_offsets"] = kernel.scan_offsets(frame, rotation, keys)
+            seen = kernel.scanned(shifted, out["scan_offsets"] / geo.voxel[:, None, None])
         else:
             seen = kernel.gaussian(2, geo, shifted, quantised=False)
-    seen, clean, voxel = be.to_host(seen), be.to_host(clean), be.to_host(geo.voxel)
-    out: dict[str, np.ndarray] = {}
+    # the clean image first: the noise may be applied in place, and seen may be clean
+    out["gaussian_2d_clean"] = kernel.quantise_augmented(clean)
     if s.noisy:
-        per_pixel = None if s.dose is None else s.dose * voxel.astype(np.float64) ** 2
-        seen = augment.add_noise(
-            seen, [tuple(int(v) for v in key) for key in host["keys"]],
-            electrons_per_pixel=per_pixel, read_noise=s.read_noise, executor=executor,
-        )
+        per_pixel = None if s.dose is None else s.dose * geo.voxel.astype(xp.float64) ** 2
+        out["gaussian_2d"] = kernel.noise(seen, frame, rotation, keys, per_pixel)
         if per_pixel is not None:
             out["electrons_per_pixel"] = per_pixel
-    if s.scan_distorted:
-        out["scan_offsets"] = host["scan_offsets"]
-    out["gaussian_2d"] = kernel.quantise_host(seen)
-    out["gaussian_2d_clean"] = kernel.quantise_host(clean)
+    else:
+        out["gaussian_2d"] = kernel.quantise_augmented(seen)
     return out
