@@ -1,7 +1,7 @@
 /*
  * The augmentations' random draws, one C source for the CPU and the GPU: Philox4x32-10,
- * uniforms, Box-Muller normals and Poisson counts, each a pure function of where it sits
- * in an image's streams. Included by random.cu (compiled by NVRTC on the GPU, and by the C
+ * uniforms, normals (the inverse distribution function, AS 241) and Poisson counts, each
+ * a pure function of where it sits in an image's streams. Included by random.cu (compiled by NVRTC on the GPU, and by the C
  * compiler through cuda_emulation.h in the tests) and by _splat.c (the compiled CPU
  * kernel), so every device draws the same numbers from the same code. No host headers:
  * NVRTC compiles without them (the includer brings math.h on the CPU).
@@ -19,12 +19,12 @@
  * block) only: the same whatever the batch size, the thread count or the device.
  *
  * Uniforms: a word w gives (w + 0.5) / 2^32 in (0, 1); two words (hi, lo) give the 53-bit
- * ((hi << 21) | (lo >> 11) + 0.5) / 2^53. Normals: Box-Muller in double, block j of a
- * sub-stream gives normals 4j .. 4j+3, r cos t and r sin t from words (0, 1), then from
- * (2, 3), r = sqrt(-2 ln u(a)), t = 2 pi u(b). Sums, products, quotients and sqrt are
- * correctly rounded everywhere; exp, log, cos and sin may differ in the last bit of a double
- * between the C library and CUDA's, which changes a stored float32 or an integer count only
- * for a draw within ~1e-16 of a rounding boundary.
+ * ((hi << 21) | (lo >> 11) + 0.5) / 2^53. Normals: the inverse normal distribution function
+ * (AS 241) of one word's uniform, block j of a sub-stream giving normals 4j .. 4j+3, one per
+ * word. Sums, products, quotients and sqrt are correctly rounded everywhere (and no
+ * multiply-add is fused: -ffp-contract=off, NVRTC --fmad=false); exp, log, cos and sin may
+ * differ in the last bit of a double between the C library and CUDA's, which changes a
+ * stored float32 or an integer count only for a draw within ~1e-16 of a rounding boundary.
  *
  * Poisson counts of pixel p of an image (noise, purpose 2), mean lam:
  *   attempt 0: words (0, 1) (even p) or (2, 3) (odd p) of block p / 2 of sub-stream 0;
@@ -121,21 +121,45 @@ XYZ_DEVICE double xyz_uniform53(unsigned int hi, unsigned int lo)
     return ((double)bits + 0.5) * (1.0 / 9007199254740992.0);
 }
 
-/* Two standard normals from two words (Box-Muller). */
-XYZ_DEVICE void xyz_box_muller(unsigned int a, unsigned int b, double *z0, double *z1)
+/* A standard normal from one word: the inverse of the normal distribution function at the
+ * word's uniform, by Wichura's rational approximations (algorithm AS 241, PPND16, Applied
+ * Statistics 37, 477-484, 1988; relative error about 1e-16). A 32-bit uniform lies in
+ * [2^-33, 1 - 2^-33], so sqrt(-ln r) < 4.8 and AS 241's third region (above 5) is never
+ * reached. Only products, sums and a quotient in the central region (85% of draws); the
+ * tails add a log and a sqrt. */
+XYZ_DEVICE double xyz_normal(unsigned int w)
 {
-    double r = sqrt(-2.0 * log(xyz_uniform32(a)));
-    double t = XYZ_TWO_PI * xyz_uniform32(b);
-    *z0 = r * cos(t);
-    *z1 = r * sin(t);
+    double p = xyz_uniform32(w);
+    double q = p - 0.5;
+    if (fabs(q) <= 0.425) {
+        double r = 0.180625 - q * q;
+        return q * (((((((2509.0809287301226727 * r + 33430.575583588128105) * r +
+                         67265.770927008700853) * r + 45921.953931549871457) * r +
+                       13731.693765509461125) * r + 1971.5909503065514427) * r +
+                     133.14166789178437745) * r + 3.387132872796366608) /
+               (((((((5226.495278852854561 * r + 28729.085735721942674) * r +
+                     39307.89580009271061) * r + 21213.794301586595867) * r +
+                   5394.1960214247511077) * r + 687.1870074920579083) * r +
+                 42.313330701600911252) * r + 1.0);
+    }
+    double r = sqrt(-log(q < 0.0 ? p : 1.0 - p)) - 1.6;
+    double z = (((((((7.7454501427834140764e-4 * r + 0.0227238449892691845833) * r +
+                     0.24178072517745061177) * r + 1.27045825245236838258) * r +
+                   3.64784832476320460504) * r + 5.7694972214606914055) * r +
+                 4.6303378461565452959) * r + 1.42343711074968357734) /
+               (((((((1.05075007164441684324e-9 * r + 5.475938084995344946e-4) * r +
+                     0.0151986665636164571966) * r + 0.14810397642748007459) * r +
+                   0.68976733498510000455) * r + 1.6763848301838038494) * r +
+                 2.05319162663775882187) * r + 1.0);
+    return q < 0.0 ? -z : z;
 }
 
-/* Normals 4 block .. 4 block + 3 of sub-stream sub. */
+/* Normals 4 block .. 4 block + 3 of sub-stream sub: one per word. */
 XYZ_DEVICE void xyz_normals4(xyz_stream s, unsigned int block, unsigned int sub, double z[4])
 {
     xyz_block w = xyz_draw(s, block, sub);
-    xyz_box_muller(w.w[0], w.w[1], &z[0], &z[1]);
-    xyz_box_muller(w.w[2], w.w[3], &z[2], &z[3]);
+    for (int q = 0; q < 4; q++)
+        z[q] = xyz_normal(w.w[q]);
 }
 
 /* ln k! for whole k >= 0: exact below 10, Stirling's series to z^-9 above (z = k + 1). */
@@ -163,25 +187,44 @@ XYZ_DEVICE double xyz_log_factorial(double k)
     return (z - 0.5) * log(z) - z + 0.9189385332046728 + series;
 }
 
-/* One PTRS attempt from its two words: the candidate in *k, 1 when accepted. */
-XYZ_DEVICE int xyz_ptrs_step(double lam, unsigned int a, unsigned int b, double *k)
+/* PTRS's constants of one mean, computed once per pixel (the logs only when an attempt
+ * first needs them: most are accepted by the squeeze). */
+typedef struct {
+    double lam, bb, aa, vr, log_inv_alpha, log_lam;
+    int logs;
+} xyz_ptrs;
+
+XYZ_DEVICE xyz_ptrs xyz_ptrs_of(double lam)
 {
-    double slam = sqrt(lam);
-    double bb = 0.931 + 2.53 * slam;
-    double aa = -0.059 + 0.02483 * bb;
-    double vr = 0.9277 - 3.6224 / (bb - 2.0);
+    xyz_ptrs c;
+    c.lam = lam;
+    c.bb = 0.931 + 2.53 * sqrt(lam);
+    c.aa = -0.059 + 0.02483 * c.bb;
+    c.vr = 0.9277 - 3.6224 / (c.bb - 2.0);
+    c.log_inv_alpha = c.log_lam = 0.0;
+    c.logs = 0;
+    return c;
+}
+
+/* One PTRS attempt from its two words: the candidate in *k, 1 when accepted. */
+XYZ_DEVICE int xyz_ptrs_step(xyz_ptrs *c, unsigned int a, unsigned int b, double *k)
+{
     double u = xyz_uniform32(a) - 0.5;
     double v = xyz_uniform32(b);
     double us = 0.5 - fabs(u);
-    double kk = floor((2.0 * aa / us + bb) * u + lam + 0.43);
+    double kk = floor((2.0 * c->aa / us + c->bb) * u + c->lam + 0.43);
     *k = kk;
-    if (us >= 0.07 && v <= vr)
+    if (us >= 0.07 && v <= c->vr)
         return 1;
     if (kk < 0.0 || (us < 0.013 && v > us))
         return 0;
-    double inv_alpha = 1.1239 + 1.1328 / (bb - 3.4);
-    return log(v) + log(inv_alpha) - log(aa / (us * us) + bb) <=
-           -lam + kk * log(lam) - xyz_log_factorial(kk);
+    if (!c->logs) {
+        c->log_inv_alpha = log(1.1239 + 1.1328 / (c->bb - 3.4));
+        c->log_lam = log(c->lam);
+        c->logs = 1;
+    }
+    return log(v) + c->log_inv_alpha - log(c->aa / (us * us) + c->bb) <=
+           -c->lam + kk * c->log_lam - xyz_log_factorial(kk);
 }
 
 /* A Poisson count of mean lam for pixel p, whose attempt 0 draws words (a, b). */
@@ -203,12 +246,13 @@ XYZ_DEVICE double xyz_poisson(double lam, unsigned int a, unsigned int b, xyz_st
         return k;
     }
     double k;
-    int ok = xyz_ptrs_step(lam, a, b, &k);
+    xyz_ptrs c = xyz_ptrs_of(lam);
+    int ok = xyz_ptrs_step(&c, a, b, &k);
     for (unsigned int pair = 0; pair < XYZ_PTRS_PAIRS && !ok; pair++) {
         xyz_block w = xyz_draw(s, p, pair + 1u);
-        ok = xyz_ptrs_step(lam, w.w[0], w.w[1], &k);
+        ok = xyz_ptrs_step(&c, w.w[0], w.w[1], &k);
         if (!ok)
-            ok = xyz_ptrs_step(lam, w.w[2], w.w[3], &k);
+            ok = xyz_ptrs_step(&c, w.w[2], w.w[3], &k);
     }
     return k > 0.0 ? k : 0.0;
 }
