@@ -174,21 +174,24 @@ def test_the_compiled_draws_refuse_inconsistent_inputs():
 def test_the_sources_have_no_host_includes():
     """NVRTC compiles without the host's headers: the only includes are this folder's
     headers, inlined by kernel_source."""
-    for name in ("random.cu", "splat.cu"):
+    for name in ("random.cu", "splat.cu", "legacy.cu"):
         text = device.kernel_source(name)
         assert "#include" not in text, name
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no CUDA toolkit (nvcc) here")
-def test_the_draws_compile_for_the_device(tmp_path):
+@pytest.mark.parametrize("kernel_names", [(device.NOISE, device.PHONON, device.SCAN),
+                                          (device.LEGACY,)])
+def test_the_kernels_compile_for_the_device(tmp_path, kernel_names):
     """Where a CUDA toolkit is installed, nvcc compiles random.cu (philox.h inlined, as NVRTC
-    gets it) for sm_90 with the options given to NVRTC, without warnings or spills."""
-    src = tmp_path / "random.cu"
-    src.write_text(device.kernel_source(device.NOISE[0]))
+    gets it) and legacy.cu for sm_90 with the options given to NVRTC, without warnings."""
+    filename = kernel_names[0][0]
+    src = tmp_path / filename
+    src.write_text(device.kernel_source(filename))
     cmd = ["nvcc", "-arch=sm_90", *device.NVRTC_OPTIONS, "-Werror", "all-warnings",
-           "-Xptxas", "-v", "--ptx", str(src), "-o", str(tmp_path / "random.ptx")]
+           "--ptx", str(src), "-o", str(tmp_path / "kernel.ptx")]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode == 0, done.stderr
-    ptx = (tmp_path / "random.ptx").read_text()
-    for name in (device.NOISE[1], device.PHONON[1], device.SCAN[1]):
+    ptx = (tmp_path / "kernel.ptx").read_text()
+    for _, name in kernel_names:
         assert f".entry {name}(" in ptx, name

@@ -427,7 +427,8 @@ class FusedKernel(ArrayKernel):
 
 class LegacyKernel(ArrayKernel):
     """The original script's images: each occupied voxel counted once, filtered with SciPy
-    ``gaussian_filter`` semantics, quantised by truncation; on either backend."""
+    ``gaussian_filter`` semantics, quantised by truncation; on either backend (the filter
+    matrices built on the host on the CPU, by ``legacy.cu`` on the GPU)."""
 
     truncate = True
 
@@ -445,8 +446,11 @@ class LegacyKernel(ArrayKernel):
             delta = label(xp, geo.voxels, geo.valid, e)
         mats = geo.memo.get("legacy_filter")
         if mats is None:  # one set per batch, shared by gaussian_2d and gaussian_3d
-            sigma_px = self.backend.to_host(self.settings.gauss_sigma / geo.voxel)
-            mats = self.backend.asarray(kernels.legacy_filter_matrices(sigma_px, e))
+            sigma_px = self.settings.gauss_sigma / geo.voxel
+            if self.backend.is_gpu:  # built where the pixel sizes are: no read-back
+                mats = device.legacy_filter_device(self.backend, sigma_px, e)
+            else:
+                mats = kernels.legacy_filter_matrices(sigma_px, e)
             geo.memo["legacy_filter"] = mats
         legacy = kernels.legacy_gaussian_2d if ndim == 2 else kernels.legacy_gaussian_3d
         images = legacy(xp, delta, mats)

@@ -4,9 +4,10 @@
 thread block per image, each pixel summed by one thread over the atoms in input order, so the
 bytes do not depend on the batch size or on scheduling (see the source). ``random.cu`` draws
 the augmentations (phonon jitter, scan shifts; shot and read noise applied and quantised in
-one launch) with ``philox.h``, the code the compiled CPU kernel runs too. The same sources
-are compiled by the C compiler in the tests (``cuda_emulation.h``), so their indexing is
-checked without a GPU. Kernels are compiled and launched through
+one launch) with ``philox.h``, the code the compiled CPU kernel runs too. ``legacy.cu``
+builds legacy mode's filter matrices from the pixel sizes where they are, on the device.
+The same sources are compiled by the C compiler in the tests (``cuda_emulation.h``), so
+their indexing is checked without a GPU. Kernels are compiled and launched through
 :meth:`..backend.Backend.raw_kernel`; nothing here imports CuPy.
 """
 
@@ -21,12 +22,14 @@ import numpy as np
 
 from .gaussian import PROFILE_FLOOR, SPLAT_CUT_8BIT
 
-__all__ = ["NOISE", "NVRTC_OPTIONS", "PHONON", "SCAN", "SPLAT", "THREADS", "fits",
-           "kernel_source", "noise_device", "phonon_device", "row_mask_bytes",
-           "scan_device", "splat_device"]
+__all__ = ["LEGACY", "NOISE", "NVRTC_OPTIONS", "PHONON", "SCAN", "SPLAT", "THREADS", "fits",
+           "kernel_source", "legacy_filter_device", "noise_device", "phonon_device",
+           "row_mask_bytes", "scan_device", "splat_device"]
 
 #: The source file and kernel name of the fused Gaussian images.
 SPLAT = ("splat.cu", "xyz2image_gaussian")
+#: The source file and kernel name of legacy mode's filter matrices.
+LEGACY = ("legacy.cu", "xyz2image_legacy_filter")
 #: The source file and kernel names of the augmentations' draws.
 NOISE = ("random.cu", "xyz2image_noise")
 PHONON = ("random.cu", "xyz2image_phonon")
@@ -196,4 +199,20 @@ def scan_device(backend: Any, frame: Any, rotation: Any, keys: Any, edgesize: in
         kernel = backend.raw_kernel(kernel_source(SCAN[0]), SCAN[1], NVRTC_OPTIONS)
         kernel((b,), (THREADS,), (*_streams(xp, frame, rotation, keys), np.int32(edgesize),
                                   np.float64(jitter), np.float64(drift), out))
+    return out
+
+
+def legacy_filter_device(backend: Any, sigma_px: Any, edgesize: int,
+                         truncate: float = 4.0) -> Any:
+    """Legacy mode's filter matrices (B, E, E) float64 on the device (``legacy.cu``), from
+    the widths ``sigma_px`` (B,) (pixels, on the device): :func:`.legacy.legacy_filter_matrices`
+    without reading the widths back (within a few double ulps of it: the normalising sum runs
+    in another order)."""
+    xp = backend.xp
+    b, e = sigma_px.shape[0], int(edgesize)
+    out = xp.empty((b, e, e), dtype=np.float64)
+    if b:
+        kernel = backend.raw_kernel(kernel_source(LEGACY[0]), LEGACY[1], NVRTC_OPTIONS)
+        kernel((b,), (THREADS,), (xp.ascontiguousarray(sigma_px, dtype=np.float32),
+                                  np.int32(e), np.float64(truncate), out))
     return out
