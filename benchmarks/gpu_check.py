@@ -27,7 +27,9 @@ crash of the interpreter itself loses only the running stage, which the file nam
     Bytes of the same images rendered twice at one batch size, and at batch sizes 7 and 1.
 ``parity``
     The GPU against both CPU paths (NumPy, compiled) for plain, probe, thermal, column
-    correction, augmentations and legacy settings: images within one grey level, labels
+    correction, augmentations (each, and all at once at 16 bit) and legacy settings: images
+    within one grey level (shot-noised ones: but for at most 1e-4 of their pixels, see
+    ``NOISY_FRACTION_OVER_ONE``), labels and the augmentations' draws (``scan_offsets``)
     equal.
 ``memory_pool``
     CuPy's device and pinned pools after each of ten ``iter_batches`` calls on one renderer.
@@ -653,24 +655,41 @@ def _parity_cases(ctx: Context) -> list[tuple[str, str, list[str], dict[str, Any
          {"edgesize": e, "dose": 1e4, "read_noise": 0.01}),
         ("scan jitter + drift", "au147_icosahedron", ["gaussian_2d"],
          {"edgesize": e, "scan_jitter": 0.1, "drift": 1.0}),
+        ("all augmentations, 16 bit", "aupd147_core_shell", ["gaussian_2d", "coordinates_3d"],
+         {"edgesize": e, "z_exponent": 1.7, "bitrate": 16, "phonon_jitter": True,
+          "dose": 1e4, "read_noise": 0.01, "scan_jitter": 0.1, "drift": 1.0}),
         ("legacy", "pt309_icosahedron", ["gaussian_2d", "delta_3d"], {"edgesize": el,
                                                                       "legacy": True}),
     ]
 
 
-def _compare(key: str, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    """One output of two engines: labels equal, integer images within one grey level, float
+#: Shot-noised images: the largest fraction of pixels allowed beyond one grey level. The
+#: draws are the same on every device (tests/test_draws.py: to the bit), but a Poisson count
+#: is a step function of its mean: where two engines' clean float images differ in the last
+#: bit, a pixel near a step may count one electron more (measured between the CPU's compiled
+#: and NumPy paths, 64 images at 128 px, 16 bit, every augmentation: 1.8e-5 of pixels).
+NOISY_FRACTION_OVER_ONE = 1e-4
+
+
+def _compare(key: str, a: np.ndarray, b: np.ndarray, *, shot_noise: bool = False,
+             ) -> dict[str, Any]:
+    """One output of two engines: labels equal, integer images within one grey level (with
+    ``shot_noise``: but for at most :data:`NOISY_FRACTION_OVER_ONE` of the pixels), float
     arrays within 1e-4 of their largest value."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return {"ok": False, "detail": f"{a.shape} {a.dtype} against {b.shape} {b.dtype}"}
-    if key in LABELS or a.dtype.kind == "b":
+    if key in LABELS or key == "scan_offsets" or a.dtype.kind == "b":  # the draws: exact
         n_diff = int(np.count_nonzero(a != b))
         return {"ok": n_diff == 0, "n_diff": n_diff, "of": int(a.size)}
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
     if a.dtype.kind in "iu":
         worst = int(diff.max()) if diff.size else 0
-        return {"ok": worst <= 1, "max_grey_diff": worst,
-                "frac_differ": float(np.count_nonzero(diff) / max(1, diff.size))}
+        over = float(np.count_nonzero(diff > 1) / max(1, diff.size))
+        row = {"ok": worst <= 1, "max_grey_diff": worst,
+               "frac_differ": float(np.count_nonzero(diff) / max(1, diff.size))}
+        if shot_noise:
+            row.update(ok=over <= NOISY_FRACTION_OVER_ONE, frac_over_one=over)
+        return row
     scale = float(np.max(np.abs(a))) if a.size else 0.0
     rel = float(diff.max() / scale) if scale > 0 else float(diff.max(initial=0.0))
     return {"ok": rel <= 1e-4, "max_rel_diff": rel}
@@ -696,7 +715,8 @@ def stage_parity(ctx: Context, fig: dict[str, Any]) -> None:
         rows = []
         for a, b in pairs:
             keys = sorted(set(rendered[a]) | set(rendered[b]))
-            per_key = {k: (_compare(k, rendered[a][k], rendered[b][k])
+            per_key = {k: (_compare(k, rendered[a][k], rendered[b][k],
+                                    shot_noise=k == "gaussian_2d" and "dose" in extra)
                            if k in rendered[a] and k in rendered[b]
                            else {"ok": False, "detail": "missing in one engine"})
                        for k in keys}

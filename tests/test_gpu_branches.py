@@ -480,7 +480,8 @@ def test_raw_kernels_come_from_the_gpu_backend_and_opt_in_to_more_shared_memory(
     weights = fake.ones((1, 1), dtype=np.float32)
     out = fake.zeros((1, e, e), dtype=np.uint8)
     args = (coords, weights, weights, np.int32(1), np.int32(e), np.int32(2), out, np.int32(1),
-            out, np.int32(1), np.int32(1), np.float32(255), np.float32(1), np.float64(16))
+            out, np.int32(1), np.int32(1), np.float32(255), np.float32(1), np.float64(16),
+            weights, np.int32(0))  # no scan offsets
     shared = 4 * e * e + device.row_mask_bytes(e)
     with pytest.raises(RuntimeError, match="shared memory"):
         kernel.kernel((1,), (device.THREADS,), args, shared_mem=shared)  # not opted in

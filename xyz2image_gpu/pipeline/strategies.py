@@ -395,6 +395,16 @@ class FusedKernel(ArrayKernel):
         )
 
 
+    def scanned(self, comps: Components, offsets_px: Any) -> Any:
+        """The fused kernel with per-row shifts (``_splat.c``'s ``splat_scanned``)."""
+        if not device.fits(self.settings.edgesize, self._shared_limit):
+            return super().scanned(comps, offsets_px)
+        s = self.settings
+        return device.splat_device(
+            self.backend, comps.coords, comps.weights, comps.sigma_px, s.edgesize, 2,
+            normalization="float", bitrate=s.bitrate, shared_limit=self._shared_limit,
+            offsets_px=offsets_px)
+
     def quantise_augmented(self, images: Any) -> Any:
         if self._no_streams is None:  # not read when nothing is drawn
             xp = self.xp

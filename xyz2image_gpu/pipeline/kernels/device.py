@@ -36,8 +36,8 @@ PHONON = ("random.cu", "xyz2image_phonon")
 SCAN = ("random.cu", "xyz2image_scan")
 #: Threads per block (XYZ_THREADS in the source: its __shared__ arrays are this long).
 THREADS = 256
-#: Bytes of the kernel's static __shared__ arrays: 256 x (5 floats, 1 double, 7 ints) + 16.
-STATIC_SHARED_BYTES = THREADS * (5 * 4 + 8 + 7 * 4) + 16
+#: Bytes of the kernel's static __shared__ arrays: 256 x (5 floats, 2 doubles, 7 ints) + 16.
+STATIC_SHARED_BYTES = THREADS * (5 * 4 + 2 * 8 + 7 * 4) + 16
 #: No fused multiply-add: products and sums rounded as written, as the C build
 #: (-ffp-contract=off) and _splat.c do.
 NVRTC_OPTIONS = ("--fmad=false",)
@@ -60,7 +60,7 @@ def kernel_source(filename: str) -> str:
 def splat_device(
     backend: Any, coords: Any, weights: Any, sigma_px: Any, edgesize: int, ndim: int = 2, *,
     normalization: str, bitrate: int, intensity_scale: float | None = None,
-    shared_limit: int = DEFAULT_SHARED_BYTES,
+    shared_limit: int = DEFAULT_SHARED_BYTES, offsets_px: Any = None,
 ) -> Any:
     """gaussian_2d (``ndim`` 2) or gaussian_3d (3) with the fused kernel, quantised (or
     float32 for ``normalization`` ``float``): (B, E, E) or (B, E, E, E) on the device, within
@@ -69,7 +69,9 @@ def splat_device(
 
     ``coords`` (B, N, 3), ``weights`` and ``sigma_px`` (B, N) on ``backend``'s device;
     ``shared_limit``: the shared memory a block may use (the float image is kept there when
-    it fits, else in a scratch array in device memory).
+    it fits, else in a scratch array in device memory). ``offsets_px`` (B, E, 2), 2-D only:
+    per-row scan shifts in pixels, as :func:`.gaussian.gaussian_2d_scanned` and the compiled
+    kernel's ``offsets``.
     """
     xp = backend.xp
     b, n = weights.shape
@@ -85,6 +87,8 @@ def splat_device(
             raise ValueError(f"unknown normalization {normalization!r}")
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+    if offsets_px is not None and ndim != 2:
+        raise ValueError("scan offsets apply to 2-D images only")
     out = xp.empty((b,) + (e,) * ndim, dtype=dtype)
     if b == 0:
         return out
@@ -108,6 +112,8 @@ def splat_device(
         np.int32(n), np.int32(e), np.int32(ndim), scratch, np.int32(1 if use_shared else 0), out,
         np.int32(np.dtype(dtype).itemsize), np.int32(mode), np.float32(2**bitrate - 1),
         np.float32(intensity_scale or 1.0), np.float64(cut),
+        weights if offsets_px is None else xp.ascontiguousarray(offsets_px, dtype=np.float32),
+        np.int32(0 if offsets_px is None else 1),
     ), shared_mem=mask_bytes + (image_bytes if use_shared else 0))
     return out
 
@@ -120,7 +126,7 @@ def row_mask_bytes(edgesize: int) -> int:
 def fits(edgesize: int, shared_limit: int) -> bool:
     """Whether the kernel can render images of ``edgesize`` with ``shared_limit`` bytes of
     shared memory per block (the row masks must fit; the image may live in device memory):
-    up to about 6,800 pixels with an H100/H200's 227 KiB, 1,080 with the default 48 KiB."""
+    up to about 6,750 pixels with an H100/H200's 227 KiB, 1,020 with the default 48 KiB."""
     return STATIC_SHARED_BYTES + row_mask_bytes(edgesize) <= shared_limit
 
 
