@@ -589,6 +589,16 @@ static int frames_ok(const Py_buffer *frame, const Py_buffer *rotation, const Py
     return 1;
 }
 
+/* Image i's stream for one purpose: its frame's key, its rotation index. */
+static xyz_stream image_stream(const Py_buffer *frame, const Py_buffer *rotation,
+                               const Py_buffer *keys, Py_ssize_t i, unsigned int purpose,
+                               long long *f)
+{
+    *f = ((const long long *)frame->buf)[i];
+    return xyz_stream_of(((const unsigned long long *)keys->buf)[*f],
+                         ((const long long *)rotation->buf)[i], purpose);
+}
+
 static void noise_one(const float *in, float *out, int pixels, xyz_stream s, int shot,
                       double electrons, double read_noise)
 {
@@ -625,9 +635,8 @@ static PyObject *py_noise(PyObject *self, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < b; i++) {
-        long long f = ((const long long *)frame.buf)[i];
-        xyz_stream s = xyz_stream_of(((const unsigned long long *)keys.buf)[f],
-                                     ((const long long *)rotation.buf)[i], XYZ_PURPOSE_NOISE);
+        long long f;
+        xyz_stream s = image_stream(&frame, &rotation, &keys, i, XYZ_PURPOSE_NOISE, &f);
         noise_one((const float *)images.buf + i * per, (float *)out.buf + i * per, (int)per, s,
                   shot, shot ? ((const double *)electrons.buf)[i] : 0.0, read_noise);
     }
@@ -662,9 +671,8 @@ static PyObject *py_phonon(PyObject *self, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < b; i++) {
-        long long fi = ((const long long *)frame.buf)[i];
-        xyz_stream s = xyz_stream_of(((const unsigned long long *)keys.buf)[fi],
-                                     ((const long long *)rotation.buf)[i], XYZ_PURPOSE_PHONON);
+        long long fi;
+        xyz_stream s = image_stream(&frame, &rotation, &keys, i, XYZ_PURPOSE_PHONON, &fi);
         for (int j = 0; 4 * j < 3 * n; j++)
             xyz_phonon_group(s, (const double *)rms.buf + fi * n, (int)n, j,
                              (float *)out.buf + i * n * 3);
@@ -700,9 +708,8 @@ static PyObject *py_scan(PyObject *self, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < b; i++) {
-        long long fi = ((const long long *)frame.buf)[i];
-        xyz_stream s = xyz_stream_of(((const unsigned long long *)keys.buf)[fi],
-                                     ((const long long *)rotation.buf)[i], XYZ_PURPOSE_SCAN);
+        long long fi;
+        xyz_stream s = image_stream(&frame, &rotation, &keys, i, XYZ_PURPOSE_SCAN, &fi);
         for (int j = 0; 4 * j < e; j++)
             xyz_scan_group(s, (int)e, jitter, drift, j, (float *)out.buf + i * e * 2);
     }

@@ -28,9 +28,9 @@
 #endif
 
 #include "philox.h"
+#include "store.h"
 
 #define XYZ_THREADS 256
-#define XYZ_RINT_MAGIC 12582912.0f
 
 XYZ_KERNEL xyz2image_noise(const float *images, float *noisy, const long long *frame,
                            const long long *rotation, const unsigned long long *keys,
@@ -59,12 +59,8 @@ XYZ_KERNEL xyz2image_noise(const float *images, float *noisy, const long long *f
     __syncthreads();
     XYZ_PER_THREAD
     {
-        if (threadIdx.x == 0) {
-            float m = s_max[0];
-            for (int t = 1; t < threads; t++)
-                m = s_max[t] > m ? s_max[t] : m;
-            s_peak = m;
-        }
+        if (threadIdx.x == 0)
+            s_peak = xyz_block_max(s_max, threads, s_max[0]);
     }
     __syncthreads();
     /* phase 2: the noisy image (philox.h), and each thread's share of its maximum (>= 0,
@@ -93,39 +89,17 @@ XYZ_KERNEL xyz2image_noise(const float *images, float *noisy, const long long *f
     __syncthreads();
     XYZ_PER_THREAD
     {
-        if (threadIdx.x == 0) {
-            float m = 0.0f;
-            for (int t = 0; t < threads; t++)
-                m = s_max[t] > m ? s_max[t] : m;
-            s_store_peak = m;
-        }
+        if (threadIdx.x == 0)
+            s_store_peak = xyz_block_max(s_max, threads, 0.0f);
     }
     __syncthreads();
     /* phase 3: normalise, round half to even, clip and store, as _splat.c's store() */
     XYZ_PER_THREAD
     {
-        float factor = 1.0f;
-        if (mode == 1)
-            factor = s_store_peak > 0.0f ? top / s_store_peak : 0.0f;
-        else if (mode == 2)
-            factor = scale;
-        long long base = b * pixels;
-        for (int g = threadIdx.x; 4 * g < pixels; g += threads) {
-            for (int p = 4 * g; p < 4 * g + 4 && p < pixels; p++) {
-                if (itemsize == 4) {
-                    ((float *)out)[base + p] = img[p];
-                    continue;
-                }
-                float v = img[p] * factor;
-                v = v > 0.0f ? v : 0.0f;
-                v = v < top ? v : top;
-                v = (v + XYZ_RINT_MAGIC) - XYZ_RINT_MAGIC;
-                if (itemsize == 1)
-                    out[base + p] = (unsigned char)v;
-                else
-                    ((unsigned short *)out)[base + p] = (unsigned short)v;
-            }
-        }
+        float factor = xyz_store_factor(mode, s_store_peak, top, scale);
+        for (int g = threadIdx.x; 4 * g < pixels; g += threads)
+            for (int p = 4 * g; p < 4 * g + 4 && p < pixels; p++)
+                xyz_store_pixel(img, p, out, b * pixels, itemsize, factor, top);
     }
 }
 

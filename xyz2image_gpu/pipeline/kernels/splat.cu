@@ -52,8 +52,9 @@
 #define XYZ_FFS(v) __ffs(v)
 #endif
 
+#include "store.h"
+
 #define XYZ_THREADS 256
-#define XYZ_RINT_MAGIC 12582912.0f
 
 /* v is finite: inf - inf and NaN - NaN are NaN (isfinite without NVRTC's headers) */
 XYZ_DEVICE int xyz_finite_f(float v)
@@ -272,36 +273,15 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
     __syncthreads();
     XYZ_PER_THREAD
     {
-        if (threadIdx.x == 0) {
-            float m = 0.0f;
-            for (int t = 0; t < threads; t++)
-                m = s_max[t] > m ? s_max[t] : m;
-            s_peak = m;
-        }
+        if (threadIdx.x == 0)
+            s_peak = xyz_block_max(s_max, threads, 0.0f);
     }
     __syncthreads();
     /* phase 7: normalise, round half to even, clip and store, as _splat.c's store() */
     XYZ_PER_THREAD
     {
-        float factor = 1.0f;
-        if (mode == 1)
-            factor = s_peak > 0.0f ? top / s_peak : 0.0f;
-        else if (mode == 2)
-            factor = scale;
-        long long base = b * pixels;
-        for (int p = threadIdx.x; p < pixels; p += threads) {
-            if (itemsize == 4) {
-                ((float *)out)[base + p] = img[p];
-                continue;
-            }
-            float v = img[p] * factor;
-            v = v > 0.0f ? v : 0.0f;
-            v = v < top ? v : top;
-            v = (v + XYZ_RINT_MAGIC) - XYZ_RINT_MAGIC;
-            if (itemsize == 1)
-                out[base + p] = (unsigned char)v;
-            else
-                ((unsigned short *)out)[base + p] = (unsigned short)v;
-        }
+        float factor = xyz_store_factor(mode, s_peak, top, scale);
+        for (int p = threadIdx.x; p < pixels; p += threads)
+            xyz_store_pixel(img, p, out, b * pixels, itemsize, factor, top);
     }
 }
