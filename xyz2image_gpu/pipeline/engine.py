@@ -353,8 +353,7 @@ class Renderer:
                                  static_shapes=self.kernel.static_shapes)
 
         def assemble(b0: int, b1: int) -> dict[str, np.ndarray]:
-            return batch_inputs(self.settings, structure, host_table, frames, n_rotation,
-                                seed, stack, b0, b1)
+            return batch_inputs(self.settings, host_table, n_rotation, b0, b1)
 
         deferred: list[Any] = []  # device counts (to_host=False), read once at the end
 

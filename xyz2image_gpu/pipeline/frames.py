@@ -237,12 +237,8 @@ def binary_reach(settings: RenderSettings, frames: list[FrameData], *,
 
 def batch_inputs(
     settings: RenderSettings,
-    structure: Structure,
     table: FrameTable,
-    frames: list[FrameData],
     n_rotation: int,
-    seed: int,
-    stack: int,
     start: int,
     stop: int,
 ) -> dict[str, np.ndarray]:
