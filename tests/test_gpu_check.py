@@ -223,9 +223,14 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
     assert set(ab) == {f"{o}_{k}" for o in ("gaussian_2d", "gaussian_3d")
                        for k in ("fused", "products")}, ab
     assert all(case["images_per_s"] > 0 for case in ab.values()), ab
+    aug = st["throughput"]["augmented"]
+    assert "error" not in aug, aug
+    assert all(aug[k]["images_per_s"] > 0 and aug[k]["ratio_to_plain"] > 0
+               for k in ("to_host", "to_device")), aug
     assert set(st["cpu_baseline"]["gpu_over_cpu"]) == {"to_host", "to_device"}
     assert st["repeatability"]["engines"] == ["gpu"] and st["repeatability"]["all_equal"]
     assert st["parity"]["engines"][0] == "gpu" and st["parity"]["ok"]
     assert st["memory_pool"]["calls"] == 10 and st["memory_pool"]["growth_bytes"] == 0
-    assert {"to_host_images_per_s", "to_device_images_per_s"} <= set(doc["targets"])
+    assert {"to_host_images_per_s", "to_device_images_per_s",
+            "augmented_over_plain"} <= set(doc["targets"])
     assert doc["machine"]["gpu"]["name"] == "Stand-in H200"
