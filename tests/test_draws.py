@@ -245,3 +245,27 @@ def test_the_gpu_path_gives_the_cpu_kernels_bytes_with_every_augmentation():
     launched = {name for name in fake.op_log if name.startswith("RawKernel")}
     assert launched == {f"RawKernel {k}" for k in ("xyz2image_gaussian", "xyz2image_noise",
                                                     "xyz2image_phonon", "xyz2image_scan")}
+
+
+@pytest.mark.parametrize("engine", ["compiled", "numpy", "gpu"])
+@pytest.mark.parametrize("normalization", ["float", "image"])
+def test_noise_leaves_the_clean_image_alone(engine, normalization):
+    """The noise is applied in place only to an image rendered for the augmentations: with
+    noise alone the image seen is the clean one, which float32 output stores as it is."""
+    from reference import icosahedron
+
+    from xyz2image_gpu import Renderer, RenderSettings, as_structure
+
+    if engine == "compiled" and not kernels.compiled_kernel_available("noise"):
+        pytest.skip("the compiled CPU kernel is not built")
+    st = as_structure(icosahedron("Au", 3))
+    base = {"edgesize": 24, "normalization": normalization}
+    device_arg = _fake()[1] if engine == "gpu" else "cpu"
+    kw = {} if engine == "gpu" else {"cpu_kernel": engine}
+    with Renderer(RenderSettings(**base), ["gaussian_2d"], device_arg, **kw) as r:
+        plain = r.render(st, 3, seed=2)
+    with Renderer(RenderSettings(**base, dose=50.0, read_noise=0.05), ["gaussian_2d"],
+                  device_arg, **kw) as r:
+        noisy = r.render(st, 3, seed=2)
+    np.testing.assert_array_equal(noisy["gaussian_2d_clean"], plain["gaussian_2d"])
+    assert np.abs(noisy["gaussian_2d"].astype(float) - plain["gaussian_2d"]).max() > 0

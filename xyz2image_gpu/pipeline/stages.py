@@ -266,11 +266,13 @@ def augmentations(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, ge
             seen = kernel.scanned(shifted, out["scan_offsets"] / geo.voxel[:, None, None])
         else:
             seen = kernel.gaussian(2, geo, shifted, quantised=False)
-    # the clean image first: the noise may be applied in place, and seen may be clean
+    # the stored clean image may be clean itself (float32 output): noise in place only in
+    # an image rendered for the augmentations
     out["gaussian_2d_clean"] = kernel.quantise_augmented(clean)
     if s.noisy:
         per_pixel = None if s.dose is None else s.dose * geo.voxel.astype(xp.float64) ** 2
-        out["gaussian_2d"] = kernel.noise(seen, frame, rotation, keys, per_pixel)
+        out["gaussian_2d"] = kernel.noise(seen, frame, rotation, keys, per_pixel,
+                                          overwrite=seen is not clean)
         if per_pixel is not None:
             out["electrons_per_pixel"] = per_pixel
     else:

@@ -230,10 +230,10 @@ class ArrayKernel:
                                   s.scan_jitter, s.drift)
 
     def noise(self, images: Any, frame: Any, rotation: Any, keys: Any,
-              electrons_per_pixel: Any | None) -> Any:
+              electrons_per_pixel: Any | None, *, overwrite: bool = False) -> Any:
         """Shot noise (``electrons_per_pixel`` (B,): each image's brightest pixel's expected
         count; None: none) and the settings' read noise of float32 images (B, E, E), in the
-        stored form."""
+        stored form. ``overwrite``: ``images`` may be overwritten (it is nothing else's)."""
         noisy = augment.noise_batch(
             self.xp, images, self.xp.take(keys, frame), rotation,
             electrons_per_pixel=electrons_per_pixel, read_noise=self.settings.read_noise,
@@ -349,12 +349,13 @@ class CompiledKernel(ArrayKernel):
         return kernels.scan_compiled(frame, rotation, keys, s.edgesize, s.scan_jitter, s.drift)
 
     def noise(self, images: Any, frame: Any, rotation: Any, keys: Any,
-              electrons_per_pixel: Any | None) -> Any:
+              electrons_per_pixel: Any | None, *, overwrite: bool = False) -> Any:
         if not self._compiled_draws:
             return super().noise(images, frame, rotation, keys, electrons_per_pixel)
         noisy = kernels.noise_compiled(images, frame, rotation, keys,
                                        electrons_per_pixel=electrons_per_pixel,
-                                       read_noise=self.settings.read_noise, out=images)
+                                       read_noise=self.settings.read_noise,
+                                       out=images if overwrite else None)
         return self.quantise_augmented(noisy)
 
     def column_values(self, coords: Any, amps: Any, sig2: Any) -> Any:
@@ -421,18 +422,19 @@ class FusedKernel(ArrayKernel):
                                   s.scan_jitter, s.drift)
 
     def noise(self, images: Any, frame: Any, rotation: Any, keys: Any,
-              electrons_per_pixel: Any | None) -> Any:
+              electrons_per_pixel: Any | None, *, overwrite: bool = False) -> Any:
         """Noise drawn and the image quantised in one launch (``random.cu``)."""
         return self._store(images, frame, rotation, keys, electrons_per_pixel,
-                           self.settings.read_noise)
+                           self.settings.read_noise, overwrite)
 
     def _store(self, images: Any, frame: Any, rotation: Any, keys: Any,
-               electrons_per_pixel: Any | None, read_noise: float) -> Any:
+               electrons_per_pixel: Any | None, read_noise: float,
+               overwrite: bool = False) -> Any:
         s = self.settings
         return device.noise_device(
             self.backend, images, frame, rotation, keys, electrons_per_pixel=electrons_per_pixel,
             read_noise=read_noise, normalization=s.normalization, bitrate=s.bitrate,
-            intensity_scale=s.intensity_scale)
+            intensity_scale=s.intensity_scale, overwrite=overwrite)
 
 
 class LegacyKernel(ArrayKernel):

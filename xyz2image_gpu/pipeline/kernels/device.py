@@ -151,19 +151,22 @@ def _streams(xp: Any, frame: Any, rotation: Any, keys: Any) -> tuple:
 def noise_device(
     backend: Any, images: Any, frame: Any, rotation: Any, keys: Any, *,
     electrons_per_pixel: Any | None, read_noise: float, normalization: str, bitrate: int,
-    intensity_scale: float | None = None,
+    intensity_scale: float | None = None, overwrite: bool = False,
 ) -> Any:
     """Shot and read noise of float32 images (B, E, E) on the device, quantised in the same
     launch (``random.cu``): the stored form, (B, E, E). Image ``i`` draws from the streams of
     ``keys[frame[i]]`` and rotation ``rotation[i]`` (all device arrays); the same numbers as
     :func:`.compiled.noise_compiled` followed by the compiled quantisation. With neither
-    ``electrons_per_pixel`` nor ``read_noise`` it only quantises. ``images`` is overwritten
-    with the noisy float image."""
+    ``electrons_per_pixel`` nor ``read_noise`` it only quantises. With ``overwrite`` the noisy
+    float image is kept in ``images`` (else in a new array): the float32 result is then
+    ``images`` itself."""
     xp = backend.xp
     dtype, mode = _stored_form(normalization, bitrate, intensity_scale)
     images = xp.ascontiguousarray(images, dtype=np.float32)
     b = images.shape[0]
-    out = images if mode == 0 else xp.empty(images.shape, dtype=dtype)
+    noise = electrons_per_pixel is not None or read_noise > 0
+    noisy = images if overwrite or not noise else xp.empty(images.shape, dtype=np.float32)
+    out = noisy if mode == 0 else xp.empty(images.shape, dtype=dtype)
     if b == 0 or images.size == 0:
         return out
     pixels = int(np.prod(images.shape[1:]))
@@ -174,7 +177,7 @@ def noise_device(
                  else xp.zeros(1, dtype=np.float64))
     kernel = backend.raw_kernel(kernel_source(NOISE[0]), NOISE[1], NVRTC_OPTIONS)
     kernel((b,), (THREADS,), (
-        images, images, *_streams(xp, frame, rotation, keys), electrons,
+        images, noisy, *_streams(xp, frame, rotation, keys), electrons,
         np.int32(1 if shot else 0), np.float64(read_noise), np.int32(pixels), out,
         np.int32(dtype.itemsize), np.int32(mode), np.float32(2**bitrate - 1),
         np.float32(intensity_scale or 1.0),
