@@ -9,8 +9,9 @@
  * double ulps; the images agree within one grey level.
  *
  *   xyz2image_legacy_filter(sigma float32 (B) px, E, truncate, mats float64 (B,E,E))
- *   grid (B,), block (XYZ_THREADS,): thread t fills rows t, t + T, ... of its image's matrix
- *   (every thread computes the image's normalising sum itself, in the same order).
+ *   grid (B,), block (any size): the block zeroes its image's matrix, then thread t adds the
+ *   weights of rows t, t + T, ... (every thread computes the image's normalising sum itself,
+ *   in the same order), so each entry's sum has one fixed order.
  */
 #ifndef XYZ_EMULATION
 #define XYZ_KERNEL extern "C" __global__ void
@@ -21,6 +22,15 @@ XYZ_KERNEL xyz2image_legacy_filter(const float *sigma, const int e, const double
                                    double *mats)
 {
     const long long b = blockIdx.x;
+    double *m = mats + b * e * e;
+    /* phase 1: the matrix zeroed by all threads, consecutive entries (coalesced writes) */
+    XYZ_PER_THREAD
+    {
+        for (long long q = threadIdx.x; q < (long long)e * e; q += blockDim.x)
+            m[q] = 0.0;
+    }
+    __syncthreads();
+    /* phase 2: thread t adds the weights of rows t, t + T, ... in the order of k */
     XYZ_PER_THREAD
     {
         double s = (double)sigma[b];
@@ -29,11 +39,8 @@ XYZ_KERNEL xyz2image_legacy_filter(const float *sigma, const int e, const double
         double total = 0.0;
         for (int k = -radius; k <= radius; k++)
             total += exp(c * ((double)k * (double)k));
-        double *m = mats + b * e * e;
         for (int i = threadIdx.x; i < e; i += blockDim.x) {
             double *row = m + (long long)i * e;
-            for (int j = 0; j < e; j++)
-                row[j] = 0.0;
             for (int k = -radius; k <= radius; k++) {
                 int src = (i + k) % (2 * e);
                 src = src < 0 ? src + 2 * e : src;
