@@ -269,3 +269,14 @@ def test_noise_leaves_the_clean_image_alone(engine, normalization):
         noisy = r.render(st, 3, seed=2)
     np.testing.assert_array_equal(noisy["gaussian_2d_clean"], plain["gaussian_2d"])
     assert np.abs(noisy["gaussian_2d"].astype(float) - plain["gaussian_2d"]).max() > 0
+
+
+@compiled
+def test_add_noise_is_the_same_with_and_without_the_compiled_kernel(monkeypatch):
+    images = _images().astype(np.float64) * 3.0  # float64 in: rounded to float32 either way
+    keys = [augment.image_key(4, "x", 0, 1, r) for r in range(len(images))]
+    fast = augment.add_noise(images, keys, electrons_per_pixel=ELECTRONS, read_noise=0.02)
+    monkeypatch.setenv(kernels.NO_EXTENSION_ENV, "1")
+    assert not kernels.compiled_kernel_available("noise")
+    slow = augment.add_noise(images, keys, electrons_per_pixel=ELECTRONS, read_noise=0.02)
+    np.testing.assert_array_equal(fast, slow)

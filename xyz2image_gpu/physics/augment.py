@@ -172,7 +172,7 @@ def add_noise(
     Parameters
     ----------
     images : (B, E, E) float array
-        Clean images, any non-negative units.
+        Clean images, any non-negative units (rounded to float32 first, as the engine's are).
     keys : list of tuple, or (B,) uint64 array with ``rotations``
         :func:`image_key` of each image, or each image's frame stream key.
     electrons_per_pixel : (B,) array or None
@@ -194,9 +194,9 @@ def add_noise(
         stream_keys, rotations = _key_arrays(keys)
     else:
         stream_keys = np.asarray(keys, dtype=np.uint64)
-    if compiled_kernel_available("noise"):  # the same numbers, ~10x faster (philox.h)
-        return noise_compiled(np.asarray(images, dtype=np.float32),
-                              np.arange(len(stream_keys)), rotations, stream_keys,
+    images = np.asarray(images, dtype=np.float32)  # as the engine's: the same numbers either way
+    if compiled_kernel_available("noise"):  # philox.h: ~4x the array code (bench_draws.py)
+        return noise_compiled(images, np.arange(len(stream_keys)), rotations, stream_keys,
                               electrons_per_pixel=electrons_per_pixel, read_noise=read_noise)
     return noise_batch(np, images, stream_keys, rotations,
                        electrons_per_pixel=electrons_per_pixel, read_noise=read_noise,
