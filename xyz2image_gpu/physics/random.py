@@ -322,7 +322,7 @@ def poisson(xp: Any, lam: Any, streams: Streams, *, compact: bool | None = None)
 
     * Mean below 10: inversion by sequential search, ``k`` the first with ``u <= F(k)``,
       from one 53-bit uniform ``u`` (the two words of attempt 0) and the cumulative
-      probabilities ``F`` built term by term (``p_k = p_{k-1} lam / k``), at most 48 steps
+      probabilities ``F`` built term by term (``p_k = p_{k-1} (lam / k)``), at most 48 steps
       (a mean below 10 exceeds 47 with probability < 1e-15; such a draw gives 48).
     * Mean 10 and above: PTRS, the transformed rejection with squeeze of Hörmann ("The
       transformed rejection method for generating Poisson random variables", Insurance:
@@ -373,14 +373,14 @@ def _inversion(xp: Any, lam: Any, hi: Any, lo: Any, *, compact: bool) -> Any:
             if not idx.size:
                 break
             k[idx] = step
-            term_i = term[idx] * lam[idx] / step
+            term_i = term[idx] * (lam[idx] / step)
             cdf_i = cdf[idx] + term_i
             term[idx], cdf[idx] = term_i, cdf_i
             idx = idx[u[idx] > cdf_i]
         return k
     for step in range(1, INVERSION_STEPS + 1):
         k = xp.where(active, float(step), k)
-        term = xp.where(active, term * lam / step, term)
+        term = xp.where(active, term * (lam / step), term)
         cdf = xp.where(active, cdf + term, cdf)
         active = active & (u > cdf)
     return k

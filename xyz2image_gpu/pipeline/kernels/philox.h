@@ -29,7 +29,8 @@
  * Poisson counts of pixel p of an image (noise, purpose 2), mean lam:
  *   attempt 0: words (0, 1) (even p) or (2, 3) (odd p) of block p / 2 of sub-stream 0;
  *   lam < 10: inversion, k the first with u <= F(k), u the 53-bit uniform of attempt 0,
- *     F built term by term (p_k = p_(k-1) lam / k), at most 48 steps (P(X > 47) < 1e-15);
+ *     F built term by term (p_k = p_(k-1) (lam / k): the quotient off the chain of
+ *     products), at most 48 steps (P(X > 47) < 1e-15);
  *   lam >= 10: PTRS (Hormann, Insurance: Mathematics and Economics 12, 39-45, 1993), U and V
  *     from the attempt's two words; attempts 2j+1 and 2j+2 from words (0, 1) and (2, 3) of
  *     block p of sub-stream j+1, at most 25 attempts (rejection below 0.25 each: a pixel
@@ -240,7 +241,7 @@ XYZ_DEVICE double xyz_poisson(double lam, unsigned int a, unsigned int b, xyz_st
         double k = 0.0;
         for (int step = 1; step <= XYZ_INVERSION_STEPS && u > cdf; step++) {
             k = (double)step;
-            term = term * lam / (double)step;
+            term = term * (lam / (double)step);
             cdf = cdf + term;
         }
         return k;
