@@ -16,6 +16,7 @@ from .main import cli
 from .options import (
     DEFAULT_OUTPUT_TYPES,
     TYPE_NAMES,
+    DetectorType,
     ElementListType,
     IntChoice,
     OutputTypesType,
@@ -56,9 +57,14 @@ __all__ = [
                 help="Å per pixel, for --framing fixed.")
 @setting_option("--normalization", type=click.Choice(NORMALIZATIONS),
                 help="image: each image to full range; float: float32 sums; fixed: "
-                     "--intensity-scale grey levels per unit.")
+                     "--intensity-scale grey levels per unit; beam: fraction of the incident "
+                     "beam on the detector (absolute; needs --probe-kv, --probe-mrad).")
 @setting_option("--intensity-scale", type=click.FloatRange(min=0, min_open=True),
-                help="Grey levels per unit of summed intensity, for --normalization fixed.")
+                help="Grey levels per unit of summed intensity, for --normalization fixed "
+                     "(per unit of beam fraction with beam: integer images).")
+@setting_option("--detector-mrad", type=DetectorType(), show_default="70,200",
+                help="Annular detector INNER,OUTER semi-angles, mrad, for --normalization "
+                     "beam.")
 @setting_option("--legacy", is_flag=True,
                 help="Reproduce the original script's images exactly.")
 @setting_option("--all-random", is_flag=True,

@@ -178,7 +178,7 @@ class ArrayKernel:
         comps : Components
             Every probe component of every atom as one Gaussian, in pixels.
         quantised : bool
-            Stored form (``settings.normalization``) or float32 sums.
+            Stored form (``settings.stored_normalization``) or float32 sums.
         out : numpy.ndarray, optional
             An array of :meth:`output_buffers` to fill and return.
         delta : array, optional
@@ -203,7 +203,7 @@ class ArrayKernel:
     def quantise(self, images: Any) -> Any:
         """Float images on the backend to the stored form."""
         s = self.settings
-        return kernels.quantise(self.xp, images, normalization=s.normalization,
+        return kernels.quantise(self.xp, images, normalization=s.stored_normalization,
                                 bitrate=s.bitrate, intensity_scale=s.intensity_scale,
                                 truncate=self.truncate)
 
@@ -323,7 +323,8 @@ class CompiledKernel(ArrayKernel):
 
     def gaussian(self, ndim: int, geo: Geometry, comps: Components, *, quantised: bool = True,
                  out: np.ndarray | None = None, delta: Any = None) -> Any:
-        return self._splat(ndim, comps, self.settings.normalization if quantised else "float",
+        stored = self.settings.stored_normalization
+        return self._splat(ndim, comps, stored if quantised else "float",
                            out=out)
 
     def scanned(self, comps: Components, offsets_px: Any) -> Any:
@@ -334,7 +335,7 @@ class CompiledKernel(ArrayKernel):
             return super().quantise_augmented(images)
         # measured, jittered images at 128 px: NumPy's quantise took 45% of the time
         s = self.settings
-        return kernels.quantise_compiled(images, normalization=s.normalization,
+        return kernels.quantise_compiled(images, normalization=s.stored_normalization,
                                          bitrate=s.bitrate, intensity_scale=s.intensity_scale)
 
     def phonon(self, frame: Any, rotation: Any, keys: Any, rms: Any) -> Any:
@@ -391,7 +392,7 @@ class FusedKernel(ArrayKernel):
         s = self.settings
         return device.splat_device(
             self.backend, comps.coords, comps.weights, comps.sigma_px, s.edgesize, ndim,
-            normalization=s.normalization if quantised else "float", bitrate=s.bitrate,
+            normalization=s.stored_normalization if quantised else "float", bitrate=s.bitrate,
             intensity_scale=s.intensity_scale, shared_limit=self._shared_limit,
         )
 
@@ -433,7 +434,7 @@ class FusedKernel(ArrayKernel):
         s = self.settings
         return device.noise_device(
             self.backend, images, frame, rotation, keys, electrons_per_pixel=electrons_per_pixel,
-            read_noise=read_noise, normalization=s.normalization, bitrate=s.bitrate,
+            read_noise=read_noise, normalization=s.stored_normalization, bitrate=s.bitrate,
             intensity_scale=s.intensity_scale, overwrite=overwrite)
 
 
