@@ -169,6 +169,9 @@ def test_the_compiled_draws_refuse_inconsistent_inputs():
                                read_noise=0.1)  # frame 2 has no key
     with pytest.raises(ValueError, match="inconsistent"):
         kernels.phonon_compiled(FRAME[:3], ROTATION, KEYS, np.ones((3, 4)))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        kernels.noise_compiled(images, FRAME, ROTATION, KEYS, electrons_per_pixel=None,
+                               read_noise=0.1, out=np.empty(images.shape[::-1], np.float32).T)
 
 
 def test_the_sources_have_no_host_includes():

@@ -184,6 +184,8 @@ def noise_compiled(images: np.ndarray, frame: np.ndarray, rotation: np.ndarray,
     src = np.ascontiguousarray(images, dtype=np.float32)
     if out is None:
         out = np.empty(src.shape, dtype=np.float32)
+    elif out.shape != src.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {src.shape}")
     b = src.shape[0]
     if b == 0 or src.size == 0:
         return out
