@@ -516,7 +516,7 @@ def test_legacy_filter_matrices_are_built_on_the_device(edgesize):
 def test_augmentations_add_few_device_operations_per_batch():
     """Every augmentation on the GPU (stand-in count, edgesize 32): a few launches of the
     package's kernels instead of array code, under 20 operations more than plain images
-    (counted: 34 plain, 53 augmented; the array-code draws took thousands)."""
+    (counted: 34 plain, 50 augmented; the array-code draws took thousands)."""
     st = as_structure(icosahedron("Au", 3))
 
     def per_batch(**extra):

@@ -43,6 +43,7 @@ __all__ = [
     "geometry",
     "images",
     "labels",
+    "noised_clean",
 ]
 
 #: Labels drawn at atoms' positions rounded to voxels.
@@ -214,26 +215,34 @@ def components(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometr
 def images(kernel: ArrayKernel, geo: Geometry, comps: Components,
            batch_labels: Mapping[str, Any], output_types: Collection[str],
            out: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The requested Gaussian images: quantised, except an augmented gaussian_2d, which stays
-    float32 for :func:`augmentations`.
+    """The requested Gaussian images: quantised, except a gaussian_2d that noise alone
+    augments (:func:`noised_clean`), which stays float32 for :func:`augmentations`.
 
     ``batch_labels``: :func:`labels`' result (legacy images reuse delta_*); ``out``: host arrays the
     kernel fills in place, by output name (:meth:`.strategies.ArrayKernel.output_buffers`).
     """
-    augmented = kernel.settings.augmented
+    float_2d = noised_clean(kernel.settings)
     result: dict[str, Any] = {}
     for name, ndim in (("gaussian_2d", 2), ("gaussian_3d", 3)):
         if name in output_types:
             result[name] = kernel.gaussian(
-                ndim, geo, comps, quantised=not (ndim == 2 and augmented), out=out.get(name),
+                ndim, geo, comps, quantised=not (ndim == 2 and float_2d), out=out.get(name),
                 delta=batch_labels.get(f"delta_{ndim}d"),
             )
     return result
 
 
+def noised_clean(settings: Any) -> bool:
+    """Whether the augmented image is the clean one with noise alone (no phonon jitter, no
+    scan distortion): its noise is drawn from the clean float image. Otherwise the clean
+    gaussian_2d is rendered in its stored form at once, and the augmented one apart."""
+    return settings.noisy and not (settings.phonon_jitter or settings.scan_distorted)
+
+
 def augmentations(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, geo: Geometry,
                   comps: Components, clean: Any) -> dict[str, Any]:
-    """The augmented gaussian_2d from the clean float32 one, both in the stored form, where
+    """The augmented gaussian_2d beside the clean one (``clean``: float32 with noise alone,
+    :func:`noised_clean`, else already in the stored form), both in the stored form, where
     the batch renders (no host round trip on the GPU).
 
     ``inputs``: :func:`gather`'s arrays (``image_frame`` on the backend, ``rotation_index``);
@@ -266,13 +275,14 @@ def augmentations(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, ge
             seen = kernel.scanned(shifted, out["scan_offsets"] / geo.voxel[:, None, None])
         else:
             seen = kernel.gaussian(2, geo, shifted, quantised=False)
-    # the stored clean image may be clean itself (float32 output): noise in place only in
-    # an image rendered for the augmentations
-    out["gaussian_2d_clean"] = kernel.quantise_augmented(clean)
+    noise_alone = noised_clean(s)
+    # with noise alone the stored clean image may be clean itself (float32 output): noise in
+    # place only in an image rendered for the augmentations
+    out["gaussian_2d_clean"] = kernel.quantise_augmented(clean) if noise_alone else clean
     if s.noisy:
         per_pixel = None if s.dose is None else s.dose * geo.voxel.astype(xp.float64) ** 2
         out["gaussian_2d"] = kernel.noise(seen, frame, rotation, keys, per_pixel,
-                                          overwrite=seen is not clean)
+                                          overwrite=not noise_alone)
         if per_pixel is not None:
             out["electrons_per_pixel"] = per_pixel
     else:
