@@ -221,9 +221,9 @@ def test_shared_options_are_declared_once():
     seen: dict[str, tuple] = {}
     for name, command in _commands().items():
         for param in command.params:
-            if param.name in ("help", "seed", "frame", "z_exponent", "pixel_size", "overwrite"):
-                continue  # meanings differ: calibrate's are a start or of its reference
-                continue
+            if param.name in ("help", "seed", "frame", "z_exponent", "pixel_size", "overwrite",
+                              "detector_mrad"):
+                continue  # meanings differ: calibrate's are a start, of its reference, or fitted
             key = (type(param.type).__name__, repr(param.default), param.help,
                    param.envvar, getattr(param.type, "min", None),
                    getattr(param.type, "max", None))
