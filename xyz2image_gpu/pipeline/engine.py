@@ -123,8 +123,9 @@ class Renderer:
         self.uses_compiled_labels = self.kernel.compiled_labels
         self._column = ColumnCorrection.from_settings(self.settings)
         self._renders_images = bool(set(_GAUSSIAN) & set(self.output_types))
-        #: Whether the scan offsets travel as metadata: labels seen through a distorted scan
-        #: without the augmented gaussian_2d, whose stage hands them over otherwise.
+        #: Whether the batch carries the scan offsets for its labels: labels seen through a
+        #: distorted scan without the augmented gaussian_2d, whose stage hands them over
+        #: otherwise.
         self._offsets_extra = bool(self.settings.scan_distorted
                                    and set(SCANNED_LABELS) & set(self.output_types)
                                    and "gaussian_2d" not in self.output_types)
@@ -302,16 +303,17 @@ class Renderer:
         inputs = stages.gather(kernel, table, host)
         geo = stages.geometry(kernel, inputs, self.output_types,
                               binary_reach=table.binary_reach)
-        result = stages.labels(kernel, inputs, geo, self.output_types)
-        result.update(stages.maps(kernel, inputs, geo, self.output_types, table.channels))
+        result = stages.labels(kernel, inputs, table, geo, self.output_types)
+        result.update(stages.maps(kernel, inputs, table, geo, self.output_types))
+        if self._offsets_extra:  # else the augmented image's stage hands them over
+            result["scan_offsets"] = stages.scan_offsets(kernel, inputs, table, geo)
         result[_OUTSIDE] = geo.outside
         if self._renders_images:
             comps = stages.components(kernel, inputs, geo, self._column)
             images = stages.images(kernel, geo, comps, result, self.output_types, out or {})
             if self.settings.augmented and "gaussian_2d" in images:
                 images.update(stages.augmentations(
-                    kernel, inputs, geo, comps, images.pop("gaussian_2d"),
-                    executor=self._threads.executor()))
+                    kernel, inputs, table, geo, comps, images.pop("gaussian_2d")))
             result.update(images)
         result["voxel_size"] = geo.voxel.astype(kernel.xp.float64)
         move = self.backend.to_host if to_host else self.backend.asarray
@@ -405,16 +407,13 @@ class Renderer:
         extra = ["rotations", "frame_index"] + (["n_atoms"] if with_counts else [])
         if "element_heatmap_2d" in self.output_types:
             extra.append("elements")
-        if self._offsets_extra:
-            extra.append("scan_offsets")
         bounds = [(b0, min(stop, b0 + batch_size)) for b0 in range(start, stop, batch_size)]
         host_table = frame_table(self.settings, structure, frames, seed, stack,
                                  output_types=self.output_types,
                                  static_shapes=self.kernel.static_shapes)
 
         def assemble(b0: int, b1: int) -> dict[str, np.ndarray]:
-            return batch_inputs(self.settings, structure, host_table, frames, n_rotation,
-                                seed, stack, b0, b1)
+            return batch_inputs(self.settings, host_table, n_rotation, b0, b1)
 
         deferred: list[Any] = []  # device counts (to_host=False), read once at the end
 

@@ -15,26 +15,24 @@
   the column correction (:mod:`..physics.column`);
 * :func:`images`: gaussian_2d and gaussian_3d;
 * :func:`augmentations`: phonon jitter, scan distortion and noise turn the clean gaussian_2d
-  into the one stored, beside the clean one (:mod:`..physics.augment`).
+  into the one stored, beside the clean one, their draws made where the batch renders
+  (:mod:`..physics.augment`).
 
 The host inputs are :func:`.frames.batch_inputs`'s arrays for one batch (or one step
-of it): per image, its frame, rotation and metadata, and the augmentations' draws. Every
+of it): per image, its frame, rotation and metadata. Every
 stage does its per-pixel work through the strategy the renderer chose once (:mod:`.strategies`,
 which also carries the settings and the backend), so no stage branches on the backend or
-the kernel. Arrays stay on the backend's device except where a stage
-says otherwise.
+the kernel. Arrays stay on the backend's device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..physics import augment
 from ..physics.column import ColumnCorrection
 from . import kernels
 from .framing import count_outside, frame_pixel_coordinates
@@ -51,7 +49,8 @@ __all__ = [
     "images",
     "labels",
     "maps",
-    "scan_offsets_px",
+    "noised_clean",
+    "scan_offsets",
 ]
 
 #: Labels drawn at atoms' positions rounded to voxels.
@@ -140,8 +139,8 @@ def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str
     ``table`` holds the render's frames padded to one size (positions, amplitudes, sigmas,
     valid, radius, indexed by frame; on the backend's device); only the (B,) index array
     moves. Returns ``host``'s arrays plus ``positions`` (B, N, 3), ``amplitudes`` and
-    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,), and ``numbers`` (B, N)
-    where the table has them.
+    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,), ``numbers`` (B, N) where
+    the table has them, and ``image_frame`` on the backend.
     """
     be = kernel.backend
     xp = be.xp
@@ -149,6 +148,7 @@ def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str
     out = dict(host)
     for key in GATHERED + (("numbers",) if table.numbers is not None else ()):
         out[key] = xp.take(getattr(table, key), index, axis=0)
+    out["image_frame"] = index
     return out
 
 
@@ -180,22 +180,23 @@ def geometry(kernel: ArrayKernel, host: Mapping[str, Any],
     return Geometry(coords, voxels, voxel, valid, rot, outside, binary_reach=binary_reach)
 
 
-def labels(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
+def labels(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, geo: Geometry,
            output_types: Collection[str]) -> dict[str, Any]:
     """The requested labels: coordinates_3d (int16 voxels, -1 for padding), numbers (int16
     atomic numbers of the same atoms, -1 for padding: :func:`gather`'s ``numbers``),
     delta_3d/2d and binary_3d/2d (bool), all from the undisplaced atoms.
 
     With a distorted scan, delta_2d and binary_2d are drawn through it as the image is
-    (:func:`scan_offsets_px`) and kept undistorted as ``<name>_clean``; the 3-D labels and
+    (:func:`scan_offsets`) and kept undistorted as ``<name>_clean``; the 3-D labels and
     the coordinates have no rows to distort.
     """
     s = kernel.settings
     xp = kernel.xp
     e = s.edgesize
     out: dict[str, Any] = {}
-    offsets = scan_offsets_px(kernel, inputs, geo) if set(SCANNED_LABELS) & set(
-        output_types) else None
+    offsets = None
+    if s.scan_distorted and set(SCANNED_LABELS) & set(output_types):
+        offsets = scan_offsets(kernel, inputs, table, geo) / geo.voxel[:, None, None]
     if "coordinates_3d" in output_types:
         out["coordinates_3d"] = kernels.coordinates_3d(xp, geo.voxels, geo.valid)
     if "numbers" in output_types:
@@ -221,28 +222,32 @@ def labels(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
     return out
 
 
-def scan_offsets_px(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry) -> Any:
-    """Each image row's scan offsets (B, E, 2) in pixels, on the backend, or None without a
-    distorted scan."""
-    if not kernel.settings.scan_distorted:
-        return None
-    return kernel.backend.asarray(inputs["scan_offsets"]) / geo.voxel[:, None, None]
+def scan_offsets(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any,
+                 geo: Geometry) -> Any:
+    """Each image row's scan offsets (B, E, 2) float32, Å, drawn where the batch renders
+    (:meth:`.strategies.ArrayKernel.scan_offsets`) once per batch: the labels, the maps and
+    the augmented image read the same draws (kept in ``geo.memo``)."""
+    if "scan_offsets" not in geo.memo:
+        be = kernel.backend
+        geo.memo["scan_offsets"] = kernel.scan_offsets(
+            inputs["image_frame"], be.asarray(inputs["rotation_index"]), table.stream_keys)
+    return geo.memo["scan_offsets"]
 
 
-def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
-         output_types: Collection[str], channels: Any = None) -> dict[str, Any]:
+def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, geo: Geometry,
+         output_types: Collection[str]) -> dict[str, Any]:
     """The requested label maps, from the undisplaced atoms in the image's pixel grid.
 
     * ``heatmap_2d`` (B, E, E) ``heatmap_dtype``: ``sum_a exp(-|p - c_a|² / (2 s²))`` over
       the atoms' projected pixel positions ``c_a``, ``s`` = ``heatmap_sigma`` in pixels;
     * ``element_heatmap_2d`` (B, C, E, E) ``heatmap_dtype``: the same sum over the atoms of each
-      channel's element (``channels`` (C,) atomic numbers, on the backend);
+      channel's element (``table.channels`` (C,) atomic numbers, on the backend);
     * ``column_map_2d`` (B, E, E) uint16: atoms within ``max(column_radius, half a pixel)``
       of each pixel along both axes (:mod:`.kernels.maps`).
 
     With a distorted scan (``scan_jitter``, ``drift``) each map is drawn as the image is,
-    row ``i`` showing the atoms shifted by the row's offsets (``inputs["scan_offsets"]``,
-    Å), and the undistorted map is kept as ``<name>_clean``. Everything stays on the
+    row ``i`` showing the atoms shifted by the row's offsets (:func:`scan_offsets`), and the
+    undistorted map is kept as ``<name>_clean``. Everything stays on the
     backend's device.
     """
     wanted = [name for name in LABEL_MAPS if name in output_types]
@@ -255,7 +260,10 @@ def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], geo: Geometry,
     b, n, _ = coords.shape
     dtype = coords.dtype
     weights = geo.valid.astype(dtype)
-    offsets = scan_offsets_px(kernel, inputs, geo)
+    offsets = None
+    if s.scan_distorted:
+        offsets = scan_offsets(kernel, inputs, table, geo) / geo.voxel[:, None, None]
+    channels = table.channels
     scans = {"": None} if offsets is None else {"": offsets, "_clean": None}
     out: dict[str, Any] = {}
     if "heatmap_2d" in wanted or "element_heatmap_2d" in wanted:
@@ -304,61 +312,76 @@ def components(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometr
 def images(kernel: ArrayKernel, geo: Geometry, comps: Components,
            batch_labels: Mapping[str, Any], output_types: Collection[str],
            out: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The requested Gaussian images: quantised, except an augmented gaussian_2d, which stays
-    float32 for :func:`augmentations`.
+    """The requested Gaussian images: quantised, except a gaussian_2d that noise alone
+    augments (:func:`noised_clean`), which stays float32 for :func:`augmentations`.
 
     ``batch_labels``: :func:`labels`' result (legacy images reuse delta_*); ``out``: host arrays the
     kernel fills in place, by output name (:meth:`.strategies.ArrayKernel.output_buffers`).
     """
-    augmented = kernel.settings.augmented
+    float_2d = noised_clean(kernel.settings)
     result: dict[str, Any] = {}
     for name, ndim in (("gaussian_2d", 2), ("gaussian_3d", 3)):
         if name in output_types:
             result[name] = kernel.gaussian(
-                ndim, geo, comps, quantised=not (ndim == 2 and augmented), out=out.get(name),
+                ndim, geo, comps, quantised=not (ndim == 2 and float_2d), out=out.get(name),
                 delta=batch_labels.get(f"delta_{ndim}d"),
             )
     return result
 
 
-def augmentations(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometry,
-                  comps: Components, clean: Any, *, executor: Executor | None = None,
-                  ) -> dict[str, np.ndarray]:
-    """The augmented gaussian_2d from the clean float32 one, both quantised, on the host.
+def noised_clean(settings: Any) -> bool:
+    """Whether the augmented image is the clean one with noise alone (no phonon jitter, no
+    scan distortion): its noise is drawn from the clean float image. Otherwise the clean
+    gaussian_2d is rendered in its stored form at once, and the augmented one apart."""
+    return settings.noisy and not (settings.phonon_jitter or settings.scan_distorted)
+
+
+def augmentations(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, geo: Geometry,
+                  comps: Components, clean: Any) -> dict[str, Any]:
+    """The augmented gaussian_2d beside the clean one (``clean``: float32 with noise alone,
+    :func:`noised_clean`, else already in the stored form), both in the stored form, where
+    the batch renders (no host round trip on the GPU).
+
+    ``inputs``: :func:`gather`'s arrays (``image_frame`` on the backend, ``rotation_index``);
+    ``table``: the render's :class:`~.frames.FrameTable` on the backend, whose
+    ``stream_keys`` and ``rms`` the draws read by frame (:mod:`..physics.augment`).
 
     Returns
     -------
-    dict of numpy.ndarray
+    dict of arrays on the backend
         ``electrons_per_pixel`` (B,) with a dose, ``scan_offsets`` (B, E, 2) Å with a
         distorted scan, ``gaussian_2d`` (the image as seen) and ``gaussian_2d_clean``.
     """
     s = kernel.settings
     be = kernel.backend
     xp = be.xp
+    frame = inputs["image_frame"]
+    rotation = be.asarray(inputs["rotation_index"])
+    keys = table.stream_keys
+    out: dict[str, Any] = {}
     seen = clean
     if s.phonon_jitter or s.scan_distorted:
         moved = geo.coords
         if s.phonon_jitter:  # frozen-phonon snapshot, framed by the undisplaced atoms
-            shift = xp.matmul(be.asarray(host["displacements"]), geo.rotations.transpose(0, 2, 1))
+            shift = xp.matmul(kernel.phonon(frame, rotation, keys, table.rms),
+                              geo.rotations.transpose(0, 2, 1))
             moved = geo.coords + shift / geo.voxel[:, None, None]
         shifted = replace(comps, coords=comps.spread(xp, moved))
         if s.scan_distorted:
-            offsets = be.asarray(host["scan_offsets"]) / geo.voxel[:, None, None]
-            seen = kernel.scanned(shifted, offsets)
+            out["scan_offsets"] = scan_offsets(kernel, inputs, table, geo)
+            seen = kernel.scanned(shifted, out["scan_offsets"] / geo.voxel[:, None, None])
         else:
             seen = kernel.gaussian(2, geo, shifted, quantised=False)
-    seen, clean, voxel = be.to_host(seen), be.to_host(clean), be.to_host(geo.voxel)
-    out: dict[str, np.ndarray] = {}
+    noise_alone = noised_clean(s)
+    # with noise alone the stored clean image may be clean itself (float32 output): noise in
+    # place only in an image rendered for the augmentations
+    out["gaussian_2d_clean"] = kernel.quantise_augmented(clean) if noise_alone else clean
     if s.noisy:
-        per_pixel = None if s.dose is None else s.dose * voxel.astype(np.float64) ** 2
-        seen = augment.add_noise(
-            seen, [tuple(int(v) for v in key) for key in host["keys"]],
-            electrons_per_pixel=per_pixel, read_noise=s.read_noise, executor=executor,
-        )
+        per_pixel = None if s.dose is None else s.dose * geo.voxel.astype(xp.float64) ** 2
+        out["gaussian_2d"] = kernel.noise(seen, frame, rotation, keys, per_pixel,
+                                          overwrite=not noise_alone)
         if per_pixel is not None:
             out["electrons_per_pixel"] = per_pixel
-    if s.scan_distorted:
-        out["scan_offsets"] = host["scan_offsets"]
-    out["gaussian_2d"] = kernel.quantise_host(seen)
-    out["gaussian_2d_clean"] = kernel.quantise_host(clean)
+    else:
+        out["gaussian_2d"] = kernel.quantise_augmented(seen)
     return out
