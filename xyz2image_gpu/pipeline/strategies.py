@@ -445,13 +445,12 @@ class FusedKernel(ArrayKernel):
         )
 
     def heatmap(self, comps: Components, offsets_px: Any = None) -> Any:
-        if offsets_px is not None or not device.fits(self.settings.edgesize,
-                                                     self._shared_limit):
+        if not device.fits(self.settings.edgesize, self._shared_limit):
             return super().heatmap(comps, offsets_px)
         return device.splat_device(
             self.backend, comps.coords, comps.weights, comps.sigma_px, self.settings.edgesize,
-            2, normalization="float", bitrate=8, shared_limit=self._shared_limit)
-
+            2, normalization="float", bitrate=8, shared_limit=self._shared_limit,
+            offsets_px=offsets_px)
 
     def scanned(self, comps: Components, offsets_px: Any) -> Any:
         """The fused kernel with per-row shifts (``_splat.c``'s ``splat_scanned``)."""
