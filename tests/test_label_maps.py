@@ -97,6 +97,24 @@ def test_heatmaps_are_analytic_sums_of_unit_gaussians(device, cpu_kernel, framin
     assert out["element_heatmap_2d"][3:, 0].max() > 0.5
 
 
+def test_legacy_mode_draws_the_labels_at_its_rounded_positions():
+    """Legacy mode renders from atoms rounded to voxels; its heatmap and column map use the
+    same rounded positions (the image's geometry)."""
+    frames = _frames()
+    e = 24
+    out = _render(frames, ["gaussian_2d", "heatmap_2d", "column_map_2d"], edgesize=e,
+                  legacy=True, heatmap_sigma=0.3)
+    for k in range(6):
+        u, voxel, _ = _pixel_coords(frames, out, k, edgesize=e)
+        rounded = np.rint(u)
+        np.testing.assert_allclose(out["heatmap_2d"][k],
+                                   analytic_gaussian_2d(rounded, 1.0, 0.3 / voxel, e),
+                                   rtol=1e-4, atol=1e-4)
+        want = np.zeros((e, e), dtype=int)
+        np.add.at(want, (rounded[:, 0].astype(int), rounded[:, 1].astype(int)), 1)
+        np.testing.assert_array_equal(out["column_map_2d"][k], want)
+
+
 def test_float16_heatmaps_are_the_float32_ones_rounded(device):
     frames = _frames()
     common = {"edgesize": 20, "scan_jitter": 0.1}
