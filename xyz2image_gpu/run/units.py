@@ -31,7 +31,10 @@ from .config import RunConfig, image_types, npz_path, render_types, tif_path
 from .signals import STOP_SIGNALS
 
 __all__ = [
+    "Unit",
     "UnitCancelled",
+    "UnitResult",
+    "render_unit",
 ]
 
 #: Per-process caches: the renderer and the structure of the last unit.
@@ -51,7 +54,7 @@ class UnitCancelled(Exception):
 
 
 @dataclass(frozen=True)
-class _Unit:
+class Unit:
     """One stack of one file; picklable, sent to worker processes.
 
     ``config`` is the run's :class:`RunConfig`, shared by every unit of the run, without its
@@ -74,7 +77,7 @@ class _Unit:
             for n in image_types(self.config.output_types)]
 
 
-def _renderer(unit: _Unit) -> Renderer:
+def _renderer(unit: Unit) -> Renderer:
     cfg = unit.config
     key = (cfg.settings, render_types(cfg.output_types), unit.device, unit.compression_threads)
     if key not in _RENDERERS:
@@ -88,7 +91,7 @@ def _renderer(unit: _Unit) -> Renderer:
     return _RENDERERS[key]
 
 
-def _structure(unit: _Unit) -> Structure:
+def _structure(unit: Unit) -> Structure:
     cfg = unit.config
     key = (unit.path, cfg.frameshift, cfg.maxframes, cfg.exclude_elements)
     if _STRUCTURE.get("key") != key:
@@ -117,7 +120,7 @@ def _tif_pixel_size(settings: RenderSettings, structure: Structure,
 class _Finishing:
     """A unit whose images are all rendered and queued, its writer thread still at work."""
 
-    def __init__(self, unit: _Unit, background: BackgroundWriter, writers: list[Any],
+    def __init__(self, unit: Unit, background: BackgroundWriter, writers: list[Any],
                  field_report: FieldReport) -> None:
         self.unit = unit
         self.background = background
@@ -142,7 +145,7 @@ class _Finishing:
             writer.abort()
 
 
-def _check_field(unit: _Unit, report: FieldReport) -> None:
+def _check_field(unit: Unit, report: FieldReport) -> None:
     """Raise StructureError when the images so far cannot be kept: frames whose images come
     out blank, images with every atom outside the field of view, or (``config.strict``) any
     atom outside it."""
@@ -154,7 +157,7 @@ def _check_field(unit: _Unit, report: FieldReport) -> None:
         raise StructureError(f"{report.describe()} (--strict)", path=unit.path)
 
 
-def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
+def _render_unit(unit: Unit, on_batch: Callable[[int], None],
                  stop: Callable[[], bool] = lambda: False, *,
                  defer: bool = False, field_report: FieldReport | None = None,
                  ) -> int | _Finishing:
@@ -251,8 +254,8 @@ def _worker_init(progress_queue: Any, stop_event: Any, parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-def _worker_run(unit: _Unit) -> tuple[str, Any]:
-    """Run a unit in a worker; errors that the main process must tell apart come back as data."""
+def _worker_run(unit: Unit) -> UnitResult | None:
+    """Run a unit in a worker: its :class:`UnitResult`, or None when it was cancelled."""
     queue = _WORKER["queue"]
     stop_event = _WORKER["stop"]
 
@@ -260,15 +263,89 @@ def _worker_run(unit: _Unit) -> tuple[str, Any]:
         return stop_event.is_set() or "terminated" in _WORKER
 
     _WORKER["busy"] = True
-    field_report = FieldReport()
     try:
-        n = _render_unit(unit, queue.put, stop, field_report=field_report)
-    except StructureError as exc:
-        return "structure-error", str(exc)
+        return render_unit(unit, queue.put, stop)
     except UnitCancelled:
-        return "cancelled", None
+        return None
     finally:
         _WORKER["busy"] = False
         if "terminated" in _WORKER:  # the unit's files are complete or removed by now
             os._exit(128 + _WORKER["terminated"])
-    return "ok", (n, field_report)
+
+
+# ----------------------------------------------------------------------------- unit API
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What :func:`render_unit` did: the unit's files (complete), or why its input failed.
+
+    Attributes
+    ----------
+    unit : Unit
+    files : tuple of Path
+        The files its writers completed (none when ``error`` is set).
+    n_images : int
+    field_report : FieldReport
+        Atoms outside the field of view (recorded in the manifest).
+    error : str or None
+        Why the input cannot be rendered (a malformed file, a field of view that cannot
+        show it); no file of the unit is left.
+    """
+
+    unit: Unit
+    files: tuple[Path, ...]
+    n_images: int
+    field_report: FieldReport
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def render_unit(unit: Unit, on_batch: Callable[[int], None] | None = None,
+                stop: Callable[[], bool] | None = None) -> UnitResult:
+    """Render one unit to its files, in this process: complete, or absent.
+
+    Every file is written under a temporary name unique to this host, process and attempt
+    (:func:`~..output.atomic.temporary_path`) and renamed when complete, so a unit may be
+    retried, or run on several hosts that share the output folder, without two attempts
+    ever writing one file; the last rename wins and every attempt writes the same bytes.
+
+    Parameters
+    ----------
+    unit : Unit
+        From :attr:`Plan.units <.plan.Plan>`.
+    on_batch : callable, optional
+        Called with the number of images of each batch rendered (progress).
+    stop : callable, optional
+        Polled between batches: True cancels the unit (:class:`UnitCancelled`).
+
+    Returns
+    -------
+    UnitResult
+        With ``error`` set when the input cannot be rendered (nothing of it written).
+
+    Raises
+    ------
+    UnitCancelled
+        ``stop()`` said so; no file of the unit is left.
+    OSError
+        Writing failed (disk full, permission); no file of the unit is left.
+    """
+    field_report = FieldReport()
+    try:
+        n = _render_unit(unit, on_batch or _ignore, stop or _never, field_report=field_report)
+    except StructureError as exc:
+        return UnitResult(unit, (), 0, field_report, str(exc))
+    assert isinstance(n, int)
+    return UnitResult(unit, tuple(unit.outputs()), n, field_report)
+
+
+def _ignore(n: int) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False

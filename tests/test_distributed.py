@@ -1,0 +1,107 @@
+"""Beyond one process (issue 12): the unit API, job-array shards and Dask clusters all write
+the bytes that one ``xyz2image-gpu render`` writes, and resume after a kill."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from xyz2image_gpu import RenderSettings
+from xyz2image_gpu.output import is_temporary, temporary_path
+from xyz2image_gpu.run import (
+    FolderBusyError,
+    RunConfig,
+    UnitCancelled,
+    plan_run,
+    record_complete,
+    render_unit,
+    run,
+)
+from xyz2image_gpu.structures.examples import bundled_examples
+
+EXAMPLES = sorted(bundled_examples())[:3]
+AU147 = next(p for p in bundled_examples() if p.name == "au147_icosahedron.xyz")
+TYPES = ("gaussian_2d", "coordinates_3d", "gaussian_2d_image")
+
+
+def _config(out: Path, **kw) -> RunConfig:
+    base = {"inputs": tuple(EXAMPLES), "output_folder": out,
+            "settings": RenderSettings(edgesize=16), "output_types": TYPES, "n_rotation": 3,
+            "n_stacks": 2, "seed": 5, "device": "cpu", "workers": 1}
+    return RunConfig(**{**base, **kw})
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every stack file (the manifest holds paths and timings: compared apart)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.suffix in (".npz", ".tif")}
+
+
+def _records(folder: Path) -> dict[str, tuple[str, list[int]]]:
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    return {stem: (e["status"], e["completed_stacks"]) for stem, e in files.items()}
+
+
+def _temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if is_temporary(p)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One process, the CLI's runner: the bytes every other executor must write."""
+    out = tmp_path_factory.mktemp("reference")
+    summary = run(_config(out), progress="none")
+    assert summary.stacks_written == 2 * len(EXAMPLES) and not summary.failed
+    return out
+
+
+# ------------------------------------------------------------------------- unit API
+
+
+def test_temporary_names_are_unique_per_host_process_and_attempt(tmp_path):
+    final = tmp_path / "0000.npz"
+    a, b = temporary_path(final), temporary_path(final)
+    assert a != b and a.parent == b.parent == tmp_path
+    assert is_temporary(a) and is_temporary(b)
+    host = socket.gethostname().split(".")[0]
+    for part in (str(os.getpid()), host[:8].replace(".", "-")):
+        assert part in a.name
+
+
+def test_the_unit_api_writes_what_the_runner_writes(tmp_path, reference):
+    out = tmp_path / "api"
+    with plan_run(_config(out)) as plan:
+        assert [(u.stem, u.stack) for u in plan.units] == [
+            (p.stem, s) for p in EXAMPLES for s in range(2)]
+        assert plan.total_images == sum(
+            3 * json.loads((reference / "manifest.json").read_text())["files"][p.stem]
+            ["n_frames"] for p in EXAMPLES for _ in range(2))
+        with pytest.raises(FolderBusyError):  # the plan holds the folder until closed
+            plan_run(_config(out))
+        for unit in reversed(plan.units):  # any order: each unit is independent
+            result = render_unit(unit)
+            assert result.ok and all(p.is_file() for p in result.files)
+            record_complete(plan, result)
+        assert plan.summary.stacks_written == len(plan.units)
+    assert _hashes(out) == _hashes(reference) and len(_hashes(out)) == 4 * len(EXAMPLES)
+    assert _records(out) == _records(reference)
+    with plan_run(_config(out)) as again:  # resume: nothing left
+        assert again.units == [] and again.summary.stacks_skipped == 2 * len(EXAMPLES)
+
+
+def test_a_cancelled_unit_leaves_nothing(tmp_path):
+    config = _config(tmp_path / "out", inputs=(AU147,), settings=RenderSettings(edgesize=16),
+                     batch_size=1)
+    with plan_run(config) as plan:
+        calls = []
+        with pytest.raises(UnitCancelled):
+            render_unit(plan.units[0], calls.append, stop=lambda: len(calls) >= 2)
+        assert calls == [1, 1]
+    folder = tmp_path / "out" / AU147.stem
+    assert not _temporaries(tmp_path / "out") and not list(folder.glob("*.npz"))
+    assert _records(tmp_path / "out") == {AU147.stem: ("pending", [])}

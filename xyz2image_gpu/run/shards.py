@@ -1,0 +1,86 @@
+"""Job-array shards (``render --shard i/n``): many processes, on one host or many sharing a
+file system, render one run into one output folder with no scheduler at all.
+
+* **Which units**: shard ``i`` of ``n`` renders the units whose index, counting every unit of
+  the run (inputs in the order given, then stacks 0, 1, ...), is ``i`` modulo ``n``: the
+  same units whatever has been rendered already, so that a rerun of a shard resumes its own.
+* **Locks**: each shard holds its own lock file (:func:`.lock._folder_lock`), so a second
+  copy of one shard is refused; it removes only its own units' temporaries (other shards'
+  are in use), and temporary names are unique per host, process and attempt.
+* **Manifest, merged on write**: every write of the manifest is a read-modify-write under
+  the short lock ``.lock.manifest`` (:func:`merge_manifest`): the stacks recorded complete
+  are the union of what is on disk and what this shard completed, so no shard loses
+  another's record whatever order they write in. No ``merge`` command is needed: when the
+  last shard ends, the manifest records every stack.
+
+One difference from a single process: a file whose stack ``k`` fails (``--strict``, or a
+field of view that cannot show it) is marked failed, but stacks after ``k`` that other shards
+render are kept (a single process would not render them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import SettingsMismatchError
+
+__all__ = [
+    "merge_manifest",
+    "shard_units",
+]
+
+
+def shard_units(n_units: int, shard: tuple[int, int] | None) -> list[int]:
+    """The indices (of ``range(n_units)``) that shard ``(i, n)`` renders; all for None."""
+    if shard is None:
+        return list(range(n_units))
+    i, n = shard
+    if not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n}: the index must be 0 to {n - 1}")
+    return list(range(i, n_units, n))
+
+
+def _merge_entry(disk: dict[str, Any], mine: dict[str, Any], n_stacks: int) -> dict[str, Any]:
+    entry = dict(mine)
+    done = set(disk.get("completed_stacks", [])) | set(mine["completed_stacks"])
+    entry["completed_stacks"] = sorted(done)
+    entry["outside_field"] = {**disk.get("outside_field", {}), **mine["outside_field"]}
+    if mine["status"] == "failed" or disk.get("status") == "failed":
+        entry["status"] = "failed"
+        entry["error"] = mine["error"] or disk.get("error")
+    elif all(s in done for s in range(n_stacks)):
+        entry["status"] = "complete"
+    else:
+        entry["status"] = "pending"
+    return entry
+
+
+def merge_manifest(disk: dict[str, Any] | None, mine: dict[str, Any]) -> dict[str, Any]:
+    """The manifest to write: this shard's ``mine`` merged into the one on ``disk``.
+
+    Entries of inputs only on disk are kept; for an input in both (same sha256) the
+    complete stacks are the union and a failure on either side is kept; an input whose
+    sha256 differs takes this shard's entry (its stacks on disk came from another version).
+
+    Raises
+    ------
+    SettingsMismatchError
+        The manifest on disk records other settings (a run with ``--overwrite`` and other
+        settings replaced it while this shard ran).
+    """
+    if disk is None:
+        return mine
+    if disk.get("parameters") != mine["parameters"]:
+        raise SettingsMismatchError(
+            "the manifest was replaced by a run with other settings while this shard ran; "
+            "the shards of one run must share their settings")
+    merged = dict(mine)
+    files = dict(disk.get("files", {}))
+    for stem, entry in mine["files"].items():
+        old = files.get(stem)
+        if isinstance(old, dict) and old.get("sha256") == entry.get("sha256"):
+            files[stem] = _merge_entry(old, entry, int(mine["n_stacks"]))
+        else:
+            files[stem] = entry
+    merged["files"] = files
+    return merged
