@@ -7,6 +7,9 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,86 @@ def test_a_cancelled_unit_leaves_nothing(tmp_path):
     folder = tmp_path / "out" / AU147.stem
     assert not _temporaries(tmp_path / "out") and not list(folder.glob("*.npz"))
     assert _records(tmp_path / "out") == {AU147.stem: ("pending", [])}
+
+
+# ------------------------------------------------------------------- job-array shards
+
+#: CLI runs of the shard tests: 6 units (3 files x 2 stacks) of 48 images each.
+SHARD_ARGS = ["--edgesize", "32", "--n-rotation", "48", "--n-stacks", "2", "--seed", "3",
+              "--device", "cpu", "--workers", "1", "--batch-size", "8", "--output-types",
+              ",".join(TYPES), "--quiet"]
+
+
+def _cli(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "xyz2image_gpu.cli", "render", *map(str, EXAMPLES), "-o",
+         str(out), *SHARD_ARGS, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+
+
+@pytest.fixture(scope="module")
+def shard_reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shard-reference")
+    _finish(_cli(out))
+    return out
+
+
+def test_two_shards_at_once_write_what_one_process_writes(tmp_path, shard_reference):
+    out = tmp_path / "out"
+    procs = [_cli(out, "--shard", f"{i}/2") for i in range(2)]
+    for proc in procs:
+        _finish(proc)
+    assert _hashes(out) == _hashes(shard_reference) and len(_hashes(out)) == 12
+    assert _records(out) == _records(shard_reference)
+    assert all(status == "complete" for status, _ in _records(out).values())
+    assert not _temporaries(out)
+    busy = subprocess.run(  # a second copy of a running shard is refused
+        [sys.executable, "-c", (
+            "import sys, filelock, subprocess;"
+            f"lock = filelock.FileLock({str(out / '.lock.shard-1-of-2')!r}); lock.acquire();"
+            "sys.exit(subprocess.run(sys.argv[1:]).returncode)"),
+         sys.executable, "-m", "xyz2image_gpu.cli", "render", *map(str, EXAMPLES), "-o",
+         str(out), *SHARD_ARGS, "--shard", "1/2", "--overwrite"],
+        check=False, capture_output=True, text=True, timeout=60)
+    assert busy.returncode == 1 and "shard 1/2 is writing" in busy.stderr, busy.stderr
+
+
+def test_a_killed_shard_resumes_to_the_same_bytes(tmp_path, shard_reference):
+    out = tmp_path / "out"
+    _finish(_cli(out, "--shard", "1/2"))
+    proc = _cli(out, "--shard", "0/2")
+    first = out / EXAMPLES[0].stem / "0000.npz"
+    deadline = time.monotonic() + 60
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    proc.kill()
+    proc.communicate(timeout=60)
+    records = _records(out)
+    if killed:  # the usual case: killed between its first and its last unit
+        assert records[EXAMPLES[2].stem][1] == [1]
+    _finish(_cli(out, "--shard", "0/2"))
+    assert _hashes(out) == _hashes(shard_reference)
+    assert _records(out) == _records(shard_reference)
+    assert not _temporaries(out)
+
+
+def test_shard_and_unsharded_runs_exclude_each_other(tmp_path):
+    import filelock
+
+    from xyz2image_gpu.run.lock import _folder_lock
+
+    with _folder_lock(tmp_path, (0, 3)):
+        with pytest.raises(FolderBusyError, match="shards of another"), _folder_lock(tmp_path):
+            pass
+        with _folder_lock(tmp_path, (1, 3)):  # another shard of the run: welcome
+            pass
+    with _folder_lock(tmp_path), pytest.raises(FolderBusyError, match="without --shard"), \
+            _folder_lock(tmp_path, (0, 3)):
+        pass
+    assert filelock.FileLock(str(tmp_path / ".lock.shard-0-of-3")).acquire(timeout=0)
