@@ -191,3 +191,133 @@ def test_shard_and_unsharded_runs_exclude_each_other(tmp_path):
             _folder_lock(tmp_path, (0, 3)):
         pass
     assert filelock.FileLock(str(tmp_path / ".lock.shard-0-of-3")).acquire(timeout=0)
+
+
+# ---------------------------------------------------------------------- Dask clusters
+
+def _shard_config(out: Path, **kw) -> RunConfig:
+    """The run of SHARD_ARGS as a RunConfig."""
+    return _config(out, settings=RenderSettings(edgesize=32), n_rotation=48, seed=3,
+                   batch_size=8, **kw)
+
+
+def test_a_worker_killed_mid_run_loses_nothing(tmp_path, shard_reference):
+    distributed = pytest.importorskip("distributed")
+    import signal
+    import threading
+
+    out = tmp_path / "out"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        pids = client.run(os.getpid)
+        summary: dict[str, object] = {}
+        thread = threading.Thread(target=lambda: summary.update(result=run(
+            _shard_config(out, scheduler=cluster.scheduler_address), progress="none")))
+        thread.start()
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None and thread.is_alive() and time.monotonic() < deadline:
+            busy = [a for a, keys in client.processing().items() if keys]
+            if busy and any((out / p.stem).is_dir() and any((out / p.stem).iterdir())
+                            for p in EXAMPLES):
+                victim = busy[0]
+                os.kill(pids[victim], signal.SIGKILL)  # mid-unit: its temporaries stay
+            time.sleep(0.005)
+        thread.join(120)
+    assert victim is not None, "the run ended before a worker could be killed"
+    assert summary["result"].stacks_written == 6 and not summary["result"].failed
+    assert _hashes(out) == _hashes(shard_reference)
+    assert _records(out) == _records(shard_reference)
+    assert not _temporaries(out)
+    execution = json.loads((out / "manifest.json").read_text())["execution"]
+    assert execution["scheduler"] == cluster.scheduler_address and execution["workers"] == 2
+
+
+def test_driver_interrupted_then_killed_resumes_to_the_same_bytes(tmp_path, shard_reference):
+    pytest.importorskip("distributed")
+    import signal
+
+    out = tmp_path / "out"
+    args = ["--scheduler", "local", "--workers", "2"]
+
+    def start_and_wait_for_a_unit() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xyz2image_gpu.cli", "render", *map(str, EXAMPLES), "-o",
+             str(out), *SHARD_ARGS, *args], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(out.glob("*/*.npz")):  # a unit complete (its files are renamed at the end)
+                break
+            time.sleep(0.002)
+        return proc
+
+    proc = start_and_wait_for_a_unit()  # Ctrl-C: running units stop, nothing half-written
+    os.kill(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "interrupted" in output.lower() and not _temporaries(out)
+    first = _records(out)  # what completed is recorded, what was running is gone
+    recorded = {f"{stem}/{s:04d}.npz" for stem, (_, done) in first.items() for s in done}
+    assert recorded == {str(p.relative_to(out)) for p in out.glob("*/*.npz")}
+    assert 0 < len(recorded) < 6, first
+    proc = start_and_wait_for_a_unit()  # kill -9 of the driver and its cluster
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    _finish(_cli(out, *args))
+    assert _hashes(out) == _hashes(shard_reference)
+    assert _records(out) == _records(shard_reference)
+    assert not _temporaries(out)
+
+
+def test_gpus_start_one_cuda_worker_per_gpu_with_its_share_of_the_cores(monkeypatch):
+    """--gpus wiring, on a stand-in for dask_cuda (no GPU here): one worker per GPU, one
+    task thread each, compression and BLAS threads the cores divided among the GPUs."""
+    distributed = pytest.importorskip("distributed")
+    import types
+
+    from xyz2image_gpu.backend import available_cores
+    from xyz2image_gpu.run.distributed import start_cluster
+
+    made = []
+
+    def local_cuda_cluster(**options):
+        made.append((options, os.environ.get("OMP_NUM_THREADS")))
+        return distributed.LocalCluster(processes=False, **options)
+
+    monkeypatch.setitem(sys.modules, "dask_cuda",
+                        types.SimpleNamespace(LocalCUDACluster=local_cuda_cluster))
+    with start_cluster(None, 2, None) as (client, n_workers, share):
+        assert len(client.scheduler_info()["workers"]) == 2
+    expected = max(1, available_cores() // 2)
+    assert (n_workers, share) == (2, expected)
+    assert made == [({"n_workers": 2, "threads_per_worker": 1, "dashboard_address": None},
+                     str(expected))]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--shard", "2/2"], "is not a shard"),
+    (["--shard", "0/2", "--scheduler", "local"], "cannot be combined with --scheduler"),
+    (["--gpus", "1", "--scheduler", "tcp://h:8786"], "cannot be combined with --scheduler"),
+    (["--gpus", "1", "--device", "cpu"], "cannot be combined with --device cpu"),
+    (["--scheduler", "nowhere.json"], "an existing scheduler file"),
+])
+def test_cluster_option_mistakes_are_refused_before_writing(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["render", str(AU147), "-o", str(out), *args])
+    assert result.exit_code in (1, 2) and message in result.output, result.output
+    assert not out.exists()
+
+
+def test_gpus_without_dask_cuda_says_what_to_install(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from xyz2image_gpu.run.distributed import ClusterError, check_cluster_request
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails
+    with pytest.raises(ClusterError, match=r"xyz2image-gpu\[dask,gpu\]"):
+        check_cluster_request(None, 1)

@@ -165,9 +165,7 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         sys.exit(runner.interrupted_exit_code(exc))
     except OSError as exc:
         raise click.ClickException(runner.write_error_message(exc)) from None
-    except RuntimeError as exc:  # also runner.RequestTooLargeError, FolderBusyError
-        raise click.ClickException(str(exc)) from None
-    except ImportError as exc:  # --scheduler or --gpus without the dask extra
+    except RuntimeError as exc:  # also RequestTooLargeError, FolderBusyError, ClusterError
         raise click.ClickException(str(exc)) from None
     if not quiet:
         skipped = (f", {summary.stacks_skipped} complete stacks skipped"

@@ -400,7 +400,11 @@ class _Run:
         self.progress = Progress(total, self.progress_mode, self.progress_stream,
                                  self.progress_interval)
         try:
-            if self.workers > 1:
+            if self.config.scheduler is not None or self.config.gpus is not None:
+                from .distributed import execute_on_dask
+
+                execute_on_dask(self, units)
+            elif self.workers > 1:
                 self._execute_pool(units)
             else:
                 self._execute_serial(units)
@@ -595,16 +599,15 @@ def run(config: RunConfig, *, report: Callable[[str], None] | None = None,
             print(message, file=sys.stderr, flush=True)
     from .plan import _open_plan  # the unit API, built on this module's _Run
 
+    if config.scheduler is not None or config.gpus is not None:
+        from .distributed import check_cluster_request
+
+        check_cluster_request(config.scheduler, config.gpus)  # before anything is written
     start = time.perf_counter()
     state = _Run(config, report, progress, progress_stream, progress_interval)
     with _sigterm_as_interrupt(), _open_plan(state) as plan:
         try:
-            if config.scheduler is not None or config.gpus is not None:
-                from .distributed import execute_on_dask
-
-                execute_on_dask(plan)
-            else:
-                state.execute(plan.units, plan.total_images)
+            state.execute(plan.units, plan.total_images)
         except BrokenProcessPool as exc:
             raise RuntimeError(f"a worker process died unexpectedly ({exc}); out of "
                                "memory? try fewer --workers or a smaller --batch-size"
