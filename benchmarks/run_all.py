@@ -16,6 +16,8 @@ with ``cpu_kernel="numpy"``; CuPy when ``xyz2image_gpu.backend.gpu_available()``
   device whose operations cost nothing, so only the host's own work is timed;
 * **end-to-end CLI** (``bench_cli.py``): ``xyz2image-gpu render`` versus the seed's approach,
   images/s and peak memory of the process tree.
+* **Dask** (``bench_distributed.py``, with the dask extra): ``render --scheduler local`` on a
+  2-process LocalCluster against the CLI, and Dask's fixed costs.
 
 Usage::
 
@@ -403,6 +405,22 @@ def run_host_cost(preset: Preset, results: dict[str, Any]) -> None:
           f"images/s", flush=True)
 
 
+def run_distributed(preset: Preset, results: dict[str, Any]) -> None:
+    """``render --scheduler local`` (2 processes) against the CLI (``bench_distributed.py``);
+    left out, saying so, without the dask extra."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        print("\n== Dask: not measured (no distributed; pip install 'xyz2image-gpu[dask]')")
+        return
+    import bench_distributed
+
+    print()
+    results["distributed"] = bench_distributed.run_benchmark(
+        "smoke" if preset.name == "smoke" else "full",
+        repeats=1 if preset.name == "quick" else None)
+
+
 def _loadavg() -> list[float] | None:
     """1/5/15-minute load averages (other work on a shared machine skews the figures)."""
     try:
@@ -493,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             devices = list(dict.fromkeys(devices))
             results["cli"] = bench_cli.run_benchmarks(preset.cli, devices=devices,
                                                       run_seed=not args.no_seed)
+            run_distributed(preset, results)
     finally:
         results["elapsed_s"] = time.perf_counter() - t_start
         results["load_average_end"] = _loadavg()

@@ -1,0 +1,196 @@
+"""The render command on a Dask cluster against the plain CLI, in the same run.
+
+16 units (8 input files, copies of the bundled 147- and 309-atom examples, x 2 stacks) of
+2,048 images of gaussian_2d at 128 px each, rendered
+
+* by ``xyz2image-gpu render`` (one process: the engine's default for gaussian_2d, rendering
+  and compressing on threads), and
+* by ``xyz2image-gpu render --scheduler local --workers 2`` (a ``distributed.LocalCluster``
+  of 2 worker processes, one unit at a time each, compressing on its share of the cores),
+
+alternately, ``--repeats`` times each, each in a fresh subprocess into a fresh folder: the
+median wall time of each (Python and cluster start-up included) and the ratio of images/s.
+The Dask fixed costs are measured apart, in this process: a 2-process ``LocalCluster`` and
+its client started and closed (median of 3), the first task's round trip, and the cost per
+task of 200 empty tasks. The compute-phase ratio subtracts the median cluster start and
+close from the Dask run's wall time. The bytes of both runs are compared.
+
+The machine may be shared with other work: every figure is a median and every comparison a
+ratio of runs interleaved in the same process; the load average is recorded.
+
+Usage::
+
+    python benchmarks/bench_distributed.py [--smoke] [--repeats N] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+from common import fmt_rate
+
+__all__ = ["SIZES", "dask_fixed_costs", "main", "run_benchmark"]
+
+#: (files, stacks, images per unit, edgesize, repeats) of each mode.
+SIZES = {"full": (8, 2, 2048, 128, 3), "smoke": (2, 2, 16, 32, 1)}
+
+
+def _inputs(folder: Path, n_files: int) -> list[Path]:
+    from xyz2image_gpu.structures.examples import bundled_examples
+
+    examples = sorted(bundled_examples())
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n_files):
+        source = examples[i % len(examples)]
+        path = folder / f"s{i}_{source.name}"
+        shutil.copyfile(source, path)
+        paths.append(path)
+    return paths
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*.npz"))}
+
+
+def _render(inputs: list[Path], out: Path, n_rotation: int, n_stacks: int, edgesize: int,
+            extra: list[str]) -> float:
+    cmd = [*common.cli_command(), "render", *map(str, inputs), "-o", str(out),
+           "--n-rotation", str(n_rotation), "--n-stacks", str(n_stacks), "--edgesize",
+           str(edgesize), "--output-types", "gaussian_2d", "--device", "cpu", "--quiet",
+           *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=3600)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return wall
+
+
+def _noop(x: int) -> int:
+    return x
+
+
+def dask_fixed_costs(repeats: int = 3, n_tasks: int = 200) -> dict[str, Any]:
+    """Seconds to start and close a 2-process LocalCluster with its client (median), the
+    first task's round trip, and seconds per task of ``n_tasks`` empty tasks."""
+    import distributed
+
+    starts, closes, first, per_task = [], [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        client = distributed.Client(cluster)
+        starts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        client.submit(_noop, 0, pure=False).result()
+        first.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        client.gather(client.map(_noop, range(n_tasks), pure=False))
+        per_task.append((time.perf_counter() - t0) / n_tasks)
+        t0 = time.perf_counter()
+        client.close()
+        cluster.close()
+        closes.append(time.perf_counter() - t0)
+    return {"cluster_start_s": statistics.median(starts),
+            "cluster_close_s": statistics.median(closes),
+            "first_task_s": statistics.median(first),
+            "per_task_ms": 1e3 * statistics.median(per_task), "tasks": n_tasks,
+            "repeats": repeats}
+
+
+def run_benchmark(size: str = "full", repeats: int | None = None) -> dict[str, Any]:
+    """Run both modes alternately; return the figures (also printed)."""
+    n_files, n_stacks, n_rotation, edgesize, default_repeats = SIZES[size]
+    repeats = repeats or default_repeats
+    images = n_files * n_stacks * n_rotation
+    walls: dict[str, list[float]] = {"cli": [], "dask": []}
+    modes = {"cli": [], "dask": ["--scheduler", "local", "--workers", "2"]}
+    print(f"== Dask LocalCluster (2 processes) vs the CLI: {n_files * n_stacks} units of "
+          f"{n_rotation} gaussian_2d images at {edgesize} px, {repeats} runs each", flush=True)
+    load_start = os.getloadavg()
+    same_bytes = None
+    with tempfile.TemporaryDirectory(prefix="bench_distributed_") as tmp:
+        inputs = _inputs(Path(tmp) / "inputs", n_files)
+        for r in range(repeats):
+            kept: dict[str, Path] = {}
+            for mode, extra in modes.items():
+                out = Path(tmp) / f"{mode}{r}"
+                wall = _render(inputs, out, n_rotation, n_stacks, edgesize, extra)
+                walls[mode].append(wall)
+                kept[mode] = out
+                print(f"  run {r + 1} {mode:4s}: {wall:6.2f} s, {fmt_rate(images / wall)} "
+                      "images/s", flush=True)
+            if same_bytes is None:
+                same_bytes = _hashes(kept["cli"]) == _hashes(kept["dask"])
+            for out in kept.values():
+                shutil.rmtree(out)
+    fixed = dask_fixed_costs(repeats=repeats)
+    cli = statistics.median(walls["cli"])
+    dask = statistics.median(walls["dask"])
+    compute = max(dask - fixed["cluster_start_s"] - fixed["cluster_close_s"], 1e-9)
+    result = {
+        "units": n_files * n_stacks, "images_per_unit": n_rotation, "edgesize": edgesize,
+        "images": images, "repeats": repeats, "cores": os.cpu_count(),
+        "cli_wall_s": walls["cli"], "dask_wall_s": walls["dask"],
+        "cli_images_per_s": images / cli, "dask_images_per_s": images / dask,
+        "dask_over_cli": cli / dask,
+        "dask_compute_images_per_s": images / compute, "dask_compute_over_cli": cli / compute,
+        "target_dask_over_cli": 0.85, "same_bytes": same_bytes, "fixed_costs": fixed,
+        "load_average_start": list(load_start), "load_average_end": list(os.getloadavg()),
+        "method": ("median wall time of whole commands in fresh subprocesses, CLI and Dask "
+                   "alternating; compute phase = Dask wall minus the median cluster start "
+                   "and close measured apart; the machine may be shared: compare ratios"),
+    }
+    print(f"  CLI  {fmt_rate(result['cli_images_per_s'])} images/s, Dask "
+          f"{fmt_rate(result['dask_images_per_s'])} images/s: Dask/CLI "
+          f"{result['dask_over_cli']:.2f} end to end, {result['dask_compute_over_cli']:.2f} "
+          f"without the cluster's start and close (target >= 0.85); same bytes: {same_bytes}")
+    print(f"  Dask fixed costs: cluster start {fixed['cluster_start_s']:.2f} s, close "
+          f"{fixed['cluster_close_s']:.2f} s, first task {1e3 * fixed['first_task_s']:.0f} ms, "
+          f"{fixed['per_task_ms']:.2f} ms per task; load average {load_start} -> "
+          f"{result['load_average_end']}", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs of each mode")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where the result goes (default: benchmarks/results/"
+                             "distributed_<machine>_<date>.json; --smoke: not written)")
+    args = parser.parse_args(argv)
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        print("bench_distributed: needs the dask extra (pip install 'xyz2image-gpu[dask]')",
+              file=sys.stderr)
+        return 2
+    machine = common.machine_info()
+    result = {"benchmark": "bench_distributed", "date": common.today(), "machine": machine,
+              **run_benchmark("smoke" if args.smoke else "full", args.repeats)}
+    path = args.json
+    if path is None and not args.smoke:
+        path = common.results_path(common.RESULTS_DIR, machine, prefix="distributed_")
+    if path is not None:
+        print(f"wrote {common.write_json(path, result)}")
+    return 0 if result["same_bytes"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
