@@ -211,6 +211,13 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, shard_reference):
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         pids = client.run(os.getpid)
+        from xyz2image_gpu.backend import available_cores
+        from xyz2image_gpu.run.distributed import _threads_per_host, _worker_share
+
+        hosts = _threads_per_host(client)  # found by address: each worker its host's share
+        assert sum(hosts.values()) == 2 and len(hosts) == 1
+        assert client.submit(_worker_share, hosts, pure=False).result() == max(
+            1, available_cores() // 2)
         summary: dict[str, object] = {}
         thread = threading.Thread(target=lambda: summary.update(result=run(
             _shard_config(out, scheduler=cluster.scheduler_address), progress="none")))

@@ -11,9 +11,11 @@ single-machine CLI, and the same command resumes a run interrupted in any way.
   of N workers, one per GPU; an address (``tcp://host:8786``) or a scheduler file (.json)
   connects to a running cluster, whose workers must see the inputs and the output folder at
   the same paths (a shared file system).
-* **Threads**: each unit compresses on its worker's share of the cores (the cores of a
-  local cluster divided among its workers; on a remote worker, its cores divided by its
-  threads), and BLAS of a local cluster's workers is limited to the same share.
+* **Threads**: each unit compresses on its worker's share of the cores: the cores of a
+  local cluster divided among its workers; on a cluster found by address, the cores of the
+  worker's host divided by the task threads of every worker on that host (as the
+  scheduler lists them when the run starts). BLAS of a local cluster's workers is limited
+  to the same share.
 * **Lost workers**: the scheduler runs a lost worker's tasks again elsewhere; temporaries
   are unique per host, process and attempt, so the retried unit never meets its first
   attempt's files, which the driver removes when the run ends.
@@ -113,7 +115,8 @@ def start_cluster(scheduler: str | None, gpus: int | None, workers: int | None,
         Its workers when it started.
     compression_threads : int
         Threads per unit: a local cluster's share of this machine's cores per worker; 0 for
-        a remote cluster (each worker takes its own share, :func:`_worker_share`).
+        a cluster found by address (each worker takes its host's share,
+        :func:`_worker_share`).
 
     Raises
     ------
@@ -146,18 +149,28 @@ def start_cluster(scheduler: str | None, gpus: int | None, workers: int | None,
         yield client, n, share
 
 
-def _worker_share() -> int:
-    """This Dask worker's share of its machine's cores: cores / task threads."""
-    try:
-        from distributed import get_worker
-
-        threads = max(1, int(get_worker().state.nthreads))
-    except (ImportError, ValueError, AttributeError):
-        threads = 1
-    return max(1, available_cores() // threads)
+def _threads_per_host(client: Any) -> dict[str, int]:
+    """Task threads of all workers on each host, as the scheduler lists them."""
+    hosts: dict[str, int] = {}
+    for address, info in client.scheduler_info()["workers"].items():
+        host = str(info.get("host") or address.rsplit(":", 1)[0])
+        hosts[host] = hosts.get(host, 0) + int(info.get("nthreads", 1))
+    return hosts
 
 
-def _dask_task(unit: Unit, stop_event: str) -> UnitResult | None:
+def _worker_share(threads_per_host: dict[str, int]) -> int:
+    """This Dask worker's share of its host's cores: the cores divided by the task threads
+    of every worker on the host (its own threads where the host is not listed)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    own = max(1, int(getattr(worker.state, "nthreads", 1)))
+    host = str(worker.address).split("://")[-1].rsplit(":", 1)[0]
+    return max(1, available_cores() // max(own, threads_per_host.get(host, own)))
+
+
+def _dask_task(unit: Unit, stop_event: str,
+               threads_per_host: dict[str, int] | None = None) -> UnitResult | None:
     """One unit on a Dask worker: its result, or None when the run was stopped."""
     from distributed import Event
 
@@ -171,7 +184,8 @@ def _dask_task(unit: Unit, stop_event: str) -> UnitResult | None:
         return seen["set"]
 
     if unit.compression_threads == 0:
-        unit = dataclasses.replace(unit, compression_threads=_worker_share())
+        unit = dataclasses.replace(unit, compression_threads=_worker_share(
+            threads_per_host or {}))
     if stop():
         return None
     try:
@@ -195,7 +209,9 @@ def execute_on_dask(state: _Run, units: list[Unit]) -> None:
         state.progress.set_units(len(units))
         name = f"xyz2image-gpu-stop-{uuid.uuid4().hex}"
         event = distributed.Event(name, client=client)
-        futures = {client.submit(_dask_task, unit, name, key=f"{name}-{i}", pure=False): unit
+        hosts = _threads_per_host(client) if share == 0 else None
+        futures = {client.submit(_dask_task, unit, name, hosts, key=f"{name}-{i}",
+                                 pure=False): unit
                    for i, unit in enumerate(units)}
         try:
             for future in distributed.as_completed(list(futures)):
