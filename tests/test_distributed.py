@@ -110,6 +110,41 @@ def test_a_cancelled_unit_leaves_nothing(tmp_path):
     assert _records(tmp_path / "out") == {AU147.stem: ("pending", [])}
 
 
+def test_a_unit_whose_input_fails_leaves_nothing_and_is_recorded_failed(tmp_path):
+    config = _config(tmp_path / "out", inputs=(AU147,), strict=True, settings=RenderSettings(
+        edgesize=16, framing="fixed", pixel_size=0.2))  # a 3 Å field: atoms fall outside
+    with plan_run(config) as plan:
+        result = render_unit(plan.units[1])
+        assert not result.ok and "outside" in result.error and result.files == ()
+        record_complete(plan, result)
+        assert plan.summary.failed == [(str(AU147), result.error)]
+    assert not list((tmp_path / "out").rglob("*.npz")) and not _temporaries(tmp_path / "out")
+    assert _records(tmp_path / "out") == {AU147.stem: ("failed", [])}
+
+
+def test_merged_manifests_keep_every_shards_stacks():
+    from xyz2image_gpu.run import SettingsMismatchError
+    from xyz2image_gpu.run.shards import merge_manifest, shard_units
+
+    assert shard_units(7, (1, 3)) == [1, 4] and shard_units(3, None) == [0, 1, 2]
+
+    def entry(sha, done, status="pending", error=None):
+        return {"sha256": sha, "completed_stacks": done, "status": status, "error": error,
+                "outside_field": {str(s): {"atoms_outside": 0} for s in done}}
+
+    disk = {"parameters": {"seed": 1}, "n_stacks": 3, "files": {
+        "a": entry("x", [0, 2]), "b": entry("y", [1]), "gone": entry("z", [0])}}
+    mine = {"parameters": {"seed": 1}, "n_stacks": 3, "files": {
+        "a": entry("x", [1]), "b": entry("changed", [0]), "c": entry("w", [], "failed", "bad")}}
+    merged = merge_manifest(disk, mine)["files"]
+    assert merged["a"]["completed_stacks"] == [0, 1, 2] and merged["a"]["status"] == "complete"
+    assert set(merged["a"]["outside_field"]) == {"0", "1", "2"}
+    assert merged["b"]["completed_stacks"] == [0]  # its input changed: the old stacks go
+    assert merged["c"]["status"] == "failed" and merged["gone"] == disk["files"]["gone"]
+    with pytest.raises(SettingsMismatchError, match="other settings"):
+        merge_manifest({**disk, "parameters": {"seed": 2}}, mine)
+
+
 # ------------------------------------------------------------------- job-array shards
 
 #: CLI runs of the shard tests: 6 units (3 files x 2 stacks) of 48 images each.

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..backend import available_cores
-from .units import _THREAD_ENV, Unit, UnitCancelled, UnitResult, render_unit
+from .units import Unit, UnitCancelled, UnitResult, _thread_env, render_unit
 
 if TYPE_CHECKING:
     from .execute import _Run
@@ -86,21 +85,6 @@ def check_cluster_request(scheduler: str | None, gpus: int | None) -> None:
             and not Path(scheduler).is_file():
         raise ClusterError(f"--scheduler {scheduler!r}: give 'local', a scheduler address "
                            "(tcp://host:8786) or an existing scheduler file (.json)")
-
-
-@contextlib.contextmanager
-def _thread_env(threads: int) -> Iterator[None]:
-    """BLAS/OpenMP threads of processes started inside (spawned workers read them)."""
-    saved = {k: os.environ.get(k) for k in _THREAD_ENV}
-    os.environ.update(dict.fromkeys(_THREAD_ENV, str(threads)))
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager
@@ -218,7 +202,13 @@ def execute_on_dask(state: _Run, units: list[Unit]) -> None:
                 unit = futures.pop(future)
                 if future.cancelled():
                     continue
-                result = future.result()  # a task's OSError is raised here
+                try:
+                    result = future.result()  # a task's OSError is raised here
+                except distributed.KilledWorker as exc:
+                    raise RuntimeError(
+                        f"{unit.path}, stack {unit.stack}: Dask workers died running it "
+                        f"({exc}); out of memory? try a smaller --batch-size or fewer "
+                        "workers per node; the same command resumes") from None
                 if result is None:
                     continue
                 state.record(unit, result)

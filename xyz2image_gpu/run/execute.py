@@ -51,11 +51,11 @@ from .progress import Progress
 from .shards import merge_manifest, shard_units
 from .signals import _sigterm_as_interrupt, start_resource_tracker
 from .units import (
-    _THREAD_ENV,
     Unit,
     UnitResult,
     _Finishing,
     _render_unit,
+    _thread_env,
     _worker_init,
     _worker_run,
 )
@@ -479,18 +479,9 @@ class _Run:
             raise
 
     def _execute_pool(self, units: list[Unit]) -> None:
-        # one BLAS/OpenMP thread per worker: N workers already fill N cores. Spawned children
-        # read these when they import NumPy, so they stay set while the pool runs.
-        saved = {k: os.environ.get(k) for k in _THREAD_ENV}
-        os.environ.update(dict.fromkeys(_THREAD_ENV, "1"))
-        try:
+        # one BLAS/OpenMP thread per worker: N workers already fill N cores
+        with _thread_env(1):
             self._run_pool(units)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def _run_pool(self, units: list[Unit]) -> None:
         ctx = multiprocessing.get_context("spawn")
