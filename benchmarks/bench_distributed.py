@@ -147,8 +147,9 @@ def steady_state(inputs: list[Path], folder: Path, n_rotation: int, n_stacks: in
                       f"{fmt_rate(summary.images_per_second)} images/s", flush=True)
                 shutil.rmtree(out)
     cli, dask = statistics.median(rates["cli"]), statistics.median(rates["dask"])
+    pairs = [d / c for c, d in zip(rates["cli"], rates["dask"])]
     return {"cli_images_per_s": cli, "dask_images_per_s": dask, "dask_over_cli": dask / cli,
-            "runs": rates}
+            "pair_ratios": pairs, "median_pair_ratio": statistics.median(pairs), "runs": rates}
 
 
 def run_benchmark(size: str = "full", repeats: int | None = None) -> dict[str, Any]:
@@ -177,7 +178,8 @@ def run_benchmark(size: str = "full", repeats: int | None = None) -> dict[str, A
                 same_bytes = _hashes(kept["cli"]) == _hashes(kept["dask"])
             for out in kept.values():
                 shutil.rmtree(out)
-        steady = steady_state(inputs, Path(tmp), n_rotation, n_stacks, edgesize, repeats)
+        steady = steady_state(inputs, Path(tmp), n_rotation, n_stacks, edgesize,
+                              repeats if size == "smoke" else max(repeats, 5))
     fixed = dask_fixed_costs(repeats=repeats)
     cli = statistics.median(walls["cli"])
     dask = statistics.median(walls["dask"])
@@ -188,6 +190,8 @@ def run_benchmark(size: str = "full", repeats: int | None = None) -> dict[str, A
         "cli_wall_s": walls["cli"], "dask_wall_s": walls["dask"],
         "cli_images_per_s": images / cli, "dask_images_per_s": images / dask,
         "dask_over_cli": cli / dask,
+        "median_pair_ratio": statistics.median(
+            c / d for c, d in zip(walls["cli"], walls["dask"])),
         "dask_compute_images_per_s": images / compute, "dask_compute_over_cli": cli / compute,
         "steady_state": steady, "target_dask_over_cli": 0.85, "same_bytes": same_bytes,
         "fixed_costs": fixed,
@@ -196,14 +200,15 @@ def run_benchmark(size: str = "full", repeats: int | None = None) -> dict[str, A
                    "CLI and Dask alternating; compute phase = Dask wall minus the median "
                    "cluster start and close measured apart; steady state: run() in this "
                    "process against run(scheduler=) on a warm 2-process LocalCluster, "
-                   "alternating, medians of images/s; the machine may be shared: compare "
-                   "ratios"),
+                   "alternating, medians of images/s and of the ratios of adjacent runs; "
+                   "the machine may be shared: compare ratios"),
     }
     print(f"  CLI  {fmt_rate(result['cli_images_per_s'])} images/s, Dask "
           f"{fmt_rate(result['dask_images_per_s'])} images/s: Dask/CLI "
           f"{result['dask_over_cli']:.2f} end to end, {result['dask_compute_over_cli']:.2f} "
           f"without the cluster's start and close; steady state (warm cluster) "
-          f"{steady['dask_over_cli']:.2f} (target >= 0.85); same bytes: {same_bytes}")
+          f"{steady['dask_over_cli']:.2f}, run by run {steady['median_pair_ratio']:.2f} "
+          f"(target >= 0.85); same bytes: {same_bytes}")
     print(f"  Dask fixed costs: cluster start {fixed['cluster_start_s']:.2f} s, close "
           f"{fixed['cluster_close_s']:.2f} s, first task {1e3 * fixed['first_task_s']:.0f} ms, "
           f"{fixed['per_task_ms']:.2f} ms per task; load average {load_start} -> "
