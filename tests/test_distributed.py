@@ -363,3 +363,25 @@ def test_gpus_without_dask_cuda_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails
     with pytest.raises(ClusterError, match=r"xyz2image-gpu\[dask,gpu\]"):
         check_cluster_request(None, 1)
+
+
+def test_progress_counts_units_beside_images():
+    import io
+
+    from xyz2image_gpu.run import Progress
+
+    stream = io.StringIO()
+    progress = Progress(8, "lines", stream, interval=0.0)
+    progress.set_units(2)
+    progress.update(4)
+    progress.unit_done()
+    progress.update(4)
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("rendered 4/8 images in 0/2 units (50%)")
+    assert lines[1].startswith("rendered 8/8 images in 1/2 units (100%)")
+    bar = Progress(8, "bar", io.StringIO())
+    bar.set_units(3)
+    bar.unit_done()
+    assert "units 1/3" in str(bar._bar)
+    bar.close()
