@@ -247,9 +247,9 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, shard_reference):
             distributed.Client(cluster) as client:
         pids = client.run(os.getpid)
         from xyz2image_gpu.backend import available_cores
-        from xyz2image_gpu.run.distributed import _threads_per_host, _worker_share
+        from xyz2image_gpu.run.distributed import _worker_share, _workers_per_host
 
-        hosts = _threads_per_host(client)  # found by address: each worker its host's share
+        hosts = _workers_per_host(client)  # found by address: each worker its host's share
         assert sum(hosts.values()) == 2 and len(hosts) == 1
         assert client.submit(_worker_share, hosts, pure=False).result() == max(
             1, available_cores() // 2)
@@ -274,6 +274,22 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, shard_reference):
     assert not _temporaries(out)
     execution = json.loads((out / "manifest.json").read_text())["execution"]
     assert execution["scheduler"] == cluster.scheduler_address and execution["workers"] == 2
+
+
+def test_a_scheduler_file_and_a_worker_of_two_threads(tmp_path, shard_reference):
+    """A cluster named by its scheduler file, its one worker with two task threads: the
+    bytes of one process."""
+    distributed = pytest.importorskip("distributed")
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        scheduler_file = tmp_path / "scheduler.json"
+        scheduler_file.write_text(json.dumps({"address": cluster.scheduler_address}))
+        summary = run(_shard_config(tmp_path / "out", scheduler=str(scheduler_file)),
+                      progress="none")
+    assert summary.stacks_written == 2 * len(EXAMPLES) and summary.workers == 1
+    assert _hashes(tmp_path / "out") == _hashes(shard_reference)
+    assert _records(tmp_path / "out") == _records(shard_reference)
 
 
 def test_driver_interrupted_then_killed_resumes_to_the_same_bytes(tmp_path, shard_reference):

@@ -11,11 +11,12 @@ single-machine CLI, and the same command resumes a run interrupted in any way.
   of N workers, one per GPU; an address (``tcp://host:8786``) or a scheduler file (.json)
   connects to a running cluster, whose workers must see the inputs and the output folder at
   the same paths (a shared file system).
-* **Threads**: each unit compresses on its worker's share of the cores: the cores of a
-  local cluster divided among its workers; on a cluster found by address, the cores of the
-  worker's host divided by the task threads of every worker on that host (as the
-  scheduler lists them when the run starts). BLAS of a local cluster's workers is limited
-  to the same share.
+* **Threads**: a worker process renders one unit at a time (a renderer is not shared
+  between threads; a worker started with more task threads runs the others' units after
+  it), and each unit compresses on its worker's share of the cores: the cores of a local
+  cluster divided among its workers; on a cluster found by address, the cores of the
+  worker's host divided by the worker processes on that host (as the scheduler lists them
+  when the run starts). BLAS of a local cluster's workers is limited to the same share.
 * **Lost workers**: the scheduler runs a lost worker's tasks again elsewhere; temporaries
   are unique per host, process and attempt, so the retried unit never meets its first
   attempt's files, which the driver removes when the run ends.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -133,28 +135,33 @@ def start_cluster(scheduler: str | None, gpus: int | None, workers: int | None,
         yield client, n, share
 
 
-def _threads_per_host(client: Any) -> dict[str, int]:
-    """Task threads of all workers on each host, as the scheduler lists them."""
+def _host(address: str) -> str:
+    return address.split("://")[-1].rsplit(":", 1)[0]
+
+
+def _workers_per_host(client: Any) -> dict[str, int]:
+    """Worker processes on each host, as the scheduler lists them."""
     hosts: dict[str, int] = {}
-    for address, info in client.scheduler_info()["workers"].items():
-        host = str(info.get("host") or address.rsplit(":", 1)[0])
-        hosts[host] = hosts.get(host, 0) + int(info.get("nthreads", 1))
+    for address in client.scheduler_info()["workers"]:
+        hosts[_host(address)] = hosts.get(_host(address), 0) + 1
     return hosts
 
 
-def _worker_share(threads_per_host: dict[str, int]) -> int:
-    """This Dask worker's share of its host's cores: the cores divided by the task threads
-    of every worker on the host (its own threads where the host is not listed)."""
+def _worker_share(workers_per_host: dict[str, int]) -> int:
+    """This Dask worker's share of its host's cores: the cores divided by the worker
+    processes on the host (each renders one unit at a time)."""
     from distributed import get_worker
 
-    worker = get_worker()
-    own = max(1, int(getattr(worker.state, "nthreads", 1)))
-    host = str(worker.address).split("://")[-1].rsplit(":", 1)[0]
-    return max(1, available_cores() // max(own, threads_per_host.get(host, own)))
+    return max(1, available_cores() // max(1, workers_per_host.get(
+        _host(str(get_worker().address)), 1)))
+
+
+#: One unit at a time in a worker process: the cached renderer is not shared by threads.
+_ONE_UNIT = threading.Lock()
 
 
 def _dask_task(unit: Unit, stop_event: str,
-               threads_per_host: dict[str, int] | None = None) -> UnitResult | None:
+               workers_per_host: dict[str, int] | None = None) -> UnitResult | None:
     """One unit on a Dask worker: its result, or None when the run was stopped."""
     from distributed import Event
 
@@ -169,13 +176,14 @@ def _dask_task(unit: Unit, stop_event: str,
 
     if unit.compression_threads == 0:
         unit = dataclasses.replace(unit, compression_threads=_worker_share(
-            threads_per_host or {}))
-    if stop():
-        return None
-    try:
-        return render_unit(unit, stop=stop)
-    except UnitCancelled:
-        return None
+            workers_per_host or {}))
+    with _ONE_UNIT:
+        if stop():
+            return None
+        try:
+            return render_unit(unit, stop=stop)
+        except UnitCancelled:
+            return None
 
 
 def execute_on_dask(state: _Run, units: list[Unit]) -> None:
@@ -193,7 +201,7 @@ def execute_on_dask(state: _Run, units: list[Unit]) -> None:
         state.progress.set_units(len(units))
         name = f"xyz2image-gpu-stop-{uuid.uuid4().hex}"
         event = distributed.Event(name, client=client)
-        hosts = _threads_per_host(client) if share == 0 else None
+        hosts = _workers_per_host(client) if share == 0 else None
         futures = {client.submit(_dask_task, unit, name, hosts, key=f"{name}-{i}",
                                  pure=False): unit
                    for i, unit in enumerate(units)}
