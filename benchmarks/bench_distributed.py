@@ -12,9 +12,10 @@ alternately, ``--repeats`` times each, each in a fresh subprocess into a fresh f
 median wall time of each (Python and cluster start-up included) and the ratio of images/s.
 
 The steady state, with the fixed costs amortised, is measured in this process: a
-2-process ``LocalCluster`` started once and warmed up (one small run), then ``run(config)``
-(the CLI's runner) and ``run(config, scheduler=<that cluster's address>)`` alternately, each
-timed by its own summary (planning included): the ratio of images/s. The Dask fixed costs
+2-process and a 1-process ``LocalCluster`` started once and warmed up (one small run), then
+``run(config)`` (the CLI's runner) and ``run(config, scheduler=<address>)`` on each cluster
+alternately, each timed by its own summary (planning included): the ratios of images/s to
+the CLI's, and of 2 workers to 1 (scaling). The Dask fixed costs
 are measured apart: a 2-process ``LocalCluster`` and its client started and closed, the
 first task's round trip, and the cost per task of 200 empty tasks (medians). The bytes of
 the CLI and Dask runs are compared.
@@ -97,7 +98,7 @@ def dask_fixed_costs(repeats: int = 3, n_tasks: int = 200) -> dict[str, Any]:
     for _ in range(repeats):
         t0 = time.perf_counter()
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
         client = distributed.Client(cluster)
         starts.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -119,7 +120,10 @@ def dask_fixed_costs(repeats: int = 3, n_tasks: int = 200) -> dict[str, Any]:
 
 def steady_state(inputs: list[Path], folder: Path, n_rotation: int, n_stacks: int,
                  edgesize: int, repeats: int) -> dict[str, Any]:
-    """The CLI's runner and a warm 2-process LocalCluster, alternately, in this process."""
+    """The CLI's runner, a warm 2-process LocalCluster and a warm 1-process one,
+    alternately, in this process."""
+    import contextlib
+
     import distributed
 
     from xyz2image_gpu import RenderSettings
@@ -131,25 +135,34 @@ def steady_state(inputs: list[Path], folder: Path, n_rotation: int, n_stacks: in
                          output_types=("gaussian_2d",), n_rotation=n_rotation,
                          n_stacks=n_stacks, device="cpu", workers=None, **kw)
 
-    rates: dict[str, list[float]] = {"cli": [], "dask": []}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        address = cluster.scheduler_address
-        run(RunConfig(inputs=tuple(inputs[:2]), output_folder=folder / "warm-up",
-                      settings=RenderSettings(edgesize=edgesize), output_types=("gaussian_2d",),
-                      n_rotation=8, device="cpu", scheduler=address), progress="none")
+    rates: dict[str, list[float]] = {"cli": [], "dask": [], "dask_1_worker": []}
+    with contextlib.ExitStack() as stack:
+        address = {}
+        for mode, n in (("dask", 2), ("dask_1_worker", 1)):
+            cluster = stack.enter_context(distributed.LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"))
+            address[mode] = cluster.scheduler_address
+            run(RunConfig(inputs=tuple(inputs[:2]), output_folder=folder / f"warm-up-{mode}",
+                          settings=RenderSettings(edgesize=edgesize),
+                          output_types=("gaussian_2d",), n_rotation=8, device="cpu",
+                          scheduler=address[mode]), progress="none")
         for r in range(repeats):
-            for mode, extra in (("cli", {}), ("dask", {"scheduler": address})):
+            for mode, mode_rates in rates.items():
+                extra = {} if mode == "cli" else {"scheduler": address[mode]}
                 out = folder / f"steady-{mode}{r}"
                 summary = run(config(out, **extra), progress="none")
-                rates[mode].append(summary.images_per_second)
-                print(f"  steady state, run {r + 1} {mode:4s}: {summary.elapsed:6.2f} s, "
+                mode_rates.append(summary.images_per_second)
+                print(f"  steady state, run {r + 1} {mode:13s}: {summary.elapsed:6.2f} s, "
                       f"{fmt_rate(summary.images_per_second)} images/s", flush=True)
                 shutil.rmtree(out)
     cli, dask = statistics.median(rates["cli"]), statistics.median(rates["dask"])
+    one = statistics.median(rates["dask_1_worker"])
     pairs = [d / c for c, d in zip(rates["cli"], rates["dask"])]
+    scaling = [d / o for o, d in zip(rates["dask_1_worker"], rates["dask"])]
     return {"cli_images_per_s": cli, "dask_images_per_s": dask, "dask_over_cli": dask / cli,
-            "pair_ratios": pairs, "median_pair_ratio": statistics.median(pairs), "runs": rates}
+            "pair_ratios": pairs, "median_pair_ratio": statistics.median(pairs),
+            "dask_1_worker_images_per_s": one, "two_workers_over_one": dask / one,
+            "scaling_pair_ratios": scaling, "runs": rates}
 
 
 def run_benchmark(size: str = "full", repeats: int | None = None) -> dict[str, Any]:
@@ -208,7 +221,8 @@ def run_benchmark(size: str = "full", repeats: int | None = None) -> dict[str, A
           f"{result['dask_over_cli']:.2f} end to end, {result['dask_compute_over_cli']:.2f} "
           f"without the cluster's start and close; steady state (warm cluster) "
           f"{steady['dask_over_cli']:.2f}, run by run {steady['median_pair_ratio']:.2f} "
-          f"(target >= 0.85); same bytes: {same_bytes}")
+          f"(target >= 0.85); 2 workers / 1 worker {steady['two_workers_over_one']:.2f}; "
+          f"same bytes: {same_bytes}")
     print(f"  Dask fixed costs: cluster start {fixed['cluster_start_s']:.2f} s, close "
           f"{fixed['cluster_close_s']:.2f} s, first task {1e3 * fixed['first_task_s']:.0f} ms, "
           f"{fixed['per_task_ms']:.2f} ms per task; load average {load_start} -> "

@@ -243,7 +243,7 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, shard_reference):
 
     out = tmp_path / "out"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         pids = client.run(os.getpid)
         from xyz2image_gpu.backend import available_cores
@@ -282,7 +282,7 @@ def test_a_scheduler_file_and_a_worker_of_two_threads(tmp_path, shard_reference)
     distributed = pytest.importorskip("distributed")
 
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         scheduler_file = tmp_path / "scheduler.json"
         scheduler_file.write_text(json.dumps({"address": cluster.scheduler_address}))
         summary = run(_shard_config(tmp_path / "out", scheduler=str(scheduler_file)),
@@ -350,7 +350,7 @@ def test_gpus_start_one_cuda_worker_per_gpu_with_its_share_of_the_cores(monkeypa
         assert len(client.scheduler_info()["workers"]) == 2
     expected = max(1, available_cores() // 2)
     assert (n_workers, share) == (2, expected)
-    assert made == [({"n_workers": 2, "threads_per_worker": 1, "dashboard_address": None},
+    assert made == [({"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0"},
                      str(expected))]
 
 

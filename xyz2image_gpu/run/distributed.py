@@ -116,7 +116,8 @@ def start_cluster(scheduler: str | None, gpus: int | None, workers: int | None,
         if gpus is not None or scheduler in (None, "local"):
             n = int(gpus) if gpus is not None else int(workers or cores)
             share = max(1, cores // n)
-            options = {"n_workers": n, "threads_per_worker": 1, "dashboard_address": None}
+            # the dashboard on a free port: runs side by side never fight over one
+            options = {"n_workers": n, "threads_per_worker": 1, "dashboard_address": ":0"}
             with _thread_env(share):
                 if gpus is not None:
                     from dask_cuda import LocalCUDACluster
