@@ -34,7 +34,8 @@ crash of the interpreter itself loses only the running stage, which the file nam
 ``dask_gpus``
     ``render --gpus N`` (a ``dask_cuda.LocalCUDACluster``, one worker per GPU) against the
     single-process render of the same units: the same bytes, and images/s of each (the
-    single-process figures are kept when the cluster fails, e.g. dask-cuda missing).
+    single-process figures are kept when the cluster fails); skipped, saying what to
+    install, without distributed and dask-cuda.
 ``tests``
     ``pytest -m gpu``: the ``device`` tests' CuPy cases, with what time is left.
 
@@ -111,6 +112,10 @@ class Terminated(BaseException):
 
 class InjectedFailure(RuntimeError):
     """Raised by ``--inject-failure``."""
+
+
+class StageSkipped(Exception):
+    """A stage cannot run here for a reason that is not a fault (an optional package)."""
 
 
 def _now() -> str:
@@ -751,8 +756,13 @@ def stage_dask_gpus(ctx: Context, fig: dict[str, Any]) -> None:
 
     from xyz2image_gpu import RenderSettings
     from xyz2image_gpu.run import RunConfig, run
+    from xyz2image_gpu.run.distributed import ClusterError, check_cluster_request
     from xyz2image_gpu.structures.examples import bundled_examples
 
+    try:
+        check_cluster_request(None, 1)
+    except ClusterError as exc:  # optional packages: not a fault of the machine
+        raise StageSkipped(f"skipped: {exc}") from None
     s = ctx.sizes
     inputs = tuple(sorted(bundled_examples())[:2])
     base = {"inputs": inputs, "settings": RenderSettings(edgesize=s["edgesize"]),
@@ -896,6 +906,8 @@ def run_stage(ctx: Context, name: str) -> None:
             if kind:
                 _inject(kind, name)
         rec["status"] = "ok"
+    except StageSkipped as exc:
+        rec.update(status="skipped", reason=str(exc))
     except StageTimeout as exc:
         rec.update(status="timeout", error=_error(exc))
     except (KeyboardInterrupt, Terminated) as exc:

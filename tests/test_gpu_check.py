@@ -239,15 +239,21 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
 def test_the_dask_stage_keeps_its_single_process_figures_when_the_cluster_fails(
         tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    from xyz2image_gpu.run.distributed import ClusterError
+
+    def no_cluster(**options):
+        raise RuntimeError("no CUDA device for worker 0")
 
     monkeypatch.setattr(gpu_check, "GPU_DEVICE", "cpu")
-    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # not installed
+    monkeypatch.setitem(sys.modules, "dask_cuda",
+                        types.SimpleNamespace(LocalCUDACluster=no_cluster))
     ctx = gpu_check.Context(args=None, sizes=gpu_check.QUICK, path=tmp_path / "c.json",
                             default_path=False, deadline=time.perf_counter() + 60,
                             doc={"_t0": time.perf_counter()})
     fig: dict = {}
-    with pytest.raises(ClusterError, match="dask-cuda"):
+    with pytest.raises(RuntimeError, match="no CUDA device"):
         gpu_check.stage_dask_gpus(ctx, fig)
     assert fig["single_process"]["images"] == 16 and fig["gpus"] == 1
     assert json.loads((tmp_path / "c.json").read_text())["elapsed_s"] >= 0
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # not installed: skipped, saying so
+    with pytest.raises(gpu_check.StageSkipped, match=r"xyz2image-gpu\[dask,gpu\]"):
+        gpu_check.stage_dask_gpus(ctx, {})
