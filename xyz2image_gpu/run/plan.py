@@ -19,6 +19,7 @@ manifest, and the plan holds the folder's lock until it is closed.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -121,13 +122,16 @@ def plan_run(config: RunConfig, *, report: Callable[[str], None] | None = None,
     """Plan the run of ``config``: read every input, compare with the folder's manifest,
     write the new one; return the units left to render.
 
+    ``report`` receives messages for the user (default: printed to ``progress_stream``,
+    else stderr).
+
     Raises what :func:`~.execute.run` raises before rendering (``RequestTooLargeError``,
     ``SettingsMismatchError``, ``FolderBusyError``, ``BackendError``); nothing is written
     when it does. Inputs that cannot be read are recorded failed and have no units.
     """
     if report is None:
         def report(message: str) -> None:
-            print(message, file=progress_stream, flush=True)
+            print(message, file=progress_stream or sys.stderr, flush=True)
     return _open_plan(_Run(config, report, "none", progress_stream, 10.0))
 
 
