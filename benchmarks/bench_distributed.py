@@ -6,7 +6,8 @@
 * by ``xyz2image-gpu render`` (one process: the engine's default for gaussian_2d, rendering
   and compressing on threads), and
 * by ``xyz2image-gpu render --scheduler local --workers 2`` (a ``distributed.LocalCluster``
-  of 2 worker processes, one unit at a time each, compressing on its share of the cores),
+  of 2 worker processes, each rendering one unit at a time, the next while the last one's
+  files are finished, and compressing on its share of the cores),
 
 alternately, ``--repeats`` times each, each in a fresh subprocess into a fresh folder: the
 median wall time of each (Python and cluster start-up included) and the ratio of images/s.
@@ -97,7 +98,7 @@ def dask_fixed_costs(repeats: int = 3, n_tasks: int = 200) -> dict[str, Any]:
     starts, closes, first, per_task = [], [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                                            dashboard_address=":0")
         client = distributed.Client(cluster)
         starts.append(time.perf_counter() - t0)
@@ -140,7 +141,7 @@ def steady_state(inputs: list[Path], folder: Path, n_rotation: int, n_stacks: in
         address = {}
         for mode, n in (("dask", 2), ("dask_1_worker", 1)):
             cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"))
+                n_workers=n, threads_per_worker=2, processes=True, dashboard_address=":0"))
             address[mode] = cluster.scheduler_address
             run(RunConfig(inputs=tuple(inputs[:2]), output_folder=folder / f"warm-up-{mode}",
                           settings=RenderSettings(edgesize=edgesize),

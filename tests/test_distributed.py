@@ -242,7 +242,7 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, shard_reference):
     import threading
 
     out = tmp_path / "out"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         pids = client.run(os.getpid)
@@ -330,8 +330,9 @@ def test_driver_interrupted_then_killed_resumes_to_the_same_bytes(tmp_path, shar
 
 
 def test_gpus_start_one_cuda_worker_per_gpu_with_its_share_of_the_cores(monkeypatch):
-    """--gpus wiring, on a stand-in for dask_cuda (no GPU here): one worker per GPU, one
-    task thread each, compression and BLAS threads the cores divided among the GPUs."""
+    """--gpus wiring, on a stand-in for dask_cuda (no GPU here): one worker per GPU, two
+    task threads each (one renders, one finishes), compression and BLAS threads the cores
+    divided among the GPUs."""
     distributed = pytest.importorskip("distributed")
     import types
 
@@ -350,7 +351,7 @@ def test_gpus_start_one_cuda_worker_per_gpu_with_its_share_of_the_cores(monkeypa
         assert len(client.scheduler_info()["workers"]) == 2
     expected = max(1, available_cores() // 2)
     assert (n_workers, share) == (2, expected)
-    assert made == [({"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0"},
+    assert made == [({"n_workers": 2, "threads_per_worker": 2, "dashboard_address": ":0"},
                      str(expected))]
 
 

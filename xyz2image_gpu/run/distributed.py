@@ -7,16 +7,18 @@ the driver alone records results in the manifest. So the outputs are the bytes o
 single-machine CLI, and the same command resumes a run interrupted in any way.
 
 * **Clusters**: ``local`` starts a ``distributed.LocalCluster`` of ``--workers`` processes
-  (default: one per core), one thread each; ``--gpus N`` a ``dask_cuda.LocalCUDACluster``
+  (default: one per core), two task threads each; ``--gpus N`` a ``dask_cuda.LocalCUDACluster``
   of N workers, one per GPU; an address (``tcp://host:8786``) or a scheduler file (.json)
   connects to a running cluster, whose workers must see the inputs and the output folder at
   the same paths (a shared file system).
 * **Threads**: a worker process renders one unit at a time (a renderer is not shared
-  between threads; a worker started with more task threads runs the others' units after
-  it), and each unit compresses on its worker's share of the cores: the cores of a local
-  cluster divided among its workers; on a cluster found by address, the cores of the
-  worker's host divided by the worker processes on that host (as the scheduler lists them
-  when the run starts). BLAS of a local cluster's workers is limited to the same share.
+  between threads), and a second task thread renders the next unit while the last one's
+  files are finished (compressed, assembled, synced), as the command-line runner overlaps
+  them: local clusters have two task threads per worker. Each unit compresses on its
+  worker's share of the cores: the cores of a local cluster divided among its workers; on
+  a cluster found by address, the cores of the worker's host divided by the worker
+  processes on that host (as the scheduler lists them when the run starts). BLAS of a
+  local cluster's workers is limited to the same share.
 * **Lost workers**: the scheduler runs a lost worker's tasks again elsewhere; temporaries
   are unique per host, process and attempt, so the retried unit never meets its first
   attempt's files, which the driver removes when the run ends.
@@ -117,7 +119,8 @@ def start_cluster(scheduler: str | None, gpus: int | None, workers: int | None,
             n = int(gpus) if gpus is not None else int(workers or cores)
             share = max(1, cores // n)
             # the dashboard on a free port: runs side by side never fight over one
-            options = {"n_workers": n, "threads_per_worker": 1, "dashboard_address": ":0"}
+            # two task threads: one renders while the other's unit finishes its files
+            options = {"n_workers": n, "threads_per_worker": 2, "dashboard_address": ":0"}
             with _thread_env(share):
                 if gpus is not None:
                     from dask_cuda import LocalCUDACluster
@@ -157,8 +160,9 @@ def _worker_share(workers_per_host: dict[str, int]) -> int:
         _host(str(get_worker().address)), 1)))
 
 
-#: One unit at a time in a worker process: the cached renderer is not shared by threads.
-_ONE_UNIT = threading.Lock()
+#: One unit renders at a time in a worker process (the cached renderer is not shared by
+#: threads); another thread's unit may be finishing its files meanwhile.
+_RENDERING = threading.Lock()
 
 
 def _dask_task(unit: Unit, stop_event: str,
@@ -178,13 +182,12 @@ def _dask_task(unit: Unit, stop_event: str,
     if unit.compression_threads == 0:
         unit = dataclasses.replace(unit, compression_threads=_worker_share(
             workers_per_host or {}))
-    with _ONE_UNIT:
-        if stop():
-            return None
-        try:
-            return render_unit(unit, stop=stop)
-        except UnitCancelled:
-            return None
+    if stop():
+        return None
+    try:
+        return render_unit(unit, stop=stop, rendering_lock=_RENDERING)
+    except UnitCancelled:
+        return None
 
 
 def execute_on_dask(state: _Run, units: list[Unit]) -> None:

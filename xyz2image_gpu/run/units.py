@@ -321,7 +321,9 @@ class UnitResult:
 
 
 def render_unit(unit: Unit, on_batch: Callable[[int], None] | None = None,
-                stop: Callable[[], bool] | None = None) -> UnitResult:
+                stop: Callable[[], bool] | None = None, *,
+                rendering_lock: contextlib.AbstractContextManager[Any] | None = None,
+                ) -> UnitResult:
     """Render one unit to its files, in this process: complete, or absent.
 
     Every file is written under a temporary name unique to this host, process and attempt
@@ -337,6 +339,10 @@ def render_unit(unit: Unit, on_batch: Callable[[int], None] | None = None,
         Called with the number of images of each batch rendered (progress).
     stop : callable, optional
         Polled between batches: True cancels the unit (:class:`UnitCancelled`).
+    rendering_lock : lock, optional
+        Held while the unit renders, released while its files are finished (last chunks
+        compressed, archive assembled, synced), so that another thread of the process can
+        render the next unit meanwhile, as the command-line runner does.
 
     Returns
     -------
@@ -351,16 +357,22 @@ def render_unit(unit: Unit, on_batch: Callable[[int], None] | None = None,
         Writing failed (disk full, permission); no file of the unit is left.
     """
     field_report = FieldReport()
-    try:
-        n = _render_unit(unit, on_batch or _ignore, stop or _never, field_report=field_report)
-    except StructureError as exc:
-        return UnitResult(unit, (), 0, field_report, str(exc))
-    assert isinstance(n, int)
-    return UnitResult(unit, tuple(unit.outputs()), n, field_report)
+    images = [0]
 
+    def counted(n: int) -> None:
+        images[0] += n
+        if on_batch is not None:
+            on_batch(n)
 
-def _ignore(n: int) -> None:
-    pass
+    with rendering_lock or contextlib.nullcontext():
+        try:
+            finishing = _render_unit(unit, counted, stop or _never, defer=True,
+                                     field_report=field_report)
+        except StructureError as exc:
+            return UnitResult(unit, (), 0, field_report, str(exc))
+    assert isinstance(finishing, _Finishing)
+    finishing.wait()  # complete, or removed and raised
+    return UnitResult(unit, tuple(unit.outputs()), images[0], field_report)
 
 
 def _never() -> bool:
