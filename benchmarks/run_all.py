@@ -12,12 +12,16 @@ with ``cpu_kernel="numpy"``; CuPy when ``xyz2image_gpu.backend.gpu_available()``
   ``gaussian_filter``, one image at a time, one process) on the same views;
 * **the zlib floor**: ``zlib.compress(level 6)`` alone of the bytes the CLI would store for
   the same images (one thread, and chunks on a thread per core: zlib releases the GIL);
+* **the augmentations' random draws** (``bench_draws.py``): Philox against PCG64, one core;
 * **the host's cost per GPU batch** (``bench_host_cost.py``): the GPU path on a stand-in
   device whose operations cost nothing, so only the host's own work is timed;
 * **end-to-end CLI** (``bench_cli.py``): ``xyz2image-gpu render`` versus the seed's approach,
   images/s and peak memory of the process tree.
 * **Dask** (``bench_distributed.py``, with the dask extra): ``render --scheduler local`` on a
   2-process LocalCluster against the CLI, and Dask's fixed costs.
+* **output formats** (``bench_formats.py``, with the zarr extra): the CLI end to end writing
+  ``.npz`` (zlib 6 and 1) and the zarr store (zstd 1, lz4), against each codec alone on all
+  cores.
 
 Usage::
 
@@ -421,6 +425,16 @@ def run_distributed(preset: Preset, results: dict[str, Any]) -> None:
         repeats=1 if preset.name == "quick" else None)
 
 
+def run_draws(preset: Preset, results: dict[str, Any]) -> None:
+    """The augmentations' random draws on one core (``bench_draws.py``): Philox, compiled
+    and NumPy, against the per-image PCG64 generators used before, in the same run."""
+    import bench_draws
+
+    args = (8, 32, 1) if preset.name == "smoke" else (256, 128, 5)
+    print("\n== Random draws of the augmentations (one core)", flush=True)
+    results["draws"] = bench_draws.measure(*args)
+
+
 def _loadavg() -> list[float] | None:
     """1/5/15-minute load averages (other work on a shared machine skews the figures)."""
     try:
@@ -445,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=None, help="seconds per timed run")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI part")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed baselines")
+    parser.add_argument("--no-formats", action="store_true",
+                        help="skip the output formats (npz against zarr)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw throughput.png")
     args = parser.parse_args(argv)
 
@@ -504,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_render(preset, backends, structures, results, with_seed=not args.no_seed)
         run_floor(preset, structures, results)
         run_host_cost(preset, results)
+        run_draws(preset, results)
         if not args.no_cli:
             import bench_cli
 
@@ -512,6 +529,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["cli"] = bench_cli.run_benchmarks(preset.cli, devices=devices,
                                                       run_seed=not args.no_seed)
             run_distributed(preset, results)
+        if not args.no_formats:
+            try:
+                import zarr  # noqa: F401
+            except ImportError as exc:
+                print(f"\n== output formats: skipped, no zarr ({exc}): pip install "
+                      "'xyz2image-gpu[zarr]'")
+            else:
+                import bench_formats
+
+                results["formats"] = bench_formats.run_benchmarks(preset.name)
     finally:
         results["elapsed_s"] = time.perf_counter() - t_start
         results["load_average_end"] = _loadavg()

@@ -16,7 +16,7 @@ from test_cupy_status import _fake_cupy
 
 from xyz2image_gpu import backend
 
-GPU_STAGES = ("bandwidth", "throughput", "memory_pool", "dask_gpus")
+GPU_STAGES = ("bandwidth", "throughput", "memory_pool", "zarr", "dask_gpus")
 CPU_STAGES = ("environment", "smoke", "cpu_baseline", "repeatability", "parity", "tests")
 
 
@@ -58,7 +58,7 @@ def test_dry_run_without_a_gpu_runs_every_cpu_stage(run):
     assert st["cpu_baseline"]["figures"]["images_per_s"] > 0
     rep = st["repeatability"]["figures"]
     assert rep["all_equal"] and rep["batch_sizes"] == [16, 7, 1]
-    assert st["parity"]["figures"]["ok"] and len(st["parity"]["figures"]["cases"]) == 10
+    assert st["parity"]["figures"]["ok"] and len(st["parity"]["figures"]["cases"]) == 11
     assert st["tests"]["figures"]["returncode"] == 0
     assert "-m gpu" in st["tests"]["figures"]["command"]
     assert doc["render"] and doc["machine"]["cpu_model"]
@@ -72,7 +72,7 @@ def test_an_injected_failure_keeps_every_other_figure(run):
     assert parity["error"]["type"] == "InjectedFailure"
     assert "inject" in parity["error"]["message"]
     assert "InjectedFailure" in parity["error"]["traceback_tail"]
-    assert len(parity["figures"]["cases"]) == 10  # its own figures, up to the failure
+    assert len(parity["figures"]["cases"]) == 11  # its own figures, up to the failure
     assert doc["stages"]["cpu_baseline"]["figures"]["images_per_s"] > 0
     assert doc["stages"]["repeatability"]["figures"]["all_equal"]
     assert doc["stages"]["tests"] == {"status": "skipped", "figures": {},
@@ -226,13 +226,23 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
     assert set(ab) == {f"{o}_{k}" for o in ("gaussian_2d", "gaussian_3d")
                        for k in ("fused", "products")}, ab
     assert all(case["images_per_s"] > 0 for case in ab.values()), ab
+    aug = st["throughput"]["augmented"]
+    assert "error" not in aug, aug
+    assert all(aug[k]["images_per_s"] > 0 and aug[k]["ratio_to_plain"] > 0
+               for k in ("to_host", "to_device")), aug
     assert set(st["cpu_baseline"]["gpu_over_cpu"]) == {"to_host", "to_device"}
     assert st["repeatability"]["engines"] == ["gpu"] and st["repeatability"]["all_equal"]
     assert st["parity"]["engines"][0] == "gpu" and st["parity"]["ok"]
     assert st["memory_pool"]["calls"] == 10 and st["memory_pool"]["growth_bytes"] == 0
     assert st["dask_gpus"]["bytes_equal"] and st["dask_gpus"]["dask_gpus"]["images"] == 16
     assert st["dask_gpus"]["single_process"]["images"] == 16
-    assert {"to_host_images_per_s", "to_device_images_per_s"} <= set(doc["targets"])
+    if "skipped" not in st["zarr"]:  # with the zarr extra: the CPU's compressor, said why
+        assert st["zarr"]["gpu_codec"] == {
+            "chosen": False, "reason": "chunks compressed on the CPU: images rendered on the CPU"}
+        assert st["zarr"]["cpu_zstd"]["images_per_s"] > 0
+        assert st["zarr"]["cpu_zstd"]["cpu_reader_values_equal"] and st["zarr"]["ok"]
+    assert {"to_host_images_per_s", "to_device_images_per_s",
+            "augmented_over_plain"} <= set(doc["targets"])
     assert doc["machine"]["gpu"]["name"] == "Stand-in H200"
 
 

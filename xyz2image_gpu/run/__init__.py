@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from .config import (
+    FORMATS,
     RUN_PARAMETERS,
     InputError,
     RunConfig,
@@ -33,6 +34,7 @@ from .config import (
     render_types,
     settings_from_parameters,
     tif_path,
+    zarr_group_path,
 )
 from .errors import write_error_message
 from .execute import run
@@ -45,6 +47,7 @@ from .signals import RunInterrupted, interrupted_exit_code, interrupted_message
 from .units import Unit, UnitCancelled, UnitResult, render_unit
 
 __all__ = [
+    "FORMATS",
     "MANIFEST_NAME",
     "RUN_PARAMETERS",
     "FolderBusyError",
@@ -77,4 +80,5 @@ __all__ = [
     "settings_from_parameters",
     "tif_path",
     "write_error_message",
+    "zarr_group_path",
 ]

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any, TextIO
 from ..backend import Backend, get_backend
 from ..output.atomic import remove_stale_temporaries
 from ..output.npz import default_compression_threads
+from ..output.zarr_store import store_path, write_store_attributes
 from ..pipeline.device_choice import fastest_backend
 from ..pipeline.engine import Renderer
 from ..pipeline.framing import FieldReport
@@ -55,6 +57,8 @@ from .units import (
     UnitResult,
     _Finishing,
     _render_unit,
+    _store_compression,
+    _temporary_names,
     _thread_env,
     _worker_init,
     _worker_run,
@@ -107,14 +111,19 @@ class _Run:
         if force or now - self._last_save >= 1.0:
             self._last_save = now
             if self.shard is None:
-                _atomic_write_json(self.manifest_path, self.manifest)
+                self._write_manifest(self.manifest)
             else:  # other shards write it too: merge on write, under the manifest's lock
                 with _manifest_lock(self.out):
                     self._write_merged()
 
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        _atomic_write_json(self.manifest_path, manifest)
+        if self.config.format == "zarr":  # the store carries its settings and manifest
+            write_store_attributes(self.out, {"manifest": manifest})
+
     def _write_merged(self) -> None:
         disk = _load_manifest(self.manifest_path)
-        _atomic_write_json(self.manifest_path, merge_manifest(disk, self.manifest))
+        self._write_manifest(merge_manifest(disk, self.manifest))
 
     def _file_entry(self, stem: str) -> dict[str, Any]:
         return self.manifest["files"][stem]
@@ -133,7 +142,10 @@ class _Run:
         """Remove a rendered stack of a file that failed at an earlier stack, and its record:
         worker processes may finish stacks that the serial path would never have rendered."""
         for path in unit.outputs():
-            path.unlink(missing_ok=True)
+            if path.is_dir():  # a zarr group
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         entry = self._file_entry(unit.stem)
         if unit.stack in entry["completed_stacks"]:
             entry["completed_stacks"].remove(unit.stack)
@@ -211,6 +223,7 @@ class _Run:
         self.summary.device = f"{backend.name}: {backend.reason}"
         self.summary.workers = workers
         self.backend_name, self.backend_reason = backend.name, backend.reason
+        self.backend = backend
         need = _Need()
         renderer = Renderer(cfg.settings, render_types(cfg.output_types), backend)
         self.inputs: list[_Input] = []
@@ -291,10 +304,21 @@ class _Run:
             if stem not in ours:
                 with contextlib.suppress(OSError):  # kept where other files remain
                     folder.rmdir()
+        store = store_path(self.out)
+        if store.is_dir() and not store.is_symlink():  # all of it rendered with those settings
+            shutil.rmtree(store)
+            removed.append(store)
         if removed:
             names = [str(p.relative_to(self.out)) for p in removed]
             self._say(f"--overwrite: removed {len(removed)} stack files rendered with other "
                       f"settings ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
+
+    def _temporary_folders(self) -> list[Path]:
+        """Where this run's writers put temporaries: the output folder, each input's folder,
+        and the zarr store's root and file groups."""
+        stems = [item.path.stem for item in self.inputs]
+        store = store_path(self.out)
+        return [self.out, *(self.out / s for s in stems), store, *(store / s for s in stems)]
 
     def prepare(self) -> tuple[list[Unit], int]:
         """Under the folder's lock: compare with the manifest, remove what ``overwrite``
@@ -324,10 +348,12 @@ class _Run:
             "execution": {"workers": self.workers, "batch_size": cfg.batch_size},
             "files": {},
         }
+        if cfg.format == "zarr":
+            self.manifest["device"]["store_compression"] = _store_compression(self.backend,
+                                                                             cfg)[1]
         # keep what other runs into this folder (with these settings) recorded
         old_files = old["files"] if same and old is not None else {}
         self.manifest["files"].update(old_files)
-        remove_stale_temporaries(self.out)  # a shard: under the manifest's lock
         units: list[Unit] = []
         total = 0
         index = 0  # of every unit of the run, in order (shards: index modulo n)
@@ -336,10 +362,14 @@ class _Run:
         # what every unit shares: the config without the input list, each unit names its
         # own input (the list would travel with every unit pickled for a worker)
         shared = dataclasses.replace(cfg, inputs=(), output_folder=self.out)
+        if self.shard is None:
+            for folder in self._temporary_folders():
+                remove_stale_temporaries(folder)
+        else:  # the manifest's (and the store's copy of it) under its lock; units' below
+            remove_stale_temporaries(self.out, [MANIFEST_NAME])
+            remove_stale_temporaries(store_path(self.out), ["zarr.json"])
         for item in self.inputs:
             stem = item.path.stem
-            if self.shard is None:
-                remove_stale_temporaries(self.out / stem)
             entry = {"path": str(item.path), "sha256": item.sha256, "status": "pending",
                      "error": None, "n_frames": None, "images_per_stack": None,
                      "completed_stacks": [], "outside_field": {}}
@@ -367,8 +397,8 @@ class _Run:
                         entry["completed_stacks"].append(stack)
                     continue
                 if self.shard is not None:  # only this shard's own temporaries are stale
-                    remove_stale_temporaries(self.out / stem,
-                                             [p.name for p in unit.outputs()])
+                    for folder, name in _temporary_names(unit):
+                        remove_stale_temporaries(folder, [name])
                 kept = previous.get("outside_field", {}).get(str(stack)) if previous else None
                 if cfg.strict and kept and kept.get("atoms_outside"):
                     done.discard(stack)  # kept with atoms outside: --strict renders it again
@@ -390,7 +420,7 @@ class _Run:
             threads = default_compression_threads()
             units = [dataclasses.replace(u, compression_threads=threads) for u in units]
         if self.shard is None or not same:  # a new manifest, or one replaced (--overwrite)
-            _atomic_write_json(self.manifest_path, self.manifest)
+            self._write_manifest(self.manifest)
         else:
             self._write_merged()  # the caller holds the manifest's lock
         self._last_save = time.monotonic()
@@ -429,10 +459,10 @@ class _Run:
         (the run holds its lock), or with a shard those of ``units``."""
         if self.shard is not None:
             for unit in units:
-                outputs = unit.outputs()
-                remove_stale_temporaries(outputs[0].parent, [p.name for p in outputs])
+                for folder, name in _temporary_names(unit):
+                    remove_stale_temporaries(folder, [name])
             return
-        for folder in [self.out, *(self.out / item.path.stem for item in self.inputs)]:
+        for folder in self._temporary_folders():
             remove_stale_temporaries(folder)
 
     def _count(self, n: int) -> None:
