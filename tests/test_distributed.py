@@ -212,10 +212,21 @@ def test_a_killed_shard_resumes_to_the_same_bytes(tmp_path, shard_reference):
     assert not _temporaries(out)
 
 
-def test_shard_and_unsharded_runs_exclude_each_other(tmp_path):
+def test_shard_and_unsharded_runs_exclude_each_other(tmp_path, monkeypatch):
+    import threading
+
     import filelock
 
+    from xyz2image_gpu.run import lock as run_lock
     from xyz2image_gpu.run.lock import _folder_lock
+
+    # another shard starting checks .lock for an instant: this one waits it out
+    checking = filelock.FileLock(str(tmp_path / ".lock"), thread_local=False)
+    checking.acquire()
+    threading.Timer(0.3, checking.release).start()
+    with _folder_lock(tmp_path, (2, 3)):
+        pass
+    monkeypatch.setattr(run_lock, "_CHECK_WAIT", 0.1)
 
     with _folder_lock(tmp_path, (0, 3)):
         with pytest.raises(FolderBusyError, match="shards of another"), _folder_lock(tmp_path):
@@ -402,3 +413,38 @@ def test_progress_counts_units_beside_images():
     bar.unit_done()
     assert "units 1/3" in str(bar._bar)
     bar.close()
+
+
+def test_the_zarr_store_from_shards_and_dask_workers(tmp_path):
+    """One zarr store written by two shards at once, and by Dask workers: each unit its own
+    group, the bytes of one process; the store's copy of the manifest is the merged one."""
+    pytest.importorskip("zarr")
+    distributed = pytest.importorskip("distributed")
+
+    def store_files(out: Path) -> dict[str, str]:
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted((out / "stacks.zarr").rglob("*")) if p.is_file()
+                and p.parent != out / "stacks.zarr"}  # the root holds the run's manifest
+
+    config = {"format": "zarr", "output_types": ("gaussian_2d", "coordinates_3d")}
+    run(_config(tmp_path / "one", **config), progress="none")
+    expected = store_files(tmp_path / "one")
+    assert len(expected) > 2 * len(EXAMPLES)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=":0") as cluster:
+        run(_config(tmp_path / "dask", scheduler=cluster.scheduler_address, **config),
+            progress="none")
+    assert store_files(tmp_path / "dask") == expected
+    args = [sys.executable, "-m", "xyz2image_gpu.cli", "render", *map(str, EXAMPLES), "-o",
+            str(tmp_path / "shards"), "--edgesize", "16", "--n-rotation", "3", "--n-stacks",
+            "2", "--seed", "5", "--device", "cpu", "--workers", "1", "--format", "zarr",
+            "--output-types", "gaussian_2d,coordinates_3d", "--compress-level", "6", "--quiet",
+            "--shard"]
+    procs = [subprocess.Popen([*args, f"{i}/2"]) for i in range(2)]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    assert store_files(tmp_path / "shards") == expected
+    assert _records(tmp_path / "shards") == _records(tmp_path / "one")
+    root = json.loads((tmp_path / "shards" / "stacks.zarr" / "zarr.json").read_text())
+    assert root["attributes"]["xyz2image_gpu"]["manifest"]["files"] == json.loads(
+        (tmp_path / "shards" / "manifest.json").read_text())["files"]
+    assert not _temporaries(tmp_path / "shards") and not _temporaries(tmp_path / "dask")

@@ -25,6 +25,9 @@ LOCK_NAME = ".lock"
 #: Held while a shard reads, merges and writes the manifest (seconds at most).
 MANIFEST_LOCK_NAME = ".lock.manifest"
 _SHARD_LOCK_PREFIX = ".lock.shard-"
+#: Seconds a shard waits for ``.lock``: other shards starting hold it for an instant to check
+#: it, a run without shards for its whole run.
+_CHECK_WAIT = 5.0
 
 
 class FolderBusyError(RuntimeError):
@@ -36,12 +39,12 @@ def shard_lock_name(shard: tuple[int, int]) -> str:
     return f"{_SHARD_LOCK_PREFIX}{shard[0]}-of-{shard[1]}"
 
 
-def _is_free(path: Path) -> bool:
+def _is_free(path: Path, timeout: float = 0.0) -> bool:
     import filelock
 
     lock = filelock.FileLock(str(path))
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=timeout)
     except filelock.Timeout:
         return False
     lock.release()
@@ -73,13 +76,12 @@ def _folder_lock(folder: Path, shard: tuple[int, int] | None = None) -> Iterator
             "choose another --output-folder") from None
     try:
         if shard is None:
-            busy = [p for p in sorted(folder.glob(_SHARD_LOCK_PREFIX + "*"))
-                    if p.name != MANIFEST_LOCK_NAME and not _is_free(p)]
+            busy = [p for p in sorted(folder.glob(_SHARD_LOCK_PREFIX + "*")) if not _is_free(p)]
             if busy:
                 raise FolderBusyError(
                     f"shards of another xyz2image-gpu run (--shard) are writing into {folder}; "
                     "wait for them or choose another --output-folder")
-        elif not _is_free(folder / LOCK_NAME):
+        elif not _is_free(folder / LOCK_NAME, timeout=_CHECK_WAIT):  # other shards check it too
             raise FolderBusyError(
                 f"another xyz2image-gpu run (without --shard) is writing into {folder}; "
                 "wait for it or choose another --output-folder")
