@@ -68,6 +68,9 @@ __all__ = [
     "run",
 ]
 
+#: Seconds between two writes of the manifest by a shard (at most; and when it ends).
+_SHARD_SAVE_INTERVAL = 10.0
+
 
 # ----------------------------------------------------------------------------- run
 
@@ -108,7 +111,10 @@ class _Run:
     # -- manifest
     def _save(self, force: bool = False) -> None:
         now = time.monotonic()
-        if force or now - self._last_save >= 1.0:
+        # shards merge under a lock shared by every shard: less often, so that many shards
+        # do not queue on it (a record lost to a kill costs its stack's rendering again)
+        interval = 1.0 if self.shard is None else _SHARD_SAVE_INTERVAL
+        if force or now - self._last_save >= interval:
             self._last_save = now
             if self.shard is None:
                 self._write_manifest(self.manifest)

@@ -10,8 +10,10 @@ file system, render one run into one output folder with no scheduler at all.
 * **Manifest, merged on write**: every write of the manifest is a read-modify-write under
   the short lock ``.lock.manifest`` (:func:`merge_manifest`): the stacks recorded complete
   are the union of what is on disk and what this shard completed, so no shard loses
-  another's record whatever order they write in. No ``merge`` command is needed: when the
-  last shard ends, the manifest records every stack.
+  another's record whatever order they write in. A shard writes at most every 10 s (and
+  when it ends), so that many shards do not queue on the lock; a stack whose record a kill
+  lost is rendered again by the rerun. No ``merge`` command is needed: when the last shard
+  ends, the manifest records every stack.
 
 One difference from a single process: a file whose stack ``k`` fails (``--strict``, or a
 field of view that cannot show it) is marked failed, but stacks after ``k`` that other shards
