@@ -136,11 +136,18 @@ def test_merged_manifests_keep_every_shards_stacks():
         "a": entry("x", [0, 2]), "b": entry("y", [1]), "gone": entry("z", [0])}}
     mine = {"parameters": {"seed": 1}, "n_stacks": 3, "files": {
         "a": entry("x", [1]), "b": entry("changed", [0]), "c": entry("w", [], "failed", "bad")}}
-    merged = merge_manifest(disk, mine)["files"]
+    merged, dropped = merge_manifest(disk, mine)
+    merged = merged["files"]
     assert merged["a"]["completed_stacks"] == [0, 1, 2] and merged["a"]["status"] == "complete"
-    assert set(merged["a"]["outside_field"]) == {"0", "1", "2"}
+    assert set(merged["a"]["outside_field"]) == {"0", "1", "2"} and dropped == []
     assert merged["b"]["completed_stacks"] == [0]  # its input changed: the old stacks go
     assert merged["c"]["status"] == "failed" and merged["gone"] == disk["files"]["gone"]
+    # a file failed at stack 1 in one shard: the other's stack 2 goes, record and files
+    mine["files"]["a"] = {**entry("x", [], "failed", "outside"), "failed_stack": 1}
+    merged, dropped = merge_manifest(disk, mine)
+    assert merged["files"]["a"]["completed_stacks"] == [0] and dropped == [("a", 2)]
+    assert merged["files"]["a"]["status"] == "failed" and merged["files"]["a"]["error"]
+    assert set(merged["files"]["a"]["outside_field"]) == {"0"}
     with pytest.raises(SettingsMismatchError, match="other settings"):
         merge_manifest({**disk, "parameters": {"seed": 2}}, mine)
 
@@ -210,6 +217,27 @@ def test_a_killed_shard_resumes_to_the_same_bytes(tmp_path, shard_reference):
     assert _hashes(out) == _hashes(shard_reference)
     assert _records(out) == _records(shard_reference)
     assert not _temporaries(out)
+
+
+def test_shards_keep_a_failing_file_as_one_process_does(tmp_path):
+    """au147 at 1.05 Å per pixel, seed 2, --strict: one process renders stack 0 and fails at
+    stack 1 (atoms outside the field), so stacks 2 and 3 are never rendered. Shard 0 of 2
+    renders stacks 0 and 2 while shard 1 fails at stack 1: stack 2 goes again."""
+    args = [sys.executable, "-m", "xyz2image_gpu.cli", "render", str(AU147), "--edgesize",
+            "16", "--framing", "fixed", "--pixel-size", "1.05", "--all-random", "--strict",
+            "--seed", "2", "--n-stacks", "4", "--output-types", "gaussian_2d", "--device",
+            "cpu", "--quiet", "-o"]
+    one = subprocess.run([*args, str(tmp_path / "one")], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert one.returncode == 1 and "outside the field of view" in one.stderr
+    assert _records(tmp_path / "one") == {AU147.stem: ("failed", [0])}  # the setting holds
+    for order in ((0, 1), (1, 0)):  # whichever shard ends first
+        out = tmp_path / f"shards{order[0]}"
+        for i in order:
+            subprocess.run([*args, str(out), "--shard", f"{i}/2"], capture_output=True,
+                           timeout=120, check=False)
+        assert _records(out) == _records(tmp_path / "one"), order
+        assert _hashes(out) == _hashes(tmp_path / "one"), order
 
 
 def test_shard_and_unsharded_runs_exclude_each_other(tmp_path, monkeypatch):

@@ -129,7 +129,16 @@ class _Run:
 
     def _write_merged(self) -> None:
         disk = _load_manifest(self.manifest_path)
-        self._write_manifest(merge_manifest(disk, self.manifest))
+        merged, dropped = merge_manifest(disk, self.manifest)
+        for stem, stack in dropped:  # after the stack at which another shard's file failed
+            entry = merged["files"][stem]
+            _remove_outputs(Unit(entry["path"], stem, stack, self.shared, self.device, 1))
+        self._write_manifest(merged)
+        for stem, entry in merged["files"].items():
+            failed = entry.get("failed_stack") if isinstance(entry, dict) else None
+            if stem in self.manifest["files"] and failed is not None \
+                    and self.failed_at.get(stem, failed + 1) > failed:
+                self.failed_at[stem] = failed  # this shard's later stacks are dropped too
 
     def _file_entry(self, stem: str) -> dict[str, Any]:
         return self.manifest["files"][stem]
@@ -147,11 +156,7 @@ class _Run:
     def _discard(self, unit: Unit) -> None:
         """Remove a rendered stack of a file that failed at an earlier stack, and its record:
         worker processes may finish stacks that the serial path would never have rendered."""
-        for path in unit.outputs():
-            if path.is_dir():  # a zarr group
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        _remove_outputs(unit)
         entry = self._file_entry(unit.stem)
         if unit.stack in entry["completed_stacks"]:
             entry["completed_stacks"].remove(unit.stack)
@@ -174,11 +179,14 @@ class _Run:
     def fail(self, unit: Unit, message: str) -> bool:
         """Record that ``unit``'s input failed at its stack; discard what was completed of the
         stacks after it. False when the file failed at an earlier stack already."""
-        if unit.stem not in self.failed_at:
-            self._mark_failed(unit.stem, message)
-        elif unit.stack >= self.failed_at[unit.stem]:
+        if unit.stem in self.failed_at and unit.stack >= self.failed_at[unit.stem]:
             return False
+        first = unit.stem not in self.failed_at
         self.failed_at[unit.stem] = unit.stack
+        if self.shard is not None:  # other shards drop their stacks after it (shards.py)
+            self._file_entry(unit.stem)["failed_stack"] = unit.stack
+        if first:
+            self._mark_failed(unit.stem, message)
         for other in [u for u in self.completed if self.after_failure(u)]:
             self.completed.remove(other)
             self._discard(other)
@@ -368,6 +376,7 @@ class _Run:
         # what every unit shares: the config without the input list, each unit names its
         # own input (the list would travel with every unit pickled for a worker)
         shared = dataclasses.replace(cfg, inputs=(), output_folder=self.out)
+        self.shared = shared
         if self.shard is None:
             for folder in self._temporary_folders():
                 remove_stale_temporaries(folder)
@@ -498,7 +507,7 @@ class _Run:
 
         try:
             for unit in units:
-                if unit.stem in self.failed_at:  # stacks are in order: this one is later
+                if self.after_failure(unit):
                     continue
                 try:
                     result = _render_unit(unit, on_batch, defer=True)
@@ -567,6 +576,14 @@ class _Run:
         finally:
             pool.shutdown(wait=True)
             progress_queue.close()
+
+
+def _remove_outputs(unit: Unit) -> None:
+    for path in unit.outputs():
+        if path.is_dir():  # a zarr group
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _describe_input_error(path: Path, exc: BaseException) -> str:

@@ -15,9 +15,10 @@ file system, render one run into one output folder with no scheduler at all.
   lost is rendered again by the rerun. No ``merge`` command is needed: when the last shard
   ends, the manifest records every stack.
 
-One difference from a single process: a file whose stack ``k`` fails (``--strict``, or a
-field of view that cannot show it) is marked failed, but stacks after ``k`` that other shards
-render are kept (a single process would not render them).
+* **A file that fails at stack k** (``--strict``, or a field of view that cannot show it):
+  as a single process, its stacks before ``k`` are kept and none after: the entry records
+  ``failed_stack`` (shards only), and the shard that merges a later stack, whichever it is,
+  drops it from the record and removes its files.
 """
 
 from __future__ import annotations
@@ -42,11 +43,20 @@ def shard_units(n_units: int, shard: tuple[int, int] | None) -> list[int]:
     return list(range(i, n_units, n))
 
 
-def _merge_entry(disk: dict[str, Any], mine: dict[str, Any], n_stacks: int) -> dict[str, Any]:
+def _merge_entry(disk: dict[str, Any], mine: dict[str, Any], n_stacks: int,
+                 ) -> tuple[dict[str, Any], list[int]]:
     entry = dict(mine)
     done = set(disk.get("completed_stacks", [])) | set(mine["completed_stacks"])
+    failed = [e["failed_stack"] for e in (disk, mine) if e.get("failed_stack") is not None]
+    dropped: list[int] = []
+    if failed:
+        entry["failed_stack"] = min(failed)
+        dropped = sorted(s for s in done if s > min(failed))
+        done -= set(dropped)
     entry["completed_stacks"] = sorted(done)
-    entry["outside_field"] = {**disk.get("outside_field", {}), **mine["outside_field"]}
+    entry["outside_field"] = {k: v for k, v in {**disk.get("outside_field", {}),
+                                                 **mine["outside_field"]}.items()
+                              if int(k) in done}
     if mine["status"] == "failed" or disk.get("status") == "failed":
         entry["status"] = "failed"
         entry["error"] = mine["error"] or disk.get("error")
@@ -54,15 +64,18 @@ def _merge_entry(disk: dict[str, Any], mine: dict[str, Any], n_stacks: int) -> d
         entry["status"] = "complete"
     else:
         entry["status"] = "pending"
-    return entry
+    return entry, dropped
 
 
-def merge_manifest(disk: dict[str, Any] | None, mine: dict[str, Any]) -> dict[str, Any]:
-    """The manifest to write: this shard's ``mine`` merged into the one on ``disk``.
+def merge_manifest(disk: dict[str, Any] | None, mine: dict[str, Any],
+                   ) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+    """The manifest to write: this shard's ``mine`` merged into the one on ``disk``, and the
+    (stem, stack) whose files must go: stacks after a file's ``failed_stack``.
 
     Entries of inputs only on disk are kept; for an input in both (same sha256) the
-    complete stacks are the union and a failure on either side is kept; an input whose
-    sha256 differs takes this shard's entry (its stacks on disk came from another version).
+    complete stacks are the union and a failure on either side is kept, at the lower
+    ``failed_stack``; an input whose sha256 differs takes this shard's entry (its stacks on
+    disk came from another version).
 
     Raises
     ------
@@ -71,18 +84,19 @@ def merge_manifest(disk: dict[str, Any] | None, mine: dict[str, Any]) -> dict[st
         settings replaced it while this shard ran).
     """
     if disk is None:
-        return mine
+        disk = {"parameters": mine["parameters"], "files": {}}
     if disk.get("parameters") != mine["parameters"]:
         raise SettingsMismatchError(
             "the manifest was replaced by a run with other settings while this shard ran; "
             "the shards of one run must share their settings")
     merged = dict(mine)
     files = dict(disk.get("files", {}))
+    dropped: list[tuple[str, int]] = []
     for stem, entry in mine["files"].items():
         old = files.get(stem)
-        if isinstance(old, dict) and old.get("sha256") == entry.get("sha256"):
-            files[stem] = _merge_entry(old, entry, int(mine["n_stacks"]))
-        else:
-            files[stem] = entry
+        if not (isinstance(old, dict) and old.get("sha256") == entry.get("sha256")):
+            old = {}  # its stacks on disk, if any, came from another version of the input
+        files[stem], gone = _merge_entry(old, entry, int(mine["n_stacks"]))
+        dropped += [(stem, s) for s in gone]
     merged["files"] = files
-    return merged
+    return merged, dropped
