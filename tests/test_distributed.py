@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -275,12 +276,15 @@ def _shard_config(out: Path, **kw) -> RunConfig:
                    batch_size=8, **kw)
 
 
-def test_a_worker_killed_mid_run_loses_nothing(tmp_path, shard_reference):
-    distributed = pytest.importorskip("distributed")
+def _kill_a_worker_mid_run(distributed, out: Path):
+    """Run the shard job on a 2-process cluster and SIGKILL a worker while it renders a unit.
+
+    Returns the killed worker (None when the run ended first), the run's summary and the
+    cluster's scheduler address.
+    """
     import signal
     import threading
 
-    out = tmp_path / "out"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
@@ -306,13 +310,23 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, shard_reference):
                 os.kill(pids[victim], signal.SIGKILL)  # mid-unit: its temporaries stay
             time.sleep(0.005)
         thread.join(120)
+        return victim, summary, cluster.scheduler_address
+
+
+def test_a_worker_killed_mid_run_loses_nothing(tmp_path, shard_reference):
+    distributed = pytest.importorskip("distributed")
+    for attempt in range(3):  # a loaded machine may finish the small run before the kill
+        out = tmp_path / f"out{attempt}"
+        victim, summary, address = _kill_a_worker_mid_run(distributed, out)
+        if victim is not None:
+            break
     assert victim is not None, "the run ended before a worker could be killed"
     assert summary["result"].stacks_written == 6 and not summary["result"].failed
     assert _hashes(out) == _hashes(shard_reference)
     assert _records(out) == _records(shard_reference)
     assert not _temporaries(out)
     execution = json.loads((out / "manifest.json").read_text())["execution"]
-    assert execution["scheduler"] == cluster.scheduler_address and execution["workers"] == 2
+    assert execution["scheduler"] == address and execution["workers"] == 2
 
 
 def test_a_scheduler_file_and_a_worker_of_two_threads(tmp_path, shard_reference):
@@ -350,9 +364,13 @@ def test_driver_interrupted_then_killed_resumes_to_the_same_bytes(tmp_path, shar
             time.sleep(0.002)
         return proc
 
-    proc = start_and_wait_for_a_unit()  # Ctrl-C: running units stop, nothing half-written
-    os.kill(proc.pid, signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
+    for _attempt in range(3):  # a loaded machine may finish the small run before the signal
+        proc = start_and_wait_for_a_unit()  # Ctrl-C: running units stop, nothing half-written
+        os.kill(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+        if proc.returncode == 130 and len(list(out.glob("*/*.npz"))) < 6:
+            break
+        shutil.rmtree(out, ignore_errors=True)
     assert proc.returncode == 130, output
     assert "interrupted" in output.lower() and not _temporaries(out)
     first = _records(out)  # what completed is recorded, what was running is gone
