@@ -10,7 +10,11 @@ the load drifts over minutes; ratios compare runs seconds apart):
 * **DataLoader, 2 workers**: the same with ``num_workers=2, persistent_workers=True``: each
   worker renders on one thread and PyTorch moves every batch to the main process through
   shared memory. The workers are started (and warmed up) before the rounds; their start-up
-  is reported apart.
+  is reported apart;
+* **with a training step** (``step_*``): the same loops sleeping ``STEP_MS`` per batch, as a
+  loop that waits for a GPU leaves the cores and the GIL to the renderer, and the dataset
+  with ``prefetch=2`` (rendering ahead on a thread of the main process); full overlap of
+  rendering and training would deliver ``min(render-only, batch / step)``.
 
 Each run is one epoch (``set_epoch``: fresh rotations) of gaussian_2d at 128 px of the
 bundled Au147 icosahedron, every rotation random. The training loop only takes each batch.
@@ -52,6 +56,9 @@ PRESETS = {
     "smoke": (32, 512, 1, 64),
 }
 WORKERS = (0, 2)
+#: The simulated training step per batch (``step_*`` cases), ms: a sleep, as a loop waiting
+#: for a GPU leaves the cores and the GIL to the renderer.
+STEP_MS = {"full": 4.0, "quick": 4.0, "smoke": 1.0}
 
 
 def _rate(run: Callable[[], int]) -> float:
@@ -84,40 +91,54 @@ def measure(preset: str = "full") -> dict[str, Any]:
             return n
         return run
 
-    dataset = RenderDataset(structure, settings, [output], n_rotation=n_images,
-                            batch_size=batch_size, device="cpu")
-    loaders = {w: DataLoader(dataset, batch_size=None, num_workers=w,
-                             persistent_workers=w > 0) for w in WORKERS}
+    def dataset(**kw: Any) -> Any:
+        return RenderDataset(structure, settings, [output], n_rotation=n_images,
+                             batch_size=batch_size, device="cpu", **kw)
+
+    plain, ahead = dataset(), dataset(prefetch=2)
+    # name -> (dataset, its DataLoader, seconds of the simulated training step per batch)
+    cases = {f"dataset_{w}_workers": (plain, DataLoader(plain, batch_size=None, num_workers=w,
+                                                       persistent_workers=w > 0), 0.0)
+             for w in WORKERS}
+    step_s = STEP_MS[preset] / 1e3
+    for name, (ds, loader, _) in list(cases.items()):
+        cases[f"step_{name}"] = (ds, loader, step_s)
+    cases["step_dataset_0_workers_prefetch_2"] = (ahead, DataLoader(ahead, batch_size=None),
+                                                  step_s)
     epoch = 0
 
-    def through(workers: int) -> Callable[[], int]:
+    def through(name: str) -> Callable[[], int]:
+        ds, loader, step = cases[name]
+
         def run() -> int:
             nonlocal epoch
             epoch += 1
-            dataset.set_epoch(epoch)
+            ds.set_epoch(epoch)
             n = 0
-            for batch in loaders[workers]:
+            for batch in loader:
                 n += len(batch[output])
+                if step:
+                    time.sleep(step)  # the GIL and the cores free, as while a GPU trains
             return n
         return run
 
     startup = {}
     for size in batch_sizes:  # warm-up: threads, the kernel, BLAS
         render_only(size)()
-    for w in WORKERS:
+    for name in cases:
         t0 = time.perf_counter()
-        through(w)()  # the workers' start and first epoch
-        startup[w] = time.perf_counter() - t0
+        through(name)()  # the workers' start and first epoch
+        startup[name] = time.perf_counter() - t0
     rows: list[dict[str, float]] = []
     for r in range(rounds):
         row = {f"render_only_b{size}": _rate(render_only(size)) for size in batch_sizes}
-        for w in WORKERS:
-            row[f"dataset_{w}_workers"] = _rate(through(w))
+        for name in cases:
+            row[name] = _rate(through(name))
         rows.append(row)
         print(f"  round {r + 1}: " + ", ".join(f"{k} {fmt_rate(v)}" for k, v in row.items()),
               flush=True)
     renderer.close()
-    loaders.clear()  # stops the persistent workers
+    cases.clear()  # stops the persistent workers
 
     base = f"render_only_b{batch_size}"
     median = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
@@ -137,7 +158,9 @@ def measure(preset: str = "full") -> dict[str, Any]:
         "images_per_s_median": median,
         "ratio_to_render_only_median": ratios,
         "ratio_base": base,
-        "worker_startup_and_first_epoch_s": {str(w): startup[w] for w in WORKERS},
+        "first_epoch_s": startup,
+        "training_step_ms": STEP_MS[preset],
+        "step_ideal_images_per_s": min(median[base], batch_size / step_s),
         "rounds_images_per_s": rows,
         "load_average_start_end": [load_start, [round(x, 2) for x in os.getloadavg()]],
         "notes": [
@@ -146,6 +169,9 @@ def measure(preset: str = "full") -> dict[str, Any]:
             ("ratios: per round, against render-only at the dataset's batch size in the "
              "same round; medians over rounds"),
             "2 workers: persistent, started before the rounds; one thread each",
+            ("step_*: the loop sleeps training_step_ms per batch (a GPU's training step); "
+             "step_ideal_images_per_s = min(render-only, batch / step), what full overlap "
+             "of rendering and training would give"),
         ],
     }
 
@@ -158,7 +184,9 @@ def report(result: dict[str, Any]) -> list[str]:
               f"{result['rounds']} rounds):")]
     for key, value in med.items():
         share = f" ({ratio[key]:.0%} of render-only)" if key in ratio else ""
-        lines.append(f"  {key:24s} {fmt_rate(value):>10} images/s{share}")
+        lines.append(f"  {key:36s} {fmt_rate(value):>10} images/s{share}")
+    lines.append(f"  with a {result['training_step_ms']:g} ms step, full overlap would give "
+                 f"{fmt_rate(result['step_ideal_images_per_s'])} images/s")
     return lines
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections import Counter
 from functools import cache
 
@@ -20,6 +21,7 @@ from xyz2image_gpu import RenderSettings, as_structure, render
 from xyz2image_gpu.backend import Backend
 from xyz2image_gpu.structures.examples import icosahedron_positions, write_xyz
 from xyz2image_gpu.torch import KEY_NAMES, RenderDataset, plan
+from xyz2image_gpu.torch.dataset import _ahead
 
 EDGE = 16
 OUTPUTS = ("gaussian_2d", "coordinates_3d", "binary_2d")
@@ -287,3 +289,33 @@ def test_gpu_batches_reach_torch_through_dlpack_without_a_copy(monkeypatch):
                 np.testing.assert_array_equal(arrays[name], value[k], err_msg=name)
     with pytest.raises(RuntimeError, match="main process"):
         list(DataLoader(ds, batch_size=None, num_workers=1))
+
+
+# ---------------------------------------------------------------------------- prefetch
+def test_prefetch_renders_ahead_the_same_batches_and_stops_cleanly():
+    plain = list(dataset())
+    ahead = dataset(prefetch=2)
+    got = list(DataLoader(ahead, batch_size=None))
+    assert len(got) == len(plain)
+    for a, b in zip(plain, got):
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    assert len(list(dataset(prefetch=1, samples=True))) == TOTAL
+    # a loop that stops early stops the thread that renders ahead
+    items = iter(ahead)
+    next(items)
+    items.close()
+    assert not [t for t in threading.enumerate() if t.name == "xyz2image-gpu-prefetch"]
+
+
+def test_prefetch_raises_the_renderers_error_in_the_loop():
+    def failing():
+        yield 1
+        yield 2
+        raise ValueError("frame 3 of broken.xyz cannot be shown")
+
+    items = _ahead(failing(), 1)
+    assert [next(items), next(items)] == [1, 2]
+    with pytest.raises(ValueError, match="broken.xyz"):
+        next(items)
+    assert not [t for t in threading.enumerate() if t.name == "xyz2image-gpu-prefetch"]

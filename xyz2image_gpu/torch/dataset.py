@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing import context as mp_context
 from pathlib import Path
@@ -88,6 +90,11 @@ class RenderDataset(IterableDataset):
         structure may be shorter. Does not change any image.
     samples : bool
         Yield one image at a time (tensors without the leading axis) instead of batches.
+    prefetch : int
+        Batches rendered ahead on a background thread of the process that iterates
+        (0: each batch when it is asked for). With ``num_workers=0`` it lets rendering
+        overlap the training step (the engine renders outside the GIL): what worker
+        processes do, without moving each batch between processes.
     shuffle : bool
         Visit the blocks of an epoch in an order drawn from ``(seed, epoch)``; else
         structure by structure.
@@ -138,6 +145,7 @@ class RenderDataset(IterableDataset):
         seed: int = 0,
         batch_size: int = 256,
         samples: bool = False,
+        prefetch: int = 0,
         shuffle: bool = True,
         original_view: bool = False,
         device: str | Backend = "auto",
@@ -156,6 +164,7 @@ class RenderDataset(IterableDataset):
         self.seed = _count("seed", seed, 0)
         self.batch_size = _count("batch_size", batch_size, 1)
         self.samples = bool(samples)
+        self.prefetch = _count("prefetch", prefetch, 0)
         self.shuffle = bool(shuffle)
         self.structures: tuple[Structure, ...] = _structures(
             structures, frameshift=frameshift, maxframes=maxframes,
@@ -231,27 +240,33 @@ class RenderDataset(IterableDataset):
         mine = plan.shard(ordered, rank=self.rank, world_size=self.world_size,
                           worker=worker_id, num_workers=num_workers)
         renderer = self._renderer_here(worker is not None)
-        to_host = not self.on_gpu
-        for block in mine:
-            structure = self.structures[block.file]
-            for batch in renderer.iter_batches(structure, self.n_rotation, seed=self.seed,
-                                               stack=epoch, batch_size=block.size,
-                                               start=block.start, stop=block.stop,
-                                               to_host=to_host):
-                item = self._tensors(batch, block, epoch)
-                if not self.samples:
-                    yield item
-                    continue
-                for i in range(block.size):
-                    yield {k: v[i] for k, v in item.items()}
+        batches = self._batches(renderer, mine, epoch)
+        if self.prefetch:
+            batches = _ahead(batches, self.prefetch)
+        for item in batches:
+            if not self.samples:
+                yield item
+                continue
+            for i in range(len(item["file"])):
+                yield {k: v[i] for k, v in item.items()}
+
+    def _batches(self, renderer: Renderer, blocks: list[plan.Block], epoch: int,
+                 ) -> Iterator[dict[str, torch.Tensor]]:
+        """Each block of ``blocks`` rendered, as one dict of tensors."""
+        for block in blocks:
+            for batch in renderer.iter_batches(
+                    self.structures[block.file], self.n_rotation, seed=self.seed, stack=epoch,
+                    batch_size=block.size, start=block.start, stop=block.stop,
+                    to_host=not self.on_gpu):
+                yield self._tensors(batch, block, epoch)
 
     def _tensors(self, batch: dict[str, Any], block: plan.Block, epoch: int,
                  ) -> dict[str, torch.Tensor]:
         """The batch's arrays as tensors without a copy, and the images' keys."""
         if self.on_gpu:  # CuPy arrays, which the engine gave up (to_host=False): DLPack
             out = {k: torch.from_dlpack(v) for k, v in batch.items()}
-        else:
-            out = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+        else:  # the batch's own arrays (the engine's CPU batches are the caller's)
+            out = {k: torch.from_numpy(_writable(np.asarray(v))) for k, v in batch.items()}
         device = next(iter(out.values())).device
         k = np.arange(block.start, block.stop, dtype=np.int64)
         frame, rotation = np.divmod(k, self.n_rotation)
@@ -282,6 +297,55 @@ class RenderDataset(IterableDataset):
 
 
 # ---------------------------------------------------------------------------- helpers
+def _ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """``items``, produced on a background thread up to ``depth`` ahead of the consumer.
+
+    An exception of the producer is raised in the consumer; a consumer that stops early
+    (closes this generator) stops the producer, which is joined before this returns.
+    """
+    queue_: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                queue_.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consumer
+            put((end, exc))
+
+    thread = threading.Thread(target=produce, name="xyz2image-gpu-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = queue_.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+        items.close()
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """``a``, or a copy of it where it is read-only (PyTorch's tensors are writable)."""
+    return a if a.flags.writeable else a.copy()
+
+
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """``(rank, world_size)``: as given, else torch.distributed's when initialised."""
     dist = torch.distributed
