@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from fake_cupy import DeviceArray, FakeCupy
 from torch.utils.data import DataLoader
 
-from xyz2image_gpu import RenderSettings, as_structure, render
+from xyz2image_gpu import RenderSettings, StructureError, as_structure, render
 from xyz2image_gpu.backend import Backend
 from xyz2image_gpu.structures.examples import icosahedron_positions, write_xyz
 from xyz2image_gpu.torch import KEY_NAMES, RenderDataset, plan
@@ -237,6 +237,11 @@ def test_mistakes_are_refused_with_their_reason(tmp_path, monkeypatch):
         dataset(structures=tmp_path)
     with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
         dataset().set_epoch(-1)
+    huge = tmp_path / "huge.xyz"
+    write_xyz(huge, ["Au", "Au"], np.array([[0.0, 0.0, 0.0], [1e30, 0.0, 0.0]]))
+    with pytest.raises(StructureError, match="double precision") as info:
+        dataset(structures=[AU13, huge])
+    assert str(huge) in str(info.value)  # refused when the dataset is made, naming the file
     # rank and world size come from torch.distributed when it is initialised
     monkeypatch.setattr(torch.distributed, "is_available", lambda: True)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
