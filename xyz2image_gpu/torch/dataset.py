@@ -15,7 +15,11 @@ Where it renders:
 * on the GPU, in the main process only (CUDA does not survive a fork, and a worker would
   copy every batch through host memory): the engine keeps each batch on the device
   (``to_host=False``) and :func:`torch.from_dlpack` hands its CuPy arrays to PyTorch without
-  a copy. CuPy is reached through :mod:`xyz2image_gpu.backend` only.
+  a copy. CuPy is reached through :mod:`xyz2image_gpu.backend` only. The engine queues a
+  batch on CuPy's current stream and ``from_dlpack`` makes PyTorch's current stream wait
+  for it (the DLPack ``stream`` protocol); a tensor's memory goes back to CuPy's pool when
+  PyTorch lets it go, safe while both libraries work on the default stream, as they do
+  unless told otherwise.
 
 Which images a worker renders is :mod:`.plan`'s: blocks of one batch, shuffled per epoch,
 dealt to ranks, then to a rank's workers; every image of an epoch is rendered exactly once
