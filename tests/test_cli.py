@@ -213,6 +213,26 @@ def test_user_mistakes_give_clean_errors(tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "option"),
+    [
+        ("XYZ2IMAGE_GPU_RENDER_EDGESIZE", "abc", "--edgesize"),
+        ("XYZ2IMAGE_GPU_RENDER_PIXEL_SIZE", "-1", "--pixel-size"),
+        ("XYZ2IMAGE_GPU_RENDER_OUTPUT_TYPES", "gaussian_2d,nope", "--output-types"),
+    ],
+)
+def test_bad_value_from_the_environment_names_the_variable(tmp_path, variable, value, option):
+    result = CliRunner().invoke(cli, ["render", str(AU147), "-o", str(tmp_path / "out")],
+                                env={variable: value})
+    assert result.exit_code == 2
+    assert f"'{option}' (env var: '{variable}')" in result.output
+    # typed on the command line, the same mistake names the option alone
+    typed = _invoke("render", AU147, "-o", tmp_path / "out", option, value)
+    assert typed.exit_code == 2
+    assert "env var" not in typed.output and f"'{option}'" in typed.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_inputs_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     result = _invoke("render", tmp_path / "empty", "-o", tmp_path / "out")
@@ -425,6 +445,16 @@ def test_preview_png(tmp_path):
                      "cpu")
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_preview_too_large_is_refused_before_rendering(tmp_path):
+    out = tmp_path / "p.png"
+    # 4 images of gaussian_2d, binary_2d at 10^5 px are hundreds of GiB: refused with the
+    # option to change, before anything is allocated or written (this used to be a MemoryError)
+    result = _invoke("preview", AU147, "-o", out, "--edgesize", 100000, "--device", "cpu")
+    assert result.exit_code == 1
+    assert "--edgesize 100000 need at least" in result.output and "GiB" in result.output
+    assert "Traceback" not in result.output and not out.exists()
 
 
 def test_physics_options_reach_the_files_and_manifest(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..pipeline.engine import Renderer
 from ..pipeline.settings import RenderSettings
+from ..run.memory import RequestTooLargeError, check_images_fit
 from ..structures.convert import as_structure
 
 __all__ = [
@@ -41,6 +42,10 @@ def render_preview(path: Path | str, *, n_images: int = 4, seed: int = 0,
     """
     structure = as_structure(path, frameshift=frame, maxframes=1)
     with Renderer(settings or RenderSettings(), _TYPES, device) as renderer:
+        try:
+            check_images_fit(renderer, structure, n_images)
+        except RequestTooLargeError as exc:
+            raise PreviewError(str(exc)) from None
         return renderer.render(structure, n_images, seed=seed)
 
 

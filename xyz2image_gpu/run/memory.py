@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RequestTooLargeError",
     "available_memory",
+    "check_images_fit",
 ]
 
 
@@ -149,3 +150,18 @@ def _check_memory(config: RunConfig, need: _Need, workers: int, gpu: bool) -> No
         raise RequestTooLargeError(
             f"--workers {workers} need at least {_format_bytes(workers * per_worker)} of "
             f"memory together, {have}: use --workers {max(1, room // per_worker)} or fewer")
+
+
+def check_images_fit(renderer: Renderer, structure: Structure, n_images: int) -> None:
+    """Raise :class:`RequestTooLargeError` when ``n_images`` images of ``structure`` cannot
+    fit host memory in one batch (e.g. a preview at ``--edgesize 100000``); does nothing where
+    the available memory is unknown."""
+    room = available_memory()
+    need = _Need()
+    need.add(renderer, structure)
+    wanted = need.host_bytes(n_images, gpu=False)
+    if room is not None and wanted > room:
+        raise RequestTooLargeError(
+            f"{n_images} image(s) at --edgesize {renderer.settings.edgesize} need at least "
+            f"{_format_bytes(wanted)} of memory, {_format_bytes(room)} available: lower "
+            "--edgesize")
