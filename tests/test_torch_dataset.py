@@ -4,11 +4,13 @@ image equal to what ``render`` returns for its keys (file, frame, stack, rotatio
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import threading
 from collections import Counter
 from functools import cache
+from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import pytest
@@ -22,11 +24,14 @@ from xyz2image_gpu.backend import Backend
 from xyz2image_gpu.structures.examples import icosahedron_positions, write_xyz
 from xyz2image_gpu.torch import KEY_NAMES, RenderDataset, plan
 from xyz2image_gpu.torch.dataset import _ahead
+from xyz2image_gpu.torch.transfer import SharedBatch, SlotPool, receive
 
 EDGE = 16
 OUTPUTS = ("gaussian_2d", "coordinates_3d", "binary_2d")
 N_ROTATION = 5
 SEED = 3
+#: Seconds a DataLoader waits for a worker's batch: a batch lost on the way fails the test.
+WAIT_S = 60
 
 
 def _positions(shells: int, d: float) -> np.ndarray:
@@ -118,7 +123,8 @@ def test_ranks_and_workers_render_every_image_once_and_as_render_does(world_size
             ds.set_epoch(epoch)
             runs = {}
             for workers in (0, 1, 2, 3):
-                batches = list(DataLoader(ds, batch_size=None, num_workers=workers))
+                batches = list(DataLoader(ds, batch_size=None, num_workers=workers,
+                                          timeout=WAIT_S if workers else 0))
                 assert len(batches) == len(ds)
                 runs[workers] = [tuple(tuple(b[k].tolist()) for k in KEY_NAMES)
                                  for b in batches]
@@ -187,7 +193,7 @@ def test_samples_are_the_batches_one_by_one():
             assert torch.equal(a[k], b[k]), k
     # a DataLoader collates samples of one structure into batches
     one = dataset(structures=[PD55], samples=True)
-    collated = list(DataLoader(one, batch_size=4, num_workers=2))
+    collated = list(DataLoader(one, batch_size=4, num_workers=2, timeout=WAIT_S))
     assert [len(b["file"]) for b in collated] == [3, 2]  # worker 0's 3, worker 1's 2
     assert_equals_render(images(collated), structures=[PD55])
 
@@ -195,7 +201,7 @@ def test_samples_are_the_batches_one_by_one():
 def test_persistent_spawned_workers_follow_set_epoch():
     """The epoch reaches workers that outlive an epoch, started by spawn (pickled)."""
     ds = dataset(structures=STRUCTURES[:2])
-    loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True,
+    loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True, timeout=WAIT_S,
                         multiprocessing_context="spawn")
     for epoch in (0, 1):
         ds.set_epoch(epoch)
@@ -324,3 +330,36 @@ def test_prefetch_raises_the_renderers_error_in_the_loop():
     with pytest.raises(ValueError, match="broken.xyz"):
         next(items)
     assert not [t for t in threading.enumerate() if t.name == "xyz2image-gpu-prefetch"]
+
+
+# ---------------------------------------------------------------------------- transfer
+def test_worker_batches_cross_through_reused_buffers_and_arrive_as_copies():
+    pool = SlotPool()
+    batch = {"image": torch.arange(300, dtype=torch.uint8).reshape(3, 10, 10),
+             "rotations": torch.randn(3, 3, 3, dtype=torch.float64),
+             "mask": torch.rand(3, 5) > 0.5, "file": torch.tensor([7, 7, 7])}
+    rebuild, args = pool.pack(batch)
+    buffer = args[0]
+    assert rebuild is receive and buffer.is_shared() and int(buffer[0]) == 1
+    # not yet received: the next batch takes another buffer
+    args2 = pool.pack(batch)[1]
+    assert args2[0] is not buffer
+    got = rebuild(*args)
+    assert int(buffer[0]) == 0  # copied out: free again
+    assert type(got) is dict and got.keys() == batch.keys()
+    for k, v in batch.items():
+        assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
+    buffer.fill_(0)  # the worker reuses it: what the main process holds does not change
+    for k, v in batch.items():
+        assert torch.equal(got[k], v), k
+    assert pool.pack(batch)[1][0] is buffer  # reused
+    # every buffer waiting: sent as PyTorch sends tensors
+    full = SlotPool()
+    for _ in range(SlotPool.MAX_SLOTS):
+        assert full.pack(batch)[0] is receive
+    rebuild, args = full.pack(batch)
+    assert rebuild is dict and args[0].keys() == batch.keys()
+    # through a pickle, as on a worker's queue
+    assert SharedBatch(batch)["file"].tolist() == [7, 7, 7]
+    crossed = pickle.loads(ForkingPickler.dumps(SharedBatch(batch)))
+    assert type(crossed) is dict and torch.equal(crossed["image"], batch["image"])
