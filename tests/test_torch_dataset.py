@@ -4,13 +4,11 @@ image equal to what ``render`` returns for its keys (file, frame, stack, rotatio
 
 from __future__ import annotations
 
-import pickle
 import subprocess
 import sys
 import threading
 from collections import Counter
 from functools import cache
-from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import pytest
@@ -24,7 +22,6 @@ from xyz2image_gpu.backend import Backend
 from xyz2image_gpu.structures.examples import icosahedron_positions, write_xyz
 from xyz2image_gpu.torch import KEY_NAMES, RenderDataset, plan
 from xyz2image_gpu.torch.dataset import _ahead
-from xyz2image_gpu.torch.transfer import SharedBatch, SlotPool, receive
 
 EDGE = 16
 OUTPUTS = ("gaussian_2d", "coordinates_3d", "binary_2d")
@@ -331,35 +328,3 @@ def test_prefetch_raises_the_renderers_error_in_the_loop():
         next(items)
     assert not [t for t in threading.enumerate() if t.name == "xyz2image-gpu-prefetch"]
 
-
-# ---------------------------------------------------------------------------- transfer
-def test_worker_batches_cross_through_reused_buffers_and_arrive_as_copies():
-    pool = SlotPool()
-    batch = {"image": torch.arange(300, dtype=torch.uint8).reshape(3, 10, 10),
-             "rotations": torch.randn(3, 3, 3, dtype=torch.float64),
-             "mask": torch.rand(3, 5) > 0.5, "file": torch.tensor([7, 7, 7])}
-    rebuild, args = pool.pack(batch)
-    buffer = args[0]
-    assert rebuild is receive and buffer.is_shared() and int(buffer[0]) == 1
-    # not yet received: the next batch takes another buffer
-    args2 = pool.pack(batch)[1]
-    assert args2[0] is not buffer
-    got = rebuild(*args)
-    assert int(buffer[0]) == 0  # copied out: free again
-    assert type(got) is dict and got.keys() == batch.keys()
-    for k, v in batch.items():
-        assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
-    buffer.fill_(0)  # the worker reuses it: what the main process holds does not change
-    for k, v in batch.items():
-        assert torch.equal(got[k], v), k
-    assert pool.pack(batch)[1][0] is buffer  # reused
-    # every buffer waiting: sent as PyTorch sends tensors
-    full = SlotPool()
-    for _ in range(SlotPool.MAX_SLOTS):
-        assert full.pack(batch)[0] is receive
-    rebuild, args = full.pack(batch)
-    assert rebuild is dict and args[0].keys() == batch.keys()
-    # through a pickle, as on a worker's queue
-    assert SharedBatch(batch)["file"].tolist() == [7, 7, 7]
-    crossed = pickle.loads(ForkingPickler.dumps(SharedBatch(batch)))
-    assert type(crossed) is dict and torch.equal(crossed["image"], batch["image"])

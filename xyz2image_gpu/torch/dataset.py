@@ -50,7 +50,6 @@ from xyz2image_gpu.run.config import find_inputs
 from xyz2image_gpu.structures.convert import as_structure
 from xyz2image_gpu.structures.model import Structure
 from xyz2image_gpu.torch import plan
-from xyz2image_gpu.torch.transfer import SharedBatch
 
 __all__ = ["KEY_NAMES", "RenderDataset"]
 
@@ -250,8 +249,7 @@ class RenderDataset(IterableDataset):
             batches = _ahead(batches, self.prefetch)
         for item in batches:
             if not self.samples:
-                # from a worker, through its reused shared buffers (arrives as a dict)
-                yield SharedBatch(item) if worker is not None else item
+                yield item
                 continue
             for i in range(len(item["file"])):
                 yield {k: v[i] for k, v in item.items()}
