@@ -271,13 +271,14 @@ class RenderDataset(IterableDataset):
             out = {k: torch.from_dlpack(v) for k, v in batch.items()}
         else:  # the batch's own arrays (the engine's CPU batches are the caller's)
             out = {k: torch.from_numpy(_writable(np.asarray(v))) for k, v in batch.items()}
+        # made where the batch is, from no host data: on the GPU an upload from pageable
+        # memory would wait for the device (the render queued before it) every batch
         device = next(iter(out.values())).device
-        k = np.arange(block.start, block.stop, dtype=np.int64)
-        frame, rotation = np.divmod(k, self.n_rotation)
-        keys = {"file": np.full(block.size, block.file, dtype=np.int64), "frame": frame,
-                "stack": np.full(block.size, epoch, dtype=np.int64), "rotation": rotation}
-        for name in KEY_NAMES:
-            out[name] = torch.from_numpy(keys[name]).to(device)
+        k = torch.arange(block.start, block.stop, dtype=torch.int64, device=device)
+        out["file"] = torch.full_like(k, block.file)
+        out["frame"] = torch.div(k, self.n_rotation, rounding_mode="floor")
+        out["stack"] = torch.full_like(k, epoch)
+        out["rotation"] = torch.remainder(k, self.n_rotation)
         return out
 
     # ------------------------------------------------------------------ pickling
