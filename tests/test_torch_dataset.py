@@ -297,6 +297,15 @@ def test_gpu_batches_reach_torch_through_dlpack_without_a_copy(monkeypatch):
                 np.testing.assert_array_equal(arrays[name], value[k], err_msg=name)
     with pytest.raises(RuntimeError, match="main process"):
         list(DataLoader(ds, batch_size=None, num_workers=1))
+    # a PyTorch that cannot take device arrays (a CPU build on a GPU machine) says so
+
+    def refusing(array):
+        raise RuntimeError("Unsupported device type for DLPack")
+
+    monkeypatch.setattr(torch, "from_dlpack", refusing)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"no CUDA .* install a CUDA build of PyTorch"):
+        next(iter(ds))
 
 
 # ---------------------------------------------------------------------------- prefetch

@@ -268,7 +268,14 @@ class RenderDataset(IterableDataset):
                  ) -> dict[str, torch.Tensor]:
         """The batch's arrays as tensors without a copy, and the images' keys."""
         if self.on_gpu:  # CuPy arrays, which the engine gave up (to_host=False): DLPack
-            out = {k: torch.from_dlpack(v) for k, v in batch.items()}
+            try:
+                out = {k: torch.from_dlpack(v) for k, v in batch.items()}
+            except (RuntimeError, BufferError, TypeError) as exc:
+                hint = ("" if torch.cuda.is_available() else
+                        "; this PyTorch has no CUDA (torch.cuda.is_available() is False): "
+                        "install a CUDA build of PyTorch, or render with device='cpu'")
+                raise RuntimeError(f"PyTorch cannot take the GPU's arrays through DLPack "
+                                   f"({type(exc).__name__}: {exc}){hint}") from exc
         else:  # the batch's own arrays (the engine's CPU batches are the caller's)
             out = {k: torch.from_numpy(_writable(np.asarray(v))) for k, v in batch.items()}
         # made where the batch is, from no host data: on the GPU an upload from pageable
