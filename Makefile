@@ -23,7 +23,7 @@ install:
 	$(PIP) install .
 
 dev-install:
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,zarr]"
 
 example:
 	xyz2image-gpu example structures

@@ -31,6 +31,12 @@ crash of the interpreter itself loses only the running stage, which the file nam
     equal.
 ``memory_pool``
     CuPy's device and pinned pools after each of ten ``iter_batches`` calls on one renderer.
+``zarr``
+    The zarr store's writer fed by the GPU: which compressor
+    ``backend.zarr_gpu_codec`` chooses (nvCOMP zstd through zarr's GPU path, where this zarr
+    has it) and why, images/s of rendering and writing a store that way (device batches,
+    compressed on the device) and with CPU zstd (host batches), the stored bytes per image,
+    and whether a CPU reader (``zarr.open``, CPU zstd) reads back the rendered images.
 ``dataset``
     The PyTorch dataset (``xyz2image_gpu.torch.RenderDataset``, the ``torch`` extra; a
     PyTorch built with CUDA) rendering in the main process: images/s through a DataLoader
@@ -62,6 +68,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -84,7 +91,7 @@ import common  # stdlib, NumPy and the package (put on sys.path from the checkou
 __all__ = ["STAGES", "main"]
 
 STAGES = ("environment", "smoke", "bandwidth", "throughput", "cpu_baseline", "repeatability",
-          "parity", "memory_pool", "dataset", "tests")
+          "parity", "memory_pool", "zarr", "dataset", "tests")
 #: Stages that always run, whatever the budget: they say what the machine is.
 ALWAYS = ("environment", "smoke")
 EXIT_OK, EXIT_FAILED, EXIT_NO_GPU, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -741,6 +748,59 @@ def stage_memory_pool(ctx: Context, fig: dict[str, Any]) -> None:
                                         - calls[0]["pinned_free_blocks"])
 
 
+def _write_store(renderer: Any, structure: Any, folder: Path, n: int, batch: int,
+                 device_xp: Any, threads: int) -> tuple[float, int]:
+    """Render ``n`` gaussian_2d images and write them as a zarr stack (zstd 1); return the
+    images/s and the bytes stored."""
+    from xyz2image_gpu.output.zarr_store import ZarrStackWriter
+
+    shutil.rmtree(folder, ignore_errors=True)
+    layout = {"gaussian_2d": ((n, *renderer.output_layout(structure, n)["gaussian_2d"][0][1:]),
+                              np.uint8)}
+    t0 = time.perf_counter()
+    with ZarrStackWriter(folder, "f", 0, layout, codec="zstd", level=1, threads=threads,
+                         device_xp=device_xp) as writer:
+        for b in renderer.iter_batches(structure, n, batch_size=batch,
+                                       to_host=device_xp is None):
+            writer.append({"gaussian_2d": b["gaussian_2d"]})
+    wall = time.perf_counter() - t0
+    stored = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return n / wall, stored
+
+
+def stage_zarr(ctx: Context, fig: dict[str, Any]) -> None:
+    try:
+        import zarr
+    except ImportError as exc:
+        fig.update(skipped=f"no zarr ({exc}): pip install 'xyz2image-gpu[zarr]'")
+        return
+    from xyz2image_gpu import Renderer, RenderSettings
+    from xyz2image_gpu.backend import available_cores, zarr_gpu_codec
+
+    s = ctx.sizes
+    structure = ctx.structure()
+    n, batch = s["images"], s["batch_size"]
+    with Renderer(RenderSettings(edgesize=s["edgesize"]), ["gaussian_2d"], GPU_DEVICE) as r:
+        on_gpu, why = zarr_gpu_codec(r.backend, "zstd")
+        fig.update(zarr=zarr.__version__, images=n, edgesize=s["edgesize"],
+                   gpu_codec={"chosen": on_gpu, "reason": why})
+        ctx.save()
+        with tempfile.TemporaryDirectory(prefix="gpu_check_zarr_") as tmp:
+            variants = [("cpu_zstd", None)] + ([("gpu_zstd", r.backend.xp)] if on_gpu else [])
+            for key, xp in variants:
+                runs = [_write_store(r, structure, Path(tmp) / key, n, batch, xp,
+                                     available_cores()) for _ in range(s["repeats"])]
+                fig[key] = {"images_per_s": _median([x[0] for x in runs]),
+                            "bytes_per_image": runs[-1][1] / n}
+                ctx.save()
+                stored = zarr.open_group(Path(tmp) / key / "stacks.zarr" / "f" / "0000",
+                                         mode="r")["gaussian_2d"][:]  # CPU reader, CPU zstd
+                host = np.concatenate([b["gaussian_2d"] for b in r.iter_batches(
+                    structure, n, batch_size=batch)])
+                fig[key]["cpu_reader_values_equal"] = bool(np.array_equal(stored, host))
+    fig["ok"] = all(fig[k]["cpu_reader_values_equal"] for k, _ in variants)
+
+
 def stage_dataset(ctx: Context, fig: dict[str, Any]) -> None:
     from xyz2image_gpu import Renderer, RenderSettings
 
@@ -860,6 +920,7 @@ STAGE_FUNCTIONS: dict[str, tuple[Callable[[Context, dict[str, Any]], None], bool
     "repeatability": (stage_repeatability, False),
     "parity": (stage_parity, False),
     "memory_pool": (stage_memory_pool, True),
+    "zarr": (stage_zarr, True),
     "dataset": (stage_dataset, True),
     "tests": (stage_tests, False),
 }

@@ -16,6 +16,9 @@ with ``cpu_kernel="numpy"``; CuPy when ``xyz2image_gpu.backend.gpu_available()``
   device whose operations cost nothing, so only the host's own work is timed;
 * **end-to-end CLI** (``bench_cli.py``): ``xyz2image-gpu render`` versus the seed's approach,
   images/s and peak memory of the process tree;
+* **output formats** (``bench_formats.py``, with the zarr extra): the CLI end to end writing
+  ``.npz`` (zlib 6 and 1) and the zarr store (zstd 1, lz4), against each codec alone on all
+  cores;
 * **the PyTorch dataset** (``bench_dataset.py``, with the ``torch`` extra): images/s that
   ``RenderDataset`` delivers through a DataLoader with 0 and 2 workers, against render-only
   in the same rounds.
@@ -455,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=None, help="seconds per timed run")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI part")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed baselines")
+    parser.add_argument("--no-formats", action="store_true",
+                        help="skip the output formats (npz against zarr)")
     parser.add_argument("--no-plot", action="store_true", help="do not draw throughput.png")
     args = parser.parse_args(argv)
 
@@ -523,6 +528,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             devices = list(dict.fromkeys(devices))
             results["cli"] = bench_cli.run_benchmarks(preset.cli, devices=devices,
                                                       run_seed=not args.no_seed)
+        if not args.no_formats:
+            try:
+                import zarr  # noqa: F401
+            except ImportError as exc:
+                print(f"\n== output formats: skipped, no zarr ({exc}): pip install "
+                      "'xyz2image-gpu[zarr]'")
+            else:
+                import bench_formats
+
+                results["formats"] = bench_formats.run_benchmarks(preset.name)
     finally:
         results["elapsed_s"] = time.perf_counter() - t_start
         results["load_average_end"] = _loadavg()

@@ -19,8 +19,9 @@ def _mixed_cluster():
 
 
 def _reference(atoms, **settings):
+    settings.setdefault("normalization", "float")
     out = render(atoms, 1, ["gaussian_2d"], device="cpu", framing="fixed", pixel_size=0.2,
-                 edgesize=80, normalization="float", **settings)
+                 edgesize=80, **settings)
     imaged = atoms.positions @ out["rotations"][0].T  # the structure as the image shows it
     return out["gaussian_2d"][0], imaged
 
@@ -101,6 +102,66 @@ def test_calibration_improves_r_on_a_multislice_reference():
     assert 1.3 < result.z_exponent < 1.9  # HAADF Z contrast, Au vs Pd
     single = calibrate(image, pos, np.full(len(num), 79), px, z_exponent=1.7)
     assert single.z_exponent == 1.7  # one element: the exponent is not identifiable
+
+
+def test_detector_sensitivity_of_an_image_in_detector_counts():
+    # an absolute image (beam fractions) as a detector would record it: 3.2e5 counts per unit
+    # fraction of the beam on a dark level of 140 counts
+    atoms = _mixed_cluster()
+    optics = ProbeOptics(voltage_kv=300, convergence_mrad=25, source_size=0.5)
+    image, imaged = _reference(atoms, probe=fit_probe(optics).components, normalization="beam",
+                               voltage_kv=300.0, convergence_mrad=25.0, detector_mrad=(50, 150))
+    counts = 3.2e5 * image + 140.0
+    start = ProbeOptics(voltage_kv=300, convergence_mrad=25, source_size=0.3)
+    result = calibrate(counts, imaged, atoms.numbers, 0.2, optics=start,
+                       detector_mrad=(50, 150))
+    assert result.intensity_scale == pytest.approx(3.2e5, rel=0.01)
+    assert result.background == pytest.approx(140.0, abs=2.0)
+    assert result.source_size == pytest.approx(0.5, rel=0.03)
+    assert "--normalization beam --detector-mrad 50,150" in result.render_options()
+    with pytest.raises(ValueError, match="optics"):
+        calibrate(counts, imaged, atoms.numbers, 0.2, detector_mrad=(50, 150))
+
+
+def test_a_multislice_image_in_beam_fractions_has_unit_sensitivity():
+    """abTEM's images are fractions of the beam already: the fitted detector sensitivity of
+    a random-orientation reference is 1 within the absolute model's accuracy."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "validation/references/au55_ico_rand.npz"
+    with np.load(path, allow_pickle=False) as z:
+        image, pos, num, px = z["image"], z["positions"], z["numbers"], float(z["pixel_size"])
+    result = calibrate(image, pos, num, px, detector_mrad=(70, 200),
+                       optics=ProbeOptics(voltage_kv=200, convergence_mrad=20, source_size=0.3))
+    assert result.intensity_scale == pytest.approx(1.0, abs=0.05)
+    assert abs(result.background) < 0.01 * image.max() and result.r_final > 0.99
+
+
+def test_calibrate_command_fits_a_detector(tmp_path):
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+
+    atoms = icosahedron("Au", 3)
+    optics = ProbeOptics(voltage_kv=200, convergence_mrad=20, source_size=0.4)
+    image, imaged = _reference(atoms, probe=fit_probe(optics).components, normalization="beam",
+                               voltage_kv=200.0, convergence_mrad=20.0)
+    np.save(tmp_path / "counts.npy", 2.5e4 * image + 30.0)
+    lines = [str(len(atoms)), "as imaged"] + [f"Au {x:.8f} {y:.8f} {w:.8f}" for x, y, w in imaged]
+    (tmp_path / "au.xyz").write_text("\n".join(lines) + "\n")
+    args = ["calibrate", str(tmp_path / "counts.npy"), str(tmp_path / "au.xyz"),
+            "--pixel-size", "0.2", "--detector-mrad", "70,200"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "needs the probe's optics" in refused.output
+    result = CliRunner().invoke(cli, [*args, "--probe-kv", "200", "--probe-mrad", "20"])
+    assert result.exit_code == 0, result.output
+    words = result.output.split()
+    sensitivity = float(words[words.index("sensitivity:") + 1])
+    # 2 %: calibrate smears the coherent probe's Gaussians by the source, the reference was
+    # rendered with Gaussians fitted to the incoherent probe, and the two differ slightly
+    # (the fitted source size comes out 0.38 Å, not 0.40)
+    assert sensitivity == pytest.approx(2.5e4, rel=0.02)
+    assert "--normalization beam --detector-mrad 70,200" in result.output
 
 
 @pytest.mark.parametrize("fill", [np.nan, 0.0])

@@ -16,7 +16,7 @@ from test_cupy_status import _fake_cupy
 
 from xyz2image_gpu import backend
 
-GPU_STAGES = ("bandwidth", "throughput", "memory_pool", "dataset")
+GPU_STAGES = ("bandwidth", "throughput", "memory_pool", "zarr", "dataset")
 CPU_STAGES = ("environment", "smoke", "cpu_baseline", "repeatability", "parity", "tests")
 
 
@@ -227,6 +227,11 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
     assert st["repeatability"]["engines"] == ["gpu"] and st["repeatability"]["all_equal"]
     assert st["parity"]["engines"][0] == "gpu" and st["parity"]["ok"]
     assert st["memory_pool"]["calls"] == 10 and st["memory_pool"]["growth_bytes"] == 0
+    if "skipped" not in st["zarr"]:  # with the zarr extra: the CPU's compressor, said why
+        assert st["zarr"]["gpu_codec"] == {
+            "chosen": False, "reason": "chunks compressed on the CPU: images rendered on the CPU"}
+        assert st["zarr"]["cpu_zstd"]["images_per_s"] > 0
+        assert st["zarr"]["cpu_zstd"]["cpu_reader_values_equal"] and st["zarr"]["ok"]
     if "skipped" not in st["dataset"]:  # PyTorch installed (the torch extra)
         assert st["dataset"]["first_batch_equals_render"]
         assert st["dataset"]["images_per_s"]["dataset_0_workers"] > 0

@@ -15,6 +15,15 @@ Two checks, each written to ``results/cross_sections.{json,md}``:
    against the sum of its atoms' cross-sections: random orientations measure whether atoms
    add up independently, zone-axis orientations how much more aligned columns scatter
    (channelling).
+3. **Images in beam units.** Each reference rendered by the package with
+   ``normalization="beam"`` (the optics probe of ``score.py``'s case (c), thermal smearing,
+   the reference's detector) in the reference's field: total intensity model ÷ multislice
+   over the same field, and Pearson r after ``score.py``'s sub-pixel alignment.
+4. **Channelling in beam units.** The column correction (``column_correction`` c1, c2 with
+   ``column_broadening`` 0.004 Å², its weight factor ``(1 + c1 x + c2 x²) / (1 + c1 + c2)``
+   in beam units) fitted on half of the references (``score.py``'s split) to the totals and
+   to each zone-axis column's integrated intensity (pixels nearer to that column than to any
+   other, within 1.2 Å), and scored on all of them.
 
 Usage::
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -37,6 +47,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 from xyz2image_gpu.physics.cross_section import (
     detector_cross_section,
@@ -133,10 +144,119 @@ def score_clusters() -> list[dict]:
     return out
 
 
-def write(atoms: list[dict], clusters: list[dict]) -> None:
+def score_beam_images() -> list[dict]:
+    import score  # validation/score.py: references, alignment, the optics probe
+
+    components, _, _ = score.optics_probe()
+    out = []
+    for ref in score.load_references():
+        model = _beam_model(ref, components)
+        _, r, _ = score.align(model, ref["image"])
+        out.append({"reference": ref["name"], "zone_axis": not ref["name"].endswith("_rand"),
+                    "model_over_multislice": float(model.sum() / ref["image"].sum()),
+                    "peak_model_over_multislice": float(model.max() / ref["image"].max()),
+                    "r": float(r), "r_ceiling": score.r_ceiling(ref)})
+    return out
+
+
+#: The fit half (score.py's split: each cluster seen once).
+FIT_SET = ("au55_ico", "au_fcc110", "au13pd42_cs_rand", "au147_ico_rand")
+BROADENING = 0.004
+
+
+def _columns(ref: dict, tol: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Projected columns of a reference: centres (C, 2) in Å and atom counts (C,)."""
+    sums, counts = [], []
+    for p in np.asarray(ref["positions"], dtype=np.float64)[:, :2]:
+        for k in range(len(sums)):
+            if np.hypot(*(sums[k] / counts[k] - p)) < tol:
+                sums[k] = sums[k] + p
+                counts[k] += 1
+                break
+        else:
+            sums.append(p.copy())
+            counts.append(1)
+    return np.array([s / n for s, n in zip(sums, counts)]), np.array(counts)
+
+
+def column_ratios(ref: dict, model: np.ndarray, reach: float = 1.2) -> tuple[np.ndarray, ...]:
+    """Each column's integrated intensity, model ÷ multislice, and its atom count."""
+    centres, counts = _columns(ref)
+    edge, px = ref["image"].shape[0], ref["pixel_size"]
+    grid = np.asarray(ref["origin"], dtype=np.float64)[:, None] + np.arange(edge) * px
+    x, y = np.meshgrid(grid[0], grid[1], indexing="ij")
+    d = np.hypot(x[..., None] - centres[:, 0], y[..., None] - centres[:, 1])
+    owner, near = d.argmin(-1), d.min(-1) < reach
+    ours = np.bincount(owner[near], model[near], len(centres))
+    theirs = np.bincount(owner[near], ref["image"][near], len(centres))
+    return ours / theirs, counts
+
+
+def _beam_model(ref: dict, components, correction=(), broadening=0.0) -> np.ndarray:
+    from xyz2image_gpu import Renderer, RenderSettings
+    from xyz2image_gpu.pipeline.rotations import R0
+    from xyz2image_gpu.structures.convert import as_structure
+
+    s = ref["meta"]["settings"]
+    settings = RenderSettings(
+        edgesize=ref["image"].shape[0], framing="fixed", pixel_size=ref["pixel_size"],
+        normalization="beam", voltage_kv=s["energy_eV"] / 1e3,
+        convergence_mrad=s["semiangle_cutoff_mrad"],
+        detector_mrad=(s["detector_inner_mrad"], s["detector_outer_mrad"]),
+        probe=components, thermal=True, column_correction=correction,
+        column_broadening=broadening)
+    structure = as_structure(np.asarray(ref["positions"], dtype=np.float64) @ R0,
+                             numbers=ref["numbers"], name=ref["name"])
+    with Renderer(settings, ["gaussian_2d"], device="cpu", threads=1) as renderer:
+        return renderer.render(structure, 1, seed=0)["gaussian_2d"][0].astype(np.float64)
+
+
+def fit_channelling(log=print) -> dict:
+    """Fit (c1, c2) on :data:`FIT_SET`; score every reference with and without."""
+    import score
+    from scipy.optimize import minimize
+
+    components, _, _ = score.optics_probe()
+    refs = {r["name"]: r for r in score.load_references()}
+
+    def cost(c) -> float:
+        total = 0.0
+        for name in FIT_SET:
+            ref = refs[name]
+            model = _beam_model(ref, components, tuple(c), BROADENING)
+            total += math.log(model.sum() / ref["image"].sum()) ** 2
+            if not name.endswith("_rand"):
+                ratios, counts = column_ratios(ref, model)
+                total += float(np.mean(np.log(ratios[counts >= 2]) ** 2))
+        return total
+
+    fit = minimize(cost, [0.2, 0.0], method="Nelder-Mead",
+                   options={"xatol": 1e-3, "fatol": 1e-6, "maxfev": 80})
+    coefficients = [round(float(c), 4) for c in fit.x]
+    log(f"channelling fit: column_correction {coefficients}, broadening {BROADENING}")
+    rows = []
+    for name, ref in refs.items():
+        model = _beam_model(ref, components, tuple(coefficients), BROADENING)
+        _, r, _ = score.align(model, ref["image"])
+        row = {"reference": name, "fit_set": name in FIT_SET,
+               "zone_axis": not name.endswith("_rand"),
+               "model_over_multislice": float(model.sum() / ref["image"].sum()), "r": float(r)}
+        if row["zone_axis"]:
+            ratios, counts = column_ratios(ref, model)
+            err = np.abs(ratios[counts >= 2] - 1)
+            row.update(columns=int(err.size), column_error_mean=float(err.mean()),
+                       column_error_max=float(err.max()))
+        rows.append(row)
+    return {"column_correction": coefficients, "column_broadening": BROADENING,
+            "fit_set": list(FIT_SET), "references": rows}
+
+
+def write(atoms: list[dict], clusters: list[dict], images: list[dict],
+          channelling: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cross_sections.json").write_text(
-        json.dumps({"single_atoms": atoms, "clusters": clusters}, indent=1) + "\n")
+        json.dumps({"single_atoms": atoms, "clusters": clusters, "beam_images": images,
+                    "channelling": channelling}, indent=1) + "\n")
     head = ("| element | kV | detector (mrad) | sampling (Å) | multislice | phase object "
             "| ÷ multislice | first Born | ÷ multislice |")
     lines = ["# Cross-sections against multislice", "",
@@ -156,6 +276,28 @@ def write(atoms: list[dict], clusters: list[dict]) -> None:
         lines.append(f"| {c['reference']} | {c['atoms']} | {'yes' if c['zone_axis'] else 'no'} "
                      f"| {c['integral']:.4f} | {c['integral_over_phase_object']:.3f} | "
                      f"{c['integral_over_born']:.3f} |")
+    head = ("| reference | zone axis | total: model ÷ multislice | peak: model ÷ multislice "
+            "| Pearson r | noise ceiling |")
+    lines += ["", "## Images in beam units (`normalization=\"beam\"`, optics probe, thermal)",
+              "", head, "|" + " --- |" * 6]
+    for m in images:
+        lines.append(f"| {m['reference']} | {'yes' if m['zone_axis'] else 'no'} | "
+                     f"{m['model_over_multislice']:.3f} | "
+                     f"{m['peak_model_over_multislice']:.3f} | {m['r']:.4f} | "
+                     f"{m['r_ceiling']:.4f} |")
+    c = channelling
+    head = ("| reference | zone axis | total: model ÷ multislice | columns ≥ 2 atoms "
+            "| mean column error | largest column error | Pearson r |")
+    lines += ["", (f"## Channelling in beam units: column_correction {c['column_correction']}, "
+              f"column_broadening {c['column_broadening']}"), "",
+              f"Fitted on {', '.join(c['fit_set'])} (marked *); the others are held out.", "",
+              head, "|" + " --- |" * 7]
+    for m in c["references"]:
+        cols = (f"{m['columns']} | {m['column_error_mean']:.3f} | {m['column_error_max']:.3f}"
+                if m["zone_axis"] else "| |")
+        lines.append(f"| {m['reference']}{' *' if m['fit_set'] else ''} | "
+                     f"{'yes' if m['zone_axis'] else 'no'} | {m['model_over_multislice']:.3f} "
+                     f"| {cols} | {m['r']:.4f} |")
     (RESULTS / "cross_sections.md").write_text("\n".join(lines) + "\n")
 
 
@@ -165,8 +307,9 @@ def main() -> None:
                         help="run the isolated-atom multislice (abTEM) first")
     args = parser.parse_args()
     rows = simulate() if args.simulate else json.loads(SINGLE.read_text())["atoms"]
-    atoms, clusters = score_atoms(rows), score_clusters()
-    write(atoms, clusters)
+    atoms, clusters, images = score_atoms(rows), score_clusters(), score_beam_images()
+    channelling = fit_channelling()
+    write(atoms, clusters, images, channelling)
     print((RESULTS / "cross_sections.md").read_text())
 
 

@@ -52,6 +52,8 @@ __all__ = [
     "gpu_available",
     "import_cupy",
     "smoke_steps",
+    "zarr_gpu_codec",
+    "zarr_gpu_config",
 ]
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -174,6 +176,65 @@ def available_cores() -> int:
 def gpu_available() -> bool:
     """True when CuPy imports, a CUDA device is present and the CPU is not forced."""
     return not _force_cpu() and cupy_status()[0] is not None
+
+
+#: zarr's GPU zstd codec (nvCOMP), which ``zarr.config.enable_gpu()`` selects for "zstd" in
+#: the zarr versions that have it.
+ZARR_GPU_ZSTD = "zarr.codecs.gpu.NvcompZstdCodec"
+
+
+def zarr_gpu_codec(backend: Backend, codec: str) -> tuple[bool, str]:
+    """Whether a zarr store's chunks can be compressed on the GPU, and why (not).
+
+    Yes when the images are rendered by CuPy, the codec is zstd, and this zarr has a GPU
+    zstd codec that ``zarr.config.enable_gpu()`` selects (nvCOMP, from the
+    ``nvidia-nvcomp`` wheels): then chunks are compressed where they were rendered and only
+    compressed bytes cross the bus. The compressed bytes are nvCOMP's, not those of CPU zstd;
+    nvCOMP writes standard zstd frames, which CPU readers decode (``gpu_check.py``'s ``zarr``
+    stage checks the values on a GPU machine; none has run it yet).
+
+    Parameters
+    ----------
+    backend : Backend
+        The backend that renders.
+    codec : str
+        The store's codec name (``"zstd"``, ``"lz4"``, ...).
+
+    Returns
+    -------
+    (bool, str)
+        The choice, and its reason in words (the run's manifest records it:
+        ``device.store_compression``).
+    """
+    if not backend.is_gpu:
+        return False, "chunks compressed on the CPU: images rendered on the CPU"
+    if codec != "zstd":
+        return False, (f"chunks compressed on the CPU: zarr's GPU codec is zstd's, the store "
+                       f"uses {codec}")
+    try:
+        import zarr
+    except ImportError as exc:
+        return False, f"chunks compressed on the CPU: zarr is not importable ({exc})"
+    try:
+        from zarr.codecs import gpu as zarr_gpu  # noqa: F401 - presence is the question
+
+        with zarr.config.enable_gpu():
+            chosen = str(zarr.config.get("codecs.zstd"))
+    except Exception as exc:  # noqa: BLE001 - ImportError, or nvCOMP failing to load
+        return False, (f"chunks compressed on the CPU: zarr {zarr.__version__} has no GPU "
+                       f"zstd codec ({type(exc).__name__}: {exc}); a zarr with "
+                       f"{ZARR_GPU_ZSTD} and nvidia-nvcomp-cu12 (or -cu13) adds it")
+    if chosen != ZARR_GPU_ZSTD:
+        return False, (f"chunks compressed on the CPU: zarr.config.enable_gpu() selects "
+                       f"{chosen} for zstd, not {ZARR_GPU_ZSTD}")
+    return True, f"chunks compressed on the GPU ({ZARR_GPU_ZSTD}, nvCOMP)"
+
+
+def zarr_gpu_config() -> Any:
+    """Context manager: zarr's GPU buffers and codecs (``zarr.config.enable_gpu()``)."""
+    import zarr
+
+    return zarr.config.enable_gpu()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import click
 
 from ..pipeline.settings import HAADF_Z_EXPONENT, RenderSettings
 from .main import cli
-from .options import optics_options, probe_optics
+from .options import DetectorType, optics_options, probe_optics
 
 __all__ = [
     "calibrate",
@@ -31,15 +31,23 @@ __all__ = [
 @click.option("--z-exponent", type=float, default=HAADF_Z_EXPONENT,
               help="Starting (or fixed) Z exponent.")
 @click.option("--fix-z", is_flag=True, help="Keep --z-exponent instead of fitting it.")
+@click.option("--detector-mrad", type=DetectorType(), default=None, show_default="none",
+              help="Fit the sensitivity of this annular detector (INNER,OUTER mrad; needs "
+                   "--probe-kv): IMAGE in its units against the absolute model in beam "
+                   "fractions.")
 @optics_options("Fit the source size of these optics (accelerating voltage, kV) instead of "
                 "one Gaussian.")
 def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma: float,
-              z_exponent: float, fix_z: bool, **optics: Any) -> None:
+              z_exponent: float, fix_z: bool, detector_mrad: tuple[float, float] | None,
+              **optics: Any) -> None:
     """Fit render settings to IMAGE (.npy or .tif, indexed [x, y]) of STRUCTURE (.xyz, atoms
     as imaged: beam along z), whose bounding box is centred in the image.
 
     Prints the fitted values, the Pearson r before and after, and the render options that
     reproduce the image (``--normalization fixed`` puts new images on its intensity scale).
+    With --detector-mrad it fits the detector's sensitivity instead: IMAGE's units per unit
+    fraction of the incident beam, and its background, so that (IMAGE - background) /
+    sensitivity is in the units of ``render --normalization beam``.
     """
     import numpy as np
 
@@ -58,19 +66,28 @@ def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma
     except (OSError, ValueError) as exc:  # StructureError is a ValueError
         raise click.ClickException(str(exc)) from None
     ref = np.squeeze(ref)
+    if detector_mrad is not None and optics["probe_kv"] is None:
+        raise click.UsageError("--detector-mrad needs the probe's optics: --probe-kv (and "
+                               "--probe-mrad, default 20)")
     try:
         result = fit(ref, st.frames[0].positions, st.frames[0].numbers, pixel_size,
                      sigma=sigma, z_exponent=z_exponent, fit_z=not fix_z,
-                     optics=probe_optics(optics))
+                     optics=probe_optics(optics), detector_mrad=detector_mrad)
     except (StructureError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if result.optics is not None:
         click.echo(f"source size: {result.source_size:.4f} Å FWHM ({result.optics.describe()})")
     else:
         click.echo(f"gauss sigma: {result.gauss_sigma:.4f} Å")
-    click.echo(f"z exponent: {result.z_exponent:.3f}")
-    click.echo(f"intensity scale: {result.intensity_scale:.6g}, background "
-               f"{result.background:.6g}, shift ({result.shift[0]:+.3f}, "
-               f"{result.shift[1]:+.3f}) Å")
+    shift = f"shift ({result.shift[0]:+.3f}, {result.shift[1]:+.3f}) Å"
+    if detector_mrad is not None:
+        click.echo(f"detector sensitivity: {result.intensity_scale:.6g} per unit fraction of "
+                   f"the beam, background {result.background:.6g}, {shift}")
+        click.echo(f"in beam fractions: (image - {result.background:.6g}) / "
+                   f"{result.intensity_scale:.6g}")
+    else:
+        click.echo(f"z exponent: {result.z_exponent:.3f}")
+        click.echo(f"intensity scale: {result.intensity_scale:.6g}, background "
+                   f"{result.background:.6g}, {shift}")
     click.echo(f"pearson r: {result.r_initial:.4f} -> {result.r_final:.4f}")
     click.echo(f"render options: {result.render_options()}")

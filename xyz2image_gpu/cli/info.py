@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from typing import Any
 
 import click
 
@@ -51,8 +52,23 @@ def info(device: str) -> None:
         lines.append(f"device={device} -> backend {backend.name} "
                      f"({'GPU' if backend.is_gpu else 'CPU'}): {backend.reason}")
     except BackendError as exc:
+        backend = None
         lines.append(f"device={device} -> unavailable: {exc}")
+    lines.append(_zarr_line(backend))
     click.echo("\n".join(lines))
+
+
+def _zarr_line(backend: Any) -> str:
+    """``--format zarr``: whether it works here, and where its chunks would be compressed."""
+    from ..backend import zarr_gpu_codec
+    from ..output.zarr_store import ZarrUnavailableError, require_zarr
+
+    try:
+        zarr = require_zarr()
+    except ZarrUnavailableError as exc:
+        return f"zarr: not usable: {exc}"
+    where = f"; {zarr_gpu_codec(backend, 'zstd')[1]}" if backend is not None else ""
+    return f"zarr {zarr.__version__}: --format zarr available{where}"
 
 
 def _dist_version(name: str) -> str:

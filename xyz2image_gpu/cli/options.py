@@ -36,6 +36,7 @@ __all__ = [
     "HAADF_Z_EXPONENT",
     "TYPE_NAMES",
     "CommaListType",
+    "DetectorType",
     "ElementListType",
     "ElementValuesType",
     "FloatListType",
@@ -140,6 +141,19 @@ class FloatListType(CommaListType):
         except ValueError:
             raise ValueError(f"{','.join(items)!r}: give comma-separated numbers, "
                              "e.g. 1.0,-0.02") from None
+
+
+class DetectorType(FloatListType):
+    """``INNER,OUTER`` semi-angles of an annular detector, mrad."""
+
+    name = "inner,outer"
+
+    def parse(self, items: list[str]) -> tuple[float, ...]:
+        values = super().parse(items)
+        if len(values) != 2 or not 0 <= values[0] < values[1]:
+            raise ValueError(f"{','.join(items)!r}: give INNER,OUTER in mrad with "
+                             "0 <= INNER < OUTER, e.g. 70,200")
+        return values
 
 
 class IntChoice(click.Choice):
@@ -351,4 +365,10 @@ def settings_from_options(options: dict[str, Any]) -> tuple[RenderSettings, dict
         fields["probe"] = fit.components
         described = {"optics": optics.describe(), "fit": fit.describe(),
                      "residual": fit.residual}
+    if fields.get("normalization") == "beam":  # the cross-sections need the optics
+        if optics is None:
+            raise click.UsageError("--normalization beam needs the probe's optics: "
+                                   "--probe-kv (and --probe-mrad, default 20)")
+        fields["voltage_kv"] = optics.voltage_kv
+        fields["convergence_mrad"] = optics.convergence_mrad
     return make_settings(**fields), described

@@ -9,13 +9,23 @@ from typing import Any
 import click
 
 from ..backend import BackendError
+from ..output.zarr_store import (
+    CODECS,
+    DEFAULT_CHUNK_IMAGES,
+    ZarrUnavailableError,
+    check_codec_level,
+    codec_default_level,
+    require_zarr,
+)
 from ..pipeline.engine import Renderer
 from ..pipeline.framing import FRAMINGS
 from ..pipeline.settings import BITRATES, NORMALIZATIONS
+from ..run.config import FORMATS
 from .main import cli
 from .options import (
     DEFAULT_OUTPUT_TYPES,
     TYPE_NAMES,
+    DetectorType,
     ElementListType,
     IntChoice,
     OutputTypesType,
@@ -56,9 +66,14 @@ __all__ = [
                 help="Å per pixel, for --framing fixed.")
 @setting_option("--normalization", type=click.Choice(NORMALIZATIONS),
                 help="image: each image to full range; float: float32 sums; fixed: "
-                     "--intensity-scale grey levels per unit.")
+                     "--intensity-scale grey levels per unit; beam: fraction of the incident "
+                     "beam on the detector (absolute; needs --probe-kv, --probe-mrad).")
 @setting_option("--intensity-scale", type=click.FloatRange(min=0, min_open=True),
-                help="Grey levels per unit of summed intensity, for --normalization fixed.")
+                help="Grey levels per unit of summed intensity, for --normalization fixed "
+                     "(per unit of beam fraction with beam: integer images).")
+@setting_option("--detector-mrad", type=DetectorType(), show_default="70,200",
+                help="Annular detector INNER,OUTER semi-angles, mrad, for --normalization "
+                     "beam.")
 @setting_option("--legacy", is_flag=True,
                 help="Reproduce the original script's images exactly.")
 @setting_option("--all-random", is_flag=True,
@@ -79,8 +94,23 @@ __all__ = [
               help="Rendering processes on the CPU (the GPU uses one).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               show_default="the engine's choice", help="Images rendered at once.")
-@click.option("--compress-level", type=click.IntRange(0, 9), default=6,
-              help="zlib level of the .npz members.")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default="npz",
+              help="npz: one .npz per stack (NumPy alone reads it); zarr: one zarr v3 store "
+                   "per run, OUTPUT/stacks.zarr/<stem>/<stack>/<key> (the zarr extra).")
+@click.option("--codec", type=click.Choice(CODECS), default="zstd",
+              help="Compressor of the zarr store's chunks (lz4: numcodecs' codec, outside "
+                   "the zarr v3 specification; blosc-*: Blosc with byte shuffle).")
+@click.option("--compress-level", type=click.IntRange(min=0), default=None,
+              show_default="6 for npz (zlib), 1 for zarr",
+              help="zlib level (0-9) of the .npz members, or the zarr codec's level (zstd "
+                   "1-22, blosc-* 0-9, lz4: acceleration >= 1).")
+@click.option("--chunk-images", type=click.IntRange(min=1), default=DEFAULT_CHUNK_IMAGES,
+              help="Images per chunk of the zarr store (fewer for 3D volumes: at most 16 MiB "
+                   "per chunk).")
+@click.option("--shard-images", type=click.IntRange(min=1), default=None,
+              show_default="no sharding",
+              help="Images per shard of the zarr store, a multiple of --chunk-images: small "
+                   "chunks for random access, few files.")
 @click.option("--overwrite", is_flag=True,
               help="Redo complete stacks; replace a manifest with other settings.")
 @click.option("--strict", is_flag=True,
@@ -91,8 +121,9 @@ __all__ = [
 def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_stacks: int,
            output_types: tuple[str, ...], frameshift: int, maxframes: int,
            exclude_elements: tuple[str, ...], seed: int, device: str, workers: int | None,
-           batch_size: int | None, compress_level: int, overwrite: bool, strict: bool,
-           quiet: bool,
+           batch_size: int | None, output_format: str, codec: str,
+           compress_level: int | None, chunk_images: int, shard_images: int | None,
+           overwrite: bool, strict: bool, quiet: bool,
            **setting_options: Any) -> None:
     """Render images and labels of every .xyz file in INPUTS (files or folders).
 
@@ -109,6 +140,8 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
     from .. import run as runner
 
     settings, probe_optics = settings_from_options(setting_options)
+    compress_level = _storage_options(output_format, codec, compress_level, chunk_images,
+                                      shard_images)
     try:
         files = runner.find_inputs(inputs)
     except runner.InputError as exc:
@@ -123,7 +156,8 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         inputs=tuple(files), output_folder=output_folder, settings=settings,
         output_types=output_types, n_rotation=n_rotation, n_stacks=n_stacks, seed=seed,
         frameshift=frameshift, maxframes=maxframes, exclude_elements=exclude_elements,
-        compress_level=compress_level, device=device,
+        compress_level=compress_level, format=output_format, codec=codec,
+        chunk_images=chunk_images, shard_images=shard_images, device=device,
         workers=workers, batch_size=batch_size, overwrite=overwrite, strict=strict,
         probe_optics=probe_optics)
 
@@ -156,3 +190,39 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         for _path, message in summary.failed:
             click.echo(f"  {message}", err=True)
         sys.exit(1)
+
+
+def _storage_options(output_format: str, codec: str, level: int | None, chunk_images: int,
+                     shard_images: int | None) -> int:
+    """Check the storage options together; return the compression level to use.
+
+    Options of the zarr store given with ``--format npz`` are usage errors (they would have
+    no effect), as are levels outside the codec's range; ``--format zarr`` without zarr v3
+    is an error naming the extra.
+    """
+    ctx = click.get_current_context()
+    if output_format == "npz":
+        given = [f"--{name.replace('_', '-')}" for name in ("codec", "chunk_images",
+                                                           "shard_images")
+                 if ctx.get_parameter_source(name) not in (None,
+                                                           click.core.ParameterSource.DEFAULT)]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} would have no effect with --format "
+                                   "npz (they shape the zarr store: add --format zarr)")
+        if level is not None and level > 9:
+            raise click.UsageError(f"--compress-level {level}: zlib levels of .npz members "
+                                   "are 0-9")
+        return 6 if level is None else level
+    try:
+        require_zarr()
+    except ZarrUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    level = codec_default_level(codec) if level is None else level
+    try:
+        check_codec_level(codec, level)
+    except ValueError as exc:
+        raise click.UsageError(f"--compress-level: {exc}") from None
+    if shard_images is not None and shard_images % chunk_images:
+        raise click.UsageError(f"--shard-images {shard_images} must be a multiple of "
+                               f"--chunk-images {chunk_images}")
+    return level

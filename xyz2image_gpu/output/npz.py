@@ -23,6 +23,7 @@ import numpy as np
 
 from ..backend import available_cores
 from . import _zip
+from ._rows import check_batch, check_complete
 from ._zip import (
     _DOS_DATE,
     _DOS_TIME,
@@ -219,26 +220,7 @@ class NpzStreamWriter(_CompleteOrAbort):
         if self._closed:
             raise ValueError(f"{self.path}: writer is closed")
         views = []
-        n = None
-        for member in self._members:
-            if member.key not in batch:
-                raise KeyError(f"{self.path}: batch lacks member {member.key!r}")
-            arr = np.asarray(batch[member.key])
-            if arr.dtype != member.dtype or arr.shape[1:] != member.shape[1:]:
-                raise ValueError(
-                    f"{self.path}: member {member.key!r} expects rows of shape "
-                    f"{member.shape[1:]} and dtype {member.dtype}, got {arr.shape[1:]} "
-                    f"{arr.dtype}"
-                )
-            if n is None:
-                n = arr.shape[0]
-            elif arr.shape[0] != n:
-                raise ValueError(f"{self.path}: members of one batch differ in length")
-            if member.rows + arr.shape[0] > member.shape[0]:
-                raise ValueError(
-                    f"{self.path}: member {member.key!r} would get {member.rows + arr.shape[0]}"
-                    f" rows, more than the {member.shape[0]} declared"
-                )
+        for member, arr in check_batch(self.path, self._members, batch):
             flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
             views.append((member, memoryview(flat), arr.shape[0]))
         for member, view, rows in views:
@@ -297,12 +279,7 @@ class NpzStreamWriter(_CompleteOrAbort):
         if self._closed:
             return
         try:
-            missing = [m.key for m in self._members if m.rows != m.shape[0]]
-            if missing:
-                raise ValueError(
-                    f"{self.path}: incomplete, {self.rows_written} of {self.n_rows} rows "
-                    f"appended to {', '.join(missing)}"
-                )
+            check_complete(self.path, self._members, self.n_rows)
             for member in self._members:
                 last = bytes(member.pending)
                 member.pending = bytearray()

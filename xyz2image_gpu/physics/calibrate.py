@@ -11,6 +11,13 @@ size: the coherent probe's Gaussians convolved with the source Gaussian), the Z 
 and ``background`` are solved linearly at every step. The field of view is the one of
 ``framing="fixed"``: the structure's bounding box centred in the image. The result prints as
 ``render`` options.
+
+**Detector sensitivity** (``detector_mrad`` given, with the optics): the model is the
+absolute one of ``normalization="beam"``, each atom weighted by its cross-section for that
+detector (:mod:`.cross_section`) instead of ``Z^n``, so ``scale`` is the detector's
+sensitivity (image units per unit fraction of the incident beam) and ``background`` its
+offset: ``(image - background) / scale`` puts an experimental image in beam fractions, to
+compare with the absolute model.
 """
 
 from __future__ import annotations
@@ -53,8 +60,10 @@ def model_image(
     components: tuple[tuple[float, float], ...],
     z_exponent: float,
     shift: tuple[float, float] = (0.0, 0.0),
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Unscaled model image (float64, ``shape``): the atoms' probe sums, weights Z^n.
+    """Unscaled model image (float64, ``shape``): the atoms' probe sums, weights Z^n (or
+    ``weights``, one per atom, when given).
 
     The rotated bounding box's centre sits at pixel ((H-1)/2, (W-1)/2), as with
     ``framing="fixed"``; ``shift`` (Å) moves the atoms.
@@ -64,7 +73,9 @@ def model_image(
     h, w = shape
     cx = (pos[:, 0] - centre[0] + shift[0]) / pixel_size + (h - 1) / 2.0
     cy = (pos[:, 1] - centre[1] + shift[1]) / pixel_size + (w - 1) / 2.0
-    weights = np.asarray(numbers, dtype=np.float64) ** z_exponent
+    if weights is None:
+        weights = np.asarray(numbers, dtype=np.float64) ** z_exponent
+    weights = np.asarray(weights, dtype=np.float64)
     image = np.zeros(shape)
     for amplitude, sigma in components:
         s = np.full((1, len(pos)), sigma / pixel_size)
@@ -92,6 +103,8 @@ class CalibrationResult:
     intensity_scale : float
         Reference units per unit of summed intensity (an atom of weight 1 peaks at 1):
         ``--normalization fixed --intensity-scale`` for images on the reference's scale.
+        With ``detector_mrad``: the detector's sensitivity, reference units per unit
+        fraction of the incident beam.
     background : float
         Constant offset of the reference, its units.
     shift : (float, float)
@@ -110,6 +123,7 @@ class CalibrationResult:
     shift: tuple[float, float]
     r_initial: float
     r_final: float
+    detector_mrad: tuple[float, float] | None = None
 
     def render_options(self) -> str:
         """The ``xyz2image-gpu render`` options that reproduce the fit."""
@@ -120,6 +134,9 @@ class CalibrationResult:
                      f"--probe-source-size {o.source_size:.4g}")
         else:
             probe = f"--gauss-sigma {self.gauss_sigma:.4g}"
+        if self.detector_mrad is not None:  # absolute: beam fractions, or the detector's units
+            lo, hi = self.detector_mrad
+            return (f"{probe} --normalization beam --detector-mrad {lo:g},{hi:g}")
         return (f"{probe} --z-exponent {self.z_exponent:.3f} "
                 f"--normalization fixed --intensity-scale {self.intensity_scale:.6g}")
 
@@ -143,6 +160,7 @@ def calibrate(
     fit_z: bool = True,
     optics: ProbeOptics | None = None,
     probe_gaussians: int = 3,
+    detector_mrad: tuple[float, float] | None = None,
 ) -> CalibrationResult:
     """Fit probe width, Z exponent, intensity scale, background and shift to ``image``.
 
@@ -165,6 +183,10 @@ def calibrate(
         Fit the source size of these optics instead of a single Gaussian's sigma.
     probe_gaussians : int
         Gaussians in the optics probe fit.
+    detector_mrad : (float, float), optional
+        Fit the detector's sensitivity instead: atoms weighted by their cross-sections for
+        this annular detector (mrad) and ``optics`` (required), in beam fractions; the Z
+        exponent is not used.
     """
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2:
@@ -182,6 +204,16 @@ def calibrate(
         raise ValueError("positions must be (N, 3) with one atomic number per atom")
     if len(np.unique(num)) < 2:
         fit_z = False  # one element: Z^n is a constant factor, absorbed by the scale
+    if detector_mrad is not None:
+        if optics is None:
+            raise ValueError("a detector's sensitivity needs the probe's optics (the "
+                             "cross-sections depend on the voltage and the convergence angle)")
+        lo, hi = (float(a) for a in detector_mrad)
+        if not 0 <= lo < hi:
+            raise ValueError(f"detector_mrad must be (inner, outer) with 0 <= inner < outer, "
+                             f"got {detector_mrad}")
+        detector_mrad = (lo, hi)
+        fit_z = False  # the cross-sections weigh the atoms
 
     coherent = None
     if optics is not None:  # the source blur is a Gaussian convolution of the coherent probe
@@ -201,9 +233,19 @@ def calibrate(
         n = float(x[1]) if fit_z else z_exponent
         return width, n, (float(x[-2]), float(x[-1]))
 
+    def weights_of(components: tuple[tuple[float, float], ...]) -> np.ndarray | None:
+        if detector_mrad is None:
+            return None
+        from .cross_section import beam_weights
+
+        return beam_weights(num, optics.voltage_kv, optics.convergence_mrad, detector_mrad,
+                            components)
+
     def model(x: np.ndarray) -> np.ndarray:
         width, n, shift = unpack(x)
-        return model_image(pos, num, img.shape, pixel_size, components_of(width), n, shift)
+        components = components_of(width)
+        return model_image(pos, num, img.shape, pixel_size, components, n, shift,
+                           weights_of(components))
 
     def cost(x: np.ndarray) -> float:
         return _linear_fit(model(x), img)[2]
@@ -226,7 +268,8 @@ def calibrate(
         fitted_optics = ProbeOptics(optics.voltage_kv, optics.convergence_mrad,
                                     optics.defocus, optics.cs_mm, width)
         components = fit_probe(fitted_optics, probe_gaussians).components
-    best = model_image(pos, num, img.shape, pixel_size, components, n, shift)
+    best = model_image(pos, num, img.shape, pixel_size, components, n, shift,
+                       weights_of(components))
     scale, background, _ = _linear_fit(best, img)
     return CalibrationResult(
         gauss_sigma=None if optics is not None else width,
@@ -239,4 +282,5 @@ def calibrate(
         shift=shift,
         r_initial=r_initial,
         r_final=pearson_r(best, img),
+        detector_mrad=detector_mrad,
     )

@@ -86,23 +86,38 @@ class ColumnCorrection:
         Growth of each component's squared width per atom beyond the first, Å².
     reference_peak : float
         Peak of one isolated reference atom (:func:`reference_peak`), float image units.
+    scale : float
+        Extra factor on every weight: ``1 / (1 + sum_k c_k)`` in absolute units
+        (``normalization="beam"``), so that an isolated atom (x = 1) keeps its
+        cross-section and only atoms in columns change; 1 otherwise (the relative
+        normalizations absorb it).
     """
 
     coefficients: tuple[float, ...]
     broadening: float
     reference_peak: float
+    scale: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: RenderSettings) -> ColumnCorrection | None:
         """The settings' correction, or None when they ask for none."""
         if not (settings.column_correction or settings.column_broadening):
             return None
+        beam = settings.normalization == "beam"
         peak = reference_peak(
-            settings.column_reference, z_exponent=settings.z_exponent,
+            settings.column_reference, z_exponent=0.0 if beam else settings.z_exponent,
             components=settings.components, thermal=settings.thermal,
             thermal_overrides=settings.thermal_overrides,
         )
-        return cls(tuple(settings.column_correction), float(settings.column_broadening), peak)
+        if beam:  # the reference atom weighted as the atoms are: in beam fractions
+            from .cross_section import beam_weights
+
+            peak *= float(beam_weights(
+                np.array([atomic_number(settings.column_reference)]), settings.voltage_kv,
+                settings.convergence_mrad, settings.detector, settings.components)[0])
+        scale = 1.0 / (1.0 + sum(settings.column_correction)) if beam else 1.0
+        return cls(tuple(settings.column_correction), float(settings.column_broadening), peak,
+                   scale)
 
     def apply(self, xp: Any, x: Any, amps: Any, sig2: Any, voxel: Any) -> tuple[Any, Any]:
         """Corrected amplitudes and squared widths of a batch's atoms.
@@ -132,6 +147,8 @@ class ColumnCorrection:
         for c in self.coefficients:
             power = power * x
             factor += amps.dtype.type(c) * power
+        if self.scale != 1.0:
+            factor *= amps.dtype.type(self.scale)
         if self.broadening > 0:
             extra = (self.broadening / (voxel * voxel))[:, None] * xp.maximum(x - 1, 0)
             grown = sig2 + extra[:, :, None].astype(sig2.dtype)

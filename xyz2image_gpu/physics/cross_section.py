@@ -61,6 +61,7 @@ from .probe import electron_wavelength
 __all__ = [
     "BOHR_RADIUS",
     "CrossSection",
+    "beam_weights",
     "detector_cross_section",
     "phase_object_cross_section",
     "projected_phase",
@@ -321,3 +322,38 @@ def phase_object_cross_section(element: int | str, kv: float, inner_mrad: float,
         raise ValueError(f"the convergence angle must be finite and >= 0, got {ap} mrad")
     relativistic_factor(kv)  # validates kv
     return _phase_object(_z(element), float(kv), lo, hi, ap * 1e-3)
+
+
+def beam_weights(numbers: np.ndarray, voltage_kv: float, convergence_mrad: float,
+                 detector_mrad: tuple[float, float],
+                 components: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Per-atom weights that put images in fractions of the incident beam.
+
+    An atom's image is ``weight * sum_g a_g exp(-r² / (2 s_g²))`` (the probe's components,
+    s in Å); with ``weight = σ / sum_g a_g 2π s_g²`` it integrates to the atom's
+    cross-section σ (:func:`phase_object_cross_section`, Å²), whatever the probe's shape,
+    and thermal smearing (which keeps each component's integral) does not change that.
+
+    Parameters
+    ----------
+    numbers : (N,) int array
+        Atomic numbers.
+    voltage_kv, convergence_mrad : float
+        The optics.
+    detector_mrad : (float, float)
+        The annular detector's semi-angles.
+    components : sequence of (amplitude, sigma_Å)
+        The probe as a sum of Gaussians.
+
+    Returns
+    -------
+    (N,) float64 array, 1/Å² times Å² of cross-section: dimensionless beam fractions per
+    unit amplitude.
+    """
+    integral = sum(a * 2.0 * math.pi * sig * sig for a, sig in components)
+    numbers = np.asarray(numbers, dtype=np.int64)
+    unique, index = np.unique(numbers, return_inverse=True)
+    sigma = np.array([phase_object_cross_section(int(z), voltage_kv, detector_mrad[0],
+                                                 detector_mrad[1], convergence_mrad)
+                      for z in unique], dtype=np.float64)
+    return sigma[index.reshape(numbers.shape)] / integral

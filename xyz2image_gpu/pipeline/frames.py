@@ -23,6 +23,7 @@ import numpy as np
 
 from ..backend import Backend
 from ..physics import augment
+from ..physics.cross_section import beam_weights
 from ..physics.thermal import smear_components, thermal_widths
 from ..structures.model import Structure, StructureError
 from .framing import precision_problem, sampling_problem, wide_gaussian_problem
@@ -107,7 +108,6 @@ def frame_data(settings: RenderSettings, structure: Structure, *,
         margin.
     """
     s = settings
-    zexp = s.z_exponent
     sigma_min = min(sigma for _, sigma in s.components)
     data = []
     for frame in structure.frames:
@@ -127,10 +127,7 @@ def frame_data(settings: RenderSettings, structure: Structure, *,
             problem = wide_gaussian_problem(sigma_min, radius, s.padxyz)
             if problem:
                 raise StructureError(problem, path=structure.source, frame=frame.index)
-        if zexp == 0:
-            weights = np.ones(len(pos))
-        else:
-            weights = np.asarray(frame.numbers, dtype=np.float64) ** zexp
+        weights = atom_weights(s, frame.numbers)
         rms = thermal_rms(s, frame.numbers) if s.thermal or s.phonon_jitter else None
         amps, sigmas = components(s, frame.numbers, weights, rms)
         blank = None
@@ -141,6 +138,18 @@ def frame_data(settings: RenderSettings, structure: Structure, *,
         data.append(FrameData(frame.index, centred, amps, sigmas, radius,
                               rms if s.phonon_jitter else None, blank))
     return data
+
+
+def atom_weights(settings: RenderSettings, numbers: np.ndarray) -> np.ndarray:
+    """Each atom's weight (N,): ``Z**z_exponent``, or with ``normalization="beam"`` its
+    cross-section over the probe's integral (:func:`.physics.cross_section.beam_weights`)."""
+    s = settings
+    if s.normalization == "beam":
+        return beam_weights(numbers, s.voltage_kv, s.convergence_mrad, s.detector,
+                            s.components)
+    if s.z_exponent == 0:
+        return np.ones(len(numbers))
+    return np.asarray(numbers, dtype=np.float64) ** s.z_exponent
 
 
 def components(

@@ -18,6 +18,7 @@ from .framing import FRAMINGS
 __all__ = [
     "ALL_OUTPUT_TYPES",
     "BITRATES",
+    "HAADF_DETECTOR_MRAD",
     "HAADF_Z_EXPONENT",
     "IMAGE_TYPES",
     "METADATA_KEYS",
@@ -51,7 +52,9 @@ IMAGE_TYPES = {
 ALL_OUTPUT_TYPES = OUTPUT_TYPES + tuple(IMAGE_TYPES)
 #: Per-image metadata every batch carries.
 METADATA_KEYS = ("rotations", "voxel_size", "frame_index")
-NORMALIZATIONS = ("image", "float", "fixed")
+NORMALIZATIONS = ("image", "float", "fixed", "beam")
+#: The annular detector of ``normalization="beam"`` when none is given: HAADF, mrad.
+HAADF_DETECTOR_MRAD = (70.0, 200.0)
 #: Integer depths of normalised images.
 BITRATES = (8, 16)
 #: Default Z exponent, the same for the API and the command line: HAADF-like contrast.
@@ -86,12 +89,25 @@ class RenderSettings:
         See :mod:`xyz2image_gpu.pipeline.framing`.
     pixel_size : float or None
         Å per pixel for ``framing="fixed"``.
-    normalization : {"image", "float", "fixed"}
+    normalization : {"image", "float", "fixed", "beam"}
         ``image``: each image scaled to the full integer range (the original script);
         ``float``: float32 sums (an atom of weight 1 peaks at 1); ``fixed``:
-        ``rint(sum * intensity_scale)`` clipped, one scale for every image.
+        ``rint(sum * intensity_scale)`` clipped, one scale for every image; ``beam``:
+        absolute units, the fraction of the incident beam that reaches the detector at each
+        probe position (float32, or ``rint(fraction * intensity_scale)`` with a scale):
+        each atom's image integrates to its element's cross-section for the detector
+        (:func:`xyz2image_gpu.physics.cross_section.phase_object_cross_section`, Å²) and
+        ``z_exponent`` plays no part. Needs ``voltage_kv`` and ``convergence_mrad``.
     intensity_scale : float or None
-        Grey levels per unit of summed intensity for ``normalization="fixed"``.
+        Grey levels per unit of summed intensity for ``normalization="fixed"`` (and per
+        unit of beam fraction for ``beam``, optional there).
+    voltage_kv, convergence_mrad : float or None
+        The accelerating voltage (kV) and the probe's convergence semi-angle (mrad) that
+        ``normalization="beam"``'s cross-sections are computed for (the optics of
+        ``--probe-kv``/``--probe-mrad`` on the command line); used by nothing else.
+    detector_mrad : (float, float) or ()
+        The annular detector's inner and outer semi-angles, mrad, for
+        ``normalization="beam"``; empty: :data:`HAADF_DETECTOR_MRAD` (70-200).
     legacy : bool
         Reproduce the original script: rounded positions, one count per occupied voxel,
         SciPy ``gaussian_filter`` semantics, truncating conversion.
@@ -166,6 +182,9 @@ class RenderSettings:
     column_correction: tuple[float, ...] = ()
     column_broadening: float = 0.0
     column_reference: str = "Au"
+    voltage_kv: float | None = None
+    convergence_mrad: float | None = None
+    detector_mrad: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.z_exponent is None:  # one default contrast for the API and the CLI
@@ -177,7 +196,9 @@ class RenderSettings:
         object.__setattr__(self, "thermal_overrides", overrides)
         correction = tuple(float(c) for c in self.column_correction)
         object.__setattr__(self, "column_correction", correction)
+        object.__setattr__(self, "detector_mrad", tuple(float(a) for a in self.detector_mrad))
         self._check_finite()
+        self._check_beam()
         if not self.column_broadening >= 0:
             raise ValueError("column_broadening must be >= 0 Å²")
         if self.legacy and (correction or self.column_broadening):
@@ -241,12 +262,40 @@ class RenderSettings:
         if self.pixel_size is not None and self.framing != "fixed":
             raise ValueError("pixel_size is used only with framing='fixed' (give both, or "
                              "neither)")
-        if self.intensity_scale is not None and self.normalization != "fixed":
-            raise ValueError("intensity_scale is used only with normalization='fixed' (give "
-                             "both, or neither)")
-        if self.normalization == "float" and self.bitrate != 8:
-            raise ValueError("normalization='float' stores float32 images; bitrate applies "
-                             "to integer images only (leave it at 8)")
+        if self.intensity_scale is not None and self.normalization not in ("fixed", "beam"):
+            raise ValueError("intensity_scale is used only with normalization='fixed' or "
+                             "'beam' (give both, or neither)")
+        if self.normalization == "beam" and self.intensity_scale is not None \
+                and not self.intensity_scale > 0:
+            raise ValueError("normalization='beam' needs a positive intensity_scale, or none")
+        if self.stored_normalization == "float" and self.bitrate != 8:
+            raise ValueError(f"normalization={self.normalization!r} stores float32 images; "
+                             "bitrate applies to integer images only (leave it at 8, or give "
+                             "an intensity_scale with 'beam')")
+
+    def _check_beam(self) -> None:
+        """The optics and detector of ``normalization="beam"``, and only there."""
+        beam = self.normalization == "beam"
+        given = [name for name in ("voltage_kv", "convergence_mrad", "detector_mrad")
+                 if getattr(self, name) not in (None, ())]
+        if not beam:
+            if given:
+                raise ValueError(f"{', '.join(given)} used only with normalization='beam' "
+                                 "(give both, or neither)")
+            return
+        if self.voltage_kv is None or self.convergence_mrad is None:
+            raise ValueError("normalization='beam' needs voltage_kv and convergence_mrad (the "
+                             "cross-sections depend on the optics; --probe-kv, --probe-mrad)")
+        if not (self.voltage_kv > 0 and 0 < self.convergence_mrad < 200):
+            raise ValueError("normalization='beam' needs voltage_kv > 0 and 0 < "
+                             f"convergence_mrad < 200, got {self.voltage_kv} kV, "
+                             f"{self.convergence_mrad} mrad")
+        lo, hi = self.detector
+        if len(self.detector_mrad) not in (0, 2) or not 0 <= lo < hi <= 1000 * math.pi:
+            raise ValueError("detector_mrad must be (inner, outer) with 0 <= inner < outer "
+                             f"(mrad), got {self.detector_mrad}")
+        if self.legacy:
+            raise ValueError("legacy mode normalises each image as the original script did")
 
     def _check_finite(self) -> None:
         """Refuse NaN and infinite numbers (they render blank images without a word) and a
@@ -258,7 +307,9 @@ class RenderSettings:
             "dose": self.dose, "read_noise": self.read_noise,
             "scan_jitter": self.scan_jitter, "drift": self.drift,
             "column_broadening": self.column_broadening,
+            "voltage_kv": self.voltage_kv, "convergence_mrad": self.convergence_mrad,
         }
+        values.update({f"detector_mrad[{k}]": a for k, a in enumerate(self.detector_mrad)})
         values.update({f"column_correction[{k}]": c
                        for k, c in enumerate(self.column_correction)})
         values.update({f"probe[{k}]": v for k, pair in enumerate(self.probe) for v in pair})
@@ -320,8 +371,25 @@ class RenderSettings:
         return self.probe or ((1.0, float(self.gauss_sigma)),)
 
     @property
+    def detector(self) -> tuple[float, float]:
+        """The annular detector of ``normalization="beam"``, mrad (inner, outer)."""
+        if len(self.detector_mrad) == 2:
+            return self.detector_mrad[0], self.detector_mrad[1]
+        if not self.detector_mrad:
+            return HAADF_DETECTOR_MRAD
+        return (math.nan, math.nan)
+
+    @property
+    def stored_normalization(self) -> str:
+        """How the kernels store images: ``beam`` is ``float`` (float32 beam fractions), or
+        ``fixed`` with an ``intensity_scale``; every other normalization is itself."""
+        if self.normalization == "beam":
+            return "fixed" if self.intensity_scale is not None else "float"
+        return self.normalization
+
+    @property
     def image_dtype(self) -> np.dtype:
-        if self.normalization == "float":
+        if self.stored_normalization == "float":
             return np.dtype(np.float32)
         return np.dtype(np.uint8 if self.bitrate == 8 else np.uint16)
 

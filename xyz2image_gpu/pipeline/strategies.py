@@ -177,7 +177,7 @@ class ArrayKernel:
         comps : Components
             Every probe component of every atom as one Gaussian, in pixels.
         quantised : bool
-            Stored form (``settings.normalization``) or float32 sums.
+            Stored form (``settings.stored_normalization``) or float32 sums.
         out : numpy.ndarray, optional
             An array of :meth:`output_buffers` to fill and return.
         delta : array, optional
@@ -202,7 +202,7 @@ class ArrayKernel:
     def quantise(self, images: Any) -> Any:
         """Float images on the backend to the stored form."""
         s = self.settings
-        return kernels.quantise(self.xp, images, normalization=s.normalization,
+        return kernels.quantise(self.xp, images, normalization=s.stored_normalization,
                                 bitrate=s.bitrate, intensity_scale=s.intensity_scale,
                                 truncate=self.truncate)
 
@@ -210,7 +210,7 @@ class ArrayKernel:
         """Float host images (the augmented ones, after noise) to the stored form."""
         s = self.settings
         return kernels.quantise(np, images.astype(np.float32, copy=False),
-                                normalization=s.normalization, bitrate=s.bitrate,
+                                normalization=s.stored_normalization, bitrate=s.bitrate,
                                 intensity_scale=s.intensity_scale)
 
     def column_values(self, coords: Any, amps: Any, sig2: Any) -> Any:
@@ -294,7 +294,8 @@ class CompiledKernel(ArrayKernel):
 
     def gaussian(self, ndim: int, geo: Geometry, comps: Components, *, quantised: bool = True,
                  out: np.ndarray | None = None, delta: Any = None) -> Any:
-        return self._splat(ndim, comps, self.settings.normalization if quantised else "float",
+        stored = self.settings.stored_normalization
+        return self._splat(ndim, comps, stored if quantised else "float",
                            out=out)
 
     def scanned(self, comps: Components, offsets_px: Any) -> Any:
@@ -305,7 +306,7 @@ class CompiledKernel(ArrayKernel):
             return super().quantise_host(images)
         # measured, jittered images at 128 px: NumPy's quantise took 45% of the time
         s = self.settings
-        return kernels.quantise_compiled(images, normalization=s.normalization,
+        return kernels.quantise_compiled(images, normalization=s.stored_normalization,
                                          bitrate=s.bitrate, intensity_scale=s.intensity_scale)
 
     def column_values(self, coords: Any, amps: Any, sig2: Any) -> Any:
@@ -338,7 +339,7 @@ class FusedKernel(ArrayKernel):
         s = self.settings
         return device.splat_device(
             self.backend, comps.coords, comps.weights, comps.sigma_px, s.edgesize, ndim,
-            normalization=s.normalization if quantised else "float", bitrate=s.bitrate,
+            normalization=s.stored_normalization if quantised else "float", bitrate=s.bitrate,
             intensity_scale=s.intensity_scale, shared_limit=self._shared_limit,
         )
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from .config import (
+    FORMATS,
     RUN_PARAMETERS,
     InputError,
     RunConfig,
@@ -29,6 +30,7 @@ from .config import (
     render_types,
     settings_from_parameters,
     tif_path,
+    zarr_group_path,
 )
 from .errors import write_error_message
 from .execute import run
@@ -40,6 +42,7 @@ from .signals import RunInterrupted, interrupted_exit_code, interrupted_message
 from .units import UnitCancelled
 
 __all__ = [
+    "FORMATS",
     "MANIFEST_NAME",
     "RUN_PARAMETERS",
     "FolderBusyError",
@@ -66,4 +69,5 @@ __all__ = [
     "settings_from_parameters",
     "tif_path",
     "write_error_message",
+    "zarr_group_path",
 ]

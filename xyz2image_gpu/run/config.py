@@ -7,6 +7,11 @@ Output layout (a contract that other tools read)::
     OUTPUT/<file stem>/<stack:04d>.npz       array outputs + rotations, voxel_size, frame_index
                                             (+ n_atoms with coordinates_3d)
     OUTPUT/<file stem>/<stack:04d>_<type>.tif  one ImageJ stack per *_image output type
+
+or, with ``format="zarr"``, instead of the .npz files one zarr v3 store
+(:mod:`..output.zarr_store`)::
+
+    OUTPUT/stacks.zarr/<file stem>/<stack:04d>/<key>   the .npz's arrays, chunked along images
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backend import available_cores
+from ..output.zarr_store import stack_group_path as zarr_group_path
 from ..pipeline.settings import (
     ALL_OUTPUT_TYPES,
     IMAGE_TYPES,
@@ -34,7 +40,9 @@ from ..structures.xyz import XYZ_SUFFIXES
 
 __all__ = [
     "ALL_TYPE_NAMES",
+    "FORMATS",
     "RUN_PARAMETERS",
+    "STORE_PARAMETERS",
     "InputError",
     "RunConfig",
     "RunSummary",
@@ -50,7 +58,11 @@ __all__ = [
     "render_types",
     "settings_from_parameters",
     "tif_path",
+    "zarr_group_path",
 ]
+
+#: Output formats of the array outputs.
+FORMATS = ("npz", "zarr")
 #: Every output type name (:data:`..pipeline.settings.ALL_OUTPUT_TYPES`). The output type
 #: functions exported here live in :mod:`..pipeline.settings`, the one home of the names.
 ALL_TYPE_NAMES = ALL_OUTPUT_TYPES
@@ -196,7 +208,13 @@ class RunConfig:
     exclude_elements : tuple of str
         Element symbols dropped from every frame.
     compress_level : int
-        zlib level of the ``.npz`` members.
+        zlib level of the ``.npz`` members, or the zarr codec's level.
+    format : {"npz", "zarr"}
+        Where the arrays go: one ``.npz`` per stack, or one zarr v3 store per run.
+    codec : str
+        The zarr store's codec (:data:`..output.zarr_store.CODECS`); ignored for npz.
+    chunk_images, shard_images : int, int or None
+        The zarr store's images per chunk, and per shard (None: no sharding).
     device : {"auto", "cpu", "gpu"}
     workers : int or None
         Rendering processes on the CPU (one on the GPU). None: one process rendering and
@@ -225,6 +243,10 @@ class RunConfig:
     maxframes: int = 50
     exclude_elements: tuple[str, ...] = ()
     compress_level: int = 6
+    format: str = "npz"
+    codec: str = "zstd"
+    chunk_images: int = 256
+    shard_images: int | None = None
     device: str = "auto"
     workers: int | None = 1
     batch_size: int | None = None
@@ -244,14 +266,21 @@ class RunConfig:
             "exclude_elements": list(self.exclude_elements),
             "compress_level": int(self.compress_level),
         }
+        if self.format != "npz":  # (absent for npz: manifests of earlier versions resume)
+            params.update({"format": self.format, "codec": self.codec,
+                           "chunk_images": int(self.chunk_images),
+                           "shard_images": self.shard_images})
         if self.probe_optics is not None:  # where settings.probe came from
             params["probe_optics"] = self.probe_optics
         return json.loads(json.dumps(params))
 
 
+#: The keys of :meth:`RunConfig.parameters` of the zarr store, recorded only when the run
+#: writes one (so that manifests of .npz runs are as before, and resume).
+STORE_PARAMETERS = ("format", "codec", "chunk_images", "shard_images")
 #: The keys of :meth:`RunConfig.parameters` that are the run's own, not settings fields.
 RUN_PARAMETERS = ("output_types", "n_rotation", "seed", "frameshift", "maxframes",
-                  "exclude_elements", "compress_level", "probe_optics")
+                  "exclude_elements", "compress_level", "probe_optics", *STORE_PARAMETERS)
 
 
 def settings_from_parameters(parameters: Mapping[str, Any]) -> RenderSettings:

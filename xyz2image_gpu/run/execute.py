@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any, TextIO
 from ..backend import Backend, get_backend
 from ..output.atomic import remove_stale_temporaries
 from ..output.npz import default_compression_threads
+from ..output.zarr_store import store_path, write_store_attributes
 from ..pipeline.device_choice import fastest_backend
 from ..pipeline.engine import Renderer
 from ..pipeline.framing import FieldReport
@@ -49,7 +51,15 @@ from .manifest import (
 from .memory import RequestTooLargeError, _check_memory, _Need
 from .progress import Progress
 from .signals import _sigterm_as_interrupt, start_resource_tracker
-from .units import _THREAD_ENV, _Finishing, _render_unit, _Unit, _worker_init, _worker_run
+from .units import (
+    _THREAD_ENV,
+    _Finishing,
+    _render_unit,
+    _store_compression,
+    _Unit,
+    _worker_init,
+    _worker_run,
+)
 
 __all__ = [
     "run",
@@ -93,6 +103,8 @@ class _Run:
         if force or now - self._last_save >= 1.0:
             self._last_save = now
             _atomic_write_json(self.manifest_path, self.manifest)
+            if self.config.format == "zarr":  # the store carries its settings and manifest
+                write_store_attributes(self.out, {"manifest": self.manifest})
 
     def _file_entry(self, stem: str) -> dict[str, Any]:
         return self.manifest["files"][stem]
@@ -111,7 +123,10 @@ class _Run:
         """Remove a rendered stack of a file that failed at an earlier stack, and its record:
         worker processes may finish stacks that the serial path would never have rendered."""
         for path in unit.outputs():
-            path.unlink(missing_ok=True)
+            if path.is_dir():  # a zarr group
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         entry = self._file_entry(unit.stem)
         if unit.stack in entry["completed_stacks"]:
             entry["completed_stacks"].remove(unit.stack)
@@ -161,6 +176,7 @@ class _Run:
         self.summary.device = f"{backend.name}: {backend.reason}"
         self.summary.workers = workers
         self.backend_name, self.backend_reason = backend.name, backend.reason
+        self.backend = backend
         need = _Need()
         renderer = Renderer(cfg.settings, render_types(cfg.output_types), backend)
         self.inputs: list[_Input] = []
@@ -241,10 +257,21 @@ class _Run:
             if stem not in ours:
                 with contextlib.suppress(OSError):  # kept where other files remain
                     folder.rmdir()
+        store = store_path(self.out)
+        if store.is_dir() and not store.is_symlink():  # all of it rendered with those settings
+            shutil.rmtree(store)
+            removed.append(store)
         if removed:
             names = [str(p.relative_to(self.out)) for p in removed]
             self._say(f"--overwrite: removed {len(removed)} stack files rendered with other "
                       f"settings ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
+
+    def _temporary_folders(self) -> list[Path]:
+        """Where this run's writers put temporaries: the output folder, each input's folder,
+        and the zarr store's root and file groups."""
+        stems = [item.path.stem for item in self.inputs]
+        store = store_path(self.out)
+        return [self.out, *(self.out / s for s in stems), store, *(store / s for s in stems)]
 
     def prepare(self) -> tuple[list[_Unit], int]:
         """Under the folder's lock: compare with the manifest, remove what ``overwrite``
@@ -267,6 +294,9 @@ class _Run:
             "execution": {"workers": self.workers, "batch_size": cfg.batch_size},
             "files": {},
         }
+        if cfg.format == "zarr":
+            self.manifest["device"]["store_compression"] = _store_compression(self.backend,
+                                                                             cfg)[1]
         # keep what other runs into this folder (with these settings) recorded
         old_files = old["files"] if same and old is not None else {}
         self.manifest["files"].update(old_files)
@@ -277,9 +307,10 @@ class _Run:
         # what every unit shares: the config without the input list, each unit names its
         # own input (the list would travel with every unit pickled for a worker)
         shared = dataclasses.replace(cfg, inputs=(), output_folder=self.out)
+        for folder in self._temporary_folders():
+            remove_stale_temporaries(folder)
         for item in self.inputs:
             stem = item.path.stem
-            remove_stale_temporaries(self.out / stem)
             entry = {"path": str(item.path), "sha256": item.sha256, "status": "pending",
                      "error": None, "n_frames": None, "images_per_stack": None,
                      "completed_stacks": [], "outside_field": {}}
@@ -339,7 +370,7 @@ class _Run:
             # Every writer has stopped by now (aborted, joined; worker processes shut down).
             # An interrupt that fell between two steps of a unit (a writer made, not yet
             # guarded) may have left a temporary: remove them all, this run holds the lock.
-            for folder in [self.out, *(self.out / item.path.stem for item in self.inputs)]:
+            for folder in self._temporary_folders():
                 remove_stale_temporaries(folder)
             raise
         finally:

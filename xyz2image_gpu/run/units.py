@@ -22,12 +22,20 @@ import numpy as np
 from ..output.background import BackgroundWriter
 from ..output.npz import NpzStreamWriter
 from ..output.tiff import TiffStackWriter
+from ..output.zarr_store import ZarrStackWriter
 from ..pipeline.engine import Renderer
 from ..pipeline.framing import FieldReport
 from ..pipeline.settings import IMAGE_TYPES, OUTPUT_TYPES, RenderSettings
 from ..structures.convert import as_structure
 from ..structures.model import Structure, StructureError
-from .config import RunConfig, image_types, npz_path, render_types, tif_path
+from .config import (
+    RunConfig,
+    image_types,
+    npz_path,
+    render_types,
+    tif_path,
+    zarr_group_path,
+)
 from .signals import STOP_SIGNALS
 
 __all__ = [
@@ -68,8 +76,11 @@ class _Unit:
     compression_threads: int
 
     def outputs(self) -> list[Path]:
+        """The unit's files (and, with the zarr format, its group: a folder)."""
         out = Path(self.config.output_folder)
-        return [npz_path(out, self.stem, self.stack)] + [
+        arrays = (zarr_group_path(out, self.stem, self.stack) if self.config.format == "zarr"
+                  else npz_path(out, self.stem, self.stack))
+        return [arrays] + [
             tif_path(out, self.stem, self.stack, n)
             for n in image_types(self.config.output_types)]
 
@@ -154,6 +165,40 @@ def _check_field(unit: _Unit, report: FieldReport) -> None:
         raise StructureError(f"{report.describe()} (--strict)", path=unit.path)
 
 
+def _store_compression(backend: Any, config: RunConfig) -> tuple[bool, str]:
+    """Whether the zarr store's chunks are compressed on the GPU, and why (not): see
+    :func:`..backend.zarr_gpu_codec`; TIFF stacks need host images, and then the chunks are
+    compressed on the host too."""
+    from ..backend import zarr_gpu_codec
+
+    on_gpu, why = zarr_gpu_codec(backend, config.codec)
+    if on_gpu and image_types(config.output_types):
+        return False, ("chunks compressed on the CPU: the *_image TIFF stacks need the images "
+                       "on the host")
+    return on_gpu, why
+
+
+def _array_writer(unit: _Unit, renderer: Renderer,
+                  layout: dict[str, Any]) -> tuple[NpzStreamWriter | ZarrStackWriter, bool]:
+    """The writer of a unit's arrays (its .npz, or its group of the run's zarr store), and
+    whether batches come to the host (False: compressed on the GPU, see
+    :func:`..backend.zarr_gpu_codec`)."""
+    cfg = unit.config
+    out = Path(cfg.output_folder)
+    if cfg.format != "zarr":
+        return NpzStreamWriter(npz_path(out, unit.stem, unit.stack), layout,
+                               cfg.compress_level, unit.compression_threads), True
+    backend = renderer.backend
+    on_gpu = _store_compression(backend, cfg)[0]
+    writer = ZarrStackWriter(
+        out, unit.stem, unit.stack, layout, codec=cfg.codec, level=cfg.compress_level,
+        chunk_images=cfg.chunk_images, shard_images=cfg.shard_images,
+        threads=unit.compression_threads,
+        attributes={"file": unit.stem, "input": Path(unit.path).name, "stack": unit.stack},
+        device_xp=backend.xp if on_gpu else None)
+    return writer, not on_gpu
+
+
 def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
                  stop: Callable[[], bool] = lambda: False, *,
                  defer: bool = False, field_report: FieldReport | None = None,
@@ -180,9 +225,7 @@ def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
     npz_keys = [k for k in layout if k not in OUTPUT_TYPES or k in cfg.output_types]
     out = Path(cfg.output_folder)
     (out / unit.stem).mkdir(parents=True, exist_ok=True)
-    npz = NpzStreamWriter(npz_path(out, unit.stem, unit.stack),
-                          {k: layout[k] for k in npz_keys}, cfg.compress_level,
-                          unit.compression_threads)
+    npz, to_host = _array_writer(unit, renderer, {k: layout[k] for k in npz_keys})
     tifs: dict[str, TiffStackWriter] = {}
     background = BackgroundWriter(maxsize=2)
     try:
@@ -191,7 +234,7 @@ def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
         # buffers, reused once the writer thread has dropped them: never released here)
         batches = renderer.iter_batches(structure, cfg.n_rotation, seed=cfg.seed,
                                         stack=unit.stack, batch_size=cfg.batch_size,
-                                        field_report=field_report)
+                                        field_report=field_report, to_host=to_host)
         with contextlib.closing(batches):
             for batch in batches:
                 _check_field(unit, field_report)
