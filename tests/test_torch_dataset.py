@@ -337,3 +337,23 @@ def test_prefetch_raises_the_renderers_error_in_the_loop():
         next(items)
     assert not [t for t in threading.enumerate() if t.name == "xyz2image-gpu-prefetch"]
 
+
+
+def test_every_output_type_and_augmentation_key_passes_through():
+    """Whatever the engine renders (every output type it knows, the augmentations' extra
+    arrays) reaches the items unchanged, equal to render's."""
+    from xyz2image_gpu import OUTPUT_TYPES
+
+    settings = {"edgesize": 12, "dose": 200.0, "scan_jitter": 0.05, "all_random": True}
+    ds = RenderDataset([PD55], RenderSettings(**settings), OUTPUT_TYPES, n_rotation=3,
+                       seed=SEED, batch_size=2, device="cpu")
+    want = render(PD55, 3, list(OUTPUT_TYPES), seed=SEED, device="cpu", **settings)
+    assert {"gaussian_2d_clean", "electrons_per_pixel", "scan_offsets"} <= want.keys()
+    got = images(ds)
+    assert len(got) == 3
+    for (_, frame, _, rotation), arrays in got.items():
+        assert set(arrays) == set(want) | set(KEY_NAMES)
+        for name, value in want.items():
+            assert arrays[name].dtype == value.dtype, name
+            np.testing.assert_array_equal(arrays[name], value[frame * 3 + rotation],
+                                          err_msg=name)
