@@ -344,7 +344,8 @@ def test_every_output_type_and_augmentation_key_passes_through():
     arrays) reaches the items unchanged, equal to render's."""
     from xyz2image_gpu import OUTPUT_TYPES
 
-    settings = {"edgesize": 12, "dose": 200.0, "scan_jitter": 0.05, "all_random": True}
+    settings = {"edgesize": 12, "dose": 200.0, "scan_jitter": 0.05, "all_random": True,
+                "bitrate": 16}
     ds = RenderDataset([PD55], RenderSettings(**settings), OUTPUT_TYPES, n_rotation=3,
                        seed=SEED, batch_size=2, device="cpu")
     want = render(PD55, 3, list(OUTPUT_TYPES), seed=SEED, device="cpu", **settings)
@@ -357,3 +358,14 @@ def test_every_output_type_and_augmentation_key_passes_through():
             assert arrays[name].dtype == value.dtype, name
             np.testing.assert_array_equal(arrays[name], value[frame * 3 + rotation],
                                           err_msg=name)
+    assert got[(0, 0, 0, 0)]["gaussian_2d"].dtype == np.uint16
+
+
+def test_a_dtype_torch_cannot_hold_is_named(monkeypatch):
+    def refusing(array):
+        raise TypeError("can't convert np.ndarray of type numpy.uint16")
+
+    ds = RenderDataset([AU13], RenderSettings(edgesize=EDGE, bitrate=16), device="cpu")
+    monkeypatch.setattr(torch, "from_numpy", refusing)
+    with pytest.raises(TypeError, match=r"cannot hold 'gaussian_2d' \(uint16\).*PyTorch >= 2.3"):
+        next(iter(ds))

@@ -277,7 +277,7 @@ class RenderDataset(IterableDataset):
                 raise RuntimeError(f"PyTorch cannot take the GPU's arrays through DLPack "
                                    f"({type(exc).__name__}: {exc}){hint}") from exc
         else:  # the batch's own arrays (the engine's CPU batches are the caller's)
-            out = {k: torch.from_numpy(_writable(np.asarray(v))) for k, v in batch.items()}
+            out = {k: _tensor(k, np.asarray(v)) for k, v in batch.items()}
         # made where the batch is, from no host data: on the GPU an upload from pageable
         # memory would wait for the device (the render queued before it) every batch
         device = next(iter(out.values())).device
@@ -353,9 +353,16 @@ def _ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
         items.close()
 
 
-def _writable(a: np.ndarray) -> np.ndarray:
-    """``a``, or a copy of it where it is read-only (PyTorch's tensors are writable)."""
-    return a if a.flags.writeable else a.copy()
+def _tensor(name: str, a: np.ndarray) -> torch.Tensor:
+    """``a`` as a tensor sharing its memory (a copy where it is read-only: PyTorch's tensors
+    are writable); a dtype this PyTorch cannot hold is an error that names the array."""
+    try:
+        return torch.from_numpy(a if a.flags.writeable else a.copy())
+    except TypeError as exc:
+        hint = ("; unsigned integers wider than 8 bits (16-bit images: bitrate=16) need "
+                "PyTorch >= 2.3" if a.dtype.kind == "u" and a.dtype.itemsize > 1 else "")
+        raise TypeError(f"PyTorch {torch.__version__} cannot hold {name!r} ({a.dtype}): "
+                        f"{exc}{hint}") from exc
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
