@@ -21,7 +21,7 @@ from xyz2image_gpu import RenderSettings, StructureError, as_structure, render
 from xyz2image_gpu.backend import Backend
 from xyz2image_gpu.structures.examples import icosahedron_positions, write_xyz
 from xyz2image_gpu.torch import KEY_NAMES, RenderDataset, plan
-from xyz2image_gpu.torch.dataset import _ahead
+from xyz2image_gpu.torch.prefetch import ahead
 
 EDGE = 16
 OUTPUTS = ("gaussian_2d", "coordinates_3d", "binary_2d")
@@ -331,7 +331,7 @@ def test_prefetch_raises_the_renderers_error_in_the_loop():
         yield 2
         raise ValueError("frame 3 of broken.xyz cannot be shown")
 
-    items = _ahead(failing(), 1)
+    items = ahead(failing(), 1)
     assert [next(items), next(items)] == [1, 2]
     with pytest.raises(ValueError, match="broken.xyz"):
         next(items)

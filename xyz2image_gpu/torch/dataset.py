@@ -4,8 +4,9 @@
 render settings. Each epoch renders every frame of every structure in ``n_rotation`` fresh
 random orientations (the epoch is the stack index of the rotation draws) and yields them
 as dicts of tensors, a batch at a time (default) or one image at a time. The images are
-those of :meth:`~xyz2image_gpu.pipeline.engine.Renderer.iter_batches`, byte for byte, with
-the same seed, structure, stack and image index.
+those of :meth:`~xyz2image_gpu.pipeline.engine.Renderer.iter_batches` with the same seed,
+structure, stack and image index: byte for byte on the CPU, and on the GPU as far as its
+bytes repeat across batch sizes (README, "Reproducibility").
 
 Where it renders:
 
@@ -31,8 +32,6 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-import queue
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing import context as mp_context
 from pathlib import Path
@@ -50,6 +49,7 @@ from xyz2image_gpu.run.config import find_inputs
 from xyz2image_gpu.structures.convert import as_structure
 from xyz2image_gpu.structures.model import Structure
 from xyz2image_gpu.torch import plan
+from xyz2image_gpu.torch.prefetch import ahead
 
 __all__ = ["KEY_NAMES", "RenderDataset"]
 
@@ -246,7 +246,7 @@ class RenderDataset(IterableDataset):
         renderer = self._renderer_here(worker is not None)
         batches = self._batches(renderer, mine, epoch)
         if self.prefetch:
-            batches = _ahead(batches, self.prefetch)
+            batches = ahead(batches, self.prefetch)
         for item in batches:
             if not self.samples:
                 yield item
@@ -309,50 +309,6 @@ class RenderDataset(IterableDataset):
 
 
 # ---------------------------------------------------------------------------- helpers
-def _ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
-    """``items``, produced on a background thread up to ``depth`` ahead of the consumer.
-
-    An exception of the producer is raised in the consumer; a consumer that stops early
-    (closes this generator) stops the producer, which is joined before this returns.
-    """
-    queue_: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def put(entry: tuple[Any, BaseException | None]) -> bool:
-        while not stop.is_set():
-            try:
-                queue_.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((end, None))
-        except BaseException as exc:  # noqa: BLE001 - raised again in the consumer
-            put((end, exc))
-
-    thread = threading.Thread(target=produce, name="xyz2image-gpu-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = queue_.get()
-            if error is not None:
-                raise error
-            if item is end:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-        items.close()
-
-
 def _tensor(name: str, a: np.ndarray) -> torch.Tensor:
     """``a`` as a tensor sharing its memory (a copy where it is read-only: PyTorch's tensors
     are writable); a dtype this PyTorch cannot hold is an error that names the array."""
