@@ -14,6 +14,7 @@ Usage::
     python benchmarks/bench_host_cost.py                  # 4096-image batches, 128 px
     python benchmarks/bench_host_cost.py --smoke          # seconds
     python benchmarks/bench_host_cost.py --trajectory --batches 5   # every image a frame
+    python benchmarks/bench_host_cost.py --augmented     # phonon, noise and scan on
     PYTHONPATH=/path/to/other/checkout python benchmarks/bench_host_cost.py   # another version
 
 It prints the median milliseconds per batch in the steady state, the host ceiling it
@@ -259,14 +260,21 @@ def trajectory(n_frames: int, seed: int = 0) -> Any:
     return as_structure(pos, numbers=frame.numbers, maxframes=None)
 
 
+#: Every augmentation at once (``--augmented``).
+AUGMENTED = {"phonon_jitter": True, "dose": 1e4, "read_noise": 0.01, "scan_jitter": 0.1,
+             "drift": 1.0}
+
+
 def measure(batch_size: int = 4096, edgesize: int = 128, batches: int = 20,
-            warmup: int = 3, trajectory_frames: bool = False) -> dict[str, Any]:
+            warmup: int = 3, trajectory_frames: bool = False,
+            augmented: bool = False) -> dict[str, Any]:
     """Host milliseconds per batch of gaussian_2d (uint8) on the free stand-in: Au147 in
     many rotations, or (``trajectory_frames``) a trajectory of Au147 frames in one rotation
-    each, every image its own frame."""
+    each, every image its own frame; with ``augmented``, every augmentation on."""
     n_images = batch_size * (warmup + batches)
     st = trajectory(n_images) if trajectory_frames else as_structure(AU147)
-    renderer = Renderer(RenderSettings(edgesize=edgesize), ["gaussian_2d"],
+    extra = AUGMENTED if augmented else {}
+    renderer = Renderer(RenderSettings(edgesize=edgesize, **extra), ["gaussian_2d"],
                         Backend("cupy", FreeCupy(), "free stand-in"))
     it = renderer.iter_batches(st, 1 if trajectory_frames else n_images,
                                batch_size=batch_size)
@@ -290,7 +298,7 @@ def measure(batch_size: int = 4096, edgesize: int = 128, batches: int = 20,
         "package": str(Path(xyz2image_gpu.__file__).parent),
         "batch_size": batch_size, "edgesize": edgesize, "atoms": st.max_atoms,
         "frames": len(st.frames), "images_per_frame": 1 if trajectory_frames else n_images,
-        "output": "gaussian_2d uint8", "batches_timed": batches,
+        "output": "gaussian_2d uint8", "augmentations": extra, "batches_timed": batches,
         "ms_per_batch_median": ms,
         "ms_per_batch": [t * 1e3 for t in times],
         "host_ceiling_images_per_s": batch_size / (ms / 1e3),
@@ -306,15 +314,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--trajectory", action="store_true",
                         help="a trajectory in one rotation per frame (every image a frame)")
+    parser.add_argument("--augmented", action="store_true",
+                        help="every augmentation on (phonon, shot + read noise, scan)")
     parser.add_argument("--smoke", action="store_true", help="64-image batches at 32 px")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args(argv)
     if args.smoke:
         args.batch_size, args.edgesize, args.batches, args.warmup = 64, 32, 3, 1
     result = measure(args.batch_size, args.edgesize, args.batches, args.warmup,
-                     args.trajectory)
+                     args.trajectory, args.augmented)
     what = ("one rotation per frame" if args.trajectory
             else f"one frame in {result['images_per_frame']} rotations")
+    if args.augmented:
+        what += ", every augmentation"
     print(f"{result['package']}: {result['ms_per_batch_median']:.2f} ms of host work per "
           f"{result['batch_size']}-image batch (gaussian_2d, {result['edgesize']} px, "
           f"{result['atoms']} atoms, {what}, uint8; median of {result['batches_timed']}): host "

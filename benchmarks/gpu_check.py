@@ -19,7 +19,8 @@ crash of the interpreter itself loses only the running stage, which the file nam
     (gaussian_2d, ``--edgesize`` px, the bundled 147-atom Au icosahedron, ``--batch-size``
     images a batch) and the per-batch split that can be had from outside the engine; then
     (``image_kernel``) the GPU's own image kernel against the batched products, gaussian_2d
-    and gaussian_3d, to device memory.
+    and gaussian_3d, to device memory; then (``augmented``) every augmentation on, and its
+    ratio to the plain rate.
 ``cpu_baseline``
     The same images on this machine's cores with the compiled CPU kernel (NumPy path where
     it is not built): the GPU/CPU ratio.
@@ -27,7 +28,9 @@ crash of the interpreter itself loses only the running stage, which the file nam
     Bytes of the same images rendered twice at one batch size, and at batch sizes 7 and 1.
 ``parity``
     The GPU against both CPU paths (NumPy, compiled) for plain, probe, thermal, column
-    correction, augmentations and legacy settings: images within one grey level, labels
+    correction, augmentations (each, and all at once at 16 bit) and legacy settings: images
+    within one grey level (shot-noised ones: but for at most 1e-4 of their pixels, see
+    ``NOISY_FRACTION_OVER_ONE``), labels and the augmentations' draws (``scan_offsets``)
     equal.
 ``memory_pool``
     CuPy's device and pinned pools after each of ten ``iter_batches`` calls on one renderer.
@@ -486,6 +489,44 @@ def stage_throughput(ctx: Context, fig: dict[str, Any]) -> None:
                               "edgesize": s["edgesize"], "n_atoms": structure.max_atoms,
                               "images_per_s": fig["to_host"]["images_per_s"]})
     _image_kernel_ab(ctx, fig, structure)
+    _augmented_rate(ctx, fig, structure)
+
+
+#: Every augmentation at once, for the augmented throughput.
+AUGMENTED = {"phonon_jitter": True, "dose": 1e4, "read_noise": 0.01, "scan_jitter": 0.1,
+             "drift": 1.0}
+
+
+def _augmented_rate(ctx: Context, fig: dict[str, Any], structure: Any) -> None:
+    """Images/s with every augmentation on (drawn, rendered, noised and quantised on the
+    device), to device and to host memory, one run each while time is left, and the ratio to
+    the plain rate; records its own error instead of failing the stage."""
+    from xyz2image_gpu import Renderer, RenderSettings
+
+    s = ctx.sizes
+    aug: dict[str, Any] = {"settings": AUGMENTED}
+    fig["augmented"] = aug
+    try:
+        with Renderer(RenderSettings(edgesize=s["edgesize"], **AUGMENTED), ["gaussian_2d"],
+                      GPU_DEVICE) as renderer:
+            for _ in renderer.iter_batches(structure, s["batch_size"],
+                                           batch_size=s["batch_size"], to_host=False):
+                pass  # compiles (or loads) the kernels
+            ctx.sync()
+            for to_host in (False, True):
+                if ctx.remaining() < 2 * MIN_STAGE_S:
+                    aug["note"] = "stopped: the stage's time was spent"
+                    break
+                key = "to_host" if to_host else "to_device"
+                run = _timed_iteration(renderer, structure, s["images"], s["batch_size"],
+                                       to_host, ctx, gpu=True)
+                plain = fig.get(key, {}).get("images_per_s")
+                aug[key] = {"images_per_s": run["images_per_s"],
+                            "ratio_to_plain": run["images_per_s"] / plain if plain else None,
+                            "device_ms_per_batch": run.get("device_ms_per_batch")}
+                ctx.save()
+    except Exception as exc:  # noqa: BLE001 - keep the stage's other figures
+        aug["error"] = _error(exc)
 
 
 def _image_kernel_ab(ctx: Context, fig: dict[str, Any], structure: Any) -> None:
@@ -666,24 +707,41 @@ def _parity_cases(ctx: Context) -> list[tuple[str, str, list[str], dict[str, Any
          {"edgesize": e, "dose": 1e4, "read_noise": 0.01}),
         ("scan jitter + drift", "au147_icosahedron", ["gaussian_2d"],
          {"edgesize": e, "scan_jitter": 0.1, "drift": 1.0}),
+        ("all augmentations, 16 bit", "aupd147_core_shell", ["gaussian_2d", "coordinates_3d"],
+         {"edgesize": e, "z_exponent": 1.7, "bitrate": 16, "phonon_jitter": True,
+          "dose": 1e4, "read_noise": 0.01, "scan_jitter": 0.1, "drift": 1.0}),
         ("legacy", "pt309_icosahedron", ["gaussian_2d", "delta_3d"], {"edgesize": el,
                                                                       "legacy": True}),
     ]
 
 
-def _compare(key: str, a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    """One output of two engines: labels equal, integer images within one grey level, float
+#: Shot-noised images: the largest fraction of pixels allowed beyond one grey level. The
+#: draws are the same on every device (tests/test_draws.py: to the bit), but a Poisson count
+#: is a step function of its mean: where two engines' clean float images differ in the last
+#: bit, a pixel near a step may count one electron more (measured between the CPU's compiled
+#: and NumPy paths, 64 images at 128 px, 16 bit, every augmentation: 1.8e-5 of pixels).
+NOISY_FRACTION_OVER_ONE = 1e-4
+
+
+def _compare(key: str, a: np.ndarray, b: np.ndarray, *, shot_noise: bool = False,
+             ) -> dict[str, Any]:
+    """One output of two engines: labels equal, integer images within one grey level (with
+    ``shot_noise``: but for at most :data:`NOISY_FRACTION_OVER_ONE` of the pixels), float
     arrays within 1e-4 of their largest value."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return {"ok": False, "detail": f"{a.shape} {a.dtype} against {b.shape} {b.dtype}"}
-    if key in LABELS or a.dtype.kind == "b":
+    if key in LABELS or key == "scan_offsets" or a.dtype.kind == "b":  # the draws: exact
         n_diff = int(np.count_nonzero(a != b))
         return {"ok": n_diff == 0, "n_diff": n_diff, "of": int(a.size)}
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
     if a.dtype.kind in "iu":
         worst = int(diff.max()) if diff.size else 0
-        return {"ok": worst <= 1, "max_grey_diff": worst,
-                "frac_differ": float(np.count_nonzero(diff) / max(1, diff.size))}
+        over = float(np.count_nonzero(diff > 1) / max(1, diff.size))
+        row = {"ok": worst <= 1, "max_grey_diff": worst,
+               "frac_differ": float(np.count_nonzero(diff) / max(1, diff.size))}
+        if shot_noise:
+            row.update(ok=over <= NOISY_FRACTION_OVER_ONE, frac_over_one=over)
+        return row
     scale = float(np.max(np.abs(a))) if a.size else 0.0
     rel = float(diff.max() / scale) if scale > 0 else float(diff.max(initial=0.0))
     return {"ok": rel <= 1e-4, "max_rel_diff": rel}
@@ -709,7 +767,8 @@ def stage_parity(ctx: Context, fig: dict[str, Any]) -> None:
         rows = []
         for a, b in pairs:
             keys = sorted(set(rendered[a]) | set(rendered[b]))
-            per_key = {k: (_compare(k, rendered[a][k], rendered[b][k])
+            per_key = {k: (_compare(k, rendered[a][k], rendered[b][k],
+                                    shot_noise=k == "gaussian_2d" and "dose" in extra)
                            if k in rendered[a] and k in rendered[b]
                            else {"ok": False, "detail": "missing in one engine"})
                        for k in keys}
@@ -1032,6 +1091,10 @@ def _targets(doc: dict[str, Any]) -> dict[str, Any]:
         if key in thr:
             rate = thr[key]["images_per_s"]
             out[f"{key}_images_per_s"] = {"measured": rate, "target": goal, "met": rate >= goal}
+    aug = thr.get("augmented", {}).get("to_host", {})
+    if aug.get("ratio_to_plain") is not None:
+        r = aug["ratio_to_plain"]
+        out["augmented_over_plain"] = {"measured": r, "target": 0.5, "met": r >= 0.5}
     if "gpu_over_cpu" in cpu and "to_host" in cpu["gpu_over_cpu"]:
         r = cpu["gpu_over_cpu"]["to_host"]
         out["gpu_over_compiled_cpu"] = {"measured": r, "target": 20, "met": r >= 20,

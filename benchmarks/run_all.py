@@ -12,6 +12,7 @@ with ``cpu_kernel="numpy"``; CuPy when ``xyz2image_gpu.backend.gpu_available()``
   ``gaussian_filter``, one image at a time, one process) on the same views;
 * **the zlib floor**: ``zlib.compress(level 6)`` alone of the bytes the CLI would store for
   the same images (one thread, and chunks on a thread per core: zlib releases the GIL);
+* **the augmentations' random draws** (``bench_draws.py``): Philox against PCG64, one core;
 * **the host's cost per GPU batch** (``bench_host_cost.py``): the GPU path on a stand-in
   device whose operations cost nothing, so only the host's own work is timed;
 * **end-to-end CLI** (``bench_cli.py``): ``xyz2image-gpu render`` versus the seed's approach,
@@ -416,6 +417,16 @@ def run_host_cost(preset: Preset, results: dict[str, Any]) -> None:
           f"images/s", flush=True)
 
 
+def run_draws(preset: Preset, results: dict[str, Any]) -> None:
+    """The augmentations' random draws on one core (``bench_draws.py``): Philox, compiled
+    and NumPy, against the per-image PCG64 generators used before, in the same run."""
+    import bench_draws
+
+    args = (8, 32, 1) if preset.name == "smoke" else (256, 128, 5)
+    print("\n== Random draws of the augmentations (one core)", flush=True)
+    results["draws"] = bench_draws.measure(*args)
+
+
 def run_dataset(preset: Preset, results: dict[str, Any]) -> None:
     """The PyTorch dataset through a DataLoader (0 and 2 workers) against render-only
     (``bench_dataset.py``); skipped, saying so, without PyTorch."""
@@ -519,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_render(preset, backends, structures, results, with_seed=not args.no_seed)
         run_floor(preset, structures, results)
         run_host_cost(preset, results)
+        run_draws(preset, results)
         if not args.gpu_only:
             run_dataset(preset, results)
         if not args.no_cli:

@@ -126,5 +126,8 @@ class EmulatedKernel:
 
 
 def build(name: str, source: str = "splat.cu") -> EmulatedKernel:
-    """The kernel ``name`` of ``source`` (a file of the package's kernels folder)."""
-    return EmulatedKernel((KERNELS / source).read_text(), name)
+    """The kernel ``name`` of ``source`` (a file of the package's kernels folder), its
+    headers inlined as NVRTC gets it (``kernels.device.kernel_source``)."""
+    from xyz2image_gpu.pipeline.kernels.device import kernel_source
+
+    return EmulatedKernel(kernel_source(source), name)

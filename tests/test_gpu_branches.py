@@ -188,14 +188,19 @@ def _syncs_per_batch(fake, batches):
 @pytest.mark.parametrize("settings, per_batch", [
     ({}, 1),
     ({"framing": "structure", "z_exponent": 1.7, "thermal": True}, 1),
-    # still on the host, each by explicit Backend.to_host calls (counted):
-    ({"legacy": True}, 2),  # the filter matrices are built on the host from the pixel sizes
-    ({"dose": 100.0}, 4),  # noise is drawn on the host: images, clean images, pixel sizes
+    # augmentations drawn, applied and quantised on the device (random.cu)
+    ({"dose": 100.0}, 1),
+    ({"dose": 100.0, "read_noise": 0.02, "phonon_jitter": True, "scan_jitter": 0.1,
+      "drift": 0.5}, 1),
+    ({"phonon_jitter": True, "normalization": "fixed", "intensity_scale": 3.0}, 1),
+    # legacy mode's filter matrices built on the device (legacy.cu)
+    ({"legacy": True}, 1),
+    ({"legacy": True, "framing": "structure"}, 1),
 ])
 def test_the_steady_state_loop_waits_once_per_batch(settings, per_batch):
     """Items 10 and 7: in the steady state the loop's only host synchronisation is the wait
-    for the batch it hands over (legacy mode and augmentations still read back through
-    explicit ``to_host`` calls, counted here); labels and coordinates need none."""
+    for the batch it hands over, augmentations and legacy mode included; labels and
+    coordinates need none."""
     fake = FakeCupy()
     outputs = ["gaussian_2d", "coordinates_3d", "delta_3d", "delta_2d", "binary_3d",
                "binary_2d"]
@@ -475,10 +480,59 @@ def test_raw_kernels_come_from_the_gpu_backend_and_opt_in_to_more_shared_memory(
     weights = fake.ones((1, 1), dtype=np.float32)
     out = fake.zeros((1, e, e), dtype=np.uint8)
     args = (coords, weights, weights, np.int32(1), np.int32(e), np.int32(2), out, np.int32(1),
-            out, np.int32(1), np.int32(1), np.float32(255), np.float32(1), np.float64(16))
+            out, np.int32(1), np.int32(1), np.float32(255), np.float32(1), np.float64(16),
+            weights, np.int32(0))  # no scan offsets
     shared = 4 * e * e + device.row_mask_bytes(e)
     with pytest.raises(RuntimeError, match="shared memory"):
         kernel.kernel((1,), (device.THREADS,), args, shared_mem=shared)  # not opted in
     kernel((1,), (device.THREADS,), args, shared_mem=shared)
     assert kernel.kernel.max_dynamic_shared_size_bytes == shared
     assert fake.asnumpy(out)[0, 0, 0] == 255  # the atom at the origin, normalised
+
+
+@pytest.mark.parametrize("edgesize", [6, 24, 64])
+def test_legacy_filter_matrices_are_built_on_the_device(edgesize):
+    """legacy.cu's matrices (emulated) equal the host's within a few double ulps, and both
+    filter as SciPy's gaussian_filter1d does (reflect mode, truncate 4), over widths from
+    0.3 px to filters that wrap the image more than once; no host wait to build them."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from xyz2image_gpu.pipeline.kernels import device, legacy_filter_matrices
+
+    sigma = np.array([0.3, 0.75, 1.0, 2.4, 7.9, 25.0], dtype=np.float32)
+    fake = FakeCupy()
+    be = Backend("cupy", fake, "NumPy standing in for CuPy")
+    dev = device.legacy_filter_device(be, fake.asarray(sigma), edgesize)
+    assert fake.syncs == 0
+    got = fake.asnumpy(dev)
+    host = legacy_filter_matrices(sigma, edgesize)
+    np.testing.assert_allclose(got, host, rtol=0, atol=4e-16)
+    x = np.random.default_rng(3).uniform(size=edgesize)
+    for m, s in zip(got, sigma.astype(np.float64)):
+        np.testing.assert_allclose(m @ x, gaussian_filter1d(x, s, mode="reflect", truncate=4.0),
+                                   rtol=1e-13, atol=1e-15)
+
+
+def test_augmentations_add_few_device_operations_per_batch():
+    """Every augmentation on the GPU (stand-in count, edgesize 32): a few launches of the
+    package's kernels instead of array code, under 20 operations more than plain images
+    (counted: 34 plain, 50 augmented; the array-code draws took thousands)."""
+    st = as_structure(icosahedron("Au", 3))
+
+    def per_batch(**extra):
+        fake = FakeCupy()
+        gpu = Renderer(RenderSettings(edgesize=32, **extra), ["gaussian_2d"],
+                       Backend("cupy", fake, "stand-in"))
+        ops = []
+        for batch in gpu.iter_batches(st, 24, seed=4, batch_size=8):
+            ops.append(fake.ops)
+            batch.release()
+        gpu.close()
+        return np.diff(ops)[0], fake.op_log
+
+    plain, _ = per_batch()
+    augmented, log = per_batch(phonon_jitter=True, dose=1e4, read_noise=0.01,
+                               scan_jitter=0.1, drift=1.0)
+    assert augmented < plain + 20, (plain, augmented)
+    assert {"RawKernel xyz2image_noise", "RawKernel xyz2image_phonon",
+            "RawKernel xyz2image_scan"} <= set(log)

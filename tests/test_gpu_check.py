@@ -58,7 +58,7 @@ def test_dry_run_without_a_gpu_runs_every_cpu_stage(run):
     assert st["cpu_baseline"]["figures"]["images_per_s"] > 0
     rep = st["repeatability"]["figures"]
     assert rep["all_equal"] and rep["batch_sizes"] == [16, 7, 1]
-    assert st["parity"]["figures"]["ok"] and len(st["parity"]["figures"]["cases"]) == 10
+    assert st["parity"]["figures"]["ok"] and len(st["parity"]["figures"]["cases"]) == 11
     assert st["tests"]["figures"]["returncode"] == 0
     assert "-m gpu" in st["tests"]["figures"]["command"]
     assert doc["render"] and doc["machine"]["cpu_model"]
@@ -72,7 +72,7 @@ def test_an_injected_failure_keeps_every_other_figure(run):
     assert parity["error"]["type"] == "InjectedFailure"
     assert "inject" in parity["error"]["message"]
     assert "InjectedFailure" in parity["error"]["traceback_tail"]
-    assert len(parity["figures"]["cases"]) == 10  # its own figures, up to the failure
+    assert len(parity["figures"]["cases"]) == 11  # its own figures, up to the failure
     assert doc["stages"]["cpu_baseline"]["figures"]["images_per_s"] > 0
     assert doc["stages"]["repeatability"]["figures"]["all_equal"]
     assert doc["stages"]["tests"] == {"status": "skipped", "figures": {},
@@ -223,6 +223,10 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
     assert set(ab) == {f"{o}_{k}" for o in ("gaussian_2d", "gaussian_3d")
                        for k in ("fused", "products")}, ab
     assert all(case["images_per_s"] > 0 for case in ab.values()), ab
+    aug = st["throughput"]["augmented"]
+    assert "error" not in aug, aug
+    assert all(aug[k]["images_per_s"] > 0 and aug[k]["ratio_to_plain"] > 0
+               for k in ("to_host", "to_device")), aug
     assert set(st["cpu_baseline"]["gpu_over_cpu"]) == {"to_host", "to_device"}
     assert st["repeatability"]["engines"] == ["gpu"] and st["repeatability"]["all_equal"]
     assert st["parity"]["engines"][0] == "gpu" and st["parity"]["ok"]
@@ -236,5 +240,6 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
         assert st["dataset"]["first_batch_equals_render"]
         assert st["dataset"]["images_per_s"]["dataset_0_workers"] > 0
         assert st["dataset"]["dataset_over_render_only"] > 0
-    assert {"to_host_images_per_s", "to_device_images_per_s"} <= set(doc["targets"])
+    assert {"to_host_images_per_s", "to_device_images_per_s",
+            "augmented_over_plain"} <= set(doc["targets"])
     assert doc["machine"]["gpu"]["name"] == "Stand-in H200"

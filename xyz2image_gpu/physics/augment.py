@@ -14,18 +14,29 @@
   (Å over the frame; the middle row undisplaced) plus a random ``N(0, scan_jitter)`` shift
   along the fast axis (1).
 
-Every random draw comes from a generator keyed by (seed, structure name, frame, stack,
-rotation, purpose), on the host, so augmented bytes are the same whatever the batch size,
-the worker count or the device.
+Every random draw is Philox4x32-10 keyed by (seed, structure name, frame, stack, rotation,
+purpose): a pure function of the image and of where the draw sits in its streams, so augmented
+bytes are the same whatever the batch size, the worker count or the device (within one grey
+level where the devices' float sums of the clean image differ). One C source draws them on
+every device (``pipeline/kernels/philox.h``: the GPU's ``random.cu`` and the compiled CPU
+kernel run it); :mod:`.random` computes the same numbers in array code, the fallback where
+nothing compiled it, and the reference of the tests. Which block each draw takes is written
+in ``philox.h``: phonon jitter is normal ``3 n + a`` of the image's purpose-1 stream (atom
+``n``, axis ``a``), read noise normal ``p`` (pixel ``p``, row-major) of sub-stream 65536 of
+purpose 2, shot noise pixel ``p``'s Poisson attempts from sub-streams 0, 1, 2, ... of purpose
+2, the drift direction and row jitter from purpose 3.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Executor
+from typing import Any
 
 import numpy as np
 
-from ..pipeline.rotations import _name_hash
+from ..pipeline.kernels.compiled import compiled_kernel_available, noise_compiled
+from ..pipeline.rotations import rotation_key
+from .random import Streams, poisson
 
 __all__ = [
     "NOISE",
@@ -33,8 +44,10 @@ __all__ = [
     "SCAN",
     "add_noise",
     "image_key",
-    "image_rng",
+    "noise_batch",
+    "phonon_batch",
     "phonon_displacements",
+    "scan_batch",
     "scan_offsets",
 ]
 
@@ -43,82 +56,148 @@ PHONON = 1
 NOISE = 2
 SCAN = 3
 
+#: Sub-stream of the read noise (the shot noise's attempts use 0, 1, 2, ...).
+READ_SUBSTREAM = 1 << 16
+
+#: Pixels per step of the noise on the host: a step's arrays stay in the cache.
+_HOST_STEP_PIXELS = 1 << 16
+
 
 def image_key(seed: int, name: str, frame_index: int, stack: int, rotation: int) -> tuple:
-    """The identity of one image's random streams."""
-    return (int(seed), _name_hash(name), int(frame_index), int(stack), int(rotation))
+    """The identity of one image's random streams: (frame stream key, rotation index)."""
+    return (rotation_key(seed, name, frame_index, stack), int(rotation))
 
 
-def image_rng(key: tuple, purpose: int) -> np.random.Generator:
-    """A generator for one image and one purpose (``PHONON`` or ``NOISE``)."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([*key, purpose])))
+def _key_arrays(keys: Any) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.array([[int(k), int(r)] for k, r in keys], dtype=np.uint64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def phonon_batch(xp: Any, stream_keys: Any, rotations: Any, rms: Any) -> Any:
+    """Normal displacements (B, N, 3) float32, Å, with per-atom r.m.s. ``rms`` (B, N)."""
+    rms = xp.asarray(rms)
+    b, n = rms.shape
+    z = Streams(xp, stream_keys, rotations, PHONON).normals(3 * n).reshape(b, n, 3)
+    return (z * rms.astype(xp.float64)[:, :, None]).astype(xp.float32)
 
 
 def phonon_displacements(key: tuple, rms: np.ndarray) -> np.ndarray:
-    """Normal displacements (N, 3), Å, with per-atom r.m.s. ``rms`` (N,) along each axis."""
-    rng = image_rng(key, PHONON)
-    return rng.standard_normal((len(rms), 3)) * np.asarray(rms, dtype=np.float64)[:, None]
+    """One image's displacements (N, 3), Å, with per-atom r.m.s. ``rms`` (N,)."""
+    k, r = _key_arrays([key])
+    return phonon_batch(np, k, r, np.asarray(rms, dtype=np.float64)[None, :])[0].astype(
+        np.float64)
+
+
+def scan_batch(xp: Any, stream_keys: Any, rotations: Any, edgesize: int, jitter: float,
+               drift: float) -> Any:
+    """Per-row specimen shifts (B, E, 2) float32, Å along (x, y), of a distorted scan."""
+    streams = Streams(xp, stream_keys, rotations, SCAN)
+    angle = (2.0 * np.pi) * streams.uniforms(1, 0)  # (B, 1)
+    rows = streams.normals(edgesize, 1) * jitter
+    t = (xp.arange(edgesize, dtype=xp.float64) / max(1, edgesize - 1) - 0.5)[None, :]
+    x = drift * xp.cos(angle) * t
+    y = drift * xp.sin(angle) * t + rows
+    return xp.stack([x, y], axis=-1).astype(xp.float32)
 
 
 def scan_offsets(key: tuple, edgesize: int, jitter: float, drift: float) -> np.ndarray:
-    """Per-row specimen shifts (E, 2), Å along (x, y), of one image's distorted scan."""
-    rng = image_rng(key, SCAN)
-    angle = rng.uniform(0.0, 2.0 * np.pi)
-    jitter_rows = rng.standard_normal(edgesize) * jitter
-    t = np.arange(edgesize) / max(1, edgesize - 1) - 0.5
-    out = np.empty((edgesize, 2))
-    out[:, 0] = drift * np.cos(angle) * t
-    out[:, 1] = drift * np.sin(angle) * t + jitter_rows
+    """One image's per-row specimen shifts (E, 2), Å along (x, y)."""
+    k, r = _key_arrays([key])
+    return scan_batch(np, k, r, edgesize, jitter, drift)[0].astype(np.float64)
+
+
+def noise_batch(xp: Any, images: Any, stream_keys: Any, rotations: Any, *,
+                electrons_per_pixel: Any | None, read_noise: float,
+                executor: Executor | None = None) -> Any:
+    """Shot and read noise for a batch of float images (B, E, E), on ``xp``'s device.
+
+    On the host (``xp`` NumPy) the images go in steps of a few (their arrays stay in the
+    cache), spread over ``executor``'s threads when given; on a GPU the whole batch is one
+    step, with no host synchronisation. Each image has its own streams, so the numbers are
+    the same either way. Returns (B, E, E) float32 in the images' units; see
+    :func:`add_noise`.
+    """
+    if xp is not np:
+        return _noise(xp, images, stream_keys, rotations, electrons_per_pixel, read_noise)
+    images = np.asarray(images)
+    b = len(images)
+    out = np.empty(images.shape, dtype=np.float32)
+    per = max(1, _HOST_STEP_PIXELS // max(1, images[0].size if b else 1))
+    keys, rotations = np.asarray(stream_keys, dtype=np.uint64), np.asarray(rotations)
+    epp = None if electrons_per_pixel is None else np.asarray(electrons_per_pixel)
+
+    def one(i: int) -> None:
+        part = slice(i, min(b, i + per))
+        out[part] = _noise(np, images[part], keys[part], rotations[part],
+                           None if epp is None else epp[part], read_noise)
+
+    steps = range(0, b, per)
+    if executor is None:
+        for i in steps:
+            one(i)
+    else:
+        list(executor.map(one, steps))
     return out
+
+
+def _noise(xp: Any, images: Any, stream_keys: Any, rotations: Any,
+           electrons_per_pixel: Any | None, read_noise: float) -> Any:
+    b = images.shape[0]
+    flat = xp.asarray(images).reshape(b, -1).astype(xp.float64)
+    streams = Streams(xp, stream_keys, rotations, NOISE)
+    peak = flat.max(axis=1, keepdims=True)
+    noisy = flat
+    if electrons_per_pixel is not None:
+        epp = xp.asarray(electrons_per_pixel).astype(xp.float64).reshape(b, 1)
+        lit = peak > 0
+        scale = xp.where(lit, epp / xp.where(lit, peak, 1.0), 1.0)
+        counts = poisson(xp, xp.maximum(flat, 0.0) * xp.where(lit, scale, 0.0), streams)
+        noisy = xp.where(lit, counts / scale, flat)
+    if read_noise > 0:
+        noisy = noisy + streams.normals(flat.shape[1], READ_SUBSTREAM) * (read_noise * peak)
+    return noisy.astype(xp.float32).reshape(images.shape)
 
 
 def add_noise(
     images: np.ndarray,
-    keys: list[tuple],
+    keys: Any,
     *,
     electrons_per_pixel: np.ndarray | None,
     read_noise: float,
     executor: Executor | None = None,
+    rotations: Any = None,
 ) -> np.ndarray:
     """Shot and read noise for a batch of float images (B, E, E) on the host.
 
     Parameters
     ----------
     images : (B, E, E) float array
-        Clean images, any non-negative units.
-    keys : list of tuple
-        :func:`image_key` of each image.
+        Clean images, any non-negative units (rounded to float32 first, as the engine's are).
+    keys : list of tuple, or (B,) uint64 array with ``rotations``
+        :func:`image_key` of each image, or each image's frame stream key.
     electrons_per_pixel : (B,) array or None
         Expected count of each image's brightest pixel; None: no shot noise.
     read_noise : float
         Standard deviation of additive Gaussian noise, as a fraction of each clean image's
         maximum.
-
     executor : Executor, optional
-        Threads to spread the images over (NumPy's generators release the GIL while they
-        fill arrays); each image has its own generator, so the result is the same.
+        Threads to spread steps of a few images over; each image has its own streams, so
+        the result is the same.
+    rotations : (B,) int array, optional
+        Each image's rotation index, with ``keys`` an array of stream keys.
 
     Returns
     -------
     (B, E, E) float32 array in the images' units (negative values possible with read noise).
     """
-    out = np.empty(images.shape, dtype=np.float32)
-
-    def one(i: int) -> None:
-        image = images[i]
-        rng = image_rng(keys[i], NOISE)
-        peak = float(image.max())
-        noisy = image.astype(np.float64)
-        if electrons_per_pixel is not None and peak > 0:
-            scale = float(electrons_per_pixel[i]) / peak
-            noisy = rng.poisson(np.maximum(noisy, 0.0) * scale) / scale
-        if read_noise > 0:
-            noisy = noisy + rng.normal(0.0, read_noise * peak, size=image.shape)
-        out[i] = noisy
-
-    if executor is None:
-        for i in range(len(images)):
-            one(i)
+    if rotations is None:
+        stream_keys, rotations = _key_arrays(keys)
     else:
-        list(executor.map(one, range(len(images))))
-    return out
+        stream_keys = np.asarray(keys, dtype=np.uint64)
+    images = np.asarray(images, dtype=np.float32)  # as the engine's: the same numbers either way
+    if compiled_kernel_available("noise"):  # philox.h: ~4x the array code (bench_draws.py)
+        return noise_compiled(images, np.arange(len(stream_keys)), rotations, stream_keys,
+                              electrons_per_pixel=electrons_per_pixel, read_noise=read_noise)
+    return noise_batch(np, images, stream_keys, rotations,
+                       electrons_per_pixel=electrons_per_pixel, read_noise=read_noise,
+                       executor=executor)

@@ -257,8 +257,7 @@ class Renderer:
             images = stages.images(kernel, geo, comps, result, self.output_types, out or {})
             if self.settings.augmented and "gaussian_2d" in images:
                 images.update(stages.augmentations(
-                    kernel, inputs, geo, comps, images.pop("gaussian_2d"),
-                    executor=self._threads.executor()))
+                    kernel, inputs, table, geo, comps, images.pop("gaussian_2d")))
             result.update(images)
         result["voxel_size"] = geo.voxel.astype(kernel.xp.float64)
         move = self.backend.to_host if to_host else self.backend.asarray
@@ -354,8 +353,7 @@ class Renderer:
                                  static_shapes=self.kernel.static_shapes)
 
         def assemble(b0: int, b1: int) -> dict[str, np.ndarray]:
-            return batch_inputs(self.settings, structure, host_table, frames, n_rotation,
-                                seed, stack, b0, b1)
+            return batch_inputs(self.settings, host_table, n_rotation, b0, b1)
 
         deferred: list[Any] = []  # device counts (to_host=False), read once at the end
 

@@ -6,8 +6,8 @@ once per :meth:`~.engine.Renderer.iter_batches` call; the per-batch host inputs.
   here, naming the file and frame);
 * :func:`frame_table`: every frame padded to the structure's largest frame, with its
   rotation key: what a batch's images are gathered from (:func:`.stages.gather`);
-* :func:`batch_inputs`: one batch's host arrays (each image's frame, rotation and metadata,
-  and the augmentations' per-image draws), the inputs of :mod:`.stages`.
+* :func:`batch_inputs`: one batch's host arrays (each image's frame, rotation and metadata),
+  the inputs of :mod:`.stages`; the augmentations' draws are made where the batch renders.
 
 Everything here runs on the host in NumPy and is a function of what it is given (the
 settings, the output types, whether the kernel needs static shapes): no backend, no state.
@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend
-from ..physics import augment
 from ..physics.cross_section import beam_weights
 from ..physics.thermal import smear_components, thermal_widths
 from ..structures.model import Structure, StructureError
@@ -34,7 +33,6 @@ from .settings import RenderSettings
 __all__ = [
     "FrameData",
     "FrameTable",
-    "augmentation_draws",
     "batch_inputs",
     "binary_reach",
     "components",
@@ -77,15 +75,19 @@ class FrameTable:
     n_atoms: np.ndarray  # (F,) int32 (host)
     keys: np.ndarray  # (F,) uint64 each frame's rotation stream (host)
     binary_reach: int | None = None  # static splat reach of binary labels (GPU), see labels
+    # with augmentations (else None), on the backend's device, indexed by the kernels:
+    stream_keys: Any = None  # (F,) uint64 ``keys``, the key of each frame's random streams
+    rms: Any = None  # (F, N) float64 phonon jitter r.m.s. per atom (0 for padding), Å
 
-    #: The per-atom arrays that live on the backend's device.
-    DEVICE = ("positions", "amplitudes", "sigmas", "valid", "radius")
+    #: The arrays that live on the backend's device.
+    DEVICE = ("positions", "amplitudes", "sigmas", "valid", "radius", "stream_keys", "rms")
 
     def on(self, backend: Backend) -> FrameTable:
         """This table with its per-atom arrays on ``backend`` (the same table on NumPy)."""
         if not backend.is_gpu:
             return self
-        moved = {k: backend.asarray(getattr(self, k)) for k in self.DEVICE}
+        moved = {k: None if getattr(self, k) is None else backend.asarray(getattr(self, k))
+                 for k in self.DEVICE}
         return FrameTable(**moved, frame_ids=self.frame_ids, n_atoms=self.n_atoms,
                           keys=self.keys, binary_reach=self.binary_reach)
 
@@ -195,12 +197,18 @@ def frame_table(settings: RenderSettings, structure: Structure, frames: list[Fra
         n_atoms[i] = n
     keys = np.array([rotation_key(seed, structure.name, fd.index, stack) for fd in frames],
                     dtype=np.uint64)
+    rms = None
+    if settings.phonon_jitter:
+        rms = np.zeros((f, nmax), dtype=np.float64)
+        for i, fd in enumerate(frames):
+            rms[i, : len(fd.centred)] = fd.rms
     return FrameTable(
         pos, amps, sigmas, valid,
         np.array([fd.radius for fd in frames], dtype=np.float32),
         np.array([fd.index for fd in frames], dtype=np.int32), n_atoms, keys,
         binary_reach(settings, frames, output_types=output_types,
                      static_shapes=static_shapes),
+        stream_keys=keys if settings.augmented else None, rms=rms,
     )
 
 
@@ -238,17 +246,14 @@ def binary_reach(settings: RenderSettings, frames: list[FrameData], *,
 
 def batch_inputs(
     settings: RenderSettings,
-    structure: Structure,
     table: FrameTable,
-    frames: list[FrameData],
     n_rotation: int,
-    seed: int,
-    stack: int,
     start: int,
     stop: int,
 ) -> dict[str, np.ndarray]:
     """Host arrays for images [start, stop): each image's frame (its row of ``table``),
-    rotation and metadata; with augmentations, their per-image draws.
+    rotation and metadata; with augmentations, each image's rotation index (its draws'
+    streams are those of its frame's key and that index: :mod:`..physics.augment`).
 
     Vectorised over the images whatever the frames: the per-atom arrays are gathered
     from ``table`` where the batch renders (:func:`.stages.gather`).
@@ -262,33 +267,6 @@ def batch_inputs(
         "frame_index": table.frame_ids[which],
         "n_atoms": table.n_atoms[which],
     }
-    if settings.augmented:
-        batch.update(augmentation_draws(settings, structure, frames, which, r, seed, stack))
+    if settings.augmented:  # the draws are made where the batch renders, from these
+        batch["rotation_index"] = r
     return batch
-
-
-def augmentation_draws(settings: RenderSettings, structure: Structure,
-                       frames: list[FrameData], which: np.ndarray, rotation: np.ndarray,
-                       seed: int, stack: int) -> dict[str, np.ndarray]:
-    """Per-image random draws of the augmentations, on the host (one generator per
-    image and purpose: :mod:`..physics.augment`)."""
-    s = settings
-    b = len(which)
-    nmax = structure.max_atoms
-    displacements = np.zeros((b, nmax, 3), dtype=np.float32) if s.phonon_jitter else None
-    scan = np.zeros((b, s.edgesize, 2), dtype=np.float32) if s.scan_distorted else None
-    keys = []
-    for i, (f, r) in enumerate(zip(which.tolist(), rotation.tolist())):
-        fd = frames[f]
-        key = augment.image_key(seed, structure.name, fd.index, stack, r)
-        keys.append(key)
-        if displacements is not None:
-            displacements[i, : len(fd.centred)] = augment.phonon_displacements(key, fd.rms)
-        if scan is not None:
-            scan[i] = augment.scan_offsets(key, s.edgesize, s.scan_jitter, s.drift)
-    extra = {"keys": np.array(keys, dtype=np.uint64)}
-    if displacements is not None:
-        extra["displacements"] = displacements
-    if scan is not None:
-        extra["scan_offsets"] = scan
-    return extra

@@ -11,26 +11,24 @@
   the column correction (:mod:`..physics.column`);
 * :func:`images`: gaussian_2d and gaussian_3d;
 * :func:`augmentations`: phonon jitter, scan distortion and noise turn the clean gaussian_2d
-  into the one stored, beside the clean one (:mod:`..physics.augment`).
+  into the one stored, beside the clean one, their draws made where the batch renders
+  (:mod:`..physics.augment`).
 
 The host inputs are :func:`.frames.batch_inputs`'s arrays for one batch (or one step
-of it): per image, its frame, rotation and metadata, and the augmentations' draws. Every
+of it): per image, its frame, rotation and metadata. Every
 stage does its per-pixel work through the strategy the renderer chose once (:mod:`.strategies`,
 which also carries the settings and the backend), so no stage branches on the backend or
-the kernel. Arrays stay on the backend's device except where a stage
-says otherwise.
+the kernel. Arrays stay on the backend's device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..physics import augment
 from ..physics.column import ColumnCorrection
 from . import kernels
 from .framing import count_outside, frame_pixel_coordinates
@@ -45,6 +43,7 @@ __all__ = [
     "geometry",
     "images",
     "labels",
+    "noised_clean",
 ]
 
 #: Labels drawn at atoms' positions rounded to voxels.
@@ -133,7 +132,8 @@ def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str
     ``table`` holds the render's frames padded to one size (positions, amplitudes, sigmas,
     valid, radius, indexed by frame; on the backend's device); only the (B,) index array
     moves. Returns ``host``'s arrays plus ``positions`` (B, N, 3), ``amplitudes`` and
-    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,).
+    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,), and ``image_frame`` on the
+    backend.
     """
     be = kernel.backend
     xp = be.xp
@@ -141,6 +141,7 @@ def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str
     out = dict(host)
     for key in GATHERED:
         out[key] = xp.take(getattr(table, key), index, axis=0)
+    out["image_frame"] = index
     return out
 
 
@@ -214,61 +215,76 @@ def components(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometr
 def images(kernel: ArrayKernel, geo: Geometry, comps: Components,
            batch_labels: Mapping[str, Any], output_types: Collection[str],
            out: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """The requested Gaussian images: quantised, except an augmented gaussian_2d, which stays
-    float32 for :func:`augmentations`.
+    """The requested Gaussian images: quantised, except a gaussian_2d that noise alone
+    augments (:func:`noised_clean`), which stays float32 for :func:`augmentations`.
 
     ``batch_labels``: :func:`labels`' result (legacy images reuse delta_*); ``out``: host arrays the
     kernel fills in place, by output name (:meth:`.strategies.ArrayKernel.output_buffers`).
     """
-    augmented = kernel.settings.augmented
+    float_2d = noised_clean(kernel.settings)
     result: dict[str, Any] = {}
     for name, ndim in (("gaussian_2d", 2), ("gaussian_3d", 3)):
         if name in output_types:
             result[name] = kernel.gaussian(
-                ndim, geo, comps, quantised=not (ndim == 2 and augmented), out=out.get(name),
+                ndim, geo, comps, quantised=not (ndim == 2 and float_2d), out=out.get(name),
                 delta=batch_labels.get(f"delta_{ndim}d"),
             )
     return result
 
 
-def augmentations(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometry,
-                  comps: Components, clean: Any, *, executor: Executor | None = None,
-                  ) -> dict[str, np.ndarray]:
-    """The augmented gaussian_2d from the clean float32 one, both quantised, on the host.
+def noised_clean(settings: Any) -> bool:
+    """Whether the augmented image is the clean one with noise alone (no phonon jitter, no
+    scan distortion): its noise is drawn from the clean float image. Otherwise the clean
+    gaussian_2d is rendered in its stored form at once, and the augmented one apart."""
+    return settings.noisy and not (settings.phonon_jitter or settings.scan_distorted)
+
+
+def augmentations(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, geo: Geometry,
+                  comps: Components, clean: Any) -> dict[str, Any]:
+    """The augmented gaussian_2d beside the clean one (``clean``: float32 with noise alone,
+    :func:`noised_clean`, else already in the stored form), both in the stored form, where
+    the batch renders (no host round trip on the GPU).
+
+    ``inputs``: :func:`gather`'s arrays (``image_frame`` on the backend, ``rotation_index``);
+    ``table``: the render's :class:`~.frames.FrameTable` on the backend, whose
+    ``stream_keys`` and ``rms`` the draws read by frame (:mod:`..physics.augment`).
 
     Returns
     -------
-    dict of numpy.ndarray
+    dict of arrays on the backend
         ``electrons_per_pixel`` (B,) with a dose, ``scan_offsets`` (B, E, 2) Å with a
         distorted scan, ``gaussian_2d`` (the image as seen) and ``gaussian_2d_clean``.
     """
     s = kernel.settings
     be = kernel.backend
     xp = be.xp
+    frame = inputs["image_frame"]
+    rotation = be.asarray(inputs["rotation_index"])
+    keys = table.stream_keys
+    out: dict[str, Any] = {}
     seen = clean
     if s.phonon_jitter or s.scan_distorted:
         moved = geo.coords
         if s.phonon_jitter:  # frozen-phonon snapshot, framed by the undisplaced atoms
-            shift = xp.matmul(be.asarray(host["displacements"]), geo.rotations.transpose(0, 2, 1))
+            shift = xp.matmul(kernel.phonon(frame, rotation, keys, table.rms),
+                              geo.rotations.transpose(0, 2, 1))
             moved = geo.coords + shift / geo.voxel[:, None, None]
         shifted = replace(comps, coords=comps.spread(xp, moved))
         if s.scan_distorted:
-            offsets = be.asarray(host["scan_offsets"]) / geo.voxel[:, None, None]
-            seen = kernel.scanned(shifted, offsets)
+            out["scan_offsets"] = kernel.scan_offsets(frame, rotation, keys)
+            seen = kernel.scanned(shifted, out["scan_offsets"] / geo.voxel[:, None, None])
         else:
             seen = kernel.gaussian(2, geo, shifted, quantised=False)
-    seen, clean, voxel = be.to_host(seen), be.to_host(clean), be.to_host(geo.voxel)
-    out: dict[str, np.ndarray] = {}
+    noise_alone = noised_clean(s)
+    # with noise alone the stored clean image may be clean itself (float32 output): noise in
+    # place only in an image rendered for the augmentations
+    out["gaussian_2d_clean"] = kernel.quantise_augmented(clean) if noise_alone else clean
     if s.noisy:
-        per_pixel = None if s.dose is None else s.dose * voxel.astype(np.float64) ** 2
-        seen = augment.add_noise(
-            seen, [tuple(int(v) for v in key) for key in host["keys"]],
-            electrons_per_pixel=per_pixel, read_noise=s.read_noise, executor=executor,
-        )
+        per_pixel = None if s.dose is None else s.dose * geo.voxel.astype(xp.float64) ** 2
+        out["gaussian_2d"] = kernel.noise(seen, frame, rotation, keys, per_pixel,
+                                          overwrite=not noise_alone)
         if per_pixel is not None:
             out["electrons_per_pixel"] = per_pixel
-    if s.scan_distorted:
-        out["scan_offsets"] = host["scan_offsets"]
-    out["gaussian_2d"] = kernel.quantise_host(seen)
-    out["gaussian_2d_clean"] = kernel.quantise_host(clean)
+    else:
+        out["gaussian_2d"] = kernel.quantise_augmented(seen)
     return out

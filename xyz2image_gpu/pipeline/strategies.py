@@ -30,6 +30,7 @@ import numpy as np
 
 from ..backend import Backend
 from ..flags import no_fused_kernel
+from ..physics import augment
 from . import kernels
 from .kernels import device
 
@@ -206,12 +207,38 @@ class ArrayKernel:
                                 bitrate=s.bitrate, intensity_scale=s.intensity_scale,
                                 truncate=self.truncate)
 
-    def quantise_host(self, images: np.ndarray) -> np.ndarray:
-        """Float host images (the augmented ones, after noise) to the stored form."""
+    def quantise_augmented(self, images: Any) -> Any:
+        """Float32 gaussian_2d of the augmentations (the clean one, or the one as seen
+        without noise) to the stored form."""
+        return self.quantise(images)
+
+    # ------------------------------------------------------------------ augmentations
+    # Each image's draws come from the streams of keys[frame[i]] (the render's frame keys,
+    # (F,) uint64) and its rotation index rotation[i] (:mod:`..physics.augment`); here in
+    # the array code of :mod:`..physics.random` on ``xp``, the same numbers as philox.h.
+    def phonon(self, frame: Any, rotation: Any, keys: Any, rms: Any) -> Any:
+        """Phonon jitter displacements (B, N, 3) float32, Å, of atoms of r.m.s. ``rms``
+        ((F, N) Å, by frame)."""
+        xp = self.xp
+        return augment.phonon_batch(xp, xp.take(keys, frame), rotation,
+                                    xp.take(rms, frame, axis=0))
+
+    def scan_offsets(self, frame: Any, rotation: Any, keys: Any) -> Any:
+        """Per-row scan shifts (B, E, 2) float32, Å along (x, y)."""
         s = self.settings
-        return kernels.quantise(np, images.astype(np.float32, copy=False),
-                                normalization=s.stored_normalization, bitrate=s.bitrate,
-                                intensity_scale=s.intensity_scale)
+        return augment.scan_batch(self.xp, self.xp.take(keys, frame), rotation, s.edgesize,
+                                  s.scan_jitter, s.drift)
+
+    def noise(self, images: Any, frame: Any, rotation: Any, keys: Any,
+              electrons_per_pixel: Any | None, *, overwrite: bool = False) -> Any:
+        """Shot noise (``electrons_per_pixel`` (B,): each image's brightest pixel's expected
+        count; None: none) and the settings' read noise of float32 images (B, E, E), in the
+        stored form. ``overwrite``: ``images`` may be overwritten (it is nothing else's)."""
+        noisy = augment.noise_batch(
+            self.xp, images, self.xp.take(keys, frame), rotation,
+            electrons_per_pixel=electrons_per_pixel, read_noise=self.settings.read_noise,
+            executor=self.threads.executor() if not self.backend.is_gpu else None)
+        return self.quantise_augmented(noisy)
 
     def column_values(self, coords: Any, amps: Any, sig2: Any) -> Any:
         """Each atom's image value at its own position (B, N), for the column correction:
@@ -243,6 +270,8 @@ class CompiledKernel(ArrayKernel):
         # a build older than the package may lack the newer entries: the array path then
         self._compiled_column = kernels.compiled_kernel_available("column")
         self._compiled_quantise = kernels.compiled_kernel_available("quantise")
+        self._compiled_draws = all(kernels.compiled_kernel_available(entry)
+                                   for entry in ("noise", "phonon", "scan"))
 
     @property
     def max_batch(self) -> int:
@@ -301,13 +330,34 @@ class CompiledKernel(ArrayKernel):
     def scanned(self, comps: Components, offsets_px: Any) -> Any:
         return self._splat(2, comps, "float", offsets_px=offsets_px)
 
-    def quantise_host(self, images: np.ndarray) -> np.ndarray:
+    def quantise_augmented(self, images: Any) -> Any:
         if not self._compiled_quantise:
-            return super().quantise_host(images)
+            return super().quantise_augmented(images)
         # measured, jittered images at 128 px: NumPy's quantise took 45% of the time
         s = self.settings
         return kernels.quantise_compiled(images, normalization=s.stored_normalization,
                                          bitrate=s.bitrate, intensity_scale=s.intensity_scale)
+
+    def phonon(self, frame: Any, rotation: Any, keys: Any, rms: Any) -> Any:
+        if not self._compiled_draws:
+            return super().phonon(frame, rotation, keys, rms)
+        return kernels.phonon_compiled(frame, rotation, keys, rms)
+
+    def scan_offsets(self, frame: Any, rotation: Any, keys: Any) -> Any:
+        if not self._compiled_draws:
+            return super().scan_offsets(frame, rotation, keys)
+        s = self.settings
+        return kernels.scan_compiled(frame, rotation, keys, s.edgesize, s.scan_jitter, s.drift)
+
+    def noise(self, images: Any, frame: Any, rotation: Any, keys: Any,
+              electrons_per_pixel: Any | None, *, overwrite: bool = False) -> Any:
+        if not self._compiled_draws:
+            return super().noise(images, frame, rotation, keys, electrons_per_pixel)
+        noisy = kernels.noise_compiled(images, frame, rotation, keys,
+                                       electrons_per_pixel=electrons_per_pixel,
+                                       read_noise=self.settings.read_noise,
+                                       out=images if overwrite else None)
+        return self.quantise_augmented(noisy)
 
     def column_values(self, coords: Any, amps: Any, sig2: Any) -> Any:
         if not self._compiled_column:
@@ -319,13 +369,16 @@ class FusedKernel(ArrayKernel):
     """The GPU: gaussian_2d and gaussian_3d rendered and quantised by one CUDA kernel per
     batch (:func:`.kernels.device.splat_device`: the compiled CPU kernel's algorithm, one
     thread block per image, each pixel summed in a fixed order, so the bytes do not depend on
-    the batch size); scanned images and everything else as :class:`ArrayKernel`."""
+    the batch size); the augmentations' draws by ``random.cu`` (``philox.h``, the compiled
+    CPU kernel's own code), the noise applied and the images quantised in the same launch;
+    scanned images and everything else as :class:`ArrayKernel`."""
 
     def __init__(self, backend: Backend, settings: RenderSettings, *, work_memory: int,
                  threads: Threads, compiled_labels: bool = False) -> None:
         super().__init__(backend, settings, work_memory=work_memory, threads=threads,
                          compiled_labels=compiled_labels)
         self._shared_limit = backend.shared_memory_per_block()
+        self._no_streams: tuple[Any, Any] | None = None
 
     def _output_bytes(self, name: str) -> int:
         if name == "gaussian_2d":  # the float image (in shared memory when it fits) and the result
@@ -344,9 +397,51 @@ class FusedKernel(ArrayKernel):
         )
 
 
+    def scanned(self, comps: Components, offsets_px: Any) -> Any:
+        """The fused kernel with per-row shifts (``_splat.c``'s ``splat_scanned``)."""
+        if not device.fits(self.settings.edgesize, self._shared_limit):
+            return super().scanned(comps, offsets_px)
+        s = self.settings
+        return device.splat_device(
+            self.backend, comps.coords, comps.weights, comps.sigma_px, s.edgesize, 2,
+            normalization="float", bitrate=s.bitrate, shared_limit=self._shared_limit,
+            offsets_px=offsets_px)
+
+    def quantise_augmented(self, images: Any) -> Any:
+        if self._no_streams is None:  # not read when nothing is drawn
+            xp = self.xp
+            self._no_streams = (xp.zeros(1, dtype=xp.int64), xp.zeros(1, dtype=xp.uint64))
+        index, keys = self._no_streams
+        return self._store(images, index, index, keys, None, 0.0)
+
+    def phonon(self, frame: Any, rotation: Any, keys: Any, rms: Any) -> Any:
+        return device.phonon_device(self.backend, frame, rotation, keys, rms)
+
+    def scan_offsets(self, frame: Any, rotation: Any, keys: Any) -> Any:
+        s = self.settings
+        return device.scan_device(self.backend, frame, rotation, keys, s.edgesize,
+                                  s.scan_jitter, s.drift)
+
+    def noise(self, images: Any, frame: Any, rotation: Any, keys: Any,
+              electrons_per_pixel: Any | None, *, overwrite: bool = False) -> Any:
+        """Noise drawn and the image quantised in one launch (``random.cu``)."""
+        return self._store(images, frame, rotation, keys, electrons_per_pixel,
+                           self.settings.read_noise, overwrite)
+
+    def _store(self, images: Any, frame: Any, rotation: Any, keys: Any,
+               electrons_per_pixel: Any | None, read_noise: float,
+               overwrite: bool = False) -> Any:
+        s = self.settings
+        return device.noise_device(
+            self.backend, images, frame, rotation, keys, electrons_per_pixel=electrons_per_pixel,
+            read_noise=read_noise, normalization=s.stored_normalization, bitrate=s.bitrate,
+            intensity_scale=s.intensity_scale, overwrite=overwrite)
+
+
 class LegacyKernel(ArrayKernel):
     """The original script's images: each occupied voxel counted once, filtered with SciPy
-    ``gaussian_filter`` semantics, quantised by truncation; on either backend."""
+    ``gaussian_filter`` semantics, quantised by truncation; on either backend (the filter
+    matrices built on the host on the CPU, by ``legacy.cu`` on the GPU)."""
 
     truncate = True
 
@@ -364,8 +459,11 @@ class LegacyKernel(ArrayKernel):
             delta = label(xp, geo.voxels, geo.valid, e)
         mats = geo.memo.get("legacy_filter")
         if mats is None:  # one set per batch, shared by gaussian_2d and gaussian_3d
-            sigma_px = self.backend.to_host(self.settings.gauss_sigma / geo.voxel)
-            mats = self.backend.asarray(kernels.legacy_filter_matrices(sigma_px, e))
+            sigma_px = self.settings.gauss_sigma / geo.voxel
+            if self.backend.is_gpu:  # built where the pixel sizes are: no read-back
+                mats = device.legacy_filter_device(self.backend, sigma_px, e)
+            else:
+                mats = kernels.legacy_filter_matrices(sigma_px, e)
             geo.memo["legacy_filter"] = mats
         legacy = kernels.legacy_gaussian_2d if ndim == 2 else kernels.legacy_gaussian_3d
         images = legacy(xp, delta, mats)

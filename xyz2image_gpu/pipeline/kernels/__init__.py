@@ -9,7 +9,8 @@ which kernel runs is decided by :mod:`..strategies`, once per renderer.
   correction's pair sums, and quantisation;
 * :mod:`.labels`: coordinates, delta and binary (sphere) labels;
 * :mod:`.legacy`: the original script's rounded-voxel images and SciPy-style filter;
-* :mod:`.compiled`: wrappers of the optional compiled CPU kernel (``_splat.c``).
+* :mod:`.compiled`: wrappers of the optional compiled CPU kernel (``_splat.c``), the
+  augmentations' draws included (``philox.h``, shared with the GPU's ``random.cu``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from .compiled import (
     NO_EXTENSION_ENV,
     column_values_compiled,
     compiled_kernel_available,
+    noise_compiled,
+    phonon_compiled,
     quantise_compiled,
+    scan_compiled,
     splat_gaussian,
 )
 from .gaussian import (
@@ -51,7 +55,10 @@ __all__ = [
     "legacy_filter_matrices",
     "legacy_gaussian_2d",
     "legacy_gaussian_3d",
+    "noise_compiled",
+    "phonon_compiled",
     "quantise",
     "quantise_compiled",
+    "scan_compiled",
     "splat_gaussian",
 ]

@@ -30,6 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The augmentations' draws: the same source as the GPU's random.cu (see philox.h). */
+#define XYZ_DEVICE static inline
+#include "philox.h"
+
 /* Where the compiler can dispatch at run time, also build the inner loop for AVX2
  * (contraction stays off, so both clones give the same bytes). */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
@@ -559,10 +563,174 @@ done:
     return result;
 }
 
+/* The augmentations' draws, philox.h's functions image by image (the GPU's random.cu calls
+ * the same ones): noise(), phonon() and scan(). Every image's streams come from the key of
+ * its frame, keys[frame[i]], and its rotation index rotation[i].
+ *
+ *   noise(images float32 (B,P), out float32 (B,P) (may be images), frame int64 (B),
+ *         rotation int64 (B), keys uint64 (F), electrons float64 (B) or empty (no shot
+ *         noise), read_noise double (fraction of each image's maximum), B)
+ *   phonon(frame, rotation, keys, rms float64 (F,N) Å, out float32 (B,N,3) Å, B)
+ *   scan(frame, rotation, keys, out float32 (B,E,2) Å, B, jitter double Å, drift double Å)
+ */
+static int frames_ok(const Py_buffer *frame, const Py_buffer *rotation, const Py_buffer *keys,
+                     Py_ssize_t b)
+{
+    Py_ssize_t f = keys->len / (Py_ssize_t)sizeof(unsigned long long);
+    if (frame->len != b * (Py_ssize_t)sizeof(long long) ||
+        rotation->len != b * (Py_ssize_t)sizeof(long long) ||
+        keys->len != f * (Py_ssize_t)sizeof(unsigned long long))
+        return 0;
+    for (Py_ssize_t i = 0; i < b; i++) {
+        long long k = ((const long long *)frame->buf)[i];
+        if (k < 0 || k >= f)
+            return 0;
+    }
+    return 1;
+}
+
+/* Image i's stream for one purpose: its frame's key, its rotation index. */
+static xyz_stream image_stream(const Py_buffer *frame, const Py_buffer *rotation,
+                               const Py_buffer *keys, Py_ssize_t i, unsigned int purpose,
+                               long long *f)
+{
+    *f = ((const long long *)frame->buf)[i];
+    return xyz_stream_of(((const unsigned long long *)keys->buf)[*f],
+                         ((const long long *)rotation->buf)[i], purpose);
+}
+
+static void noise_one(const float *in, float *out, int pixels, xyz_stream s, int shot,
+                      double electrons, double read_noise)
+{
+    float m = in[0];
+    for (int p = 1; p < pixels; p++)
+        m = in[p] > m ? in[p] : m;
+    double peak = (double)m;
+    int lit = shot && peak > 0.0;
+    double gain = lit ? electrons / peak : 1.0;
+    double read_sd = read_noise > 0.0 ? read_noise * peak : 0.0;
+    for (int g = 0; 4 * g < pixels; g++)
+        xyz_noise_group(in, out, pixels, g, s, lit, gain, read_sd);
+}
+
+static PyObject *py_noise(PyObject *self, PyObject *args)
+{
+    Py_buffer images, out, frame, rotation, keys, electrons;
+    double read_noise;
+    int batch;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*w*y*y*y*y*di", &images, &out, &frame, &rotation, &keys,
+                          &electrons, &read_noise, &batch))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t b = batch;
+    Py_ssize_t per = b >= 1 ? images.len / (Py_ssize_t)sizeof(float) / b : 0;
+    int shot = electrons.len != 0;
+    if (b < 1 || per < 1 || per > 0x7FFFFFFF ||
+        images.len != b * per * (Py_ssize_t)sizeof(float) || out.len != images.len ||
+        (shot && electrons.len != b * (Py_ssize_t)sizeof(double)) ||
+        !frames_ok(&frame, &rotation, &keys, b)) {
+        PyErr_SetString(PyExc_ValueError, "_splat.noise: inconsistent buffer sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < b; i++) {
+        long long f;
+        xyz_stream s = image_stream(&frame, &rotation, &keys, i, XYZ_PURPOSE_NOISE, &f);
+        noise_one((const float *)images.buf + i * per, (float *)out.buf + i * per, (int)per, s,
+                  shot, shot ? ((const double *)electrons.buf)[i] : 0.0, read_noise);
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&images);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&frame);
+    PyBuffer_Release(&rotation);
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&electrons);
+    return result;
+}
+
+static PyObject *py_phonon(PyObject *self, PyObject *args)
+{
+    Py_buffer frame, rotation, keys, rms, out;
+    int batch;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*i", &frame, &rotation, &keys, &rms, &out, &batch))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t b = batch;
+    Py_ssize_t n = b >= 1 ? out.len / (Py_ssize_t)sizeof(float) / 3 / b : 0;
+    Py_ssize_t f = keys.len / (Py_ssize_t)sizeof(unsigned long long);
+    if (b < 1 || out.len != b * n * 3 * (Py_ssize_t)sizeof(float) || n > 0x0FFFFFFF ||
+        rms.len != f * n * (Py_ssize_t)sizeof(double) || !frames_ok(&frame, &rotation, &keys, b)) {
+        PyErr_SetString(PyExc_ValueError, "_splat.phonon: inconsistent buffer sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < b; i++) {
+        long long fi;
+        xyz_stream s = image_stream(&frame, &rotation, &keys, i, XYZ_PURPOSE_PHONON, &fi);
+        for (int j = 0; 4 * j < 3 * n; j++)
+            xyz_phonon_group(s, (const double *)rms.buf + fi * n, (int)n, j,
+                             (float *)out.buf + i * n * 3);
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&frame);
+    PyBuffer_Release(&rotation);
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&rms);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyObject *py_scan(PyObject *self, PyObject *args)
+{
+    Py_buffer frame, rotation, keys, out;
+    int batch;
+    double jitter, drift;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*idd", &frame, &rotation, &keys, &out, &batch, &jitter,
+                          &drift))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t b = batch;
+    Py_ssize_t e = b >= 1 ? out.len / (Py_ssize_t)sizeof(float) / 2 / b : 0;
+    if (b < 1 || e < 1 || e > 0x0FFFFFFF || out.len != b * e * 2 * (Py_ssize_t)sizeof(float) ||
+        !frames_ok(&frame, &rotation, &keys, b)) {
+        PyErr_SetString(PyExc_ValueError, "_splat.scan: inconsistent buffer sizes");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < b; i++) {
+        long long fi;
+        xyz_stream s = image_stream(&frame, &rotation, &keys, i, XYZ_PURPOSE_SCAN, &fi);
+        for (int j = 0; 4 * j < e; j++)
+            xyz_scan_group(s, (int)e, jitter, drift, j, (float *)out.buf + i * e * 2);
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&frame);
+    PyBuffer_Release(&rotation);
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"binary", py_binary, METH_VARARGS, "Binary ball labels (see module source)."},
     {"render", py_render, METH_VARARGS, "Render Gaussian images into out (see module source)."},
     {"quantise", py_quantise, METH_VARARGS, "Quantise float images (see module source)."},
+    {"noise", py_noise, METH_VARARGS, "Shot and read noise of float images (see philox.h)."},
+    {"phonon", py_phonon, METH_VARARGS, "Phonon jitter displacements (see philox.h)."},
+    {"scan", py_scan, METH_VARARGS, "Scan distortion row shifts (see philox.h)."},
     {"column", py_column, METH_VARARGS,
      "Each atom's projected image value at its own position (see module source)."},
     {NULL, NULL, 0, NULL},

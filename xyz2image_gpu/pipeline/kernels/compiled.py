@@ -1,6 +1,7 @@
 """Wrappers of the optional compiled CPU kernel (``_splat.c``, built at install when a C
 compiler is present): Gaussian splats quantised in the same pass, column-correction pair
-sums, binary spheres and quantisation. Each agrees with its NumPy twin (within one grey level
+sums, binary spheres, quantisation, and the augmentations' random draws (``philox.h``, the
+same source as the GPU's). Each agrees with its NumPy twin (within one grey level
 for Gaussian images, to the byte for labels) and is used only where it measurably wins.
 """
 
@@ -17,7 +18,10 @@ __all__ = [
     "NO_EXTENSION_ENV",
     "column_values_compiled",
     "compiled_kernel_available",
+    "noise_compiled",
+    "phonon_compiled",
     "quantise_compiled",
+    "scan_compiled",
     "splat_gaussian",
 ]
 
@@ -28,8 +32,8 @@ except ImportError:  # not built: the NumPy path does the same work
 
 def compiled_kernel_available(entry: str = "render") -> bool:
     """True when the compiled CPU kernel is built, has ``entry`` (``render``, ``quantise``,
-    ``column``, ``binary``: a build older than the package may lack the newer ones) and is
-    not disabled by the environment."""
+    ``column``, ``binary``, ``noise``, ``phonon``, ``scan``: a build older than the package
+    may lack the newer ones) and is not disabled by the environment."""
     return _splat is not None and hasattr(_splat, entry) and not no_extension()
 
 
@@ -155,4 +159,64 @@ def quantise_compiled(images: np.ndarray, *, normalization: str, bitrate: int,
         _splat.quantise(src, out, src.shape[0], out.dtype.itemsize,
                         1 if normalization == "image" else 2, float(2**bitrate - 1),
                         float(intensity_scale or 1.0))
+    return out
+
+
+def _stream_arrays(frame: np.ndarray, rotation: np.ndarray, keys: np.ndarray) -> tuple:
+    """The draws' per-image frame and rotation (int64) and per-frame keys (uint64), as the
+    compiled kernel reads them."""
+    return (np.ascontiguousarray(frame, dtype=np.int64),
+            np.ascontiguousarray(rotation, dtype=np.int64),
+            np.ascontiguousarray(keys, dtype=np.uint64))
+
+
+def noise_compiled(images: np.ndarray, frame: np.ndarray, rotation: np.ndarray,
+                   keys: np.ndarray, *, electrons_per_pixel: np.ndarray | None,
+                   read_noise: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Shot and read noise of float32 host images (B, ...) with the compiled kernel
+    (``philox.h``'s draws, the GPU's own code): image ``i``'s streams are those of
+    ``keys[frame[i]]`` and rotation ``rotation[i]``. ``electrons_per_pixel`` (B,): the
+    expected count of each image's brightest pixel (None: no shot noise); ``read_noise``: the
+    read noise's standard deviation as a fraction of each image's maximum. Returns float32
+    (B, ...) (``out``, which may be ``images``, when given)."""
+    if not compiled_kernel_available("noise"):
+        raise RuntimeError("the compiled kernel xyz2image_gpu.pipeline.kernels._splat is not built")
+    src = np.ascontiguousarray(images, dtype=np.float32)
+    if out is None:
+        out = np.empty(src.shape, dtype=np.float32)
+    elif out.shape != src.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {src.shape}")
+    b = src.shape[0]
+    if b == 0 or src.size == 0:
+        return out
+    electrons = (np.empty(0) if electrons_per_pixel is None
+                 else np.ascontiguousarray(electrons_per_pixel, dtype=np.float64))
+    _splat.noise(src, out, *_stream_arrays(frame, rotation, keys), electrons,
+                 float(read_noise), b)
+    return out
+
+
+def phonon_compiled(frame: np.ndarray, rotation: np.ndarray, keys: np.ndarray,
+                    rms: np.ndarray) -> np.ndarray:
+    """Phonon jitter displacements (B, N, 3) float32, Å, with the compiled kernel: image
+    ``i``'s atom ``n`` moves by normals times ``rms[frame[i], n]`` ((F, N) Å)."""
+    if not compiled_kernel_available("phonon"):
+        raise RuntimeError("the compiled kernel xyz2image_gpu.pipeline.kernels._splat is not built")
+    rms = np.ascontiguousarray(rms, dtype=np.float64)
+    b, n = len(frame), rms.shape[1]
+    out = np.empty((b, n, 3), dtype=np.float32)
+    if b and n:
+        _splat.phonon(*_stream_arrays(frame, rotation, keys), rms, out, b)
+    return out
+
+
+def scan_compiled(frame: np.ndarray, rotation: np.ndarray, keys: np.ndarray, edgesize: int,
+                  jitter: float, drift: float) -> np.ndarray:
+    """Per-row scan shifts (B, E, 2) float32, Å along (x, y), with the compiled kernel."""
+    if not compiled_kernel_available("scan"):
+        raise RuntimeError("the compiled kernel xyz2image_gpu.pipeline.kernels._splat is not built")
+    b = len(frame)
+    out = np.empty((b, int(edgesize), 2), dtype=np.float32)
+    if b:
+        _splat.scan(*_stream_arrays(frame, rotation, keys), out, b, float(jitter), float(drift))
     return out

@@ -37,7 +37,10 @@
  *   xyz2image_gaussian(coords float32 (B,N,3) px, weights float32 (B,N), sigma float32
  *       (B,N) px, N, E, ndim 2|3, scratch float32 (B,E^ndim) or unused, use_shared,
  *       out (B,E^ndim) uint8 / uint16 / float32, out itemsize, mode 0=float 1=image 2=fixed,
- *       top, scale, cut)
+ *       top, scale, cut, offsets float32 (B,E,2) px or unused, scanned 0|1)
+ *   With scanned (2-D only), row i sees every atom shifted by offsets[b, i] = (ox, oy)
+ *   pixels, as _splat.c's splat_scanned: an atom reaches row i when |i - x - ox| <= its
+ *   reach, pixel j when |j - (y + oy)| <= its reach.
  *   grid (B,), block (XYZ_THREADS,), dynamic shared memory (E^ndim when use_shared, plus
  *   E * ceil(XYZ_THREADS / 32)) * 4 bytes.
  */
@@ -49,8 +52,9 @@
 #define XYZ_FFS(v) __ffs(v)
 #endif
 
+#include "store.h"
+
 #define XYZ_THREADS 256
-#define XYZ_RINT_MAGIC 12582912.0f
 
 /* v is finite: inf - inf and NaN - NaN are NaN (isfinite without NVRTC's headers) */
 XYZ_DEVICE int xyz_finite_f(float v)
@@ -70,10 +74,10 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
                               const int n_atoms, const int e, const int ndim, float *scratch,
                               const int use_shared, unsigned char *out, const int itemsize,
                               const int mode, const float top, const float scale,
-                              const double cut)
+                              const double cut, const float *offsets, const int scanned)
 {
     __shared__ float s_x[XYZ_THREADS], s_y[XYZ_THREADS], s_z[XYZ_THREADS], s_w[XYZ_THREADS];
-    __shared__ double s_inv[XYZ_THREADS];
+    __shared__ double s_inv[XYZ_THREADS], s_reach[XYZ_THREADS];
     __shared__ int s_x0[XYZ_THREADS], s_x1[XYZ_THREADS], s_y0[XYZ_THREADS],
         s_y1[XYZ_THREADS], s_z0[XYZ_THREADS], s_z1[XYZ_THREADS];
     __shared__ float s_max[XYZ_THREADS];
@@ -89,6 +93,7 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
     const float *c_img = coords + b * n_atoms * 3;
     const float *w_img = weights + b * n_atoms;
     const float *s_img = sigma + b * n_atoms;
+    const float *off = offsets + (scanned ? b * e * 2 : 0);
     const int words = (threads + 31) / 32;
     float *img = use_shared ? xyz_dynamic : scratch + b * pixels;
     /* rows[i * words + w], bit k: atom chunk + 32 w + k reaches row i (after the image) */
@@ -134,7 +139,7 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
             int a = chunk + threadIdx.x;
             int x0 = 0, x1 = -1, y0 = 0, y1 = -1, z0 = 0, z1 = -1;
             float cx = 0.0f, cy = 0.0f, cz = 0.0f, w = 0.0f;
-            double inv = 0.0;
+            double inv = 0.0, reach = 0.0;
             if (a < n_atoms) {
                 w = w_img[a];
                 float sg = s_img[a];
@@ -145,7 +150,7 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
                          xyz_finite_f(cy) && xyz_finite_f(cz) && xyz_finite_f(w);
                 if (ok) {
                     double s = (double)sg;
-                    double reach = s * sqrt(2.0 * cut);
+                    reach = s * sqrt(2.0 * cut);
                     double wmax = (double)s_wmax;
                     inv = 0.5 / (s * s);
                     if (s_relative && w < s_wmax) {
@@ -153,7 +158,9 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
                         ok = cut_a > 0.0; /* its peak is below exp(-cut) wmax */
                         reach = s * sqrt(2.0 * cut_a);
                     }
-                    if (ok) {
+                    if (ok && scanned) {
+                        x1 = e - 1; /* every row may see it: phase 4 tests each row */
+                    } else if (ok) {
                         xyz_window((double)cx, reach, e, &x0, &x1);
                         xyz_window((double)cy, reach, e, &y0, &y1);
                         if (ndim == 3)
@@ -168,6 +175,7 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
             s_z[threadIdx.x] = cz;
             s_w[threadIdx.x] = w;
             s_inv[threadIdx.x] = inv;
+            s_reach[threadIdx.x] = reach;
             s_x0[threadIdx.x] = x0;
             s_x1[threadIdx.x] = x1;
             s_y0[threadIdx.x] = y0;
@@ -185,8 +193,14 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
                 unsigned int m = 0;
                 for (int bit = 0; bit < 32 && 32 * w + bit < threads; bit++) {
                     int k = 32 * w + bit;
-                    if (r >= s_x0[k] && r <= s_x1[k])
-                        m |= 1u << bit;
+                    if (r < s_x0[k] || r > s_x1[k])
+                        continue;
+                    if (scanned) { /* _splat.c's splat_scanned: row r sees the atom moved */
+                        double dx = (double)r - (double)s_x[k] - (double)off[2 * r];
+                        if (dx > s_reach[k] || dx < -s_reach[k])
+                            continue;
+                    }
+                    m |= 1u << bit;
                 }
                 rows[q] = m;
             }
@@ -208,10 +222,17 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
                 for (int w = 0; w < words; w++) {
                     for (unsigned int m = rows[i * words + w]; m != 0; m &= m - 1) {
                         int k = 32 * w + XYZ_FFS((int)m) - 1;
-                        if (j < s_y0[k] || j > s_y1[k])
-                            continue;
                         double dx = (double)i - (double)s_x[k];
                         double dy = (double)j - (double)s_y[k];
+                        if (scanned) { /* row i's shift; j within [cy - reach, cy + reach] */
+                            double cy = (double)s_y[k] + (double)off[2 * i + 1];
+                            if ((double)j < cy - s_reach[k] || (double)j > cy + s_reach[k])
+                                continue;
+                            dx = dx - (double)off[2 * i];
+                            dy = (double)j - cy;
+                        } else if (j < s_y0[k] || j > s_y1[k]) {
+                            continue;
+                        }
                         double gx = (double)s_w[k] * exp(-dx * dx * s_inv[k]);
                         double gy = exp(-dy * dy * s_inv[k]);
                         float term;
@@ -252,36 +273,15 @@ XYZ_KERNEL xyz2image_gaussian(const float *coords, const float *weights, const f
     __syncthreads();
     XYZ_PER_THREAD
     {
-        if (threadIdx.x == 0) {
-            float m = 0.0f;
-            for (int t = 0; t < threads; t++)
-                m = s_max[t] > m ? s_max[t] : m;
-            s_peak = m;
-        }
+        if (threadIdx.x == 0)
+            s_peak = xyz_block_max(s_max, threads, 0.0f);
     }
     __syncthreads();
     /* phase 7: normalise, round half to even, clip and store, as _splat.c's store() */
     XYZ_PER_THREAD
     {
-        float factor = 1.0f;
-        if (mode == 1)
-            factor = s_peak > 0.0f ? top / s_peak : 0.0f;
-        else if (mode == 2)
-            factor = scale;
-        long long base = b * pixels;
-        for (int p = threadIdx.x; p < pixels; p += threads) {
-            if (itemsize == 4) {
-                ((float *)out)[base + p] = img[p];
-                continue;
-            }
-            float v = img[p] * factor;
-            v = v > 0.0f ? v : 0.0f;
-            v = v < top ? v : top;
-            v = (v + XYZ_RINT_MAGIC) - XYZ_RINT_MAGIC;
-            if (itemsize == 1)
-                out[base + p] = (unsigned char)v;
-            else
-                ((unsigned short *)out)[base + p] = (unsigned short)v;
-        }
+        float factor = xyz_store_factor(mode, s_peak, top, scale);
+        for (int p = threadIdx.x; p < pixels; p += threads)
+            xyz_store_pixel(img, p, out, b * pixels, itemsize, factor, top);
     }
 }
