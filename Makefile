@@ -23,7 +23,7 @@ install:
 	$(PIP) install .
 
 dev-install:
-	$(PIP) install -e ".[dev,zarr]"
+	$(PIP) install -e ".[dev,zarr,dask]"
 
 example:
 	xyz2image-gpu example structures

@@ -40,6 +40,11 @@ crash of the interpreter itself loses only the running stage, which the file nam
     has it) and why, images/s of rendering and writing a store that way (device batches,
     compressed on the device) and with CPU zstd (host batches), the stored bytes per image,
     and whether a CPU reader (``zarr.open``, CPU zstd) reads back the rendered images.
+``dask_gpus``
+    ``render --gpus N`` (a ``dask_cuda.LocalCUDACluster``, one worker per GPU) against the
+    single-process render of the same units: the same bytes, and images/s of each (the
+    single-process figures are kept when the cluster fails); skipped, saying what to
+    install, without distributed and dask-cuda.
 ``dataset``
     The PyTorch dataset (``xyz2image_gpu.torch.RenderDataset``, the ``torch`` extra; a
     PyTorch built with CUDA) rendering in the main process: images/s through a DataLoader
@@ -94,7 +99,7 @@ import common  # stdlib, NumPy and the package (put on sys.path from the checkou
 __all__ = ["STAGES", "main"]
 
 STAGES = ("environment", "smoke", "bandwidth", "throughput", "cpu_baseline", "repeatability",
-          "parity", "memory_pool", "zarr", "dataset", "tests")
+          "parity", "memory_pool", "zarr", "dask_gpus", "dataset", "tests")
 #: Stages that always run, whatever the budget: they say what the machine is.
 ALWAYS = ("environment", "smoke")
 EXIT_OK, EXIT_FAILED, EXIT_NO_GPU, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -102,10 +107,10 @@ EXIT_OK, EXIT_FAILED, EXIT_NO_GPU, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 
 #: mean nothing).
 FULL = {"edgesize": 128, "batch_size": 4096, "images": 65536, "repeats": 3,
         "bandwidth_mib": 256, "parity_images": 64, "repeat_images": 4096,
-        "batch1_images": 256, "cpu_seconds": 3.0, "pool_calls": 10}
+        "batch1_images": 256, "cpu_seconds": 3.0, "pool_calls": 10, "dask_rotations": 2048}
 QUICK = {"edgesize": 32, "batch_size": 16, "images": 64, "repeats": 1, "bandwidth_mib": 4,
          "parity_images": 3, "repeat_images": 24, "batch1_images": 6, "cpu_seconds": 0.1,
-         "pool_calls": 10}
+         "pool_calls": 10, "dask_rotations": 4}
 #: Stage floors below which a stage is not started (seconds of budget left).
 MIN_STAGE_S = 3.0
 #: The device the GPU stages render on (the tests run them on the CPU behind a stand-in).
@@ -123,6 +128,10 @@ class Terminated(BaseException):
 
 class InjectedFailure(RuntimeError):
     """Raised by ``--inject-failure``."""
+
+
+class StageSkipped(Exception):
+    """A stage cannot run here for a reason that is not a fault (an optional package)."""
 
 
 def _now() -> str:
@@ -860,6 +869,56 @@ def stage_zarr(ctx: Context, fig: dict[str, Any]) -> None:
     fig["ok"] = all(fig[k]["cpu_reader_values_equal"] for k, _ in variants)
 
 
+def _gpu_count(ctx: Context) -> int:
+    try:
+        return max(1, int(ctx.cupy.cuda.runtime.getDeviceCount()))
+    except Exception:  # noqa: BLE001 - a stand-in without it: one GPU
+        return 1
+
+
+def stage_dask_gpus(ctx: Context, fig: dict[str, Any]) -> None:
+    import hashlib
+
+    from xyz2image_gpu import RenderSettings
+    from xyz2image_gpu.run import RunConfig, run
+    from xyz2image_gpu.run.distributed import ClusterError, check_cluster_request
+    from xyz2image_gpu.structures.examples import bundled_examples
+
+    try:
+        check_cluster_request(None, 1)
+    except ClusterError as exc:  # optional packages: not a fault of the machine
+        raise StageSkipped(f"skipped: {exc}") from None
+    s = ctx.sizes
+    inputs = tuple(sorted(bundled_examples())[:2])
+    base = {"inputs": inputs, "settings": RenderSettings(edgesize=s["edgesize"]),
+            "output_types": ("gaussian_2d",), "n_rotation": s["dask_rotations"],
+            "n_stacks": 2, "device": GPU_DEVICE, "batch_size": s["batch_size"]}
+
+    def hashes(folder: Path) -> dict[str, str]:
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*.npz"))}
+
+    def figures(summary: Any) -> dict[str, Any]:
+        return {"images": summary.images, "stacks": summary.stacks_written,
+                "wall_s": round(summary.elapsed, 3), "workers": summary.workers,
+                "images_per_s": summary.images_per_second}
+
+    with tempfile.TemporaryDirectory(prefix="gpu_check_dask_") as tmp:
+        one = run(RunConfig(output_folder=Path(tmp) / "one", **base), progress="none")
+        fig["single_process"] = figures(one)
+        ctx.save()
+        gpus = _gpu_count(ctx)
+        fig["gpus"] = gpus
+        dask = run(RunConfig(output_folder=Path(tmp) / "dask", gpus=gpus, **base),
+                   progress="none")
+        fig["dask_gpus"] = figures(dask)
+        fig["dask_over_single"] = dask.images_per_second / one.images_per_second
+        fig["bytes_equal"] = hashes(Path(tmp) / "one") == hashes(Path(tmp) / "dask")
+        fig["note"] = ("wall time includes the cluster's start (seconds): compare rates on "
+                       "runs of many units")
+    fig["ok"] = fig["bytes_equal"] and not one.failed and not dask.failed
+
+
 def stage_dataset(ctx: Context, fig: dict[str, Any]) -> None:
     from xyz2image_gpu import Renderer, RenderSettings
 
@@ -868,9 +927,9 @@ def stage_dataset(ctx: Context, fig: dict[str, Any]) -> None:
         from torch.utils.data import DataLoader
 
         from xyz2image_gpu.torch import RenderDataset
-    except ImportError as exc:
-        fig["skipped"] = f"PyTorch is not installed (pip install torch): {exc}"
-        return
+    except ImportError as exc:  # an optional package: not a fault of the machine
+        raise StageSkipped(f"skipped: PyTorch is not installed (the torch extra): {exc}"
+                           ) from None
     s = ctx.sizes
     structure = ctx.structure()
     settings = RenderSettings(edgesize=s["edgesize"], all_random=True)
@@ -980,6 +1039,7 @@ STAGE_FUNCTIONS: dict[str, tuple[Callable[[Context, dict[str, Any]], None], bool
     "parity": (stage_parity, False),
     "memory_pool": (stage_memory_pool, True),
     "zarr": (stage_zarr, True),
+    "dask_gpus": (stage_dask_gpus, True),
     "dataset": (stage_dataset, True),
     "tests": (stage_tests, False),
 }
@@ -1035,6 +1095,8 @@ def run_stage(ctx: Context, name: str) -> None:
             if kind:
                 _inject(kind, name)
         rec["status"] = "ok"
+    except StageSkipped as exc:
+        rec.update(status="skipped", reason=str(exc))
     except StageTimeout as exc:
         rec.update(status="timeout", error=_error(exc))
     except (KeyboardInterrupt, Terminated) as exc:
@@ -1070,6 +1132,10 @@ def _checks(doc: dict[str, Any]) -> list[dict[str, Any]]:
         checks.append({"check": "parity: images within one grey level, labels equal",
                        "ok": fig["parity"]["ok"],
                        "detail": {c["case"]: c["ok"] for c in fig["parity"]["cases"]}})
+    if "ok" in fig["dask_gpus"]:
+        checks.append({"check": "render --gpus writes the single-process bytes",
+                       "ok": fig["dask_gpus"]["ok"],
+                       "detail": {"bytes_equal": fig["dask_gpus"]["bytes_equal"]}})
     if "first_batch_equals_render" in fig["dataset"]:
         checks.append({"check": "PyTorch dataset: tensors equal render's bytes",
                        "ok": fig["dataset"]["first_batch_equals_render"],

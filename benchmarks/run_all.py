@@ -17,6 +17,8 @@ with ``cpu_kernel="numpy"``; CuPy when ``xyz2image_gpu.backend.gpu_available()``
   device whose operations cost nothing, so only the host's own work is timed;
 * **end-to-end CLI** (``bench_cli.py``): ``xyz2image-gpu render`` versus the seed's approach,
   images/s and peak memory of the process tree;
+* **Dask** (``bench_distributed.py``, with the dask extra): ``render --scheduler local`` on a
+  2-process LocalCluster against the CLI, and Dask's fixed costs;
 * **output formats** (``bench_formats.py``, with the zarr extra): the CLI end to end writing
   ``.npz`` (zlib 6 and 1) and the zarr store (zstd 1, lz4), against each codec alone on all
   cores;
@@ -417,6 +419,22 @@ def run_host_cost(preset: Preset, results: dict[str, Any]) -> None:
           f"images/s", flush=True)
 
 
+def run_distributed(preset: Preset, results: dict[str, Any]) -> None:
+    """``render --scheduler local`` (2 processes) against the CLI (``bench_distributed.py``);
+    left out, saying so, without the dask extra."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        print("\n== Dask: not measured (no distributed; pip install 'xyz2image-gpu[dask]')")
+        return
+    import bench_distributed
+
+    print()
+    results["distributed"] = bench_distributed.run_benchmark(
+        "smoke" if preset.name == "smoke" else "full",
+        repeats=1 if preset.name == "quick" else None)
+
+
 def run_draws(preset: Preset, results: dict[str, Any]) -> None:
     """The augmentations' random draws on one core (``bench_draws.py``): Philox, compiled
     and NumPy, against the per-image PCG64 generators used before, in the same run."""
@@ -540,6 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             devices = list(dict.fromkeys(devices))
             results["cli"] = bench_cli.run_benchmarks(preset.cli, devices=devices,
                                                       run_seed=not args.no_seed)
+            run_distributed(preset, results)
         if not args.no_formats:
             try:
                 import zarr  # noqa: F401

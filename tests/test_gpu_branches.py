@@ -342,7 +342,7 @@ def test_the_runs_writer_reads_gpu_batches_while_later_ones_render(tmp_path, mon
     outputs = ("gaussian_2d", "delta_3d")  # 256 KiB per image: chunks that view the batch
     cfg = RunConfig(inputs=(path,), output_folder=tmp_path / "out", settings=settings,
                     output_types=outputs, n_rotation=40, batch_size=6, device="gpu")
-    unit = units._Unit(str(path), "au", 0, cfg, "gpu", 2)
+    unit = units.Unit(str(path), "au", 0, cfg, "gpu", 2)
     fake = FakeCupy()
     gpu = Renderer(settings, render_types(outputs), Backend("cupy", fake, "stand-in"),
                    threads=2)

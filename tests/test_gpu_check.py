@@ -16,7 +16,7 @@ from test_cupy_status import _fake_cupy
 
 from xyz2image_gpu import backend
 
-GPU_STAGES = ("bandwidth", "throughput", "memory_pool", "zarr", "dataset")
+GPU_STAGES = ("bandwidth", "throughput", "memory_pool", "zarr", "dask_gpus", "dataset")
 CPU_STAGES = ("environment", "smoke", "cpu_baseline", "repeatability", "parity", "tests")
 
 
@@ -204,6 +204,9 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
     monkeypatch.setattr(backend, "cupy_status", lambda: (cupy, "a stand-in GPU"))
     monkeypatch.delenv(backend.FORCE_CPU_ENV, raising=False)
     monkeypatch.setattr(gpu_check, "GPU_DEVICE", "cpu")
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(
+        LocalCUDACluster=lambda **kw: distributed.LocalCluster(processes=False, **kw)))
     status, doc = run("--skip", "tests")
     assert status == gpu_check.EXIT_OK, _status(doc)
     st = {name: rec["figures"] for name, rec in doc["stages"].items()}
@@ -231,15 +234,40 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
     assert st["repeatability"]["engines"] == ["gpu"] and st["repeatability"]["all_equal"]
     assert st["parity"]["engines"][0] == "gpu" and st["parity"]["ok"]
     assert st["memory_pool"]["calls"] == 10 and st["memory_pool"]["growth_bytes"] == 0
+    assert st["dask_gpus"]["bytes_equal"] and st["dask_gpus"]["dask_gpus"]["images"] == 16
+    assert st["dask_gpus"]["single_process"]["images"] == 16
     if "skipped" not in st["zarr"]:  # with the zarr extra: the CPU's compressor, said why
         assert st["zarr"]["gpu_codec"] == {
             "chosen": False, "reason": "chunks compressed on the CPU: images rendered on the CPU"}
         assert st["zarr"]["cpu_zstd"]["images_per_s"] > 0
         assert st["zarr"]["cpu_zstd"]["cpu_reader_values_equal"] and st["zarr"]["ok"]
-    if "skipped" not in st["dataset"]:  # PyTorch installed (the torch extra)
+    if _status(doc)["dataset"] == "ok":  # PyTorch installed (the torch extra)
         assert st["dataset"]["first_batch_equals_render"]
         assert st["dataset"]["images_per_s"]["dataset_0_workers"] > 0
         assert st["dataset"]["dataset_over_render_only"] > 0
     assert {"to_host_images_per_s", "to_device_images_per_s",
             "augmented_over_plain"} <= set(doc["targets"])
     assert doc["machine"]["gpu"]["name"] == "Stand-in H200"
+
+
+def test_the_dask_stage_keeps_its_single_process_figures_when_the_cluster_fails(
+        tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+
+    def no_cluster(**options):
+        raise RuntimeError("no CUDA device for worker 0")
+
+    monkeypatch.setattr(gpu_check, "GPU_DEVICE", "cpu")
+    monkeypatch.setitem(sys.modules, "dask_cuda",
+                        types.SimpleNamespace(LocalCUDACluster=no_cluster))
+    ctx = gpu_check.Context(args=None, sizes=gpu_check.QUICK, path=tmp_path / "c.json",
+                            default_path=False, deadline=time.perf_counter() + 60,
+                            doc={"_t0": time.perf_counter()})
+    fig: dict = {}
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        gpu_check.stage_dask_gpus(ctx, fig)
+    assert fig["single_process"]["images"] == 16 and fig["gpus"] == 1
+    assert json.loads((tmp_path / "c.json").read_text())["elapsed_s"] >= 0
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # not installed: skipped, saying so
+    with pytest.raises(gpu_check.StageSkipped, match=r"xyz2image-gpu\[dask,gpu\]"):
+        gpu_check.stage_dask_gpus(ctx, {})

@@ -42,6 +42,7 @@ __all__ = [
     "FloatListType",
     "IntChoice",
     "OutputTypesType",
+    "ShardType",
     "device_option",
     "geometry_options",
     "make_settings",
@@ -99,6 +100,26 @@ class CommaListType(click.ParamType):
             return self.parse(split_list(value))
         except ValueError as exc:
             self.fail(f"{exc}{self.hint}", param, ctx)
+
+
+class ShardType(click.ParamType):
+    """``i/n``: shard ``i`` (0-based) of ``n``, e.g. ``0/4`` ... ``3/4``."""
+
+    name = "i/n"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        index, sep, count = value.partition("/")
+        try:
+            i, n = int(index), int(count)
+        except ValueError:
+            i, n = -1, 0
+        if not sep or n < 1 or not 0 <= i < n:
+            self.fail(f"{value!r} is not a shard: give i/n with 0 <= i < n, e.g. 0/4 "
+                      "(with SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)", param, ctx)
+        return (i, n)
 
 
 class OutputTypesType(CommaListType):

@@ -29,6 +29,7 @@ from .options import (
     ElementListType,
     IntChoice,
     OutputTypesType,
+    ShardType,
     device_option,
     geometry_options,
     physics_options,
@@ -92,6 +93,17 @@ __all__ = [
               show_default="1 with threads for Gaussian images from the compiled kernel, "
               "else one per CPU core",
               help="Rendering processes on the CPU (the GPU uses one).")
+@click.option("--shard", type=ShardType(), default=None, show_default="every unit",
+              help="Render only shard i of n (0-based) of the units (file x stack), e.g. one "
+                   "task of a job array; shards may run at once into one --output-folder.")
+@click.option("--scheduler", default=None, metavar="local|ADDRESS|FILE",
+              show_default="no Dask",
+              help="Render the units as tasks of a Dask cluster: 'local' (a LocalCluster of "
+                   "--workers processes), a scheduler address (tcp://host:8786) or a "
+                   "scheduler file (.json). Needs the dask extra.")
+@click.option("--gpus", type=click.IntRange(min=1), default=None, show_default="none",
+              help="Render on a dask_cuda LocalCUDACluster with one worker per GPU, "
+                   "this many GPUs. Needs the dask and gpu extras.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               show_default="the engine's choice", help="Images rendered at once.")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="npz",
@@ -121,6 +133,7 @@ __all__ = [
 def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_stacks: int,
            output_types: tuple[str, ...], frameshift: int, maxframes: int,
            exclude_elements: tuple[str, ...], seed: int, device: str, workers: int | None,
+           shard: tuple[int, int] | None, scheduler: str | None, gpus: int | None,
            batch_size: int | None, output_format: str, codec: str,
            compress_level: int | None, chunk_images: int, shard_images: int | None,
            overwrite: bool, strict: bool, quiet: bool,
@@ -140,6 +153,17 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
     from .. import run as runner
 
     settings, probe_optics = settings_from_options(setting_options)
+    if shard is not None and (scheduler is not None or gpus is not None):
+        raise click.UsageError("--shard splits a run without a scheduler (a job array); it "
+                               "cannot be combined with --scheduler or --gpus")
+    if gpus is not None:
+        if scheduler not in (None, "local"):
+            raise click.UsageError("--gpus starts its own local cluster; it cannot be "
+                                   f"combined with --scheduler {scheduler}")
+        if device == "cpu":
+            raise click.UsageError("--gpus renders on GPUs; it cannot be combined with "
+                                   "--device cpu")
+        device = "gpu"
     compress_level = _storage_options(output_format, codec, compress_level, chunk_images,
                                       shard_images)
     try:
@@ -159,7 +183,7 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         compress_level=compress_level, format=output_format, codec=codec,
         chunk_images=chunk_images, shard_images=shard_images, device=device,
         workers=workers, batch_size=batch_size, overwrite=overwrite, strict=strict,
-        probe_optics=probe_optics)
+        probe_optics=probe_optics, shard=shard, scheduler=scheduler, gpus=gpus)
 
     def report(message: str) -> None:
         click.echo(message, err=True)
@@ -175,7 +199,7 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
         sys.exit(runner.interrupted_exit_code(exc))
     except OSError as exc:
         raise click.ClickException(runner.write_error_message(exc)) from None
-    except RuntimeError as exc:  # also runner.RequestTooLargeError, FolderBusyError
+    except RuntimeError as exc:  # also RequestTooLargeError, FolderBusyError, ClusterError
         raise click.ClickException(str(exc)) from None
     if not quiet:
         skipped = (f", {summary.stacks_skipped} complete stacks skipped"

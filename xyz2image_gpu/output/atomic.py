@@ -10,8 +10,11 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
+import secrets
 import shutil
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,17 +31,27 @@ __all__ = [
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-#: Temporary outputs are named ``.<final name>.<pid>.tmp`` (files or folders).
+#: Temporary outputs are named ``.<final name>.<host>.<pid>.<random>.tmp`` (files or
+#: folders).
 TEMP_SUFFIX = ".tmp"
 
 
+def _host() -> str:
+    """This machine's name, reduced to letters, digits and ``-`` (a part of file names)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:32] or "host"
+
+
 def temporary_path(final: Path | str) -> Path:
-    """Return the temporary name under which ``final`` is written: ``.<name>.<pid>.tmp``.
+    """Return a new temporary name under which ``final`` is written:
+    ``.<name>.<host>.<pid>.<random>.tmp``.
 
     It lies in the same folder as ``final``, so :func:`os.replace` onto ``final`` is atomic.
+    Host, process and 32 random bits make it unique to one attempt: processes on hosts that
+    share a file system, and a unit retried in the same process, never write one file.
     """
     final = Path(final)
-    return final.with_name(f".{final.name}.{os.getpid()}{TEMP_SUFFIX}")
+    tag = f"{_host()}.{os.getpid()}.{secrets.token_hex(4)}"
+    return final.with_name(f".{final.name}.{tag}{TEMP_SUFFIX}")
 
 
 def is_temporary(path: Path | str) -> bool:
@@ -47,11 +60,13 @@ def is_temporary(path: Path | str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
-def remove_stale_temporaries(folder: Path | str) -> list[Path]:
+def remove_stale_temporaries(folder: Path | str,
+                             finals: Iterable[str] | None = None) -> list[Path]:
     """Remove temporaries (files or folders) left in ``folder`` by a killed run.
 
-    Only names matching :func:`is_temporary` are removed. Call it only when no other run
-    writes into ``folder``.
+    Only names matching :func:`is_temporary` are removed; with ``finals`` (final file
+    names), only the temporaries of those names. Call it only when no other run writes
+    into ``folder`` (or, with ``finals``, those files).
 
     Returns
     -------
@@ -62,8 +77,11 @@ def remove_stale_temporaries(folder: Path | str) -> list[Path]:
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
+    prefixes = None if finals is None else tuple(f".{name}." for name in finals)
     for entry in sorted(folder.iterdir()):
         if not is_temporary(entry):
+            continue
+        if prefixes is not None and not entry.name.startswith(prefixes):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

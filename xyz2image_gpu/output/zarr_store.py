@@ -56,6 +56,7 @@ __all__ = [
     "ZarrUnavailableError",
     "check_codec_level",
     "codec_default_level",
+    "group_staging_path",
     "require_zarr",
     "stack_group_path",
     "store_path",
@@ -133,6 +134,12 @@ def store_path(output_folder: Path | str) -> Path:
 def stack_group_path(output_folder: Path | str, stem: str, stack: int) -> Path:
     """``OUTPUT/stacks.zarr/<stem>/<stack:04d>``: one stack's group."""
     return store_path(output_folder) / stem / f"{stack:04d}"
+
+
+def group_staging_path(output_folder: Path | str, stem: str, stack: int) -> Path:
+    """``OUTPUT/<stem>_<stack:04d>.zarr``: the name whose temporary (outside the store) holds
+    a stack's group while it is written."""
+    return Path(output_folder) / f"{stem}_{stack:04d}.zarr"
 
 
 def _group_json(attributes: Mapping[str, Any]) -> dict[str, Any]:
@@ -327,7 +334,7 @@ class ZarrStackWriter(_CompleteOrAbort):
         self.gpu_compression = device_xp is not None
         self._xp = device_xp
         # outside the store: no reader lists a stack being written
-        self._tmpdir = temporary_path(Path(output_folder) / f"{stem}_{stack:04d}.zarr")
+        self._tmpdir = temporary_path(group_staging_path(output_folder, stem, stack))
         self._closed = False
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: collections.deque[Any] = collections.deque()

@@ -230,6 +230,16 @@ class RunConfig:
         with every atom outside, or that come out blank, fail it either way.
     probe_optics : dict or None
         The optics and fit that ``settings.probe`` came from, recorded in the manifest.
+    shard : (int, int) or None
+        ``(i, n)``: render only shard ``i`` of ``n`` (0-based), the units whose index, in
+        the order of ``inputs`` then stacks, is ``i`` modulo ``n``; shards may run at once
+        into one folder (see :mod:`.shards`). None: every unit.
+    scheduler : str or None
+        Render the units as tasks of a Dask cluster (:mod:`.distributed`): ``"local"``, a
+        scheduler address (``tcp://host:8786``) or a scheduler file (``.json``).
+    gpus : int or None
+        With ``scheduler`` "local" (or None): a ``dask_cuda.LocalCUDACluster`` of this many
+        workers, one per GPU.
     """
 
     inputs: tuple[Path, ...]
@@ -253,6 +263,9 @@ class RunConfig:
     overwrite: bool = False
     strict: bool = False
     probe_optics: dict[str, Any] | None = None
+    shard: tuple[int, int] | None = None
+    scheduler: str | None = None
+    gpus: int | None = None
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that decide the output bytes (compared on resume)."""

@@ -1,9 +1,9 @@
 """Executing a run: every unit (input file x stack) on threads or worker processes, the
 manifest kept up to date, temporaries of a killed run removed, complete stacks skipped.
 
-Every file is written under a temporary name (``.<name>.<pid>.tmp``) and renamed when it is
-complete; temporaries left by a killed run are removed by the next run, which skips the
-stacks that the manifest records as complete and whose files exist (resume).
+Every file is written under a temporary name (``.<name>.<host>.<pid>.<random>.tmp``) and
+renamed when it is complete; temporaries left by a killed run are removed by the next run,
+which skips the stacks that the manifest records as complete and whose files exist (resume).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .config import (
     is_stack_file,
     render_types,
 )
-from .lock import _folder_lock
+from .lock import _manifest_lock
 from .manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -50,13 +50,16 @@ from .manifest import (
 )
 from .memory import RequestTooLargeError, _check_memory, _Need
 from .progress import Progress
+from .shards import merge_manifest, shard_units
 from .signals import _sigterm_as_interrupt, start_resource_tracker
 from .units import (
-    _THREAD_ENV,
+    Unit,
+    UnitResult,
     _Finishing,
     _render_unit,
     _store_compression,
-    _Unit,
+    _temporary_names,
+    _thread_env,
     _worker_init,
     _worker_run,
 )
@@ -64,6 +67,9 @@ from .units import (
 __all__ = [
     "run",
 ]
+
+#: Seconds between two writes of the manifest by a shard (at most; and when it ends).
+_SHARD_SAVE_INTERVAL = 10.0
 
 
 # ----------------------------------------------------------------------------- run
@@ -96,20 +102,48 @@ class _Run:
         self.summary = RunSummary()
         self.progress: Progress | None = None
         self._last_save = 0.0
+        self.shard = config.shard
+        # A file fails at its lowest failing stack; as on the serial path, the stacks before
+        # it are kept and none after it is rendered or kept, whatever order units finish.
+        self.failed_at: dict[str, int] = {}
+        self.completed: list[Unit] = []
 
     # -- manifest
     def _save(self, force: bool = False) -> None:
         now = time.monotonic()
-        if force or now - self._last_save >= 1.0:
+        # shards merge under a lock shared by every shard: less often, so that many shards
+        # do not queue on it (a record lost to a kill costs its stack's rendering again)
+        interval = 1.0 if self.shard is None else _SHARD_SAVE_INTERVAL
+        if force or now - self._last_save >= interval:
             self._last_save = now
-            _atomic_write_json(self.manifest_path, self.manifest)
-            if self.config.format == "zarr":  # the store carries its settings and manifest
-                write_store_attributes(self.out, {"manifest": self.manifest})
+            if self.shard is None:
+                self._write_manifest(self.manifest)
+            else:  # other shards write it too: merge on write, under the manifest's lock
+                with _manifest_lock(self.out):
+                    self._write_merged()
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        _atomic_write_json(self.manifest_path, manifest)
+        if self.config.format == "zarr":  # the store carries its settings and manifest
+            write_store_attributes(self.out, {"manifest": manifest})
+
+    def _write_merged(self) -> None:
+        disk = _load_manifest(self.manifest_path)
+        merged, dropped = merge_manifest(disk, self.manifest)
+        for stem, stack in dropped:  # after the stack at which another shard's file failed
+            entry = merged["files"][stem]
+            _remove_outputs(Unit(entry["path"], stem, stack, self.shared, self.device, 1))
+        self._write_manifest(merged)
+        for stem, entry in merged["files"].items():
+            failed = entry.get("failed_stack") if isinstance(entry, dict) else None
+            if stem in self.manifest["files"] and failed is not None \
+                    and self.failed_at.get(stem, failed + 1) > failed:
+                self.failed_at[stem] = failed  # this shard's later stacks are dropped too
 
     def _file_entry(self, stem: str) -> dict[str, Any]:
         return self.manifest["files"][stem]
 
-    def _mark_complete(self, unit: _Unit) -> None:
+    def _mark_complete(self, unit: Unit) -> None:
         entry = self._file_entry(unit.stem)
         stacks = set(entry["completed_stacks"]) | {unit.stack}
         entry["completed_stacks"] = sorted(stacks)
@@ -119,14 +153,10 @@ class _Run:
         self.summary.images += entry["images_per_stack"]
         self._save()
 
-    def _discard(self, unit: _Unit) -> None:
+    def _discard(self, unit: Unit) -> None:
         """Remove a rendered stack of a file that failed at an earlier stack, and its record:
         worker processes may finish stacks that the serial path would never have rendered."""
-        for path in unit.outputs():
-            if path.is_dir():  # a zarr group
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        _remove_outputs(unit)
         entry = self._file_entry(unit.stem)
         if unit.stack in entry["completed_stacks"]:
             entry["completed_stacks"].remove(unit.stack)
@@ -135,12 +165,43 @@ class _Run:
         entry["outside_field"].pop(str(unit.stack), None)
         self._save(force=True)
 
-    def _record_field(self, unit: _Unit, report: FieldReport) -> None:
+    def _record_field(self, unit: Unit, report: FieldReport) -> None:
         """Record a finished stack's atoms outside the field of view; warn when there are."""
         self._file_entry(unit.stem)["outside_field"][str(unit.stack)] = report.to_dict()
         if report.atoms_outside:
             self._say(f"warning: {unit.path}, stack {unit.stack}: {report.describe()} "
                       "(--strict fails the file instead)")
+
+    def after_failure(self, unit: Unit) -> bool:
+        """True for a stack after the stack at which its file failed."""
+        return unit.stem in self.failed_at and unit.stack > self.failed_at[unit.stem]
+
+    def fail(self, unit: Unit, message: str) -> bool:
+        """Record that ``unit``'s input failed at its stack; discard what was completed of the
+        stacks after it. False when the file failed at an earlier stack already."""
+        if unit.stem in self.failed_at and unit.stack >= self.failed_at[unit.stem]:
+            return False
+        first = unit.stem not in self.failed_at
+        self.failed_at[unit.stem] = unit.stack
+        if self.shard is not None:  # other shards drop their stacks after it (shards.py)
+            self._file_entry(unit.stem)["failed_stack"] = unit.stack
+        if first:
+            self._mark_failed(unit.stem, message)
+        for other in [u for u in self.completed if self.after_failure(u)]:
+            self.completed.remove(other)
+            self._discard(other)
+        return True
+
+    def record(self, unit: Unit, result: UnitResult) -> None:
+        """Record a rendered unit: complete, failed, or discarded (after its file failed)."""
+        if result.error is not None:
+            self.fail(unit, result.error)
+        elif self.after_failure(unit):
+            self._discard(unit)
+        else:
+            self._record_field(unit, result.field_report)
+            self._mark_complete(unit)
+            self.completed.append(unit)
 
     def _mark_failed(self, stem: str, message: str) -> None:
         entry = self._file_entry(stem)
@@ -273,11 +334,18 @@ class _Run:
         store = store_path(self.out)
         return [self.out, *(self.out / s for s in stems), store, *(store / s for s in stems)]
 
-    def prepare(self) -> tuple[list[_Unit], int]:
+    def prepare(self) -> tuple[list[Unit], int]:
         """Under the folder's lock: compare with the manifest, remove what ``overwrite``
-        replaces, write the new manifest; return the units to render and their images."""
-        cfg = self.config
+        replaces, write the new manifest; return the units to render and their images
+        (with a shard, its own; the manifest is then read and written under its lock)."""
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.shard is None:
+            return self._prepare()
+        with _manifest_lock(self.out):
+            return self._prepare()
+
+    def _prepare(self) -> tuple[list[Unit], int]:
+        cfg = self.config
         params = cfg.parameters()
         old = self._previous_manifest(params)
         same = old is not None and old.get("parameters") == params
@@ -300,15 +368,21 @@ class _Run:
         # keep what other runs into this folder (with these settings) recorded
         old_files = old["files"] if same and old is not None else {}
         self.manifest["files"].update(old_files)
-        remove_stale_temporaries(self.out)
-        units: list[_Unit] = []
+        units: list[Unit] = []
         total = 0
+        index = 0  # of every unit of the run, in order (shards: index modulo n)
+        ours = set(shard_units(len(self.inputs) * cfg.n_stacks, self.shard))
         threads = default_compression_threads() if self.workers == 1 else 1
         # what every unit shares: the config without the input list, each unit names its
         # own input (the list would travel with every unit pickled for a worker)
         shared = dataclasses.replace(cfg, inputs=(), output_folder=self.out)
-        for folder in self._temporary_folders():
-            remove_stale_temporaries(folder)
+        self.shared = shared
+        if self.shard is None:
+            for folder in self._temporary_folders():
+                remove_stale_temporaries(folder)
+        else:  # the manifest's (and the store's copy of it) under its lock; units' below
+            remove_stale_temporaries(self.out, [MANIFEST_NAME])
+            remove_stale_temporaries(store_path(self.out), ["zarr.json"])
         for item in self.inputs:
             stem = item.path.stem
             entry = {"path": str(item.path), "sha256": item.sha256, "status": "pending",
@@ -317,6 +391,7 @@ class _Run:
             previous = old_files.get(stem)
             self.manifest["files"][stem] = entry
             if item.error is not None:
+                index += cfg.n_stacks
                 self._mark_failed(stem, item.error)
                 continue
             entry["n_frames"] = item.n_frames
@@ -330,7 +405,15 @@ class _Run:
                               "(its sha256 differs from the manifest's): its stacks are "
                               "rendered again")
             for stack in range(cfg.n_stacks):
-                unit = _Unit(str(item.path), stem, stack, shared, self.device, threads)
+                unit = Unit(str(item.path), stem, stack, shared, self.device, threads)
+                index += 1
+                if index - 1 not in ours:  # another shard's: recorded as found, not rendered
+                    if stack in done and all(p.exists() for p in unit.outputs()):
+                        entry["completed_stacks"].append(stack)
+                    continue
+                if self.shard is not None:  # only this shard's own temporaries are stale
+                    for folder, name in _temporary_names(unit):
+                        remove_stale_temporaries(folder, [name])
                 kept = previous.get("outside_field", {}).get(str(stack)) if previous else None
                 if cfg.strict and kept and kept.get("atoms_outside"):
                     done.discard(stack)  # kept with atoms outside: --strict renders it again
@@ -351,14 +434,22 @@ class _Run:
         if self.workers == 1 and threads == 1:
             threads = default_compression_threads()
             units = [dataclasses.replace(u, compression_threads=threads) for u in units]
-        self._save(force=True)
+        if self.shard is None or not same:  # a new manifest, or one replaced (--overwrite)
+            self._write_manifest(self.manifest)
+        else:
+            self._write_merged()  # the caller holds the manifest's lock
+        self._last_save = time.monotonic()
         return units, total
 
-    def execute(self, units: list[_Unit], total: int) -> None:
+    def execute(self, units: list[Unit], total: int) -> None:
         self.progress = Progress(total, self.progress_mode, self.progress_stream,
                                  self.progress_interval)
         try:
-            if self.workers > 1:
+            if self.config.scheduler is not None or self.config.gpus is not None:
+                from .distributed import execute_on_dask
+
+                execute_on_dask(self, units)
+            elif self.workers > 1:
                 self._execute_pool(units)
             else:
                 self._execute_serial(units)
@@ -369,25 +460,35 @@ class _Run:
         except BaseException:
             # Every writer has stopped by now (aborted, joined; worker processes shut down).
             # An interrupt that fell between two steps of a unit (a writer made, not yet
-            # guarded) may have left a temporary: remove them all, this run holds the lock.
-            for folder in self._temporary_folders():
-                remove_stale_temporaries(folder)
+            # guarded) may have left a temporary: remove them all, this run holds the lock
+            # (a shard: those of its own units).
+            self.remove_temporaries(units)
             raise
         finally:
             self.progress.close()
             self.progress = None
             self._save(force=True)
 
+    def remove_temporaries(self, units: list[Unit]) -> None:
+        """Remove what writers stopped in their tracks left: every temporary of the folder
+        (the run holds its lock), or with a shard those of ``units``."""
+        if self.shard is not None:
+            for unit in units:
+                for folder, name in _temporary_names(unit):
+                    remove_stale_temporaries(folder, [name])
+            return
+        for folder in self._temporary_folders():
+            remove_stale_temporaries(folder)
+
     def _count(self, n: int) -> None:
         """Progress only: the summary counts the images of complete stacks."""
         assert self.progress is not None
         self.progress.update(n)
 
-    def _execute_serial(self, units: list[_Unit]) -> None:
+    def _execute_serial(self, units: list[Unit]) -> None:
         # Each unit returns once its batches are queued; its writer finishes (last chunks,
         # archive assembly, fsync) while the next unit renders, and it is marked complete
         # as soon as its files are (measured gain: benchmarks/README.md).
-        failed: set[str] = set()
         finishing: list[_Finishing] = []
 
         def settle(keep: int) -> None:
@@ -396,8 +497,9 @@ class _Run:
             while finishing and (len(finishing) > keep or finishing[0].finished):
                 finishing[0].wait()  # aborted by the except below if interrupted
                 done = finishing.pop(0)
-                self._record_field(done.unit, done.field_report)
-                self._mark_complete(done.unit)
+                n_images = self._file_entry(done.unit.stem)["images_per_stack"]
+                self.record(done.unit, UnitResult(done.unit, tuple(done.unit.outputs()),
+                                                  n_images, done.field_report))
 
         def on_batch(n: int) -> None:
             self._count(n)
@@ -405,13 +507,12 @@ class _Run:
 
         try:
             for unit in units:
-                if unit.stem in failed:
+                if self.after_failure(unit):
                     continue
                 try:
                     result = _render_unit(unit, on_batch, defer=True)
                 except StructureError as exc:
-                    failed.add(unit.stem)
-                    self._mark_failed(unit.stem, str(exc))
+                    self.fail(unit, str(exc))
                     continue
                 assert isinstance(result, _Finishing)
                 finishing.append(result)
@@ -422,47 +523,18 @@ class _Run:
                 pending.abort()
             raise
 
-    def _execute_pool(self, units: list[_Unit]) -> None:
-        # one BLAS/OpenMP thread per worker: N workers already fill N cores. Spawned children
-        # read these when they import NumPy, so they stay set while the pool runs.
-        saved = {k: os.environ.get(k) for k in _THREAD_ENV}
-        os.environ.update(dict.fromkeys(_THREAD_ENV, "1"))
-        try:
+    def _execute_pool(self, units: list[Unit]) -> None:
+        # one BLAS/OpenMP thread per worker: N workers already fill N cores
+        with _thread_env(1):
             self._run_pool(units)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
-    def _run_pool(self, units: list[_Unit]) -> None:
+    def _run_pool(self, units: list[Unit]) -> None:
         ctx = multiprocessing.get_context("spawn")
         start_resource_tracker()
         progress_queue = ctx.Queue()
         stop_event = ctx.Event()
-        # A file fails at its lowest failing stack; as on the serial path, the stacks before
-        # it are kept and none after it is rendered or kept, whatever order workers finish.
-        failed_at: dict[str, int] = {}
-        completed: list[_Unit] = []
         pending = list(reversed(units))
-        running: dict[Future[Any], _Unit] = {}
-
-        def after_failure(unit: _Unit) -> bool:
-            return unit.stem in failed_at and unit.stack > failed_at[unit.stem]
-
-        def fail(unit: _Unit, message: str) -> None:
-            if unit.stem not in failed_at:
-                self._mark_failed(unit.stem, message)
-            elif unit.stack >= failed_at[unit.stem]:
-                return
-            failed_at[unit.stem] = unit.stack
-            for future, other in running.items():
-                if after_failure(other):
-                    future.cancel()  # not started yet; a running one is discarded when done
-            for other in [u for u in completed if after_failure(u)]:
-                completed.remove(other)
-                self._discard(other)
+        running: dict[Future[Any], Unit] = {}
         pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
                                    initargs=(progress_queue, stop_event, os.getpid()))
 
@@ -477,7 +549,7 @@ class _Run:
             while pending or running:
                 while pending and len(running) < 2 * self.workers:
                     unit = pending.pop()
-                    if not after_failure(unit):
+                    if not self.after_failure(unit):
                         running[pool.submit(_worker_run, unit)] = unit
                 if not running:
                     continue
@@ -487,15 +559,15 @@ class _Run:
                     unit = running.pop(future)
                     if future.cancelled():
                         continue
-                    status, value = future.result()  # OSError etc. re-raised here
-                    if status == "structure-error":
-                        fail(unit, value)
-                    elif status == "ok" and after_failure(unit):
-                        self._discard(unit)
-                    elif status == "ok":
-                        self._record_field(unit, value[1])
-                        self._mark_complete(unit)
-                        completed.append(unit)
+                    result = future.result()  # OSError etc. re-raised here
+                    if result is None:  # cancelled
+                        continue
+                    self.record(unit, result)
+                    if not result.ok:
+                        for other_future, other in running.items():
+                            if self.after_failure(other):
+                                # not started yet; a running one is discarded when done
+                                other_future.cancel()
             drain_progress()
         except BaseException:
             stop_event.set()  # running units abort and remove their temporaries
@@ -504,6 +576,14 @@ class _Run:
         finally:
             pool.shutdown(wait=True)
             progress_queue.close()
+
+
+def _remove_outputs(unit: Unit) -> None:
+    for path in unit.outputs():
+        if path.is_dir():  # a zarr group
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _describe_input_error(path: Path, exc: BaseException) -> str:
@@ -561,23 +641,25 @@ def run(config: RunConfig, *, report: Callable[[str], None] | None = None,
     if report is None:
         def report(message: str) -> None:
             print(message, file=sys.stderr, flush=True)
+    from .plan import _open_plan  # the unit API, built on this module's _Run
+
+    if config.scheduler is not None or config.gpus is not None:
+        from .distributed import check_cluster_request
+
+        check_cluster_request(config.scheduler, config.gpus)  # before anything is written
     start = time.perf_counter()
     state = _Run(config, report, progress, progress_stream, progress_interval)
-    with _sigterm_as_interrupt():
-        state.plan()
-        Path(config.output_folder).mkdir(parents=True, exist_ok=True)
-        with _folder_lock(Path(config.output_folder)):
-            units, total = state.prepare()
-            try:
-                state.execute(units, total)
-            except BrokenProcessPool as exc:
-                raise RuntimeError(f"a worker process died unexpectedly ({exc}); out of "
-                                   "memory? try fewer --workers or a smaller --batch-size"
-                                   ) from None
-            except MemoryError as exc:
-                raise RequestTooLargeError(
-                    f"out of memory while rendering ({exc or 'MemoryError'}); try a smaller "
-                    "--batch-size, fewer --workers or a smaller --edgesize") from None
-            finally:
-                state.summary.elapsed = time.perf_counter() - start
+    with _sigterm_as_interrupt(), _open_plan(state) as plan:
+        try:
+            state.execute(plan.units, plan.total_images)
+        except BrokenProcessPool as exc:
+            raise RuntimeError(f"a worker process died unexpectedly ({exc}); out of "
+                               "memory? try fewer --workers or a smaller --batch-size"
+                               ) from None
+        except MemoryError as exc:
+            raise RequestTooLargeError(
+                f"out of memory while rendering ({exc or 'MemoryError'}); try a smaller "
+                "--batch-size, fewer --workers or a smaller --edgesize") from None
+        finally:
+            state.summary.elapsed = time.perf_counter() - start
     return state.summary

@@ -43,11 +43,26 @@ class Progress:
         self._start = time.perf_counter()
         self._last = self._start
         self._bar = None
+        self.units_total: int | None = None
+        self.units_done = 0
         if mode == "bar":
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, unit="img", file=self.stream,
                              dynamic_ncols=True, smoothing=0.1)
+
+    def set_units(self, total: int) -> None:
+        """Count units (file x stack) too: shown beside the images."""
+        self.units_total = int(total)
+        self._show_units()
+
+    def unit_done(self) -> None:
+        self.units_done += 1
+        self._show_units()
+
+    def _show_units(self) -> None:
+        if self._bar is not None and self.units_total is not None:
+            self._bar.set_postfix_str(f"units {self.units_done}/{self.units_total}")
 
     def update(self, n: int) -> None:
         self.done += n
@@ -65,8 +80,10 @@ class Progress:
         pct = 100.0 * self.done / self.total if self.total else 100.0
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         eta_s = f"{eta:.0f} s" if np.isfinite(eta) else "?"
-        print(f"rendered {self.done}/{self.total} images ({pct:.0f}%), {rate:.1f} images/s, "
-              f"ETA {eta_s}", file=self.stream, flush=True)
+        units = ("" if self.units_total is None
+                 else f" in {self.units_done}/{self.units_total} units")
+        print(f"rendered {self.done}/{self.total} images{units} ({pct:.0f}%), {rate:.1f} "
+              f"images/s, ETA {eta_s}", file=self.stream, flush=True)
 
     def write(self, message: str) -> None:
         """Print a message without garbling the bar."""

@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import numpy as np
 from ..output.background import BackgroundWriter
 from ..output.npz import NpzStreamWriter
 from ..output.tiff import TiffStackWriter
-from ..output.zarr_store import ZarrStackWriter
+from ..output.zarr_store import ZarrStackWriter, group_staging_path
 from ..pipeline.engine import Renderer
 from ..pipeline.framing import FieldReport
 from ..pipeline.settings import IMAGE_TYPES, OUTPUT_TYPES, RenderSettings
@@ -39,7 +39,10 @@ from .config import (
 from .signals import STOP_SIGNALS
 
 __all__ = [
+    "Unit",
     "UnitCancelled",
+    "UnitResult",
+    "render_unit",
 ]
 
 #: Per-process caches: the renderer and the structure of the last unit.
@@ -59,7 +62,7 @@ class UnitCancelled(Exception):
 
 
 @dataclass(frozen=True)
-class _Unit:
+class Unit:
     """One stack of one file; picklable, sent to worker processes.
 
     ``config`` is the run's :class:`RunConfig`, shared by every unit of the run, without its
@@ -85,7 +88,18 @@ class _Unit:
             for n in image_types(self.config.output_types)]
 
 
-def _renderer(unit: _Unit) -> Renderer:
+def _temporary_names(unit: Unit) -> list[tuple[Path, str]]:
+    """Where the unit's writers put their temporaries: (folder, final name) pairs, for
+    :func:`..output.atomic.remove_stale_temporaries` (a zarr group is written outside the
+    store, under :func:`..output.zarr_store.group_staging_path`)."""
+    arrays, *tifs = unit.outputs()
+    if unit.config.format == "zarr":
+        staging = group_staging_path(unit.config.output_folder, unit.stem, unit.stack)
+        return [(staging.parent, staging.name), *((p.parent, p.name) for p in tifs)]
+    return [(p.parent, p.name) for p in (arrays, *tifs)]
+
+
+def _renderer(unit: Unit) -> Renderer:
     cfg = unit.config
     key = (cfg.settings, render_types(cfg.output_types), unit.device, unit.compression_threads)
     if key not in _RENDERERS:
@@ -99,7 +113,7 @@ def _renderer(unit: _Unit) -> Renderer:
     return _RENDERERS[key]
 
 
-def _structure(unit: _Unit) -> Structure:
+def _structure(unit: Unit) -> Structure:
     cfg = unit.config
     key = (unit.path, cfg.frameshift, cfg.maxframes, cfg.exclude_elements)
     if _STRUCTURE.get("key") != key:
@@ -128,7 +142,7 @@ def _tif_pixel_size(settings: RenderSettings, structure: Structure,
 class _Finishing:
     """A unit whose images are all rendered and queued, its writer thread still at work."""
 
-    def __init__(self, unit: _Unit, background: BackgroundWriter, writers: list[Any],
+    def __init__(self, unit: Unit, background: BackgroundWriter, writers: list[Any],
                  field_report: FieldReport) -> None:
         self.unit = unit
         self.background = background
@@ -153,7 +167,7 @@ class _Finishing:
             writer.abort()
 
 
-def _check_field(unit: _Unit, report: FieldReport) -> None:
+def _check_field(unit: Unit, report: FieldReport) -> None:
     """Raise StructureError when the images so far cannot be kept: frames whose images come
     out blank, images with every atom outside the field of view, or (``config.strict``) any
     atom outside it."""
@@ -178,7 +192,7 @@ def _store_compression(backend: Any, config: RunConfig) -> tuple[bool, str]:
     return on_gpu, why
 
 
-def _array_writer(unit: _Unit, renderer: Renderer,
+def _array_writer(unit: Unit, renderer: Renderer,
                   layout: dict[str, Any]) -> tuple[NpzStreamWriter | ZarrStackWriter, bool]:
     """The writer of a unit's arrays (its .npz, or its group of the run's zarr store), and
     whether batches come to the host (False: compressed on the GPU, see
@@ -199,7 +213,7 @@ def _array_writer(unit: _Unit, renderer: Renderer,
     return writer, not on_gpu
 
 
-def _render_unit(unit: _Unit, on_batch: Callable[[int], None],
+def _render_unit(unit: Unit, on_batch: Callable[[int], None],
                  stop: Callable[[], bool] = lambda: False, *,
                  defer: bool = False, field_report: FieldReport | None = None,
                  ) -> int | _Finishing:
@@ -268,6 +282,22 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+@contextlib.contextmanager
+def _thread_env(threads: int) -> Iterator[None]:
+    """BLAS/OpenMP threads of the processes started inside: spawned children read these
+    when they import NumPy, so they stay set while the children start."""
+    saved = {k: os.environ.get(k) for k in _THREAD_ENV}
+    os.environ.update(dict.fromkeys(_THREAD_ENV, str(threads)))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _watch_parent(parent: int) -> None:
     # A worker orphaned by `kill -9` of the main process exits instead of rendering on.
     while True:
@@ -294,8 +324,8 @@ def _worker_init(progress_queue: Any, stop_event: Any, parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-def _worker_run(unit: _Unit) -> tuple[str, Any]:
-    """Run a unit in a worker; errors that the main process must tell apart come back as data."""
+def _worker_run(unit: Unit) -> UnitResult | None:
+    """Run a unit in a worker: its :class:`UnitResult`, or None when it was cancelled."""
     queue = _WORKER["queue"]
     stop_event = _WORKER["stop"]
 
@@ -303,15 +333,101 @@ def _worker_run(unit: _Unit) -> tuple[str, Any]:
         return stop_event.is_set() or "terminated" in _WORKER
 
     _WORKER["busy"] = True
-    field_report = FieldReport()
     try:
-        n = _render_unit(unit, queue.put, stop, field_report=field_report)
-    except StructureError as exc:
-        return "structure-error", str(exc)
+        return render_unit(unit, queue.put, stop)
     except UnitCancelled:
-        return "cancelled", None
+        return None
     finally:
         _WORKER["busy"] = False
         if "terminated" in _WORKER:  # the unit's files are complete or removed by now
             os._exit(128 + _WORKER["terminated"])
-    return "ok", (n, field_report)
+
+
+# ----------------------------------------------------------------------------- unit API
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What :func:`render_unit` did: the unit's files (complete), or why its input failed.
+
+    Attributes
+    ----------
+    unit : Unit
+    files : tuple of Path
+        The files its writers completed (none when ``error`` is set).
+    n_images : int
+    field_report : FieldReport
+        Atoms outside the field of view (recorded in the manifest).
+    error : str or None
+        Why the input cannot be rendered (a malformed file, a field of view that cannot
+        show it); no file of the unit is left.
+    """
+
+    unit: Unit
+    files: tuple[Path, ...]
+    n_images: int
+    field_report: FieldReport
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def render_unit(unit: Unit, on_batch: Callable[[int], None] | None = None,
+                stop: Callable[[], bool] | None = None, *,
+                rendering_lock: contextlib.AbstractContextManager[Any] | None = None,
+                ) -> UnitResult:
+    """Render one unit to its files, in this process: complete, or absent.
+
+    Every file is written under a temporary name unique to this host, process and attempt
+    (:func:`~..output.atomic.temporary_path`) and renamed when complete, so a unit may be
+    retried, or run on several hosts that share the output folder, without two attempts
+    ever writing one file; the last rename wins and every attempt writes the same bytes.
+
+    Parameters
+    ----------
+    unit : Unit
+        From :attr:`Plan.units <.plan.Plan>`.
+    on_batch : callable, optional
+        Called with the number of images of each batch rendered (progress).
+    stop : callable, optional
+        Polled between batches: True cancels the unit (:class:`UnitCancelled`).
+    rendering_lock : lock, optional
+        Held while the unit renders, released while its files are finished (last chunks
+        compressed, archive assembled, synced), so that another thread of the process can
+        render the next unit meanwhile, as the command-line runner does.
+
+    Returns
+    -------
+    UnitResult
+        With ``error`` set when the input cannot be rendered (nothing of it written).
+
+    Raises
+    ------
+    UnitCancelled
+        ``stop()`` said so; no file of the unit is left.
+    OSError
+        Writing failed (disk full, permission); no file of the unit is left.
+    """
+    field_report = FieldReport()
+    images = [0]
+
+    def counted(n: int) -> None:
+        images[0] += n
+        if on_batch is not None:
+            on_batch(n)
+
+    with rendering_lock or contextlib.nullcontext():
+        try:
+            finishing = _render_unit(unit, counted, stop or _never, defer=True,
+                                     field_report=field_report)
+        except StructureError as exc:
+            return UnitResult(unit, (), 0, field_report, str(exc))
+    assert isinstance(finishing, _Finishing)
+    finishing.wait()  # complete, or removed and raised
+    return UnitResult(unit, tuple(unit.outputs()), images[0], field_report)
+
+
+def _never() -> bool:
+    return False
