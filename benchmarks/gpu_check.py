@@ -45,6 +45,12 @@ crash of the interpreter itself loses only the running stage, which the file nam
     single-process render of the same units: the same bytes, and images/s of each (the
     single-process figures are kept when the cluster fails); skipped, saying what to
     install, without distributed and dask-cuda.
+``dataset``
+    The PyTorch dataset (``xyz2image_gpu.torch.RenderDataset``, the ``torch`` extra; a
+    PyTorch built with CUDA) rendering in the main process: images/s through a DataLoader
+    (``num_workers=0``) against render-only to device memory at the same batch size, the
+    tensors' device, whether ``torch.from_dlpack`` shares the engine's memory (no copy), and
+    whether its first batch equals ``Renderer.render``'s bytes at that batch size.
 ``tests``
     ``pytest -m gpu``: the ``device`` tests' CuPy cases, with what time is left.
 
@@ -93,7 +99,7 @@ import common  # stdlib, NumPy and the package (put on sys.path from the checkou
 __all__ = ["STAGES", "main"]
 
 STAGES = ("environment", "smoke", "bandwidth", "throughput", "cpu_baseline", "repeatability",
-          "parity", "memory_pool", "zarr", "dask_gpus", "tests")
+          "parity", "memory_pool", "zarr", "dask_gpus", "dataset", "tests")
 #: Stages that always run, whatever the budget: they say what the machine is.
 ALWAYS = ("environment", "smoke")
 EXIT_OK, EXIT_FAILED, EXIT_NO_GPU, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -921,6 +927,68 @@ def stage_dask_gpus(ctx: Context, fig: dict[str, Any]) -> None:
     fig["ok"] = fig["bytes_equal"] and not one.failed and not dask.failed
 
 
+def stage_dataset(ctx: Context, fig: dict[str, Any]) -> None:
+    from xyz2image_gpu import Renderer, RenderSettings
+
+    try:
+        import torch
+        from torch.utils.data import DataLoader
+
+        from xyz2image_gpu.torch import RenderDataset
+    except ImportError as exc:  # an optional package: not a fault of the machine
+        raise StageSkipped(f"skipped: PyTorch is not installed (the torch extra): {exc}"
+                           ) from None
+    s = ctx.sizes
+    structure = ctx.structure()
+    settings = RenderSettings(edgesize=s["edgesize"], all_random=True)
+    n, batch = s["images"], s["batch_size"]
+    fig.update(torch=torch.__version__, torch_cuda=torch.cuda.is_available(),
+               output="gaussian_2d", edgesize=s["edgesize"], images=n, batch_size=batch)
+
+    def wait() -> None:
+        ctx.sync()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    dataset = RenderDataset(structure, settings, ["gaussian_2d"], n_rotation=n,
+                            batch_size=batch, device=GPU_DEVICE, shuffle=False)
+    fig["renders_on_gpu"] = dataset.on_gpu
+    loader = DataLoader(dataset, batch_size=None, num_workers=0)
+    first = next(iter(loader))
+    fig["tensor_device"] = str(first["gaussian_2d"].device)
+    with Renderer(settings, ["gaussian_2d"], GPU_DEVICE) as renderer:
+        want = renderer.render(structure, n, stop=batch, batch_size=batch)["gaussian_2d"]
+        fig["first_batch_equals_render"] = bool(np.array_equal(
+            first["gaussian_2d"].cpu().numpy(), want))
+        device_batch = next(renderer.iter_batches(structure, n, stop=batch, batch_size=batch,
+                                                  to_host=False))
+        array = device_batch["gaussian_2d"]
+        pointer = getattr(getattr(array, "data", None), "ptr", None)  # CuPy's device pointer
+        if pointer is not None:
+            fig["dlpack_shares_memory"] = torch.from_dlpack(array).data_ptr() == pointer
+        del first, device_batch, array
+        runs: dict[str, list[float]] = {"render_only_to_device": [], "dataset_0_workers": []}
+        for epoch in range(s["repeats"]):
+            t0 = time.perf_counter()
+            for _ in renderer.iter_batches(structure, n, batch_size=batch, to_host=False):
+                pass
+            wait()
+            runs["render_only_to_device"].append(n / (time.perf_counter() - t0))
+            dataset.set_epoch(epoch + 1)
+            t0 = time.perf_counter()
+            for _ in loader:
+                pass
+            wait()
+            runs["dataset_0_workers"].append(n / (time.perf_counter() - t0))
+            fig["runs_images_per_s"] = runs
+            ctx.save()
+            if ctx.remaining() < MIN_STAGE_S + 3 * n / runs["dataset_0_workers"][-1]:
+                break
+    fig["images_per_s"] = {k: _median(v) for k, v in runs.items()}
+    fig["dataset_over_render_only"] = _median(
+        [d / r for d, r in zip(runs["dataset_0_workers"], runs["render_only_to_device"])])
+
+
 def _junit_counts(path: Path) -> dict[str, Any]:
     """Outcome counts from a pytest JUnit XML report, and the failed test ids."""
     total: Counter[str] = Counter()
@@ -980,6 +1048,7 @@ STAGE_FUNCTIONS: dict[str, tuple[Callable[[Context, dict[str, Any]], None], bool
     "memory_pool": (stage_memory_pool, True),
     "zarr": (stage_zarr, True),
     "dask_gpus": (stage_dask_gpus, True),
+    "dataset": (stage_dataset, True),
     "tests": (stage_tests, False),
 }
 
@@ -1075,6 +1144,12 @@ def _checks(doc: dict[str, Any]) -> list[dict[str, Any]]:
         checks.append({"check": "render --gpus writes the single-process bytes",
                        "ok": fig["dask_gpus"]["ok"],
                        "detail": {"bytes_equal": fig["dask_gpus"]["bytes_equal"]}})
+    if "first_batch_equals_render" in fig["dataset"]:
+        checks.append({"check": "PyTorch dataset: tensors equal render's bytes",
+                       "ok": fig["dataset"]["first_batch_equals_render"],
+                       "detail": {k: fig["dataset"].get(k) for k in (
+                           "tensor_device", "dlpack_shares_memory",
+                           "dataset_over_render_only")}})
     if "ok" in fig["tests"]:
         checks.append({"check": "pytest -m gpu passed", "ok": fig["tests"]["ok"],
                        "detail": fig["tests"].get("summary_line")})
@@ -1111,6 +1186,11 @@ def _summary(doc: dict[str, Any]) -> str:
     for key in ("to_host", "to_device"):
         if key in fig["throughput"]:
             lines.append(f"  GPU {key}: {fig['throughput'][key]['images_per_s']:,.0f} images/s")
+    if "dataset_over_render_only" in fig["dataset"]:
+        d = fig["dataset"]
+        lines.append(f"  PyTorch dataset: {d['images_per_s']['dataset_0_workers']:,.0f} "
+                     f"images/s on {d['tensor_device']}, "
+                     f"{d['dataset_over_render_only']:.0%} of render-only to device")
     if "images_per_s" in fig["cpu_baseline"]:
         c = fig["cpu_baseline"]
         lines.append(f"  CPU {c['kernel']} on {c['cores']} cores: {c['images_per_s']:,.0f} "

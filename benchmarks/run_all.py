@@ -16,12 +16,15 @@ with ``cpu_kernel="numpy"``; CuPy when ``xyz2image_gpu.backend.gpu_available()``
 * **the host's cost per GPU batch** (``bench_host_cost.py``): the GPU path on a stand-in
   device whose operations cost nothing, so only the host's own work is timed;
 * **end-to-end CLI** (``bench_cli.py``): ``xyz2image-gpu render`` versus the seed's approach,
-  images/s and peak memory of the process tree.
+  images/s and peak memory of the process tree;
 * **Dask** (``bench_distributed.py``, with the dask extra): ``render --scheduler local`` on a
-  2-process LocalCluster against the CLI, and Dask's fixed costs.
+  2-process LocalCluster against the CLI, and Dask's fixed costs;
 * **output formats** (``bench_formats.py``, with the zarr extra): the CLI end to end writing
   ``.npz`` (zlib 6 and 1) and the zarr store (zstd 1, lz4), against each codec alone on all
-  cores.
+  cores;
+* **the PyTorch dataset** (``bench_dataset.py``, with the ``torch`` extra): images/s that
+  ``RenderDataset`` delivers through a DataLoader with 0 and 2 workers, against render-only
+  in the same rounds.
 
 Usage::
 
@@ -314,6 +317,13 @@ def _print_headline(results: dict[str, Any]) -> None:
         print(f"  host cost per GPU batch ({host['batch_size']} images, {host['edgesize']} px): "
               f"{host['ms_per_batch_median']:.2f} ms, a host ceiling of "
               f"{fmt_rate(host['host_ceiling_images_per_s'])} images/s")
+    dataset = results.get("dataset")
+    if dataset and "ratio_to_render_only_median" in dataset:
+        ratio = dataset["ratio_to_render_only_median"]
+        print(f"  PyTorch dataset ({dataset['edgesize']} px, batches of "
+              f"{dataset['dataset_batch_size']}): "
+              + ", ".join(f"{w} workers {ratio[f'dataset_{w}_workers']:.0%}"
+                          for w in (0, 2)) + " of render-only images/s")
     cli = results.get("cli")
     if cli and "summary" in cli:
         for line in cli["summary"]:
@@ -435,6 +445,24 @@ def run_draws(preset: Preset, results: dict[str, Any]) -> None:
     results["draws"] = bench_draws.measure(*args)
 
 
+def run_dataset(preset: Preset, results: dict[str, Any]) -> None:
+    """The PyTorch dataset through a DataLoader (0 and 2 workers) against render-only
+    (``bench_dataset.py``); skipped, saying so, without PyTorch."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        results["dataset"] = {"skipped": f"PyTorch is not installed ({exc})"}
+        print(f"\n== PyTorch dataset: skipped (PyTorch is not installed: {exc})")
+        return
+    import bench_dataset
+
+    print("\n== PyTorch dataset through a DataLoader against render-only", flush=True)
+    r = bench_dataset.measure(preset.name)
+    results["dataset"] = r
+    for line in bench_dataset.report(r):
+        print(line, flush=True)
+
+
 def _loadavg() -> list[float] | None:
     """1/5/15-minute load averages (other work on a shared machine skews the figures)."""
     try:
@@ -521,6 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_floor(preset, structures, results)
         run_host_cost(preset, results)
         run_draws(preset, results)
+        if not args.gpu_only:
+            run_dataset(preset, results)
         if not args.no_cli:
             import bench_cli
 

@@ -24,6 +24,10 @@ would silently cost a host synchronisation on a real GPU:
 * Events remember how they were made (:attr:`FakeCupy.events`): ``Event(block=True,
   disable_timing=True)`` sleeps while waiting, CuPy's default (``stream.record()``) spins.
 * Uploads (``asarray`` of host data) add up in :attr:`FakeCupy.uploaded_bytes`.
+* **DLPack**: a device array hands its memory to another library (``torch.from_dlpack``)
+  through ``__dlpack__``, without a copy and without a synchronisation, as CuPy's does;
+  the stand-in's memory being the host's, it reports a CPU device. Each export is counted
+  in :attr:`FakeCupy.dlpack_exports`.
 * ``cuda.runtime.memGetInfo`` and ``get_default_memory_pool().free_bytes()`` report
   :attr:`FakeCupy.free_bytes` and :attr:`FakeCupy.pool_free_bytes`.
 * **Device operations are counted** (:attr:`FakeCupy.ops`, :attr:`FakeCupy.op_log`): every
@@ -184,6 +188,13 @@ class DeviceArray(NDArrayOperatorsMixin):
             return fake._wrap(result)
         return method
 
+    def __dlpack__(self, *, stream: Any = None, **kwargs: Any) -> Any:
+        self._fake.dlpack_exports += 1
+        return self._a.__dlpack__(**kwargs)  # the same memory: no copy
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self._a.__dlpack_device__()
+
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         fake = self._fake
         out = kwargs.get("out")
@@ -342,6 +353,7 @@ class FakeCupy(types.ModuleType):
         self.violations: list[str] = []
         self.async_copies = 0
         self.uploaded_bytes = 0
+        self.dlpack_exports = 0
         self.pinned_bytes = 0
         self.pinned_allocations = 0
         self.ops = 0

@@ -717,3 +717,30 @@ def test_compiled_binary_labels_equal_numpy_bytes(axes):
     assert got.dtype == bool and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     assert want.sum() > 50
+
+
+def test_many_small_ranges_of_a_stack_prepare_its_frames_once(monkeypatch):
+    """A consumer that renders a stack range by range (the PyTorch dataset: one call per
+    batch) gets what one call gives, and the frames are prepared once per structure, seed
+    and stack, not per call."""
+    from xyz2image_gpu.pipeline import engine
+
+    calls = []
+    real = engine.frame_data
+    monkeypatch.setattr(engine, "frame_data",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    st = as_structure(icosahedron("Au", 3))
+    two = as_structure(st, name="other")
+    with Renderer(RenderSettings(edgesize=16), ["gaussian_2d", "coordinates_3d"], "cpu") as r:
+        want = r.render(st, 10, seed=1, stack=2)
+        assert len(calls) == 1
+        for b0 in range(0, 10, 3):
+            got = r.render(st, 10, seed=1, stack=2, start=b0, stop=min(10, b0 + 3))
+            for key, value in got.items():
+                np.testing.assert_array_equal(value, want[key][b0 : b0 + 3], err_msg=key)
+        assert len(calls) == 1
+        r.render(st, 10, seed=1, stack=3, stop=1)  # another stack: its own rotations
+        r.render(two, 10, seed=1, stack=2, stop=1)  # another structure
+        assert len(calls) == 3
+        other = r.render(st, 10, seed=1, stack=3)
+        assert not np.array_equal(other["rotations"], want["rotations"])

@@ -16,7 +16,7 @@ from test_cupy_status import _fake_cupy
 
 from xyz2image_gpu import backend
 
-GPU_STAGES = ("bandwidth", "throughput", "memory_pool", "zarr", "dask_gpus")
+GPU_STAGES = ("bandwidth", "throughput", "memory_pool", "zarr", "dask_gpus", "dataset")
 CPU_STAGES = ("environment", "smoke", "cpu_baseline", "repeatability", "parity", "tests")
 
 
@@ -241,6 +241,10 @@ def test_the_gpu_stages_run_against_a_stand_in_cupy(run, monkeypatch):
             "chosen": False, "reason": "chunks compressed on the CPU: images rendered on the CPU"}
         assert st["zarr"]["cpu_zstd"]["images_per_s"] > 0
         assert st["zarr"]["cpu_zstd"]["cpu_reader_values_equal"] and st["zarr"]["ok"]
+    if _status(doc)["dataset"] == "ok":  # PyTorch installed (the torch extra)
+        assert st["dataset"]["first_batch_equals_render"]
+        assert st["dataset"]["images_per_s"]["dataset_0_workers"] > 0
+        assert st["dataset"]["dataset_over_render_only"] > 0
     assert {"to_host_images_per_s", "to_device_images_per_s",
             "augmented_over_plain"} <= set(doc["targets"])
     assert doc["machine"]["gpu"]["name"] == "Stand-in H200"

@@ -93,6 +93,9 @@ class Renderer:
         (:func:`~.framing.narrow_field_problem`).
     """
 
+    #: Structures whose prepared frames :meth:`iter_batches` keeps (:meth:`_prepared`).
+    PREPARED = 4
+
     def __init__(
         self,
         settings: RenderSettings | None = None,
@@ -136,6 +139,9 @@ class Renderer:
                 raise ValueError(problem)
         self._blas: ThreadpoolController | None = None
         self._ring: gpu_streams.DeviceRing | None = None
+        #: ``(structure, (seed, stack), frame data, frame table)`` of the last calls.
+        self._prepared_cache: list[tuple[Structure, tuple[int, int], list[FrameData],
+                                         FrameTable]] = []
 
     def __enter__(self) -> Self:
         return self
@@ -240,6 +246,24 @@ class Renderer:
     def _frame_data(self, structure: Structure) -> list[FrameData]:
         """Per-frame host data (:func:`.frames.frame_data`, which says what it refuses)."""
         return frame_data(self.settings, structure, renders_images=self._renders_images)
+
+    def _prepared(self, structure: Structure, seed: int, stack: int,
+                  ) -> tuple[list[FrameData], FrameTable]:
+        """The structure's frame data and its frame table for ``(seed, stack)``, kept for
+        the last :attr:`PREPARED` structures: a consumer that renders a stack in many small
+        ranges (the PyTorch dataset calls :meth:`iter_batches` once per batch) prepares
+        them once, not per call. Keyed by the structure object itself (a Structure is not
+        changed in place) with the seed and stack."""
+        for held, key, frames, table in self._prepared_cache:
+            if held is structure and key == (seed, stack):
+                return frames, table
+        frames = self._frame_data(structure)
+        table = frame_table(self.settings, structure, frames, seed, stack,
+                            output_types=self.output_types,
+                            static_shapes=self.kernel.static_shapes)
+        self._prepared_cache = [*self._prepared_cache[1 - self.PREPARED:],
+                                (structure, (seed, stack), frames, table)]
+        return frames, table
 
     def chunk_size(self, structure: Structure) -> int:
         """Images rendered per step inside a batch (see the kernel's ``step_images``)."""
@@ -394,7 +418,7 @@ class Renderer:
         if batch_size is None:
             batch_size = self.default_batch_size(structure)
         batch_size = _integer("batch_size", batch_size, 1)
-        frames = self._frame_data(structure)
+        frames, host_table = self._prepared(structure, seed, stack)
         blank = [(fd.index, fd.blank) for fd in frames if fd.blank]
         if blank and field_report is not None:
             field_report.add_blank([k for k, _ in blank], blank[0][1])
@@ -408,9 +432,6 @@ class Renderer:
         if "element_heatmap_2d" in self.output_types:
             extra.append("elements")
         bounds = [(b0, min(stop, b0 + batch_size)) for b0 in range(start, stop, batch_size)]
-        host_table = frame_table(self.settings, structure, frames, seed, stack,
-                                 output_types=self.output_types,
-                                 static_shapes=self.kernel.static_shapes)
 
         def assemble(b0: int, b1: int) -> dict[str, np.ndarray]:
             return batch_inputs(self.settings, host_table, n_rotation, b0, b1)
