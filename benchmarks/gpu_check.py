@@ -689,7 +689,10 @@ def stage_repeatability(ctx: Context, fig: dict[str, Any]) -> None:
 
 #: Label outputs, compared for equality.
 LABELS = ("coordinates_3d", "delta_3d", "delta_2d", "binary_3d", "binary_2d", "n_atoms",
-          "frame_index", "rotations")
+          "frame_index", "rotations", "numbers", "elements", "column_map_2d",
+          "column_map_2d_clean")
+#: The training labels (the heatmaps are float sums: compared as float images).
+TRAINING = ["numbers", "heatmap_2d", "element_heatmap_2d", "column_map_2d"]
 
 
 def _parity_cases(ctx: Context) -> list[tuple[str, str, list[str], dict[str, Any]]]:
@@ -721,6 +724,11 @@ def _parity_cases(ctx: Context) -> list[tuple[str, str, list[str], dict[str, Any
           "dose": 1e4, "read_noise": 0.01, "scan_jitter": 0.1, "drift": 1.0}),
         ("legacy", "pt309_icosahedron", ["gaussian_2d", "delta_3d"], {"edgesize": el,
                                                                       "legacy": True}),
+        ("training labels", "aupd147_core_shell", ["gaussian_2d", *TRAINING],
+         {"edgesize": e, "column_radius": 0.4}),
+        ("training labels, distorted scan", "aupd147_core_shell",
+         [*TRAINING, "delta_2d", "binary_2d"], {"edgesize": e, "scan_jitter": 0.1,
+                                                "drift": 1.0}),
     ]
 
 

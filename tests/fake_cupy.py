@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-__all__ = ["DeviceArray", "FakeCupy"]
+__all__ = ["DeviceArray", "FakeCupy", "syncs_per_batch"]
 
 POISON = 0xCD
 
@@ -524,3 +524,20 @@ class FakeCupy(types.ModuleType):
             return fake._call(attr, args, kwargs)
         function.__name__ = name
         return function
+
+
+def syncs_per_batch(fake: FakeCupy, batches: Any, keep: list | None = None) -> list[int]:
+    """Host synchronisations done while producing each batch of the iterator ``batches``
+    (between two yields); each batch is released, after a copy of it is appended to
+    ``keep`` when given."""
+    counts = []
+    while True:
+        before = fake.syncs
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return counts
+        counts.append(fake.syncs - before)
+        if keep is not None:
+            keep.append(batch.detach())
+        batch.release()

@@ -65,6 +65,12 @@ CASES: list[tuple[str, list[str], bool]] = [
     ("trajectory_frames", [
         "--output-types", "gaussian_2d,coordinates_3d", "--frameshift", "1", "--maxframes",
         "2", "--n-rotation", "2"], False),
+    ("training_labels", [
+        "--output-types", "numbers,heatmap_2d,element_heatmap_2d,column_map_2d,gaussian_2d",
+        "--heatmap-sigma", "0.3", "--column-radius", "0.6", "--scan-jitter", "0.1"], False),
+    ("training_labels_numpy", [
+        "--output-types", "numbers,heatmap_2d,element_heatmap_2d,column_map_2d",
+        "--elements", "Au,Pd,Pt"], True),
 ]
 
 

@@ -204,6 +204,10 @@ def test_bad_file_among_good_ones(tmp_path, structures):
         (["--legacy", "--z-exponent", "1.7"], "legacy"),
         (["--device", "tpu"], "'tpu' is not one of"),
         (["--edgesize", "1"], "edgesize"),
+        (["--heatmap-sigma", "0"], "--heatmap-sigma"),
+        (["--column-radius", "-0.5"], "--column-radius"),
+        (["--elements", "Au,Qq"], "--elements"),
+        (["--heatmap-dtype", "float64"], "--heatmap-dtype"),
     ],
 )
 def test_user_mistakes_give_clean_errors(tmp_path, args, message):

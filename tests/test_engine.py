@@ -325,8 +325,15 @@ def test_keys_shapes_dtypes(bitrate, normalization, dtype, device):
               normalization=normalization, intensity_scale=scale)
     n = n_rot * len(frames)
     max_atoms = max(len(p) for p, _ in frames)
-    assert set(out) == set(OUTPUT_TYPES) | {"rotations", "voxel_size", "frame_index", "n_atoms"}
+    assert set(out) == set(OUTPUT_TYPES) | {"rotations", "voxel_size", "frame_index", "n_atoms",
+                                            "elements"}
+    channels = len({z for _, numbers in frames for z in numbers})
     expected = {
+        "numbers": ((n, max_atoms), np.int16),
+        "heatmap_2d": ((n, e, e), np.float32),
+        "element_heatmap_2d": ((n, channels, e, e), np.float32),
+        "elements": ((n, channels), np.int16),
+        "column_map_2d": ((n, e, e), np.uint16),
         "coordinates_3d": ((n, max_atoms, 3), np.int16),
         "delta_3d": ((n, e, e, e), np.bool_),
         "delta_2d": ((n, e, e), np.bool_),
@@ -352,7 +359,8 @@ def test_no_n_atoms_without_coordinates(device):
 
 def test_output_types_constant():
     assert set(OUTPUT_TYPES) == {"coordinates_3d", "delta_3d", "delta_2d", "gaussian_3d",
-                                 "gaussian_2d", "binary_3d", "binary_2d"}
+                                 "gaussian_2d", "binary_3d", "binary_2d", "numbers",
+                                 "heatmap_2d", "element_heatmap_2d", "column_map_2d"}
 
 
 # ------------------------------------------------------------------------------ frames

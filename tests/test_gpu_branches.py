@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fake_cupy import DeviceArray, FakeCupy
+from fake_cupy import DeviceArray, FakeCupy, syncs_per_batch
 from reference import icosahedron
 
 from xyz2image_gpu import Renderer, RenderSettings, as_structure
@@ -172,19 +172,6 @@ def test_an_abandoned_render_leaves_no_copy_in_flight(how):
     gpu.close()
 
 
-def _syncs_per_batch(fake, batches):
-    """Host synchronisations done while producing each batch (between two yields)."""
-    counts = []
-    while True:
-        before = fake.syncs
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return counts
-        counts.append(fake.syncs - before)
-        batch.release()
-
-
 @pytest.mark.parametrize("settings, per_batch", [
     ({}, 1),
     ({"framing": "structure", "z_exponent": 1.7, "thermal": True}, 1),
@@ -206,7 +193,7 @@ def test_the_steady_state_loop_waits_once_per_batch(settings, per_batch):
                "binary_2d"]
     gpu = _renderer(fake, outputs, **settings)
     st = as_structure(icosahedron("Au", 3))
-    counts = _syncs_per_batch(fake, gpu.iter_batches(st, 12, seed=4, batch_size=2))
+    counts = syncs_per_batch(fake, gpu.iter_batches(st, 12, seed=4, batch_size=2))
     assert len(counts) == 6
     assert counts[1:-1] == [per_batch] * 4, fake.sync_log
     assert "event (spinning)" not in fake.sync_log

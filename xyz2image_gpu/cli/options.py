@@ -5,9 +5,10 @@
   :class:`FloatListType`, each parsing through the package's one parser of that vocabulary.
 * :func:`setting_option`: an option for a :class:`RenderSettings` field, whose default is the
   field's, so that the command line and the API cannot drift apart.
-* Option groups: :func:`device_option`, :func:`geometry_options`, :func:`optics_options`
-  (the probe's optics) and :func:`physics_options` (the probe fit, thermal smearing,
-  augmentations and the column correction).
+* Option groups: :func:`device_option`, :func:`geometry_options`, :func:`label_options`
+  (the label maps), :func:`optics_options` (the probe's optics) and
+  :func:`physics_options` (the probe fit, thermal smearing, augmentations and the column
+  correction).
 * :func:`settings_from_options`: the collected options turned into :class:`RenderSettings`.
 """
 
@@ -26,6 +27,7 @@ from ..physics.probe import ProbeOptics, fit_probe
 from ..pipeline.settings import (
     ALL_OUTPUT_TYPES,
     HAADF_Z_EXPONENT,
+    HEATMAP_DTYPES,
     RenderSettings,
     normalize_output_types,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "ShardType",
     "device_option",
     "geometry_options",
+    "label_options",
     "make_settings",
     "optics_options",
     "package_version",
@@ -248,6 +251,29 @@ def geometry_options(*, legacy: bool = True) -> Callable[[F], F]:
                        "script."),
     ]
     return lambda func: _apply(options, func)
+
+
+def label_options(func: F) -> F:
+    """The label maps' options: heatmap width, column window and element channels (Å)."""
+    options = [
+        setting_option("--heatmap-sigma", type=click.FloatRange(min=0, min_open=True),
+                       show_default=True,
+                       help="Width of each atom's unit Gaussian in heatmap_2d and "
+                       "element_heatmap_2d, Å."),
+        setting_option("--heatmap-dtype", type=click.Choice(HEATMAP_DTYPES),
+                       show_default=True,
+                       help="How the heatmaps are stored: float16 halves their bytes "
+                       "(about 3 significant digits) and deflates 2-2.5 times as fast."),
+        setting_option("--column-radius", type=click.FloatRange(min=0), show_default=True,
+                       help="column_map_2d: each pixel counts the atoms within this many Å "
+                       "of its centre along x and y (at least its own pixel; 0: atoms per "
+                       "pixel)."),
+        setting_option("--elements", field="channel_elements", type=ElementListType(),
+                       show_default="each input's elements",
+                       help="Channels of element_heatmap_2d, e.g. Au,Pd (stored sorted by Z, "
+                       "as the 'elements' array); atoms of other elements get none."),
+    ]
+    return _apply(options, func)
 
 
 def optics_options(kv_help: str) -> Callable[[F], F]:

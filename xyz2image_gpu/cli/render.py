@@ -32,6 +32,7 @@ from .options import (
     ShardType,
     device_option,
     geometry_options,
+    label_options,
     physics_options,
     setting_option,
     settings_from_options,
@@ -129,6 +130,7 @@ __all__ = [
               help="Fail a file when atoms fall outside the field of view (--framing fixed) "
                    "instead of warning.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
+@label_options
 @physics_options
 def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_stacks: int,
            output_types: tuple[str, ...], frameshift: int, maxframes: int,
@@ -141,7 +143,7 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
     """Render images and labels of every .xyz file in INPUTS (files or folders).
 
     Each file gets OUTPUT/<stem>/<stack>.npz per stack, holding every frame x rotation
-    (keys: the output types, rotations, voxel_size, frame_index, n_atoms), *_image types
+    (keys: the output types, rotations, voxel_size, frame_index, n_atoms, elements), *_image types
     as OUTPUT/<stem>/<stack>_<type>.tif, and OUTPUT/manifest.json records the settings.
     Running the same command again resumes: complete stacks are skipped.
 

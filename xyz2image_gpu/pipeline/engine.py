@@ -32,9 +32,16 @@ from ..structures.convert import as_structure
 from ..structures.model import Structure, StructureError
 from . import gpu_streams, stages
 from .batch import Batch
-from .frames import FrameData, FrameTable, batch_inputs, frame_data, frame_table
+from .frames import (
+    FrameData,
+    FrameTable,
+    batch_inputs,
+    channel_numbers,
+    frame_data,
+    frame_table,
+)
 from .framing import FieldReport, narrow_field_problem
-from .settings import _GAUSSIAN, RenderSettings, requested_arrays
+from .settings import _GAUSSIAN, LABEL_MAPS, SCANNED_LABELS, RenderSettings, requested_arrays
 from .strategies import Threads, choose_kernel
 
 if TYPE_CHECKING:
@@ -45,6 +52,9 @@ __all__ = [
     "render",
 ]
 
+
+#: Outputs stored with each image's atom count, ``n_atoms``.
+_COUNTED = frozenset({"coordinates_3d", "numbers"})
 
 #: Key of a rendered batch's per-image count of atoms outside the field of view (B,) int32;
 #: taken out of the batch by :meth:`Renderer.iter_batches` (never in a stored output).
@@ -116,6 +126,12 @@ class Renderer:
         self.uses_compiled_labels = self.kernel.compiled_labels
         self._column = ColumnCorrection.from_settings(self.settings)
         self._renders_images = bool(set(_GAUSSIAN) & set(self.output_types))
+        #: Whether the batch carries the scan offsets for its labels: labels seen through a
+        #: distorted scan without the augmented gaussian_2d, whose stage hands them over
+        #: otherwise.
+        self._offsets_extra = bool(self.settings.scan_distorted
+                                   and set(SCANNED_LABELS) & set(self.output_types)
+                                   and "gaussian_2d" not in self.output_types)
         if self.settings.framing == "fixed" and self._renders_images:
             problem = narrow_field_problem(self.settings.edgesize, self.settings.pixel_size,
                                            min(sigma for _, sigma in self.settings.components))
@@ -152,7 +168,18 @@ class Renderer:
     # ------------------------------------------------------------------ layout
     def scratch_bytes_per_image(self, structure: Structure) -> int:
         """Rough scratch bytes one image of ``structure`` needs while it renders."""
-        return self.kernel.per_image_bytes(structure.max_atoms, self.output_types)
+        return self.kernel.per_image_bytes(structure.max_atoms, self.output_types,
+                                           self._channel_count(structure))
+
+    def channel_numbers(self, structure: Any) -> np.ndarray:
+        """Atomic numbers (C,) of ``element_heatmap_2d``'s channels for ``structure``: the
+        settings' ``channel_elements``, or every element of the structure, ascending."""
+        return channel_numbers(self.settings, as_structure(structure))
+
+    def _channel_count(self, structure: Structure) -> int:
+        if "element_heatmap_2d" not in self.output_types:
+            return 0
+        return len(channel_numbers(self.settings, structure))
 
     def default_batch_size(self, structure: Structure) -> int:
         """Images per batch: as many as fit the scratch memory, within [1, kernel's cap]."""
@@ -172,22 +199,48 @@ class Renderer:
                 layout[name] = ((n_images, e, e, e), np.dtype(bool))
             elif name in ("delta_2d", "binary_2d"):
                 layout[name] = ((n_images, e, e), np.dtype(bool))
+                if self.settings.scan_distorted:
+                    layout[name + "_clean"] = ((n_images, e, e), np.dtype(bool))
             elif name == "gaussian_3d":
                 layout[name] = ((n_images, e, e, e), self.settings.image_dtype)
             elif name == "gaussian_2d":
                 layout[name] = ((n_images, e, e), self.settings.image_dtype)
+            elif name == "numbers":
+                layout[name] = ((n_images, structure.max_atoms), np.dtype(np.int16))
+            elif name in LABEL_MAPS:
+                layout.update(self._map_layout(name, structure, n_images))
         if "gaussian_2d" in self.output_types and self.settings.augmented:
             layout["gaussian_2d_clean"] = ((n_images, e, e), self.settings.image_dtype)
             if self.settings.dose is not None:
                 layout["electrons_per_pixel"] = ((n_images,), np.dtype(np.float64))
             if self.settings.scan_distorted:
                 layout["scan_offsets"] = ((n_images, e, 2), np.dtype(np.float32))
+        if self._offsets_extra:
+            layout["scan_offsets"] = ((n_images, e, 2), np.dtype(np.float32))
         layout["rotations"] = ((n_images, 3, 3), np.dtype(np.float64))
         layout["voxel_size"] = ((n_images,), np.dtype(np.float64))
         layout["frame_index"] = ((n_images,), np.dtype(np.int32))
-        if "coordinates_3d" in self.output_types:
+        if _COUNTED & set(self.output_types):
             layout["n_atoms"] = ((n_images,), np.dtype(np.int32))
         return layout
+
+    def _map_layout(self, name: str, structure: Structure, n_images: int,
+                    ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """A label map's keys: the map, ``<name>_clean`` with a distorted scan, and the
+        channels' ``elements`` beside element_heatmap_2d."""
+        e = self.settings.edgesize
+        if name == "element_heatmap_2d":
+            c = self._channel_count(structure)
+            shape: tuple[int, ...] = (n_images, c, e, e)
+        else:
+            shape = (n_images, e, e)
+        dtype = np.dtype(np.uint16 if name == "column_map_2d" else self.settings.heatmap_dtype)
+        out = {name: (shape, dtype)}
+        if self.settings.scan_distorted:
+            out[name + "_clean"] = (shape, dtype)
+        if name == "element_heatmap_2d":
+            out["elements"] = ((n_images, c), np.dtype(np.int16))
+        return out
 
     # ------------------------------------------------------------------ host prep
     def _frame_data(self, structure: Structure) -> list[FrameData]:
@@ -274,7 +327,10 @@ class Renderer:
         inputs = stages.gather(kernel, table, host)
         geo = stages.geometry(kernel, inputs, self.output_types,
                               binary_reach=table.binary_reach)
-        result = stages.labels(kernel, geo, self.output_types)
+        result = stages.labels(kernel, inputs, table, geo, self.output_types)
+        result.update(stages.maps(kernel, inputs, table, geo, self.output_types))
+        if self._offsets_extra:  # else the augmented image's stage hands them over
+            result["scan_offsets"] = stages.scan_offsets(kernel, inputs, table, geo)
         result[_OUTSIDE] = geo.outside
         if self._renders_images:
             comps = stages.components(kernel, inputs, geo, self._column)
@@ -308,10 +364,12 @@ class Renderer:
         """Yield consecutive batches of images ``[start, stop)`` of one stack.
 
         Each batch is a :class:`~.batch.Batch`, a dict of host arrays: the requested outputs
-        plus ``rotations`` (b, 3, 3), ``voxel_size`` (b,) Å per pixel, ``frame_index`` (b,)
-        and, with coordinates_3d, ``n_atoms`` (b,). With ``to_host=False`` the arrays stay
-        on the backend's device (CuPy arrays on the GPU, e.g. to hand to a training loop
-        through DLPack without a host round trip).
+        plus ``rotations`` (b, 3, 3), ``voxel_size`` (b,) Å per pixel, ``frame_index`` (b,),
+        with coordinates_3d or numbers ``n_atoms`` (b,), with element_heatmap_2d
+        ``elements`` (b, C) (:meth:`channel_numbers`), and with a distorted scan the 2-D
+        labels' ``<name>_clean`` and ``scan_offsets`` (b, E, 2) Å. With ``to_host=False``
+        the arrays stay on the backend's device (CuPy arrays on the GPU, e.g. to hand to a
+        training loop through DLPack without a host round trip).
 
         Who owns a batch's memory:
 
@@ -369,8 +427,10 @@ class Renderer:
                 warnings.warn(str(StructureError(why, path=structure.source, frame=k)),
                               stacklevel=2)
         chunk = self.chunk_size(structure)
-        with_counts = "coordinates_3d" in self.output_types
+        with_counts = bool(_COUNTED & set(self.output_types))
         extra = ["rotations", "frame_index"] + (["n_atoms"] if with_counts else [])
+        if "element_heatmap_2d" in self.output_types:
+            extra.append("elements")
         bounds = [(b0, min(stop, b0 + batch_size)) for b0 in range(start, stop, batch_size)]
 
         def assemble(b0: int, b1: int) -> dict[str, np.ndarray]:
@@ -517,7 +577,8 @@ def render(
     -------
     dict of numpy.ndarray
         The requested outputs plus ``rotations``, ``voxel_size``, ``frame_index`` (and
-        ``n_atoms`` with coordinates_3d), image ``k`` being frame ``k // n_rotation``.
+        ``n_atoms`` with coordinates_3d or numbers, ``elements`` with element_heatmap_2d),
+        image ``k`` being frame ``k // n_rotation``.
 
     Warns
     -----

@@ -24,6 +24,7 @@ import numpy as np
 from ..backend import Backend
 from ..physics.cross_section import beam_weights
 from ..physics.thermal import smear_components, thermal_widths
+from ..structures.elements import atomic_number
 from ..structures.model import Structure, StructureError
 from .framing import precision_problem, sampling_problem, wide_gaussian_problem
 from .kernels.labels import splat_reach
@@ -31,10 +32,12 @@ from .rotations import keyed_rotation_matrices, rotation_key
 from .settings import RenderSettings
 
 __all__ = [
+    "NUMBERED",
     "FrameData",
     "FrameTable",
     "batch_inputs",
     "binary_reach",
+    "channel_numbers",
     "components",
     "frame_data",
     "frame_table",
@@ -53,6 +56,7 @@ class FrameData:
     radius: float  # largest distance from the centroid, Å
     rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
     blank: str | None = None  # why its Gaussian images would come out blank, if they would
+    numbers: np.ndarray | None = None  # (N,) atomic numbers
 
 
 @dataclass
@@ -63,7 +67,7 @@ class FrameTable:
     uploaded once and each batch sends only its rotations and image-to-frame indices.
 
     Padding atoms copy atom 0 of their frame (extents unchanged), with amplitude 0, width 1
-    and ``valid`` False.
+    and ``valid`` False (atomic number -1 in ``numbers``).
     """
 
     positions: Any  # (F, N, 3) float32, relative to each frame's centroid, Å
@@ -78,9 +82,14 @@ class FrameTable:
     # with augmentations (else None), on the backend's device, indexed by the kernels:
     stream_keys: Any = None  # (F,) uint64 ``keys``, the key of each frame's random streams
     rms: Any = None  # (F, N) float64 phonon jitter r.m.s. per atom (0 for padding), Å
+    #: (F, N) int16 atomic numbers, -1 for padding; only where an output needs them.
+    numbers: Any = None
+    #: (C,) int16 atomic numbers of element_heatmap_2d's channels, where it is requested.
+    channels: Any = None
 
-    #: The arrays that live on the backend's device.
-    DEVICE = ("positions", "amplitudes", "sigmas", "valid", "radius", "stream_keys", "rms")
+    #: The arrays that live on the backend's device (those that are not None).
+    DEVICE = ("positions", "amplitudes", "sigmas", "valid", "radius", "stream_keys", "rms",
+              "numbers", "channels")
 
     def on(self, backend: Backend) -> FrameTable:
         """This table with its per-atom arrays on ``backend`` (the same table on NumPy)."""
@@ -138,7 +147,7 @@ def frame_data(settings: RenderSettings, structure: Structure, *,
                 len(pos), float(sigmas.min()), radius, framing=s.framing,
                 edgesize=s.edgesize, padxyz=s.padxyz, pixel_size=s.pixel_size)
         data.append(FrameData(frame.index, centred, amps, sigmas, radius,
-                              rms if s.phonon_jitter else None, blank))
+                              rms if s.phonon_jitter else None, blank, frame.numbers))
     return data
 
 
@@ -177,7 +186,9 @@ def frame_table(settings: RenderSettings, structure: Structure, frames: list[Fra
                 static_shapes: bool) -> FrameTable:
     """Every frame's padded host arrays and rotation key, once per render.
 
-    ``output_types`` and ``static_shapes`` (the kernel's) decide :func:`binary_reach`.
+    ``output_types`` and ``static_shapes`` (the kernel's) decide :func:`binary_reach`;
+    ``output_types`` also whether the atomic numbers (``numbers`` and the label maps per
+    element) and the channels (:func:`channel_numbers`) are in the table.
     """
     nmax = structure.max_atoms
     f = len(frames)
@@ -202,14 +213,37 @@ def frame_table(settings: RenderSettings, structure: Structure, frames: list[Fra
         rms = np.zeros((f, nmax), dtype=np.float64)
         for i, fd in enumerate(frames):
             rms[i, : len(fd.centred)] = fd.rms
+    numbers = channels = None
+    if NUMBERED & set(output_types):
+        numbers = np.full((f, nmax), -1, dtype=np.int16)
+        for i, fd in enumerate(frames):
+            numbers[i, : len(fd.centred)] = fd.numbers
+    if "element_heatmap_2d" in output_types:
+        channels = channel_numbers(settings, structure)
     return FrameTable(
         pos, amps, sigmas, valid,
         np.array([fd.radius for fd in frames], dtype=np.float32),
         np.array([fd.index for fd in frames], dtype=np.int32), n_atoms, keys,
         binary_reach(settings, frames, output_types=output_types,
                      static_shapes=static_shapes),
-        stream_keys=keys if settings.augmented else None, rms=rms,
+        stream_keys=keys if settings.augmented else None, rms=rms, numbers=numbers,
+        channels=channels,
     )
+
+
+#: Outputs drawn from each atom's atomic number.
+NUMBERED = frozenset({"numbers", "element_heatmap_2d"})
+
+
+def channel_numbers(settings: RenderSettings, structure: Structure) -> np.ndarray:
+    """Atomic numbers of ``element_heatmap_2d``'s channels, ascending, (C,) int16:
+    ``settings.channel_elements``, or by default every element of ``structure`` (all its
+    frames), so that every stack of one input has the same channels."""
+    if settings.channel_elements:
+        return np.array([atomic_number(el) for el in settings.channel_elements],
+                        dtype=np.int16)
+    present = np.unique(np.concatenate([np.asarray(f.numbers) for f in structure.frames]))
+    return present.astype(np.int16)
 
 
 def binary_reach(settings: RenderSettings, frames: list[FrameData], *,
@@ -267,6 +301,9 @@ def batch_inputs(
         "frame_index": table.frame_ids[which],
         "n_atoms": table.n_atoms[which],
     }
+    if table.channels is not None:  # the same channels for every image (host copy)
+        batch["elements"] = np.broadcast_to(np.asarray(table.channels),
+                                            (len(k), len(table.channels))).copy()
     if settings.augmented:  # the draws are made where the batch renders, from these
         batch["rotation_index"] = r
     return batch

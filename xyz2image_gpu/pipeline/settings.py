@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..structures.elements import atomic_number, element_values
+from ..structures.elements import atomic_number, element_values, normalize_elements
 from .framing import FRAMINGS
 
 __all__ = [
@@ -20,10 +20,13 @@ __all__ = [
     "BITRATES",
     "HAADF_DETECTOR_MRAD",
     "HAADF_Z_EXPONENT",
+    "HEATMAP_DTYPES",
     "IMAGE_TYPES",
+    "LABEL_MAPS",
     "METADATA_KEYS",
     "NORMALIZATIONS",
     "OUTPUT_TYPES",
+    "SCANNED_LABELS",
     "RenderSettings",
     "array_types",
     "image_types",
@@ -41,7 +44,16 @@ OUTPUT_TYPES = (
     "gaussian_2d",
     "binary_3d",
     "binary_2d",
+    "numbers",
+    "heatmap_2d",
+    "element_heatmap_2d",
+    "column_map_2d",
 )
+#: Label maps drawn in the image's pixel grid, scan distortions included (each then also
+#: stored undistorted as ``<name>_clean``).
+LABEL_MAPS = ("heatmap_2d", "element_heatmap_2d", "column_map_2d")
+#: Every output drawn through a distorted scan as the image is, with ``<name>_clean``.
+SCANNED_LABELS = ("delta_2d", "binary_2d", *LABEL_MAPS)
 #: TIFF-stack outputs and the array each one shows.
 IMAGE_TYPES = {
     "delta_2d_image": "delta_2d",
@@ -55,6 +67,8 @@ METADATA_KEYS = ("rotations", "voxel_size", "frame_index")
 NORMALIZATIONS = ("image", "float", "fixed", "beam")
 #: The annular detector of ``normalization="beam"`` when none is given: HAADF, mrad.
 HAADF_DETECTOR_MRAD = (70.0, 200.0)
+#: How heatmap_2d and element_heatmap_2d may be stored.
+HEATMAP_DTYPES = ("float32", "float16")
 #: Integer depths of normalised images.
 BITRATES = (8, 16)
 #: Default Z exponent, the same for the API and the command line: HAADF-like contrast.
@@ -153,10 +167,29 @@ class RenderSettings:
         ``column_broadening * max(x - 1, 0)`` Å² (integral kept).
     column_reference : str
         Element whose single-atom peak is the unit of ``x``.
+    heatmap_sigma : float
+        Standard deviation of each atom's Gaussian in ``heatmap_2d`` and
+        ``element_heatmap_2d``, Å: ``sum_a exp(-|p - c_a|² / (2 heatmap_sigma²))`` over the
+        projected positions ``c_a`` (peak 1 at an isolated atom, not normalised per image).
+    heatmap_dtype : {"float32", "float16"}
+        How the heatmaps are stored: float16 keeps about three significant digits
+        (relative rounding error at most 2**-11 ≈ 4.9e-4; values below 2**-14 ≈ 6.1e-5,
+        float16's smallest normal number, are stored as 0) in half the bytes, and
+        deflates 2-2.5 times as fast.
+    column_radius : float
+        ``column_map_2d``: pixel ``p`` counts the atoms whose projected position lies within
+        ``max(column_radius, half a pixel)`` of its centre along both image axes (a square
+        window). 0 (default): the atoms whose nearest pixel it is, so the map sums to the
+        number of atoms in the field of view.
+    channel_elements : tuple of str
+        The elements of ``element_heatmap_2d``'s channels (symbols, stored sorted by Z; any
+        element list :func:`~xyz2image_gpu.structures.elements.normalize_elements` takes).
+        Empty (default): every element of the structure, over all its frames.
 
     Augmentations (``phonon_jitter``, ``dose``, ``read_noise``, ``scan_jitter``,
-    ``drift``) change gaussian_2d only; ``gaussian_2d_clean`` keeps the image without them,
-    paired with the labels.
+    ``drift``) change gaussian_2d; ``gaussian_2d_clean`` keeps the image without them,
+    paired with the undistorted labels. A distorted scan also distorts the 2-D labels
+    (:data:`SCANNED_LABELS`), each kept undistorted as ``<name>_clean``.
     """
 
     edgesize: int = 128
@@ -185,6 +218,10 @@ class RenderSettings:
     voltage_kv: float | None = None
     convergence_mrad: float | None = None
     detector_mrad: tuple[float, ...] = ()
+    heatmap_sigma: float = 0.25
+    heatmap_dtype: str = "float32"
+    column_radius: float = 0.0
+    channel_elements: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.z_exponent is None:  # one default contrast for the API and the CLI
@@ -197,8 +234,17 @@ class RenderSettings:
         correction = tuple(float(c) for c in self.column_correction)
         object.__setattr__(self, "column_correction", correction)
         object.__setattr__(self, "detector_mrad", tuple(float(a) for a in self.detector_mrad))
+        channels = normalize_elements(self.channel_elements, what="channel_elements")
+        object.__setattr__(self, "channel_elements", channels)
         self._check_finite()
         self._check_beam()
+        if not self.heatmap_sigma > 0:
+            raise ValueError(f"heatmap_sigma must be > 0 Å, got {self.heatmap_sigma}")
+        if self.heatmap_dtype not in HEATMAP_DTYPES:
+            raise ValueError(f"heatmap_dtype must be one of {', '.join(HEATMAP_DTYPES)}, "
+                             f"got {self.heatmap_dtype!r}")
+        if not self.column_radius >= 0:
+            raise ValueError(f"column_radius must be >= 0 Å, got {self.column_radius}")
         if not self.column_broadening >= 0:
             raise ValueError("column_broadening must be >= 0 Å²")
         if self.legacy and (correction or self.column_broadening):
@@ -308,6 +354,7 @@ class RenderSettings:
             "scan_jitter": self.scan_jitter, "drift": self.drift,
             "column_broadening": self.column_broadening,
             "voltage_kv": self.voltage_kv, "convergence_mrad": self.convergence_mrad,
+            "heatmap_sigma": self.heatmap_sigma, "column_radius": self.column_radius,
         }
         values.update({f"detector_mrad[{k}]": a for k, a in enumerate(self.detector_mrad)})
         values.update({f"column_correction[{k}]": c

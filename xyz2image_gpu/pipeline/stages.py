@@ -1,12 +1,16 @@
 """One batch's way through the pipeline, stage by stage::
 
     host inputs -> gather -> geometry -> labels
+                                      -> maps
                                       -> components -> images -> augmentations
 
 * :func:`gather`: each image's atoms, from the table of the render's frames by the image's
   frame (on the device on the GPU, where the table was uploaded once);
 * :func:`geometry`: rotate each image's atoms and frame them in pixels (:mod:`.framing`);
-* :func:`labels`: coordinates_3d, delta_* and binary_* from the undisplaced atoms;
+* :func:`labels`: coordinates_3d, numbers, delta_* and binary_* from the undisplaced atoms
+  (the 2-D ones through the image's distorted scan when it has one);
+* :func:`maps`: the label maps (heatmaps, per-element heatmaps, column map) in the image's
+  pixel grid, through the image's distorted scan when it has one;
 * :func:`components`: every probe component of every atom as one Gaussian in pixels, with
   the column correction (:mod:`..physics.column`);
 * :func:`images`: gaussian_2d and gaussian_3d;
@@ -32,6 +36,7 @@ import numpy as np
 from ..physics.column import ColumnCorrection
 from . import kernels
 from .framing import count_outside, frame_pixel_coordinates
+from .settings import LABEL_MAPS, SCANNED_LABELS
 from .strategies import ArrayKernel
 
 __all__ = [
@@ -43,7 +48,9 @@ __all__ = [
     "geometry",
     "images",
     "labels",
+    "maps",
     "noised_clean",
+    "scan_offsets",
 ]
 
 #: Labels drawn at atoms' positions rounded to voxels.
@@ -132,14 +139,14 @@ def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str
     ``table`` holds the render's frames padded to one size (positions, amplitudes, sigmas,
     valid, radius, indexed by frame; on the backend's device); only the (B,) index array
     moves. Returns ``host``'s arrays plus ``positions`` (B, N, 3), ``amplitudes`` and
-    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,), and ``image_frame`` on the
-    backend.
+    ``sigmas`` (B, N, G), ``valid`` (B, N) and ``radius`` (B,), ``numbers`` (B, N) where
+    the table has them, and ``image_frame`` on the backend.
     """
     be = kernel.backend
     xp = be.xp
     index = be.asarray(host["image_frame"])
     out = dict(host)
-    for key in GATHERED:
+    for key in GATHERED + (("numbers",) if table.numbers is not None else ()):
         out[key] = xp.take(getattr(table, key), index, axis=0)
     out["image_frame"] = index
     return out
@@ -173,25 +180,115 @@ def geometry(kernel: ArrayKernel, host: Mapping[str, Any],
     return Geometry(coords, voxels, voxel, valid, rot, outside, binary_reach=binary_reach)
 
 
-def labels(kernel: ArrayKernel, geo: Geometry, output_types: Collection[str]) -> dict[str, Any]:
-    """The requested labels: coordinates_3d (int16 voxels, -1 for padding), delta_3d/2d and
-    binary_3d/2d (bool), all from the undisplaced atoms."""
+def labels(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, geo: Geometry,
+           output_types: Collection[str]) -> dict[str, Any]:
+    """The requested labels: coordinates_3d (int16 voxels, -1 for padding), numbers (int16
+    atomic numbers of the same atoms, -1 for padding: :func:`gather`'s ``numbers``),
+    delta_3d/2d and binary_3d/2d (bool), all from the undisplaced atoms.
+
+    With a distorted scan, delta_2d and binary_2d are drawn through it as the image is
+    (:func:`scan_offsets`) and kept undistorted as ``<name>_clean``; the 3-D labels and
+    the coordinates have no rows to distort.
+    """
     s = kernel.settings
     xp = kernel.xp
     e = s.edgesize
     out: dict[str, Any] = {}
+    offsets = None
+    if s.scan_distorted and set(SCANNED_LABELS) & set(output_types):
+        offsets = scan_offsets(kernel, inputs, table, geo) / geo.voxel[:, None, None]
     if "coordinates_3d" in output_types:
         out["coordinates_3d"] = kernels.coordinates_3d(xp, geo.voxels, geo.valid)
+    if "numbers" in output_types:
+        out["numbers"] = inputs["numbers"]
     if "delta_3d" in output_types:
         out["delta_3d"] = kernels.delta_3d(xp, geo.voxels, geo.valid, e)
     if "delta_2d" in output_types:
         out["delta_2d"] = kernels.delta_2d(xp, geo.voxels, geo.valid, e)
+        if offsets is not None:
+            out["delta_2d_clean"] = out["delta_2d"]
+            out["delta_2d"] = kernels.delta_2d_scanned(xp, geo.coords, geo.valid, offsets, e)
     if "binary_3d" in output_types or "binary_2d" in output_types:
         radius_px = (s.binary_radius / geo.voxel).astype(geo.coords.dtype)
         for name, ndim in (("binary_3d", 3), ("binary_2d", 2)):
             if name in output_types:
                 out[name] = kernel.binary(ndim, geo.coords, radius_px, geo.valid,
                                           reach=geo.binary_reach)
+        if "binary_2d" in output_types and offsets is not None:
+            out["binary_2d_clean"] = out["binary_2d"]
+            out["binary_2d"] = kernels.binary_2d_scanned(
+                xp, geo.coords, radius_px, geo.valid, offsets, e,
+                max_elements=kernel.work_memory // 32, reach=geo.binary_reach)
+    return out
+
+
+def scan_offsets(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any,
+                 geo: Geometry) -> Any:
+    """Each image row's scan offsets (B, E, 2) float32, Å, drawn where the batch renders
+    (:meth:`.strategies.ArrayKernel.scan_offsets`) once per batch: the labels, the maps and
+    the augmented image read the same draws (kept in ``geo.memo``)."""
+    if "scan_offsets" not in geo.memo:
+        be = kernel.backend
+        geo.memo["scan_offsets"] = kernel.scan_offsets(
+            inputs["image_frame"], be.asarray(inputs["rotation_index"]), table.stream_keys)
+    return geo.memo["scan_offsets"]
+
+
+def maps(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, geo: Geometry,
+         output_types: Collection[str]) -> dict[str, Any]:
+    """The requested label maps, from the undisplaced atoms in the image's pixel grid.
+
+    * ``heatmap_2d`` (B, E, E) ``heatmap_dtype``: ``sum_a exp(-|p - c_a|² / (2 s²))`` over
+      the atoms' projected pixel positions ``c_a``, ``s`` = ``heatmap_sigma`` in pixels;
+    * ``element_heatmap_2d`` (B, C, E, E) ``heatmap_dtype``: the same sum over the atoms of each
+      channel's element (``table.channels`` (C,) atomic numbers, on the backend);
+    * ``column_map_2d`` (B, E, E) uint16: atoms within ``max(column_radius, half a pixel)``
+      of each pixel along both axes (:mod:`.kernels.maps`).
+
+    With a distorted scan (``scan_jitter``, ``drift``) each map is drawn as the image is,
+    row ``i`` showing the atoms shifted by the row's offsets (:func:`scan_offsets`), and the
+    undistorted map is kept as ``<name>_clean``. Everything stays on the
+    backend's device.
+    """
+    wanted = [name for name in LABEL_MAPS if name in output_types]
+    if not wanted:
+        return {}
+    s = kernel.settings
+    be = kernel.backend
+    xp = be.xp
+    coords = geo.coords
+    b, n, _ = coords.shape
+    dtype = coords.dtype
+    weights = geo.valid.astype(dtype)
+    offsets = None
+    if s.scan_distorted:
+        offsets = scan_offsets(kernel, inputs, table, geo) / geo.voxel[:, None, None]
+    channels = table.channels
+    scans = {"": None} if offsets is None else {"": offsets, "_clean": None}
+    out: dict[str, Any] = {}
+    if "heatmap_2d" in wanted or "element_heatmap_2d" in wanted:
+        sigma = xp.broadcast_to((s.heatmap_sigma / geo.voxel).astype(dtype)[:, None], (b, n))
+    if "heatmap_2d" in wanted:
+        comps = Components(coords, weights, sigma, 1)
+        for suffix, scan in scans.items():
+            out["heatmap_2d" + suffix] = kernel.stored_heatmap(kernel.heatmap(comps, scan))
+    if "element_heatmap_2d" in wanted:
+        c = int(channels.shape[0])
+        member = inputs["numbers"][:, None, :] == channels[None, :, None]  # (B, C, N)
+        comps = Components(
+            xp.broadcast_to(coords[:, None], (b, c, n, 3)).reshape(b * c, n, 3),
+            (member * weights[:, None, :]).astype(dtype).reshape(b * c, n),
+            xp.broadcast_to(sigma[:, None], (b, c, n)).reshape(b * c, n), 1)
+        for suffix, scan in scans.items():
+            if scan is not None:
+                scan = xp.broadcast_to(scan[:, None], (b, c) + scan.shape[1:]).reshape(
+                    (b * c,) + scan.shape[1:])
+            out["element_heatmap_2d" + suffix] = kernel.stored_heatmap(
+                kernel.heatmap(comps, scan)).reshape(b, c, s.edgesize, s.edgesize)
+    if "column_map_2d" in wanted:
+        half = xp.maximum((s.column_radius / geo.voxel).astype(dtype), dtype.type(0.5))
+        for suffix, scan in scans.items():
+            out["column_map_2d" + suffix] = kernel.column_map(coords, weights, half, scan)
     return out
 
 
@@ -271,7 +368,7 @@ def augmentations(kernel: ArrayKernel, inputs: Mapping[str, Any], table: Any, ge
             moved = geo.coords + shift / geo.voxel[:, None, None]
         shifted = replace(comps, coords=comps.spread(xp, moved))
         if s.scan_distorted:
-            out["scan_offsets"] = kernel.scan_offsets(frame, rotation, keys)
+            out["scan_offsets"] = scan_offsets(kernel, inputs, table, geo)
             seen = kernel.scanned(shifted, out["scan_offsets"] / geo.voxel[:, None, None])
         else:
             seen = kernel.gaussian(2, geo, shifted, quantised=False)

@@ -127,10 +127,23 @@ class ArrayKernel:
         """Largest default batch (images)."""
         return 4096 if self.backend.is_gpu else 256
 
-    def per_image_bytes(self, n_atoms: int, output_types: Sequence[str]) -> int:
-        """Rough scratch bytes one image of ``n_atoms`` atoms needs, to size batches."""
+    def per_image_bytes(self, n_atoms: int, output_types: Sequence[str],
+                        channels: int = 1) -> int:
+        """Rough scratch bytes one image of ``n_atoms`` atoms needs, to size batches
+        (``channels``: element_heatmap_2d's)."""
         n = max(1, n_atoms) * len(self.settings.components)  # each component is a Gaussian
-        return self._profile_bytes(n) + 64 * n + sum(self._output_bytes(t) for t in output_types)
+        return (self._profile_bytes(n) + 64 * n
+                + sum(self._output_bytes(t) for t in output_types)
+                + self._map_bytes(max(1, n_atoms), output_types, channels))
+
+    def _map_bytes(self, n_atoms: int, output_types: Sequence[str], channels: int) -> int:
+        """Scratch bytes of one image's label maps: per map, its two profile matrices and
+        its float32 sums (twice with a distorted scan: the clean map beside it)."""
+        e = self.settings.edgesize
+        maps = (("heatmap_2d" in output_types) + ("column_map_2d" in output_types)
+                + channels * ("element_heatmap_2d" in output_types))
+        per_map = 2 * 4 * e * n_atoms + 4 * e * e
+        return maps * per_map * (2 if self.settings.scan_distorted else 1)
 
     def _profile_bytes(self, n: int) -> int:
         """The profile matrices (B, N, E) of ``n`` Gaussians, per image."""
@@ -247,6 +260,38 @@ class ArrayKernel:
                                      max_elements=self.work_memory // 32)
 
     # ------------------------------------------------------------------ labels
+    def heatmap(self, comps: Components, offsets_px: Any = None) -> Any:
+        """Float32 (B, E, E) sums of the Gaussians ``comps`` (each peaking at its weight),
+        seen through a distorted scan when ``offsets_px`` (B, E, 2) pixels is given: the
+        label heatmaps, drawn as the images are (legacy mode included)."""
+        if offsets_px is not None:
+            return self.scanned(comps, offsets_px)
+        return kernels.gaussian_2d(self.xp, comps.coords, comps.weights, comps.sigma_px,
+                                   self.settings.edgesize)
+
+    def stored_heatmap(self, heatmap: Any) -> Any:
+        """A float32 heatmap in ``settings.heatmap_dtype`` (float16: converted a few images
+        at a time on the CPU, at once on the GPU; :func:`.kernels.float16_heatmap`)."""
+        if self.settings.heatmap_dtype == "float32":
+            return heatmap
+        return kernels.float16_heatmap(self.xp, heatmap,
+                                       step=None if self.backend.is_gpu else 16)
+
+    def column_map(self, coords: Any, weights: Any, half_px: Any,
+                   offsets_px: Any = None) -> Any:
+        """Uint16 column_map_2d (B, E, E): atoms within ``half_px`` (B,) pixels of each pixel
+        along both axes (:mod:`.kernels.maps`), through a distorted scan when
+        ``offsets_px`` is given. ``weights`` (B, N): 1, or 0 for padding atoms. On the CPU
+        by rectangles and prefix sums, on the GPU by a batched product (no atomics)."""
+        e = self.settings.edgesize
+        if offsets_px is None and not self.backend.is_gpu:  # rectangles: no product
+            return kernels.column_map_2d_rectangles(coords, weights, half_px, e)
+        if offsets_px is None:
+            return kernels.column_map_2d(self.xp, coords, weights, half_px, e)
+        return kernels.column_map_2d_scanned(
+            self.xp, coords, weights, half_px, offsets_px, e,
+            max_elements=max(1 << 16, self.work_memory // 16))
+
     def binary(self, ndim: int, centres: Any, radius_px: Any, valid: Any, *,
                reach: int | None = None) -> Any:
         """Bool binary_2d (``ndim`` 2) or binary_3d (3): pixels within ``radius_px`` (B,)
@@ -330,6 +375,9 @@ class CompiledKernel(ArrayKernel):
     def scanned(self, comps: Components, offsets_px: Any) -> Any:
         return self._splat(2, comps, "float", offsets_px=offsets_px)
 
+    def heatmap(self, comps: Components, offsets_px: Any = None) -> Any:
+        return self._splat(2, comps, "float", offsets_px=offsets_px)
+
     def quantise_augmented(self, images: Any) -> Any:
         if not self._compiled_quantise:
             return super().quantise_augmented(images)
@@ -396,6 +444,13 @@ class FusedKernel(ArrayKernel):
             intensity_scale=s.intensity_scale, shared_limit=self._shared_limit,
         )
 
+    def heatmap(self, comps: Components, offsets_px: Any = None) -> Any:
+        if not device.fits(self.settings.edgesize, self._shared_limit):
+            return super().heatmap(comps, offsets_px)
+        return device.splat_device(
+            self.backend, comps.coords, comps.weights, comps.sigma_px, self.settings.edgesize,
+            2, normalization="float", bitrate=8, shared_limit=self._shared_limit,
+            offsets_px=offsets_px)
 
     def scanned(self, comps: Components, offsets_px: Any) -> Any:
         """The fused kernel with per-row shifts (``_splat.c``'s ``splat_scanned``)."""
@@ -445,10 +500,11 @@ class LegacyKernel(ArrayKernel):
 
     truncate = True
 
-    def per_image_bytes(self, n_atoms: int, output_types: Sequence[str]) -> int:
+    def per_image_bytes(self, n_atoms: int, output_types: Sequence[str],
+                        channels: int = 1) -> int:
         e = self.settings.edgesize
         filtered = 3 * 8 * e * e * (e if "gaussian_3d" in output_types else 1)
-        return super().per_image_bytes(n_atoms, output_types) + filtered
+        return super().per_image_bytes(n_atoms, output_types, channels) + filtered
 
     def gaussian(self, ndim: int, geo: Geometry, comps: Components, *, quantised: bool = True,
                  out: np.ndarray | None = None, delta: Any = None) -> Any:

@@ -5,7 +5,8 @@ Output layout (a contract that other tools read)::
 
     OUTPUT/manifest.json                    settings, device, per-file status
     OUTPUT/<file stem>/<stack:04d>.npz       array outputs + rotations, voxel_size, frame_index
-                                            (+ n_atoms with coordinates_3d)
+                                            (+ n_atoms with coordinates_3d or numbers,
+                                            elements with element_heatmap_2d)
     OUTPUT/<file stem>/<stack:04d>_<type>.tif  one ImageJ stack per *_image output type
 
 or, with ``format="zarr"``, instead of the .npz files one zarr v3 store
@@ -79,8 +80,10 @@ class SettingsMismatchError(RuntimeError):
 # ----------------------------------------------------------------------------- options
 
 
-#: Outputs the compiled kernel makes without Python-level work per image.
-_THREADED_TYPES = frozenset({"gaussian_2d", "gaussian_3d", "coordinates_3d"})
+#: Outputs the compiled kernel makes without Python-level work per image (the label maps:
+#: its Gaussians and BLAS products, which release the GIL too).
+_THREADED_TYPES = frozenset({"gaussian_2d", "gaussian_3d", "coordinates_3d", "numbers",
+                             "heatmap_2d", "element_heatmap_2d", "column_map_2d"})
 
 
 def default_workers(settings: RenderSettings, output_types: Sequence[str]) -> int:

@@ -47,6 +47,7 @@ from .manifest import (
     _load_manifest,
     _package_version,
     _sha256,
+    same_parameters,
 )
 from .memory import RequestTooLargeError, _check_memory, _Need
 from .progress import Progress
@@ -289,7 +290,8 @@ class _Run:
             if not self.config.overwrite:
                 raise
             return {"parameters": None, "files": {}}  # unreadable: replaced
-        if old is not None and old.get("parameters") != params and not self.config.overwrite:
+        if (old is not None and not same_parameters(old.get("parameters"), params)
+                and not self.config.overwrite):
             diff = _differences(old.get("parameters", {}), params)
             raise SettingsMismatchError(
                 f"{self.out} holds stacks rendered with other settings ("
@@ -348,7 +350,7 @@ class _Run:
         cfg = self.config
         params = cfg.parameters()
         old = self._previous_manifest(params)
-        same = old is not None and old.get("parameters") == params
+        same = old is not None and same_parameters(old.get("parameters"), params)
         if cfg.overwrite and not same:
             self._remove_other_settings(old)
         self.manifest = {

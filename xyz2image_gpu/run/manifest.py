@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ..output.atomic import temporary_path
+from ..pipeline.settings import RenderSettings
 from .config import SettingsMismatchError
 
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
+    "same_parameters",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -59,9 +61,20 @@ def _load_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The parameters that differ, in words. A settings field that ``old`` lacks (a
+    manifest of a version before the field existed) matches its default: it did not
+    change the bytes then."""
     keys = list(new) + [k for k in old if k not in new]
+    defaults = json.loads(json.dumps(RenderSettings().to_dict()))
     return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
-            for k in keys if old.get(k) != new.get(k)]
+            for k in keys if old.get(k) != new.get(k)
+            and not (k not in old and k in defaults and new.get(k) == defaults[k])]
+
+
+def same_parameters(old: Any, new: dict[str, Any]) -> bool:
+    """Whether a manifest's ``parameters`` (``old``; None or junk when unreadable) describe
+    the same bytes as ``new`` (see :func:`_differences`)."""
+    return isinstance(old, dict) and not _differences(old, new)
 
 
 def _sha256(path: Path) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import SettingsMismatchError
+from .manifest import same_parameters
 
 __all__ = [
     "merge_manifest",
@@ -85,7 +86,7 @@ def merge_manifest(disk: dict[str, Any] | None, mine: dict[str, Any],
     """
     if disk is None:
         disk = {"parameters": mine["parameters"], "files": {}}
-    if disk.get("parameters") != mine["parameters"]:
+    if not same_parameters(disk.get("parameters"), mine["parameters"]):
         raise SettingsMismatchError(
             "the manifest was replaced by a run with other settings while this shard ran; "
             "the shards of one run must share their settings")

@@ -8,6 +8,7 @@ which kernel runs is decided by :mod:`..strategies`, once per renderer.
 * :mod:`.gaussian`: separable Gaussian images (batched matrix products), the column
   correction's pair sums, and quantisation;
 * :mod:`.labels`: coordinates, delta and binary (sphere) labels;
+* :mod:`.maps`: the column map (atoms per pixel window); heatmaps are Gaussian images;
 * :mod:`.legacy`: the original script's rounded-voxel images and SciPy-style filter;
 * :mod:`.compiled`: wrappers of the optional compiled CPU kernel (``_splat.c``), the
   augmentations' draws included (``philox.h``, shared with the GPU's ``random.cu``).
@@ -34,21 +35,41 @@ from .gaussian import (
     gaussian_3d,
     quantise,
 )
-from .labels import binary_2d, binary_3d, coordinates_3d, delta_2d, delta_3d
+from .labels import (
+    binary_2d,
+    binary_2d_scanned,
+    binary_3d,
+    coordinates_3d,
+    delta_2d,
+    delta_2d_scanned,
+    delta_3d,
+)
 from .legacy import legacy_filter_matrices, legacy_gaussian_2d, legacy_gaussian_3d
+from .maps import (
+    column_map_2d,
+    column_map_2d_rectangles,
+    column_map_2d_scanned,
+    float16_heatmap,
+)
 
 __all__ = [
     "NO_EXTENSION_ENV",
     "PROFILE_FLOOR",
     "axis_profiles",
     "binary_2d",
+    "binary_2d_scanned",
     "binary_3d",
+    "column_map_2d",
+    "column_map_2d_rectangles",
+    "column_map_2d_scanned",
     "column_values",
     "column_values_compiled",
     "compiled_kernel_available",
     "coordinates_3d",
     "delta_2d",
+    "delta_2d_scanned",
     "delta_3d",
+    "float16_heatmap",
     "gaussian_2d",
     "gaussian_2d_scanned",
     "gaussian_3d",

@@ -8,6 +8,7 @@ CPU, cuBLAS on the GPU), exact at sub-pixel positions. Each atom's peak equals i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "gaussian_2d_scanned",
     "gaussian_3d",
     "quantise",
+    "scanned_sum",
 ]
 
 
@@ -69,27 +71,46 @@ def gaussian_2d_scanned(
     Rows are the slow scan axis (0), columns the fast axis (1); each row is taken as
     acquired at one instant. No longer separable over the whole image, so each row has its
     own y profiles: ``E*N*E`` exponentials per image, built for at most ``max_elements``
-    floats at once.
+    floats at once (:func:`scanned_sum`).
+    """
+    inv = (-0.5 / (sigma_px * sigma_px)).astype(coords.dtype)  # (B, N)
+
+    def gaussian(d: Any, inv_b: Any) -> Any:
+        d *= d
+        d *= inv_b
+        return _clamped_exp(xp, d)
+
+    return scanned_sum(xp, coords, weights, inv, offsets_px, edgesize, gaussian,
+                       max_elements=max_elements)
+
+
+def scanned_sum(
+    xp: Any, coords: Any, weights: Any, params: Any, offsets_px: Any, edgesize: int,
+    profile: Callable[[Any, Any], Any], *, max_elements: int,
+) -> Any:
+    """``sum_a w_a f(i - x_a - ox_i) f(j - y_a - oy_i)`` for every pixel (i, j): a separable
+    per-atom profile ``f`` seen through a distorted scan (row ``i`` shows the atoms shifted
+    by ``offsets_px[b, i]``, pixels). Float32 (B, E, E).
+
+    ``profile(d, p)`` maps the distances ``d`` from pixel to centre (float32, (b', E, N) for
+    rows, (b', E, N, E) for columns; it may work in place) to profile values, ``p`` being
+    ``params`` (B, N), one value per atom, broadcast against ``d``. Built for at most
+    ``max_elements`` floats at once.
     """
     b, n, _ = coords.shape
     e = edgesize
     grid = xp.arange(e, dtype=coords.dtype)
-    inv = (-0.5 / (sigma_px * sigma_px)).astype(coords.dtype)  # (B, N)
     out = xp.empty((b, e, e), dtype=coords.dtype)
     step = max(1, max_elements // max(1, e * n * e))
     for s in range(0, b, step):
         sl = slice(s, s + step)
-        # x profile of atom a in row i: exp(-(i - x_a - ox_i)^2 / 2s^2), (b', E, N)
+        # x profile of atom a in row i: f(i - x_a - ox_i), (b', E, N)
         dx = (grid[None, :] - offsets_px[sl, :, 0])[:, :, None] - coords[sl, None, :, 0]
-        dx *= dx
-        dx *= inv[sl, None, :]
-        gx = _clamped_exp(xp, dx) * weights[sl, None, :]
+        gx = profile(dx, params[sl, None, :]) * weights[sl, None, :]
         # y profiles of every row: (b', E, N, E)
         centres_y = coords[sl, None, :, 1] + offsets_px[sl, :, 1][:, :, None]
         dy = grid[None, None, None, :] - centres_y[:, :, :, None]
-        dy *= dy
-        dy *= inv[sl, None, :, None]
-        gy = _clamped_exp(xp, dy)
+        gy = profile(dy, params[sl, None, :, None])
         out[sl] = xp.matmul(gx[:, :, None, :], gy)[:, :, 0, :]
     return out
 

@@ -1,5 +1,6 @@
 """Labels: each atom's nearest voxel (``coordinates_3d``), delta volumes and projections, and
-binary spheres of a given radius (``binary_3d``, ``binary_2d``).
+binary spheres of a given radius (``binary_3d``, ``binary_2d``); the projections also as a
+distorted scan sees them (``*_scanned``: row ``i`` shows the atoms shifted by its offsets).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from .compiled import _splat_spheres_compiled
 
 __all__ = [
     "binary_2d",
+    "binary_2d_scanned",
     "binary_3d",
     "coordinates_3d",
     "delta_2d",
+    "delta_2d_scanned",
     "delta_3d",
 ]
 
@@ -180,3 +183,83 @@ def binary_2d(
     return _splat_spheres(
         xp, centres[:, :, :2], r2, valid, edgesize, 2, max_elements=max_elements, reach=reach
     )
+
+
+def _scanned_centres(xp: Any, centres: Any, offsets_px: Any) -> tuple[Any, Any]:
+    """Each atom's (x, y) as row ``i`` of a distorted scan sees it, (B, E, N) each."""
+    x = centres[:, None, :, 0] + offsets_px[:, :, None, 0]
+    y = centres[:, None, :, 1] + offsets_px[:, :, None, 1]
+    return x, y
+
+
+def delta_2d_scanned(xp: Any, coords: Any, valid: Any, offsets_px: Any, edgesize: int) -> Any:
+    """:func:`delta_2d` seen through a distorted scan, bool (B, E, E): row ``i`` is True at
+    ``rint(y + oy_i)`` for the atoms with ``rint(x + ox_i) == i`` (``offsets_px`` (B, E, 2)
+    pixels, as the image's rows see the atoms), among those whose voxel is inside the
+    volume along z. With zero offsets, exactly :func:`delta_2d`."""
+    b = coords.shape[0]
+    e = edgesize
+    x, y = _scanned_centres(xp, coords, offsets_px)
+    rows, cols = xp.rint(x), xp.rint(y)
+    z = xp.rint(coords[:, :, 2])
+    ok = (valid & (z >= 0) & (z <= e - 1))[:, None, :]
+    ok = ok & (rows == xp.arange(e, dtype=rows.dtype)[None, :, None]) & (cols >= 0)
+    ok &= cols <= e - 1
+    j = xp.where(ok, cols, 0).astype(xp.int64)  # no cast of NaN or far values
+    flat = (xp.arange(b, dtype=xp.int64)[:, None, None] * (e * e)
+            + xp.arange(e, dtype=xp.int64)[None, :, None] * e + j)
+    return _scatter_true(xp, (b, e, e), flat, ok)
+
+
+def binary_2d_scanned(xp: Any, centres: Any, radius_px: Any, valid: Any, offsets_px: Any,
+                      edgesize: int, *, max_elements: int, reach: int | None = None) -> Any:
+    """:func:`binary_2d` seen through a distorted scan, bool (B, E, E): pixel (i, j) is True
+    when ``(i - x - ox_i)² + (j - y - oy_i)² <= r² - dz²`` for an atom (the same float32
+    test as :func:`binary_2d`, whose result it equals with zero offsets).
+
+    ``reach``: columns tested either side of each centre, at least :func:`splat_reach` of
+    the largest radius. Given (the GPU: a static bound), every (row, atom) pair is tested;
+    by default it is read from ``radius_px`` and only the pairs whose row the ball reaches
+    are (``nonzero``: host synchronisations on CuPy), about 15 of 128 rows for a 1 Å ball
+    at 0.14 Å per pixel. Measured at 128 px, 147 atoms, one thread, with the scan's draws
+    and the undistorted twin: 1,230 images/s, against 1,590 for gaussian_2d's own
+    distorted scan.
+    """
+    b, n, _ = centres.shape
+    e = edgesize
+    z = centres[:, :, 2]
+    dz = z - xp.clip(xp.rint(z), 0, e - 1)
+    r2 = (radius_px * radius_px)[:, None] - dz * dz  # (B, N)
+    static = reach is not None
+    if not static:
+        reach = splat_reach(float(radius_px.max()) if b else 0.0)
+    offsets = xp.arange(-reach, reach + 1, dtype=xp.int64)  # (M,)
+    m = offsets.shape[0]
+    size = b * e * e
+    out = xp.zeros(size + 1, dtype=bool)
+    grid = xp.arange(e, dtype=centres.dtype)
+    # static: every pair, in batches of max_elements; else cache-sized steps, compacted
+    per_image = e * n * m if static else e * n
+    step = max(1, (max_elements if static else min(max_elements, 1 << 18)) // max(1, per_image))
+    for s in range(0, b, step):
+        sl = slice(s, s + step)
+        x, y = _scanned_centres(xp, centres[sl], offsets_px[sl])  # (b', E, N)
+        d0 = grid[None, :, None] - x
+        d0 *= d0  # squared: the sum below is binary_2d's (d * d).sum(-1) of (d0, d1)
+        limit = xp.broadcast_to(r2[sl, None, :], d0.shape)
+        pair = xp.broadcast_to(valid[sl, None, :], d0.shape)
+        image = xp.broadcast_to(xp.arange(s, s + x.shape[0], dtype=xp.int64)[:, None, None]
+                                * e + xp.arange(e, dtype=xp.int64)[None, :, None], d0.shape)
+        if not static:  # only the (row, atom) pairs the ball reaches
+            keep = xp.nonzero(pair & (d0 <= limit))
+            d0, y, limit, image = d0[keep], y[keep], limit[keep], image[keep]
+            pair = xp.ones(d0.shape, dtype=bool)
+        cols = xp.floor(y).astype(xp.int64)[..., None] + offsets  # (..., M)
+        d1 = cols.astype(centres.dtype) - y[..., None]
+        d1 *= d1
+        d1 += d0[..., None]
+        inside = d1 <= limit[..., None]
+        inside &= pair[..., None] & (cols >= 0) & (cols < e)
+        flat = image[..., None] * e + cols
+        out[xp.where(inside, flat, size).ravel()] = True
+    return out[:size].reshape(b, e, e)
