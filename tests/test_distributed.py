@@ -430,6 +430,25 @@ def test_cluster_option_mistakes_are_refused_before_writing(tmp_path, args, mess
     assert not out.exists()
 
 
+def test_an_unreachable_scheduler_is_a_cluster_error_not_an_output_error(tmp_path):
+    pytest.importorskip("distributed")
+    import dask
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+        result = CliRunner().invoke(cli, ["render", str(AU147), "-o", str(tmp_path / "out"),
+                                          "--scheduler", f"tcp://127.0.0.1:{port}", "--quiet"])
+    assert result.exit_code == 1
+    assert f"cannot connect to the scheduler tcp://127.0.0.1:{port}" in result.output
+    assert "cannot write output" not in result.output and "Traceback" not in result.output
+    assert not list((tmp_path / "out").glob("*/*.npz"))
+
+
 def test_gpus_without_dask_cuda_says_what_to_install(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
     from xyz2image_gpu.run.distributed import ClusterError, check_cluster_request

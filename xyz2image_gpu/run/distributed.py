@@ -109,7 +109,7 @@ def start_cluster(scheduler: str | None, gpus: int | None, workers: int | None,
     Raises
     ------
     ClusterError
-        See :func:`check_cluster_request`.
+        See :func:`check_cluster_request`; or the scheduler cannot be reached.
     """
     check_cluster_request(scheduler, gpus)
     distributed = _import_distributed()
@@ -130,11 +130,15 @@ def start_cluster(scheduler: str | None, gpus: int | None, workers: int | None,
                     cluster = stack.enter_context(
                         distributed.LocalCluster(processes=True, **options))
             client = stack.enter_context(distributed.Client(cluster))
-        elif "://" in scheduler:
-            client = stack.enter_context(distributed.Client(scheduler))
-            n, share = len(client.scheduler_info()["workers"]), 0
         else:
-            client = stack.enter_context(distributed.Client(scheduler_file=scheduler))
+            try:  # a scheduler that cannot be reached is not an output error
+                if "://" in scheduler:
+                    client = stack.enter_context(distributed.Client(scheduler))
+                else:
+                    client = stack.enter_context(distributed.Client(scheduler_file=scheduler))
+            except (OSError, ValueError) as exc:  # TimeoutError is an OSError
+                raise ClusterError(f"cannot connect to the scheduler {scheduler}: "
+                                   f"{exc or type(exc).__name__}") from None
             n, share = len(client.scheduler_info()["workers"]), 0
         yield client, n, share
 
