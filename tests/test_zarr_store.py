@@ -234,6 +234,9 @@ def test_render_zarr_values_equal_npz(structures, tmp_path, types, extra):
     assert manifest["device"]["store_compression"] == (
         "chunks compressed on the CPU: images rendered on the CPU")
     assert not (tmp_path / "zarr" / stem / "0000.npz").exists()
+    # nothing of the run outside the store but the manifest (no empty per-file folders)
+    assert sorted(p.name for p in (tmp_path / "zarr").iterdir()
+                  if not p.name.startswith(".")) == ["manifest.json", "stacks.zarr"]
 
 
 def test_render_zarr_bytes_same_for_workers_and_batch_sizes(structures, tmp_path):

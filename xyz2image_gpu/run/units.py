@@ -238,7 +238,8 @@ def _render_unit(unit: Unit, on_batch: Callable[[int], None],
     layout = renderer.output_layout(structure, n_images)
     npz_keys = [k for k in layout if k not in OUTPUT_TYPES or k in cfg.output_types]
     out = Path(cfg.output_folder)
-    (out / unit.stem).mkdir(parents=True, exist_ok=True)
+    if cfg.format != "zarr" or image_types(cfg.output_types):  # .npz or .tif files there
+        (out / unit.stem).mkdir(parents=True, exist_ok=True)
     npz, to_host = _array_writer(unit, renderer, {k: layout[k] for k in npz_keys})
     tifs: dict[str, TiffStackWriter] = {}
     background = BackgroundWriter(maxsize=2)
