@@ -58,6 +58,19 @@ def test_beam_fractions_can_be_stored_as_integers_with_a_scale():
     np.testing.assert_allclose(grey, np.rint(floats.astype(np.float64) * 1e6), atol=1)
 
 
+@pytest.mark.parametrize("element", ["Au", "Pd", "C", "U"])
+def test_column_correction_keeps_an_isolated_atom_of_any_element(element):
+    # x is in units of one isolated Au atom's peak; each atom's factor is divided by its
+    # value for the atom alone, so any isolated atom keeps its cross-section (with thermal
+    # smearing and broadening too)
+    kwargs = {"edgesize": 121, "thermal": True, "column_broadening": 0.004}
+    plain = _fixed([[0, 0, 0]], [element], **kwargs)
+    corrected = _fixed([[0, 0, 0]], [element], column_correction=(0.2778, -0.0121), **kwargs)
+    assert float(corrected.sum(dtype=np.float64)) * PX * PX == pytest.approx(
+        _sigma(element), rel=1e-3)
+    np.testing.assert_allclose(corrected, plain, rtol=1e-5, atol=1e-9)
+
+
 def test_column_correction_keeps_an_isolated_atom_and_raises_a_column():
     # x is the image at the atom in units of one isolated reference atom's peak: alone, x = 1,
     # and in beam units the factor (1 + c x) / (1 + c) keeps its cross-section
@@ -75,6 +88,8 @@ def test_column_correction_keeps_an_isolated_atom_and_raises_a_column():
 
 @pytest.mark.parametrize(("fields", "message"), [
     ({"normalization": "beam"}, "needs voltage_kv and convergence_mrad"),
+    ({**BEAM, "detector_mrad": (15.0, 60.0)}, "must be at least the convergence angle"),
+    ({**BEAM, "z_exponent": 2.5}, "z_exponent plays no part"),
     ({"normalization": "beam", "voltage_kv": 200.0}, "needs voltage_kv and convergence_mrad"),
     (dict(BEAM, convergence_mrad=250.0), "convergence_mrad < 200"),
     (dict(BEAM, detector_mrad=(200.0, 70.0)), "inner < outer"),

@@ -149,6 +149,18 @@ def test_merged_manifests_keep_every_shards_stacks():
     assert merged["files"]["a"]["completed_stacks"] == [0] and dropped == [("a", 2)]
     assert merged["files"]["a"]["status"] == "failed" and merged["files"]["a"]["error"]
     assert set(merged["files"]["a"]["outside_field"]) == {"0"}
+    # a rerun in which the stack that failed completes clears the failure (a transient
+    # fault, or a rerun without --strict): nothing is dropped, the file is complete
+    failed_disk = {**disk, "files": {**disk["files"], "a": {
+        **entry("x", [0], "failed", "outside"), "failed_stack": 1}}}
+    mine["files"]["a"] = entry("x", [0, 1, 2])
+    merged, dropped = merge_manifest(failed_disk, mine)
+    assert dropped == [] and merged["files"]["a"]["status"] == "complete"
+    assert "failed_stack" not in merged["files"]["a"] and not merged["files"]["a"]["error"]
+    # while another shard's rerun has not reached stack 1 yet, the failure stands
+    mine["files"]["a"] = entry("x", [2])
+    merged, dropped = merge_manifest(failed_disk, mine)
+    assert merged["files"]["a"]["status"] == "failed" and dropped == [("a", 2)]
     with pytest.raises(SettingsMismatchError, match="other settings"):
         merge_manifest({**disk, "parameters": {"seed": 2}}, mine)
 
@@ -261,6 +273,10 @@ def test_shard_and_unsharded_runs_exclude_each_other(tmp_path, monkeypatch):
         with pytest.raises(FolderBusyError, match="shards of another"), _folder_lock(tmp_path):
             pass
         with _folder_lock(tmp_path, (1, 3)):  # another shard of the run: welcome
+            pass
+        # shards of another count would render overlapping units: refused
+        with pytest.raises(FolderBusyError, match=r"another count \(--shard i/3\)"), \
+                _folder_lock(tmp_path, (0, 4)):
             pass
     with _folder_lock(tmp_path), pytest.raises(FolderBusyError, match="without --shard"), \
             _folder_lock(tmp_path, (0, 3)):

@@ -86,17 +86,18 @@ class ColumnCorrection:
         Growth of each component's squared width per atom beyond the first, Å².
     reference_peak : float
         Peak of one isolated reference atom (:func:`reference_peak`), float image units.
-    scale : float
-        Extra factor on every weight: ``1 / (1 + sum_k c_k)`` in absolute units
-        (``normalization="beam"``), so that an isolated atom (x = 1) keeps its
-        cross-section and only atoms in columns change; 1 otherwise (the relative
-        normalizations absorb it).
+    isolated_unit : bool
+        Absolute units (``normalization="beam"``): each atom's factor is divided by its value
+        for that atom alone, ``1 + sum_k c_k x0^k`` with ``x0`` the atom's own peak over
+        the reference peak, and the widths grow with ``x - x0``, so that an isolated atom of
+        any element keeps its cross-section and only atoms in columns change. Otherwise
+        (the relative normalizations absorb the constant) the factor is as given.
     """
 
     coefficients: tuple[float, ...]
     broadening: float
     reference_peak: float
-    scale: float = 1.0
+    isolated_unit: bool = False
 
     @classmethod
     def from_settings(cls, settings: RenderSettings) -> ColumnCorrection | None:
@@ -115,9 +116,17 @@ class ColumnCorrection:
             peak *= float(beam_weights(
                 np.array([atomic_number(settings.column_reference)]), settings.voltage_kv,
                 settings.convergence_mrad, settings.detector, settings.components)[0])
-        scale = 1.0 / (1.0 + sum(settings.column_correction)) if beam else 1.0
         return cls(tuple(settings.column_correction), float(settings.column_broadening), peak,
-                   scale)
+                   beam)
+
+    def _factor(self, xp: Any, x: Any, dtype: Any) -> Any:
+        """``1 + sum_k c_k x^k``."""
+        factor = xp.ones_like(x)
+        power = xp.ones_like(x)
+        for c in self.coefficients:
+            power = power * x
+            factor += dtype.type(c) * power
+        return factor
 
     def apply(self, xp: Any, x: Any, amps: Any, sig2: Any, voxel: Any) -> tuple[Any, Any]:
         """Corrected amplitudes and squared widths of a batch's atoms.
@@ -141,16 +150,15 @@ class ColumnCorrection:
         amps, sig2 : arrays, (B, N, G)
             New amplitudes and squared widths (px²).
         """
-        x /= amps.dtype.type(self.reference_peak)
-        factor = xp.ones_like(x)
-        power = xp.ones_like(x)
-        for c in self.coefficients:
-            power = power * x
-            factor += amps.dtype.type(c) * power
-        if self.scale != 1.0:
-            factor *= amps.dtype.type(self.scale)
+        unit = amps.dtype.type(self.reference_peak)
+        x /= unit
+        factor = self._factor(xp, x, amps.dtype)
+        alone = 1.0
+        if self.isolated_unit:  # the atom's own peak: x of the same atom with no neighbours
+            alone = amps.sum(axis=2) / unit
+            factor /= self._factor(xp, alone, amps.dtype)
         if self.broadening > 0:
-            extra = (self.broadening / (voxel * voxel))[:, None] * xp.maximum(x - 1, 0)
+            extra = (self.broadening / (voxel * voxel))[:, None] * xp.maximum(x - alone, 0)
             grown = sig2 + extra[:, :, None].astype(sig2.dtype)
             return amps * factor[:, :, None] * (sig2 / grown), grown
         return amps * factor[:, :, None], sig2

@@ -340,8 +340,16 @@ class RenderSettings:
         if len(self.detector_mrad) not in (0, 2) or not 0 <= lo < hi <= 1000 * math.pi:
             raise ValueError("detector_mrad must be (inner, outer) with 0 <= inner < outer "
                              f"(mrad), got {self.detector_mrad}")
+        if lo < self.convergence_mrad:  # bright field: the unscattered beam interferes
+            raise ValueError(
+                f"normalization='beam' models annular dark-field detectors: the inner angle "
+                f"({lo:g} mrad) must be at least the convergence angle "
+                f"({self.convergence_mrad:g} mrad)")
         if self.legacy:
             raise ValueError("legacy mode normalises each image as the original script did")
+        if self.z_exponent != HAADF_Z_EXPONENT:  # a value that changes nothing is refused
+            raise ValueError("normalization='beam' weighs each atom by its cross-section; "
+                             "z_exponent plays no part (leave it at its default)")
 
     def _check_finite(self) -> None:
         """Refuse NaN and infinite numbers (they render blank images without a word) and a

@@ -55,7 +55,8 @@ def _is_free(path: Path, timeout: float = 0.0) -> bool:
 def _folder_lock(folder: Path, shard: tuple[int, int] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``folder/.lock`` so that two runs never share a folder
     (the second would remove the first one's temporaries as stale); with ``shard``, on
-    that shard's lock file, refused while a run without a shard holds ``.lock``.
+    that shard's lock file, refused while a run without a shard holds ``.lock`` or shards
+    of another count hold theirs.
 
     Raises
     ------
@@ -85,6 +86,15 @@ def _folder_lock(folder: Path, shard: tuple[int, int] | None = None) -> Iterator
             raise FolderBusyError(
                 f"another xyz2image-gpu run (without --shard) is writing into {folder}; "
                 "wait for it or choose another --output-folder")
+        else:  # shards of another count split the units otherwise: theirs would overlap
+            suffix = f"-of-{shard[1]}"
+            other = [p for p in sorted(folder.glob(_SHARD_LOCK_PREFIX + "*"))
+                     if not p.name.endswith(suffix) and not _is_free(p)]
+            if other:
+                count = other[0].name.rsplit("-of-", 1)[-1]
+                raise FolderBusyError(
+                    f"shards of another count (--shard i/{count}) are writing into {folder}; "
+                    f"the shards of one run must share n (here {shard[1]})")
         yield
     finally:
         lock.release()

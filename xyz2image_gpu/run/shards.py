@@ -18,7 +18,8 @@ file system, render one run into one output folder with no scheduler at all.
 * **A file that fails at stack k** (``--strict``, or a field of view that cannot show it):
   as a single process, its stacks before ``k`` are kept and none after: the entry records
   ``failed_stack`` (shards only), and the shard that merges a later stack, whichever it is,
-  drops it from the record and removes its files.
+  drops it from the record and removes its files. A rerun clears the failure when the stack
+  that failed completes.
 """
 
 from __future__ import annotations
@@ -44,8 +45,24 @@ def shard_units(n_units: int, shard: tuple[int, int] | None) -> list[int]:
     return list(range(i, n_units, n))
 
 
+def _stale_failure(disk: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """Whether the failure recorded on disk is one that this shard has since got past: it
+    completed the very stack that failed (or, for a failure at no particular stack, some
+    stack of the file) without failing itself. Stacks that failed are never recorded
+    complete, so such a completion is newer than the failure: a rerun after a transient
+    fault, or without ``--strict``."""
+    if disk.get("status") != "failed" or mine.get("status") == "failed":
+        return False
+    stack = disk.get("failed_stack")
+    return stack in mine["completed_stacks"] if stack is not None else \
+        bool(mine["completed_stacks"])
+
+
 def _merge_entry(disk: dict[str, Any], mine: dict[str, Any], n_stacks: int,
                  ) -> tuple[dict[str, Any], list[int]]:
+    if _stale_failure(disk, mine):
+        disk = {k: v for k, v in disk.items() if k not in ("failed_stack", "error")}
+        disk["status"] = "pending"
     entry = dict(mine)
     done = set(disk.get("completed_stacks", [])) | set(mine["completed_stacks"])
     failed = [e["failed_stack"] for e in (disk, mine) if e.get("failed_stack") is not None]
