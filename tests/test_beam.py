@@ -110,6 +110,9 @@ def test_beam_settings_round_trip():
     again = RenderSettings.from_dict(json.loads(json.dumps(s.to_dict())))
     assert again == s and again.detector == (40.0, 100.0)
     assert RenderSettings(**BEAM).detector == (70.0, 200.0)
+    # the default is resolved: leaving it out and spelling it out are one setting (resume)
+    assert RenderSettings(**BEAM) == RenderSettings(**BEAM, detector_mrad=(70, 200))
+    assert RenderSettings(**BEAM).to_dict()["detector_mrad"] == (70.0, 200.0)
 
 
 def test_render_command_in_beam_units(tmp_path):
@@ -138,7 +141,7 @@ def test_render_command_in_beam_units(tmp_path):
     (["--normalization", "beam"], "needs the probe's optics: --probe-kv"),
     (["--detector-mrad", "70,20", "--normalization", "beam", "--probe-kv", "200"],
      "0 <= INNER < OUTER"),
-    (["--detector-mrad", "70,200"], "used only with normalization='beam'"),
+    (["--detector-mrad", "70,200"], "--detector-mrad used only with --normalization beam"),
 ])
 def test_render_command_refuses_incomplete_beam_settings(tmp_path, args, message):
     out = tmp_path / "bad"

@@ -155,6 +155,13 @@ def test_calibrate_command_fits_a_detector(tmp_path):
     assert refused.exit_code == 2 and "needs the probe's optics" in refused.output
     result = CliRunner().invoke(cli, [*args, "--probe-kv", "200", "--probe-mrad", "20"])
     assert result.exit_code == 0, result.output
+    # inverted contrast cannot be a detector's sensitivity; a frame past the end is refused
+    np.save(tmp_path / "inverted.npy", -2.5e4 * image)
+    inverted = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "inverted.npy"),
+                                        *args[2:], "--probe-kv", "200"])
+    assert inverted.exit_code == 1 and "negative intensity scale" in inverted.output
+    past = CliRunner().invoke(cli, [*args, "--probe-kv", "200", "--frame", "3"])
+    assert past.exit_code == 2 and "has no frame 3" in past.output
     words = result.output.split()
     sensitivity = float(words[words.index("sensitivity:") + 1])
     # 2 %: calibrate smears the coherent probe's Gaussians by the source, the reference was

@@ -199,8 +199,8 @@ def test_bad_file_among_good_ones(tmp_path, structures):
     [
         (["--output-types", "gaussian_2d,nope"], "valid names: coordinates_3d"),
         (["--bitrate", "12"], "'12' is not one of"),
-        (["--framing", "fixed"], "pixel_size"),
-        (["--normalization", "fixed"], "intensity_scale"),
+        (["--framing", "fixed"], "--framing fixed needs a positive --pixel-size"),
+        (["--normalization", "fixed"], "--normalization fixed needs a positive --intensity-scale"),
         (["--legacy", "--z-exponent", "1.7"], "legacy"),
         (["--device", "tpu"], "'tpu' is not one of"),
         (["--edgesize", "1"], "edgesize"),

@@ -447,7 +447,7 @@ def test_gaussians_wider_than_the_field_fail_the_file(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     # recorded in the manifest though it changed nothing, it then refused a resume
-    (["--pixel-size", "0.3"], "framing='fixed'"),
+    (["--pixel-size", "0.3"], "--pixel-size is used only with --framing fixed"),
     # a traceback after the manifest was written
     (["--seed", "-1"], "--seed"),
     # ignored without a word

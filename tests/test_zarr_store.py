@@ -454,3 +454,17 @@ def test_gpu_compression_buffers_chunks_on_the_device(tmp_path, monkeypatch):
                       key=lambda item: item[0])
         assert [(s, e) for s, e, _ in mine] == [(0, 8), (8, 16), (16, 24), (24, 30)]
         np.testing.assert_array_equal(np.concatenate([v for _, _, v in mine]), values)
+
+
+def test_format_from_the_environment_variable_named_after_the_option(structures, tmp_path):
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+
+    out = tmp_path / "env"
+    result = CliRunner().invoke(cli, ["render", str(structures), "-o", str(out), "--quiet",
+                                      "--edgesize", "32"],
+                                env={"XYZ2IMAGE_GPU_RENDER_FORMAT": "zarr",
+                                     "XYZ2IMAGE_GPU_RENDER_CODEC": "lz4"})
+    assert result.exit_code == 0, result.output
+    assert (out / "stacks.zarr").is_dir() and not list(out.glob("*/*.npz"))

@@ -63,6 +63,9 @@ def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma
 
             ref = tifffile.imread(image)
         st = read_xyz(structure, frameshift=frame, maxframes=1)
+        if st.frames[0].index != frame:  # read_xyz keeps the last frame past the end
+            raise click.BadParameter(f"{structure} has no frame {frame} (its last is "
+                                     f"{st.frames[0].index})", param_hint="'--frame'")
     except (OSError, ValueError) as exc:  # StructureError is a ValueError
         raise click.ClickException(str(exc)) from None
     ref = np.squeeze(ref)

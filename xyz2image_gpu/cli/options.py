@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -66,6 +67,9 @@ TYPE_NAMES = ", ".join(ALL_OUTPUT_TYPES)
 _FIELDS = {f.name: f for f in dataclasses.fields(RenderSettings)}
 #: Options named otherwise than their field (``--thermal-rms``: thermal_overrides).
 _FIELD_OF_OPTION: dict[str, str] = {}
+#: The option of each setting field, as typed (``intensity_scale`` -> ``--intensity-scale``);
+#: the beam's optics come from the probe's options.
+_OPTION_OF_FIELD: dict[str, str] = {"voltage_kv": "--probe-kv", "convergence_mrad": "--probe-mrad"}
 _OPTICS = {f.name: f.default for f in dataclasses.fields(ProbeOptics)}
 _PROBE_GAUSSIANS = inspect.signature(fit_probe).parameters["n"].default
 
@@ -208,6 +212,7 @@ def setting_option(*decls: str, field: str | None = None, **attrs: Any) -> Calla
         raise TypeError(f"{field!r} is not a RenderSettings field")
     if field != option:
         _FIELD_OF_OPTION[option] = field
+    _OPTION_OF_FIELD[field] = decls[-1]
     return click.option(*decls, default=_FIELDS[field].default, **attrs)
 
 
@@ -343,12 +348,27 @@ def physics_options(func: F) -> F:
 # ----------------------------------------------------------------------------- settings
 
 
+def _in_option_terms(message: str) -> str:
+    """A settings error as the command line says it: ``normalization='beam'`` becomes
+    ``--normalization beam`` and ``intensity_scale`` ``--intensity-scale``."""
+    def assignment(m: re.Match) -> str:
+        option = _OPTION_OF_FIELD.get(m.group(1))
+        return f"{option} {m.group(2)}" if option else m.group(0)
+
+    def name(m: re.Match) -> str:
+        return _OPTION_OF_FIELD.get(m.group(0), m.group(0))
+
+    message = re.sub(r"(?<![\w-])([a-z_0-9]+)='([^']*)'", assignment, message)
+    return re.sub(r"(?<![\w-])[a-z0-9]+(?:_[a-z0-9]+)+(?![\w-])", name, message)
+
+
 def make_settings(**fields: Any) -> RenderSettings:
-    """:class:`RenderSettings` of these fields; a rejected value is a usage error."""
+    """:class:`RenderSettings` of these fields; a rejected value is a usage error, worded
+    with the command line's option names."""
     try:
         return RenderSettings(**fields)
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(_in_option_terms(str(exc))) from None
 
 
 def probe_optics(options: dict[str, Any], source_size: float = 0.0) -> ProbeOptics | None:

@@ -271,6 +271,11 @@ def calibrate(
     best = model_image(pos, num, img.shape, pixel_size, components, n, shift,
                        weights_of(components))
     scale, background, _ = _linear_fit(best, img)
+    if not scale > 0:
+        raise ValueError(
+            f"the best fit needs a negative intensity scale ({scale:.4g}): the image's "
+            "contrast is inverted against the model (atoms dark, e.g. bright field), or it "
+            "does not show this structure")
     return CalibrationResult(
         gauss_sigma=None if optics is not None else width,
         source_size=width if optics is not None else None,

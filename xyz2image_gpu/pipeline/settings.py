@@ -121,7 +121,8 @@ class RenderSettings:
         ``--probe-kv``/``--probe-mrad`` on the command line); used by nothing else.
     detector_mrad : (float, float) or ()
         The annular detector's inner and outer semi-angles, mrad, for
-        ``normalization="beam"``; empty: :data:`HAADF_DETECTOR_MRAD` (70-200).
+        ``normalization="beam"``; empty: :data:`HAADF_DETECTOR_MRAD` (70-200), which the
+        attribute then holds.
     legacy : bool
         Reproduce the original script: rounded positions, one count per occupied voxel,
         SciPy ``gaussian_filter`` semantics, truncating conversion.
@@ -233,7 +234,10 @@ class RenderSettings:
         object.__setattr__(self, "thermal_overrides", overrides)
         correction = tuple(float(c) for c in self.column_correction)
         object.__setattr__(self, "column_correction", correction)
-        object.__setattr__(self, "detector_mrad", tuple(float(a) for a in self.detector_mrad))
+        detector = tuple(float(a) for a in self.detector_mrad)
+        if self.normalization == "beam" and not detector:  # resolved: one spelling per run
+            detector = HAADF_DETECTOR_MRAD
+        object.__setattr__(self, "detector_mrad", detector)
         channels = normalize_elements(self.channel_elements, what="channel_elements")
         object.__setattr__(self, "channel_elements", channels)
         self._check_finite()
