@@ -204,6 +204,10 @@ def test_bad_file_among_good_ones(tmp_path, structures):
         (["--legacy", "--z-exponent", "1.7"], "legacy"),
         (["--device", "tpu"], "'tpu' is not one of"),
         (["--edgesize", "1"], "edgesize"),
+        # recorded in the manifest though they changed nothing, they refused a later run
+        (["--heatmap-sigma", "0.3"], "--heatmap-sigma would have no effect without"),
+        (["--elements", "Au", "--output-types", "heatmap_2d"], "--elements would have no"),
+        (["--column-radius", "1"], "--column-radius would have no effect without"),
         (["--heatmap-sigma", "0"], "--heatmap-sigma"),
         (["--column-radius", "-0.5"], "--column-radius"),
         (["--elements", "Au,Qq"], "--elements"),

@@ -434,7 +434,7 @@ def test_a_folder_of_an_earlier_version_resumes(tmp_path):
     au147 = next(p for p in bundled_examples() if "au147" in p.name)
     out = tmp_path / "out"
     args = ["render", str(au147), "-o", str(out), "--edgesize", "16", "--n-rotation", "2",
-            "--device", "cpu", "--workers", "1"]
+            "--device", "cpu", "--workers", "1", "--output-types", "gaussian_2d,heatmap_2d"]
     assert CliRunner().invoke(cli, args).exit_code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     for key in ("heatmap_sigma", "column_radius", "channel_elements"):

@@ -53,6 +53,7 @@ __all__ = [
     "optics_options",
     "package_version",
     "physics_options",
+    "refuse_unused_label_options",
     "setting_option",
     "settings_from_options",
     "split_list",
@@ -279,6 +280,24 @@ def label_options(func: F) -> F:
                        "as the 'elements' array); atoms of other elements get none."),
     ]
     return _apply(options, func)
+
+
+#: Label options and the output types that use them.
+_LABEL_OPTION_TYPES = {
+    "heatmap_sigma": ("heatmap_2d", "element_heatmap_2d"),
+    "heatmap_dtype": ("heatmap_2d", "element_heatmap_2d"),
+    "column_radius": ("column_map_2d",),
+    "elements": ("element_heatmap_2d",),
+}
+
+
+def refuse_unused_label_options(options: dict[str, Any], output_types: Sequence[str]) -> None:
+    """A usage error for a label option given without an output type that uses it (its
+    value would be recorded and refuse a resume, while changing nothing)."""
+    for name, types in _LABEL_OPTION_TYPES.items():
+        if name in options and not set(types) & set(output_types):
+            _refuse_given({name: options[name]},
+                          f"without --output-types {' or '.join(types)}")
 
 
 def optics_options(kv_help: str) -> Callable[[F], F]:

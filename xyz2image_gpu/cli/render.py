@@ -35,6 +35,7 @@ from .options import (
     geometry_options,
     label_options,
     physics_options,
+    refuse_unused_label_options,
     setting_option,
     settings_from_options,
 )
@@ -156,6 +157,7 @@ def render(inputs: tuple[Path, ...], output_folder: Path, n_rotation: int, n_sta
     """
     from .. import run as runner
 
+    refuse_unused_label_options(setting_options, output_types)
     settings, probe_optics = settings_from_options(setting_options)
     if shard is not None and (scheduler is not None or gpus is not None):
         raise click.UsageError("--shard splits a run without a scheduler (a job array); it "
