@@ -391,8 +391,12 @@ def test_driver_interrupted_then_killed_resumes_to_the_same_bytes(tmp_path, shar
     assert "interrupted" in output.lower() and not _temporaries(out)
     first = _records(out)  # what completed is recorded, what was running is gone
     recorded = {f"{stem}/{s:04d}.npz" for stem, (_, done) in first.items() for s in done}
-    assert recorded == {str(p.relative_to(out)) for p in out.glob("*/*.npz")}
-    assert 0 < len(recorded) < 6, first
+    on_disk = {str(p.relative_to(out)) for p in out.glob("*/*.npz")}
+    # a unit that a worker finished as the driver stopped may be on disk unrecorded: it is
+    # complete (renamed into place at its end), and the rerun renders it again
+    assert recorded <= on_disk and len(on_disk) < 6, first
+    for name in on_disk:
+        assert (out / name).read_bytes() == (shard_reference / name).read_bytes(), name
     proc = start_and_wait_for_a_unit()  # kill -9 of the driver and its cluster
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
