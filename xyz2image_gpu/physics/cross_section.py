@@ -157,14 +157,19 @@ def _angles(inner_mrad: float, outer_mrad: float) -> tuple[float, float]:
     return lo * 1e-3, hi * 1e-3
 
 
-@lru_cache(maxsize=4096)
-def _integrals(z: int, kv: float, lo: float, hi: float, u: float) -> tuple[float, float]:
+def _quadrature(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of the composite Gauss-Legendre rule on [lo, hi]: :data:`_PIECES`
+    equal pieces of :data:`_NODES` nodes each."""
     nodes, weights = np.polynomial.legendre.leggauss(_NODES)
     edges = np.linspace(lo, hi, _PIECES + 1)
     half = 0.5 * np.diff(edges)[:, None]
-    theta = (0.5 * (edges[:-1] + edges[1:]))[:, None] + half * nodes
-    w = (half * weights).ravel()
-    theta = theta.ravel()
+    points = (0.5 * (edges[:-1] + edges[1:]))[:, None] + half * nodes
+    return points.ravel(), (half * weights).ravel()
+
+
+@lru_cache(maxsize=4096)
+def _integrals(z: int, kv: float, lo: float, hi: float, u: float) -> tuple[float, float]:
+    theta, w = _quadrature(lo, hi)
     g = 2.0 * np.sin(0.5 * theta) / electron_wavelength(kv)
     gamma = relativistic_factor(kv)
     density = 2.0 * math.pi * np.square(gamma * scattering_factor(z, g)) * np.sin(theta) * w
@@ -265,11 +270,7 @@ def _phase_object(z: int, kv: float, lo: float, hi: float, aperture: float) -> f
     k_lo, k_hi, k_ap = lo / lam, hi / lam, aperture / lam
     # scattering vectors that can reach the detector through some point of the aperture
     q_lo, q_hi = max(0.0, k_lo - k_ap), k_hi + k_ap
-    nodes, weights = np.polynomial.legendre.leggauss(_NODES)
-    edges = np.linspace(q_lo, q_hi, _PIECES + 1)
-    half = 0.5 * np.diff(edges)[:, None]
-    q = ((0.5 * (edges[:-1] + edges[1:]))[:, None] + half * nodes).ravel()
-    wq = (half * weights).ravel()
+    q, wq = _quadrature(q_lo, q_hi)
     # e^{iφ} - 1 = iφ + R: iφ transforms to i λγ f_e(q) in closed form, R = e^{iφ} - 1 - iφ
     # (which falls off as φ²/2) by a Hankel transform on a grid fine near the nucleus.
     r = np.concatenate([np.geomspace(1e-9, 0.02, 600, endpoint=False),
