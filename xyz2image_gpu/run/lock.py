@@ -51,6 +51,14 @@ def _is_free(path: Path, timeout: float = 0.0) -> bool:
     return True
 
 
+def _held_shard_locks(folder: Path, but_count: int | None = None) -> list[Path]:
+    """The shard lock files in ``folder`` that a running shard holds, except those of shards
+    of ``but_count`` (``.lock.shard-i-of-<but_count>``)."""
+    suffix = None if but_count is None else f"-of-{but_count}"
+    return [p for p in sorted(folder.glob(_SHARD_LOCK_PREFIX + "*"))
+            if not (suffix and p.name.endswith(suffix)) and not _is_free(p)]
+
+
 @contextlib.contextmanager
 def _folder_lock(folder: Path, shard: tuple[int, int] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``folder/.lock`` so that two runs never share a folder
@@ -77,8 +85,7 @@ def _folder_lock(folder: Path, shard: tuple[int, int] | None = None) -> Iterator
             "choose another --output-folder") from None
     try:
         if shard is None:
-            busy = [p for p in sorted(folder.glob(_SHARD_LOCK_PREFIX + "*")) if not _is_free(p)]
-            if busy:
+            if _held_shard_locks(folder):
                 raise FolderBusyError(
                     f"shards of another xyz2image-gpu run (--shard) are writing into {folder}; "
                     "wait for them or choose another --output-folder")
@@ -87,9 +94,7 @@ def _folder_lock(folder: Path, shard: tuple[int, int] | None = None) -> Iterator
                 f"another xyz2image-gpu run (without --shard) is writing into {folder}; "
                 "wait for it or choose another --output-folder")
         else:  # shards of another count split the units otherwise: theirs would overlap
-            suffix = f"-of-{shard[1]}"
-            other = [p for p in sorted(folder.glob(_SHARD_LOCK_PREFIX + "*"))
-                     if not p.name.endswith(suffix) and not _is_free(p)]
+            other = _held_shard_locks(folder, but_count=shard[1])
             if other:
                 count = other[0].name.rsplit("-of-", 1)[-1]
                 raise FolderBusyError(
