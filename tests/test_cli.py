@@ -241,6 +241,15 @@ def test_bad_value_from_the_environment_names_the_variable(tmp_path, variable, v
     assert not (tmp_path / "out").exists()
 
 
+def test_environment_variables_are_named_after_the_option_as_typed(tmp_path):
+    # --n stores n_images: XYZ2IMAGE_GPU_PREVIEW_N is read (and the parameter's name too)
+    for variable in ("XYZ2IMAGE_GPU_PREVIEW_N", "XYZ2IMAGE_GPU_PREVIEW_N_IMAGES"):
+        result = CliRunner().invoke(cli, ["preview", str(AU147), "-o", str(tmp_path / "p.png")],
+                                    env={variable: "abc"})
+        assert result.exit_code == 2 and "'--n' (env var:" in result.output
+        assert "'abc' is not a valid integer" in result.output
+
+
 def test_inputs_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     result = _invoke("render", tmp_path / "empty", "-o", tmp_path / "out")

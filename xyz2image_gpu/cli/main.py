@@ -23,7 +23,9 @@ class _Group(click.Group):
     click reads ``XYZ2IMAGE_GPU_<COMMAND>_<OPTION>`` for every option (``auto_envvar_prefix``)
     but names only explicitly declared variables in its error messages, so a bad value in the
     environment would be reported as if it had been typed. Each option's error hint gains the
-    variable's name when its value came from there.
+    variable's name when its value came from there. click also names the variable after the
+    option's parameter (``--format`` stores ``output_format``): where the two differ, the
+    variable named after the option as typed is read first, then that one.
     """
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -33,6 +35,11 @@ class _Group(click.Group):
             for param in command.params:
                 if isinstance(param, click.Option) and param.name and \
                         not getattr(param, "_names_envvar", False):
+                    if param.envvar is None:
+                        typed = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+                        names = dict.fromkeys([f"{prefix}_{typed}",
+                                               f"{prefix}_{param.name.upper()}"])
+                        param.envvar = list(names) if len(names) > 1 else None
                     variable = param.envvar or f"{prefix}_{param.name.upper()}"
                     param.get_error_hint = MethodType(_env_hint(variable), param)
                     param._names_envvar = True

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from ..backend import BackendError
-from ..flags import ENV_PREFIX
 from ..output.zarr_store import (
     CODECS,
     DEFAULT_CHUNK_IMAGES,
@@ -110,7 +109,6 @@ __all__ = [
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               show_default="the engine's choice", help="Images rendered at once.")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="npz",
-              envvar=[f"{ENV_PREFIX}_RENDER_FORMAT", f"{ENV_PREFIX}_RENDER_OUTPUT_FORMAT"],
               help="npz: one .npz per stack (NumPy alone reads it); zarr: one zarr v3 store "
                    "per run, OUTPUT/stacks.zarr/<stem>/<stack>/<key> (the zarr extra).")
 @click.option("--codec", type=click.Choice(CODECS), default="zstd",
