@@ -77,7 +77,7 @@ SETTINGS = {
     "phonon_seed": 2024,
     # room-temperature r.m.s. displacement per axis (U_iso = sigma²), Å: the 300 K values of
     # the package's table (xyz2image_gpu/thermal.py, from Debye-Waller factors; B = 8π²u²)
-    "phonon_sigmas_A": {"Au": 0.0898, "Pd": 0.0768, "Pt": 0.0697},
+    "phonon_sigmas_A": {"Au": 0.0898, "Pd": 0.0768, "Pt": 0.0697, "Cu": 0.0853},
     # vacuum between the cluster's projected bounding box and the edge of the image
     "margin_A": 2.5,
     # vacuum between the image (scan field) and the edge of the periodic cell
@@ -85,6 +85,23 @@ SETTINGS = {
     # vacuum above / below the cluster along the beam
     "z_buffer_A": 0.5,
 }
+
+
+#: The second set (issue "Absolute intensity", item 5): three elements, zone-axis columns of
+#: eight atoms, two voltages, two detectors scanned together, potential sampled at 0.025 Å.
+#: Each simulation writes one reference per detector, named ``<cluster>_<kV>kv_<in>-<out>``.
+#: 0.025 Å: an isolated Au atom's cross-section is then within 0.5 % (200 kV) and 1.1 %
+#: (300 kV) of its value at 0.02 Å, where 0.03 Å is off by +6.5 % and -2.2 % and 0.04 Å
+#: by +3.4 % (abTEM scans of one atom, ``cross_sections.simulate_atom``; measured once).
+ABSOLUTE = {
+    **SETTINGS,
+    "energies_eV": [200e3, 300e3],
+    "detectors_mrad": [[70.0, 200.0], [40.0, 100.0]],
+    "potential_sampling_max_A": 0.025,
+    "num_configs": {"default": 8},
+}
+for _key in ("energy_eV", "detector_inner_mrad", "detector_outer_mrad"):
+    ABSOLUTE.pop(_key)
 
 
 def _fft_size(n: int, multiple: int = 2) -> int:
@@ -131,6 +148,30 @@ def _fcc_110_crystallite(symbol: str = "Au", a: float = 4.078, radius: float = 5
     return Atoms(symbol * int(keep.sum()), positions=p[keep])
 
 
+def _ternary_rod(a: float = 3.92, radius: float = 4.0, atoms_per_column: int = 8,
+                 seed: int = 7):
+    """An fcc rod along [110] whose nine columns of eight atoms are Au, Pd or Cu, three each.
+
+    Each column holds one element, as in an ordered alloy seen along a zone axis, so that
+    per-column intensities can be read per element and column length. The lattice
+    constant (3.92 Å, Pd's) is one for all three: this is a test object, not a relaxed
+    alloy.
+    """
+    from ase import Atoms
+
+    rod = _fcc_110_crystallite("Pd", a=a, radius=radius, half_length=8 * a)
+    p = rod.positions
+    step = a / np.sqrt(2)  # atom spacing along a [110] column
+    z0 = -atoms_per_column * step / 2 + 0.01
+    p = p[(p[:, 2] >= z0) & (p[:, 2] < z0 + atoms_per_column * step)]
+    keys = [tuple(k) for k in np.round(p[:, :2], 2)]
+    columns = sorted(set(keys))
+    elements = np.resize(np.array([79, 46, 29]), len(columns))
+    np.random.default_rng(seed).shuffle(elements)
+    of = dict(zip(columns, elements))
+    return Atoms(numbers=[of[k] for k in keys], positions=p)
+
+
 def clusters() -> dict[str, tuple]:
     """name -> (builder, rotation seed or None, description)."""
     from ase.cluster import Icosahedron
@@ -169,6 +210,28 @@ def clusters() -> dict[str, tuple]:
     }
 
 
+def absolute_clusters() -> dict[str, tuple]:
+    """The second set: name -> (builder, rotation seed or None, description)."""
+    return {
+        "aupdcu_fcc110": (_ternary_rod, None,
+                          ("fcc rod along [110] (a 3.92 Å, r 4 Å): 9 columns of 8 atoms, "
+                           "3 each of Au, Pd, Cu")),
+        "aupdcu_fcc110_rand": (_ternary_rod, 66,
+                               ("the same rod, random orientation (seed 66 of 40-79: rod "
+                                "axis 32° off the beam, projected extent 12.9 Å)")),
+    }
+
+
+def absolute_names() -> list[str]:
+    """Every reference of the second set: ``<cluster>_<kV>kv_<inner>-<outer>``."""
+    return [reference_name(c, e, d) for c in absolute_clusters()
+            for e in ABSOLUTE["energies_eV"] for d in ABSOLUTE["detectors_mrad"]]
+
+
+def reference_name(cluster: str, energy_eV: float, detector) -> str:
+    return f"{cluster}_{energy_eV / 1e3:.0f}kv_{detector[0]:.0f}-{detector[1]:.0f}"
+
+
 def geometry(positions: np.ndarray, pixel_size: float, s: dict) -> dict:
     """Cell, image size and scan origin for centred positions (beam along z)."""
     lo, hi = positions.min(axis=0), positions.max(axis=0)
@@ -198,7 +261,12 @@ def settings_key(s: dict) -> str:
     return hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def simulate(name: str, s: dict, cache: Path, num_configs: int, log=print) -> dict:
+def simulate(name: str, s: dict, cache: Path, num_configs: int, log=print) -> list[dict]:
+    """Frozen-phonon PRISM scans of one cluster: one reference per detector of ``s``.
+
+    ``s`` holds ``energy_eV`` and either ``detectors_mrad`` (a list of [inner, outer]: all
+    recorded in the same scans) or ``detector_inner_mrad`` / ``detector_outer_mrad``.
+    """
     import abtem
     import ase
     import dask
@@ -207,7 +275,9 @@ def simulate(name: str, s: dict, cache: Path, num_configs: int, log=print) -> di
     dask.config.set(scheduler="threads", num_workers=2)
     abtem.config.set({"fftw.threads": 1})
 
-    builder, rot_seed, description = clusters()[name]
+    builder, rot_seed, description = {**clusters(), **absolute_clusters()}[name]
+    detectors = [tuple(d) for d in s.get(
+        "detectors_mrad", [[s.get("detector_inner_mrad"), s.get("detector_outer_mrad")]])]
     atoms0 = builder()
     pos = atoms0.positions - atoms0.positions.mean(axis=0)
     rotation = np.eye(3) if rot_seed is None else _haar_rotation(rot_seed)
@@ -220,8 +290,9 @@ def simulate(name: str, s: dict, cache: Path, num_configs: int, log=print) -> di
     edge = g["edge"]
     symbols = sorted(set(atoms.get_chemical_symbols()))
     sigmas = {el: s["phonon_sigmas_A"][el] for el in symbols}
-    log(f"{name}: {len(atoms)} atoms {symbols}, image {edge}x{edge} px at {pixel} Å, "
-        f"cell {np.round(g['cell'], 2)} Å, potential {g['gpts']}² px")
+    log(f"{name} at {s['energy_eV'] / 1e3:.0f} kV: {len(atoms)} atoms {symbols}, image "
+        f"{edge}x{edge} px at {pixel} Å, cell {np.round(g['cell'], 2)} Å, potential "
+        f"{g['gpts']}² px, detectors {detectors} mrad")
 
     scan = abtem.GridScan(
         start=tuple(g["origin"]),
@@ -229,17 +300,15 @@ def simulate(name: str, s: dict, cache: Path, num_configs: int, log=print) -> di
         gpts=edge,
         endpoint=False,
     )
-    detector = abtem.AnnularDetector(
-        inner=s["detector_inner_mrad"], outer=s["detector_outer_mrad"]
-    )
+    annuli = [abtem.AnnularDetector(inner=lo, outer=hi) for lo, hi in detectors]
     cache.mkdir(parents=True, exist_ok=True)
     key = settings_key(s)
-    images, timings = [], []
+    images, timings = [], []  # images: one (D, E, E) array per configuration
     for k in range(num_configs):
         part = cache / f"{name}_{key}_cfg{k:02d}.npy"
         tpart = cache / f"{name}_{key}_cfg{k:02d}.time"
         if part.exists() and tpart.exists():
-            images.append(np.load(part))
+            images.append(np.load(part).reshape(len(detectors), edge, edge))
             timings.append(float(tpart.read_text()))
             continue
         t0 = time.perf_counter()
@@ -261,9 +330,11 @@ def simulate(name: str, s: dict, cache: Path, num_configs: int, log=print) -> di
         )
         ctf = abtem.CTF(defocus=s["defocus_A"], Cs=s["Cs_A"],
                         semiangle_cutoff=s["semiangle_cutoff_mrad"], energy=s["energy_eV"])
-        meas = smatrix.scan(scan=scan, detectors=detector, ctf=ctf)
-        image = np.asarray(meas.compute(progress_bar=False).array, dtype=np.float64)
-        image = image.reshape(edge, edge)
+        meas = smatrix.scan(scan=scan, detectors=annuli, ctf=ctf)
+        if len(annuli) == 1:
+            meas = [meas]
+        image = np.stack([np.asarray(m.compute(progress_bar=False).array, dtype=np.float64)
+                          .reshape(edge, edge) for m in meas])
         dt = time.perf_counter() - t0
         np.save(part, image)
         tpart.write_text(repr(dt))
@@ -271,60 +342,82 @@ def simulate(name: str, s: dict, cache: Path, num_configs: int, log=print) -> di
         timings.append(dt)
         log(f"  config {k + 1}/{num_configs}: {dt:.1f} s "
             f"({len(smatrix)} plane waves, {len(potential)} slices)")
-    image = np.mean(images, axis=0)
-    meta = {
-        "name": name,
-        "description": description,
-        "n_atoms": len(atoms),
-        "symbols": symbols,
-        "rotation_seed": rot_seed,
-        "edge": edge,
-        "pixel_size_A": pixel,
-        "origin_A": [float(v) for v in g["origin"]],
-        "cell_A": [float(v) for v in g["cell"]],
-        "potential_gpts": g["gpts"],
-        "potential_sampling_A": float(g["cell"][0] / g["gpts"]),
-        "num_configs": num_configs,
-        "phonon_sigmas_used_A": sigmas,
-        "seconds_per_config": timings,
-        "seconds_total": float(np.sum(timings)),
-        "settings": s,
-        "abtem_version": abtem.__version__,
-        "ase_version": ase.__version__,
-        "numpy_version": np.__version__,
-        "python": sys.version.split()[0],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, 2 dask threads, CPU",
-        "intensity_units": "fraction of the incident beam on the 70-200 mrad annulus",
-        # a rough single-configuration noise estimate: spread of configs / sqrt(n)
-        "frozen_phonon_sem_rel": float(
-            np.std(images, axis=0).max() / np.sqrt(len(images)) / max(image.max(), 1e-30)
-        ),
-    }
-    # frozen-phonon noise: r between the means of the even and odd configurations gives
-    # (Spearman-Brown) the reliability of the full mean, whose square root is the largest
-    # Pearson r any noise-free model can reach against this reference
-    half_a = np.mean(images[0::2], axis=0)
-    half_b = np.mean(images[1::2], axis=0)
-    r_half = float(np.corrcoef(half_a.ravel(), half_b.ravel())[0, 1])
-    meta["r_halves"] = r_half
-    meta["r_ceiling"] = float(np.sqrt(max(0.0, 2 * r_half / (1 + r_half))))
-    return {
-        "image": image.astype(np.float32),
-        "positions": positions,
-        "numbers": atoms.numbers.astype(np.int32),
-        "pixel_size": np.float64(pixel),
-        "origin": np.asarray(g["origin"], dtype=np.float64),
-        "cell": np.asarray(g["cell"], dtype=np.float64),
-        "rotation": rotation,
-        "half_a": half_a.astype(np.float32),
-        "half_b": half_b.astype(np.float32),
-        "settings_json": np.array(json.dumps(meta)),
-    }
+    stack = np.stack(images)  # (configs, D, E, E)
+    refs = []
+    for d, (lo, hi) in enumerate(detectors):
+        per_config = stack[:, d]
+        image = per_config.mean(axis=0)
+        settings = {k: v for k, v in s.items() if k != "detectors_mrad"}
+        settings.update(detector_inner_mrad=lo, detector_outer_mrad=hi)
+        meta = {
+            "name": name if len(detectors) == 1 else reference_name(name, s["energy_eV"],
+                                                                    (lo, hi)),
+            "cluster": name,
+            "description": description,
+            "n_atoms": len(atoms),
+            "symbols": symbols,
+            "rotation_seed": rot_seed,
+            "edge": edge,
+            "pixel_size_A": pixel,
+            "origin_A": [float(v) for v in g["origin"]],
+            "cell_A": [float(v) for v in g["cell"]],
+            "potential_gpts": g["gpts"],
+            "potential_sampling_A": float(g["cell"][0] / g["gpts"]),
+            "num_configs": num_configs,
+            "phonon_sigmas_used_A": sigmas,
+            "seconds_per_config": timings,
+            "seconds_total": float(np.sum(timings)),
+            "detectors_in_the_same_scan_mrad": [list(v) for v in detectors],
+            "settings": settings,
+            "abtem_version": abtem.__version__,
+            "ase_version": ase.__version__,
+            "numpy_version": np.__version__,
+            "python": sys.version.split()[0],
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, 2 dask threads, CPU",
+            "intensity_units": f"fraction of the incident beam on the {lo:.0f}-{hi:.0f} mrad "
+                               "annulus",
+            # a rough single-configuration noise estimate: spread of configs / sqrt(n)
+            "frozen_phonon_sem_rel": float(
+                np.std(per_config, axis=0).max() / np.sqrt(len(per_config))
+                / max(image.max(), 1e-30)
+            ),
+        }
+        # frozen-phonon noise: r between the means of the even and odd configurations gives
+        # (Spearman-Brown) the reliability of the full mean, whose square root is the largest
+        # Pearson r any noise-free model can reach against this reference
+        half_a = per_config[0::2].mean(axis=0)
+        half_b = per_config[1::2].mean(axis=0)
+        r_half = float(np.corrcoef(half_a.ravel(), half_b.ravel())[0, 1])
+        meta["r_halves"] = r_half
+        meta["r_ceiling"] = float(np.sqrt(max(0.0, 2 * r_half / (1 + r_half))))
+        refs.append({
+            "image": image.astype(np.float32),
+            "positions": positions,
+            "numbers": atoms.numbers.astype(np.int32),
+            "pixel_size": np.float64(pixel),
+            "origin": np.asarray(g["origin"], dtype=np.float64),
+            "cell": np.asarray(g["cell"], dtype=np.float64),
+            "rotation": rotation,
+            "half_a": half_a.astype(np.float32),
+            "half_b": half_b.astype(np.float32),
+            "settings_json": np.array(json.dumps(meta)),
+        })
+    return refs
+
+
+def _save(ref: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **ref)
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", nargs="*", help="reference names (default: all)")
+    ap.add_argument("--only", nargs="*",
+                    help="reference or cluster names (default: all, both sets)")
+    ap.add_argument("--set", choices=("all", "relative", "absolute"), default="all",
+                    help="'relative': the 200 kV Au/Pd set; 'absolute': the three-element "
+                         "set at two voltages and two detectors")
     ap.add_argument("--configs", type=int, default=None,
                     help="frozen-phonon configurations per reference (default: "
                          "SETTINGS['num_configs'])")
@@ -337,31 +430,38 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--list", action="store_true", help="list the references and exit")
     args = ap.parse_args(argv)
-    names = list(clusters())
+    jobs = []  # (cluster, settings, [output names])
+    if args.set in ("all", "relative"):
+        s = dict(SETTINGS)
+        jobs += [(n, s, [n]) for n in clusters()]
+    if args.set in ("all", "absolute"):
+        for n in absolute_clusters():
+            for e in ABSOLUTE["energies_eV"]:
+                s = {**ABSOLUTE, "energy_eV": e}
+                jobs.append((n, s, [reference_name(n, e, d) for d in s["detectors_mrad"]]))
     if args.list:
-        for n in names:
-            print(n, "-", clusters()[n][2])
+        for cluster, _, outs in jobs:
+            desc = {**clusters(), **absolute_clusters()}[cluster][2]
+            print(", ".join(outs), "-", desc)
         return 0
-    names = args.only or names
+    if args.only:
+        jobs = [j for j in jobs if j[0] in args.only or set(j[2]) & set(args.only)]
     args.out.mkdir(parents=True, exist_ok=True)
-    s = dict(SETTINGS)
-    if args.slice_thickness:
-        s["slice_thickness_A"] = args.slice_thickness
-    for name in names:
-        path = args.out / f"{name}.npz"
-        if path.exists() and not args.overwrite:
-            print(f"{name}: exists, skipped")
+    for cluster, s, outs in jobs:
+        if args.slice_thickness:
+            s = {**s, "slice_thickness_A": args.slice_thickness}
+        paths = [args.out / f"{o}.npz" for o in outs]
+        if all(p.exists() for p in paths) and not args.overwrite:
+            print(f"{', '.join(outs)}: exist, skipped")
             continue
         t0 = time.perf_counter()
-        n_cfg = args.configs or s["num_configs"].get(name, s["num_configs"]["default"])
-        ref = simulate(name, s, args.cache, n_cfg,
-                       log=lambda m: print(m, flush=True))
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **ref)
-        os.replace(tmp, path)
-        print(f"{name}: done in {time.perf_counter() - t0:.0f} s "
-              f"(configs: {json.loads(str(ref['settings_json']))['seconds_total']:.0f} s) "
-              f"-> {path}", flush=True)
+        n_cfg = args.configs or s["num_configs"].get(cluster, s["num_configs"]["default"])
+        refs = simulate(cluster, s, args.cache, n_cfg, log=lambda m: print(m, flush=True))
+        for ref, path in zip(refs, paths):
+            _save(ref, path)
+        total = json.loads(str(refs[0]["settings_json"]))["seconds_total"]
+        print(f"{', '.join(outs)}: done in {time.perf_counter() - t0:.0f} s "
+              f"(configs: {total:.0f} s) -> {args.out}", flush=True)
     return 0
 
 

@@ -37,6 +37,7 @@ Cases (Pearson r over the whole image, after alignment):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -72,12 +73,19 @@ MAX_SHIFT = 3.0
 
 
 # ---------------------------------------------------------------------------- references
-def load_references(names=None) -> list[dict]:
-    """Every reference as a dict (image as float64, settings parsed)."""
+def load_references(names=None, group: str = "relative") -> list[dict]:
+    """The references as dicts (image as float64, settings parsed).
+
+    ``group``: "relative" (the 200 kV, 70-200 mrad Au/Pd set of :data:`ORDER`, scored
+    here), "absolute" (the three-element set at two voltages and two detectors,
+    ``make_references.ABSOLUTE``, scored in beam units by ``cross_sections.py``) or "all".
+    """
     refs = []
     paths = sorted(REFERENCES.glob("*.npz"))
     by_name = {p.stem: p for p in paths}
-    wanted = [n for n in ORDER if n in by_name] + sorted(set(by_name) - set(ORDER))
+    rest = sorted(set(by_name) - set(ORDER))
+    wanted = {"relative": [n for n in ORDER if n in by_name], "absolute": rest,
+              "all": [n for n in ORDER if n in by_name] + rest}[group]
     if names:
         wanted = [n for n in wanted if n in names]
     for name in wanted:
@@ -165,11 +173,13 @@ def align(model: np.ndarray, reference: np.ndarray, max_shift: float = MAX_SHIFT
 
 
 # ---------------------------------------------------------------------------- cases
-def optics_probe():
-    """(components, residual, source) of the 200 kV / 20 mrad aberration-free probe fit."""
+@functools.cache
+def optics_probe(kv: float = 200.0, mrad: float = 20.0):
+    """(components, residual, source) of the aberration-free probe fit (200 kV / 20 mrad:
+    the relative set's optics)."""
     from xyz2image_gpu.physics.probe import ProbeOptics, fit_probe
 
-    fit = fit_probe(ProbeOptics(200.0, 20.0, 0.0, 0.0, 0.0), n=3)
+    fit = fit_probe(ProbeOptics(float(kv), float(mrad), 0.0, 0.0, 0.0), n=3)
     return tuple(fit.components), float(fit.residual), "xyz2image_gpu.physics.probe.fit_probe"
 
 
