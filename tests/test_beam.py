@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from xyz2image_gpu import RenderSettings, render
 from xyz2image_gpu.cli import cli
+from xyz2image_gpu.physics.column import CHANNELLING_FITS, fitted_channelling
 from xyz2image_gpu.physics.cross_section import phase_object_cross_section
 from xyz2image_gpu.structures.examples import bundled_examples
 
@@ -80,14 +81,32 @@ def test_column_correction_keeps_an_isolated_atom_and_raises_a_column():
         float(plain.sum(dtype=np.float64)), rel=1e-4)
     # a column of 4 atoms along the beam, 2.9 Å apart: x is about 4 for each
     column = [[0, 0, 2.9 * k] for k in range(4)]
-    alone = float(_fixed(column, ["Au"] * 4, edgesize=81).sum(dtype=np.float64))
+    alone = float(_fixed(column, ["Au"] * 4, edgesize=81, channelling=False)
+                  .sum(dtype=np.float64))
     raised = float(_fixed(column, ["Au"] * 4, edgesize=81, column_correction=(0.17,))
                    .sum(dtype=np.float64))
     assert raised / alone == pytest.approx((1 + 0.17 * 4) / 1.17, rel=0.01)
 
 
+@pytest.mark.parametrize("weighting", [0.0, 0.5, 1.0])
+def test_column_weighting_counts_light_atoms_in_part(weighting):
+    # a column of 4 Cu atoms: x = 4 (w_Cu / w_Au)**weighting in units of an Au atom's peak
+    # (same probe, no thermal smearing: the unweighted peaks are equal), so the corrected
+    # total over the plain one is (1 + 4 c r) / (1 + c r), r = (σ_Cu / σ_Au)**weighting
+    column = [[0, 0, 2.6 * k] for k in range(4)]
+    plain = _fixed(column, ["Cu"] * 4, edgesize=81, channelling=False)
+    raised = _fixed(column, ["Cu"] * 4, edgesize=81, column_correction=(0.17,),
+                    column_weighting=weighting)
+    r = (_sigma("Cu") / _sigma("Au")) ** weighting
+    ratio = float(raised.sum(dtype=np.float64)) / float(plain.sum(dtype=np.float64))
+    assert ratio == pytest.approx((1 + 0.17 * 4 * r) / (1 + 0.17 * r), rel=0.01)
+
+
 @pytest.mark.parametrize(("fields", "message"), [
     ({"normalization": "beam"}, "needs voltage_kv and convergence_mrad"),
+    ({"column_weighting": 0.3}, "column_weighting applies to normalization='beam' only"),
+    (dict(BEAM, column_weighting=1.5), "within \\[0, 1\\]"),
+    (dict(BEAM, column_weighting=0.3), "the channelling fits count atoms with"),
     ({**BEAM, "detector_mrad": (15.0, 60.0)}, "must be at least the convergence angle"),
     ({**BEAM, "z_exponent": 2.5}, "z_exponent plays no part"),
     ({"normalization": "beam", "voltage_kv": 200.0}, "needs voltage_kv and convergence_mrad"),
@@ -121,7 +140,8 @@ def test_render_command_in_beam_units(tmp_path):
     args = ["render", str(structure), "-o", str(out), "--n-rotation", "2", "--normalization",
             "beam", "--probe-kv", "300", "--probe-mrad", "25", "--detector-mrad", "40,100",
             "--framing", "fixed", "--pixel-size", "0.2", "--edgesize", "96", "--quiet",
-            "--device", "cpu", "--output-types", "gaussian_2d,coordinates_3d"]
+            "--device", "cpu", "--output-types", "gaussian_2d,coordinates_3d",
+            "--no-channelling"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     stack = next(out.rglob("0000.npz"))
@@ -135,6 +155,86 @@ def test_render_command_in_beam_units(tmp_path):
     params = json.loads((out / "manifest.json").read_text())["parameters"]
     assert params["normalization"] == "beam" and params["voltage_kv"] == 300.0
     assert params["convergence_mrad"] == 25.0 and params["detector_mrad"] == [40.0, 100.0]
+    assert params["channelling"] is False and params["column_correction"] == []
+
+
+def test_channelling_is_on_by_default_in_beam_units():
+    fit = fitted_channelling(200.0, 20.0, (70.0, 200.0))
+    s = RenderSettings(**BEAM)
+    assert s.channelling is True and fit is not None
+    assert (s.column_correction, s.column_broadening) == (fit.coefficients, fit.broadening)
+    # resolved: leaving it out and spelling the fit out are one setting (resume)
+    spelled = RenderSettings(**BEAM, column_correction=fit.coefficients,
+                             column_broadening=fit.broadening)
+    assert spelled == s == RenderSettings(**BEAM, channelling=True)
+    assert RenderSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    off = RenderSettings(**BEAM, channelling=False)
+    assert off.column_correction == () and off.column_broadening == 0.0
+    # given coefficients replace the fit
+    own = RenderSettings(**BEAM, column_correction=(0.1,))
+    assert own.channelling is True and own.column_correction == (0.1,)
+    # the relative normalizations keep no correction unless given
+    assert RenderSettings().channelling is None and RenderSettings().column_correction == ()
+
+
+def test_channelling_outside_the_fits():
+    # no fit covers 60 kV: off by default, refused when asked for
+    far = dict(BEAM, voltage_kv=60.0)
+    assert RenderSettings(**far).channelling is False
+    assert RenderSettings(**far).column_correction == ()
+    with pytest.raises(ValueError, match="no channelling fit covers 60 kV"):
+        RenderSettings(**far, channelling=True)
+    assert fitted_channelling(200.0, 20.0, (20.0, 40.0)) is None  # another detector
+    assert fitted_channelling(200.0, 35.0, (70.0, 200.0)) is None  # another probe
+
+
+def test_channelling_between_fitted_voltages_is_interpolated():
+    fits = {f.voltage_kv: f for f in CHANNELLING_FITS if f.detector_mrad == (70.0, 200.0)}
+    if len(fits) < 2:
+        pytest.skip("one voltage fitted")
+    (lo, a), (hi, b) = sorted(fits.items())[:2]
+    mid = fitted_channelling((lo + hi) / 2, 20.0, (70.0, 200.0))
+    n = max(len(a.coefficients), len(b.coefficients))
+    pad = lambda c: np.pad(np.asarray(c, float), (0, n - len(c)))
+    np.testing.assert_allclose(mid.coefficients, (pad(a.coefficients) + pad(b.coefficients)) / 2,
+                               atol=1e-6)
+    assert mid.broadening == pytest.approx((a.broadening + b.broadening) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"channelling": True}, "for the other normalizations give column_correction"),
+    ({"channelling": False}, "for the other normalizations give column_correction"),
+    (dict(BEAM, channelling=False, column_correction=(0.2,)), "takes no column_correction"),
+    (dict(BEAM, channelling=False, column_broadening=0.01), "takes no column_correction"),
+])
+def test_contradictory_channelling_is_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        RenderSettings(**fields)
+
+
+def test_render_command_applies_the_fitted_channelling(tmp_path):
+    structure = bundled_examples()[0]
+    common = ["render", str(structure), "--n-rotation", "1", "--normalization", "beam",
+              "--probe-kv", "200", "--framing", "fixed", "--pixel-size", "0.2",
+              "--edgesize", "96", "--quiet", "--device", "cpu", "--output-types",
+              "gaussian_2d"]
+    totals = {}
+    for name, extra in (("on", []), ("off", ["--no-channelling"])):
+        out = tmp_path / name
+        result = CliRunner().invoke(cli, [*common, "-o", str(out), *extra],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        with np.load(next(out.rglob("0000.npz"))) as z:
+            totals[name] = float(z["gaussian_2d"].sum(dtype=np.float64))
+        params = json.loads((out / "manifest.json").read_text())["parameters"]
+        assert params["channelling"] is (name == "on")
+    fit = fitted_channelling(200.0, 20.0, (70.0, 200.0))
+    assert params["column_correction"] == [] and fit.coefficients
+    # Au147 has columns of up to 4 atoms in its view: channelling raises the total
+    assert totals["on"] > 1.05 * totals["off"]
+    both = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "x"), "--no-channelling",
+                                    "--column-correction", "0.2"])
+    assert both.exit_code == 2 and "--no-channelling" in both.output
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -119,6 +119,18 @@ def score_atoms(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _optics(ref: dict) -> tuple[float, float, tuple[float, float]]:
+    """(kV, convergence mrad, detector (inner, outer) mrad) of a reference."""
+    s = ref["meta"]["settings"] if "meta" in ref else ref["settings"]
+    return (s["energy_eV"] / 1e3, s["semiangle_cutoff_mrad"],
+            (float(s["detector_inner_mrad"]), float(s["detector_outer_mrad"])))
+
+
+def _optics_label(optics) -> str:
+    kv, _, (lo, hi) = optics
+    return f"{kv:.0f} kV, {lo:.0f}-{hi:.0f} mrad"
+
+
 def score_clusters() -> list[dict]:
     out = []
     for path in sorted((HERE / "references").glob("*.npz")):
@@ -126,42 +138,32 @@ def score_clusters() -> list[dict]:
             image, numbers = z["image"], z["numbers"]
             pixel = float(np.ravel(z["pixel_size"])[0])
             meta = json.loads(str(z["settings_json"]))
-        settings = meta["settings"]
-        kv = settings["energy_eV"] / 1e3
-        lo, hi = settings["detector_inner_mrad"], settings["detector_outer_mrad"]
-        conv = settings["semiangle_cutoff_mrad"]
+        kv, conv, (lo, hi) = _optics(meta)
         po = sum(phase_object_cross_section(int(n), kv, lo, hi, conv) for n in numbers)
         born = sum(detector_cross_section(int(n), kv, lo, hi).total for n in numbers)
         tds = sum(detector_cross_section(int(n), kv, lo, hi, rms_displacement(int(n)))
                   .thermal_diffuse for n in numbers)
         integral = float(image.sum() * pixel * pixel)
         out.append({"reference": path.stem, "atoms": len(numbers),
+                    "optics": _optics_label((kv, conv, (lo, hi))),
                     "sampling_A": round(meta["potential_sampling_A"], 4),
-                    "zone_axis": not path.stem.endswith("_rand"),
+                    "zone_axis": not _is_random(path.stem),
                     "integral": integral, "phase_object_sum": po, "born_sum": born,
                     "tds_sum": tds, "integral_over_phase_object": integral / po,
                     "integral_over_born": integral / born})
     return out
 
 
-def score_beam_images() -> list[dict]:
-    import score  # validation/score.py: references, alignment, the optics probe
-
-    components, _, _ = score.optics_probe()
-    out = []
-    for ref in score.load_references():
-        model = _beam_model(ref, components)
-        _, r, _ = score.align(model, ref["image"])
-        out.append({"reference": ref["name"], "zone_axis": not ref["name"].endswith("_rand"),
-                    "model_over_multislice": float(model.sum() / ref["image"].sum()),
-                    "peak_model_over_multislice": float(model.max() / ref["image"].max()),
-                    "r": float(r), "r_ceiling": score.r_ceiling(ref)})
-    return out
+def _is_random(name: str) -> bool:
+    return "_rand" in name
 
 
-#: The fit half (score.py's split: each cluster seen once).
+#: The fit half of the 200 kV Au/Pd set (score.py's split: each cluster seen once); the
+#: three-element set is fitted whole (one zone-axis and one random reference per optics).
 FIT_SET = ("au55_ico", "au_fcc110", "au13pd42_cs_rand", "au147_ico_rand")
 BROADENING = 0.004
+#: Columns of at least this many atoms are scored per column.
+MIN_COLUMN = 2
 
 
 def _columns(ref: dict, tol: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
@@ -179,76 +181,148 @@ def _columns(ref: dict, tol: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
     return np.array([s / n for s, n in zip(sums, counts)]), np.array(counts)
 
 
-def column_ratios(ref: dict, model: np.ndarray, reach: float = 1.2) -> tuple[np.ndarray, ...]:
-    """Each column's integrated intensity, model ÷ multislice, and its atom count."""
+def column_integrals(ref: dict, image: np.ndarray, reach: float = 1.2) -> tuple[np.ndarray, ...]:
+    """Each column's integrated intensity in ``image`` (the pixels nearer to it than to any
+    other column, within ``reach`` Å), and its atom count."""
     centres, counts = _columns(ref)
     edge, px = ref["image"].shape[0], ref["pixel_size"]
     grid = np.asarray(ref["origin"], dtype=np.float64)[:, None] + np.arange(edge) * px
     x, y = np.meshgrid(grid[0], grid[1], indexing="ij")
     d = np.hypot(x[..., None] - centres[:, 0], y[..., None] - centres[:, 1])
     owner, near = d.argmin(-1), d.min(-1) < reach
-    ours = np.bincount(owner[near], model[near], len(centres))
-    theirs = np.bincount(owner[near], ref["image"][near], len(centres))
+    return np.bincount(owner[near], image[near], len(centres)), counts
+
+
+def column_ratios(ref: dict, model: np.ndarray, reach: float = 1.2) -> tuple[np.ndarray, ...]:
+    """Each column's integrated intensity, model ÷ multislice, and its atom count."""
+    ours, counts = column_integrals(ref, model, reach)
+    theirs, _ = column_integrals(ref, ref["image"], reach)
     return ours / theirs, counts
 
 
-def _beam_model(ref: dict, components, correction=(), broadening=0.0) -> np.ndarray:
+def column_noise(ref: dict) -> float:
+    """Frozen-phonon noise of the per-column integrals: the r.m.s. relative difference of
+    the two half-means' column integrals, halved (the full mean's standard error)."""
+    a, counts = column_integrals(ref, np.asarray(ref["half_a"], dtype=np.float64))
+    b, _ = column_integrals(ref, np.asarray(ref["half_b"], dtype=np.float64))
+    keep = counts >= MIN_COLUMN
+    rel = (a[keep] - b[keep]) / (a[keep] + b[keep])
+    return float(np.sqrt(np.mean(rel**2)))
+
+
+def _beam_model(ref: dict, correction=(), broadening=0.0) -> np.ndarray:
+    """The package's beam-unit image of a reference (its optics' probe, thermal smearing);
+    ``correction``/``broadening`` empty: no channelling."""
+    import score
+
     from xyz2image_gpu import Renderer, RenderSettings
     from xyz2image_gpu.pipeline.rotations import R0
     from xyz2image_gpu.structures.convert import as_structure
 
-    s = ref["meta"]["settings"]
+    kv, conv, detector = _optics(ref)
+    components, _, _ = score.optics_probe(kv, conv)
     settings = RenderSettings(
         edgesize=ref["image"].shape[0], framing="fixed", pixel_size=ref["pixel_size"],
-        normalization="beam", voltage_kv=s["energy_eV"] / 1e3,
-        convergence_mrad=s["semiangle_cutoff_mrad"],
-        detector_mrad=(s["detector_inner_mrad"], s["detector_outer_mrad"]),
+        normalization="beam", voltage_kv=kv, convergence_mrad=conv, detector_mrad=detector,
         probe=components, thermal=True, column_correction=correction,
-        column_broadening=broadening)
+        column_broadening=broadening, channelling=None if correction or broadening else False)
     structure = as_structure(np.asarray(ref["positions"], dtype=np.float64) @ R0,
                              numbers=ref["numbers"], name=ref["name"])
     with Renderer(settings, ["gaussian_2d"], device="cpu", threads=1) as renderer:
         return renderer.render(structure, 1, seed=0)["gaussian_2d"][0].astype(np.float64)
 
 
-def fit_channelling(log=print) -> dict:
-    """Fit (c1, c2) on :data:`FIT_SET`; score every reference with and without."""
-    import score
-    from scipy.optimize import minimize
+def score_beam_images() -> list[dict]:
+    import score  # validation/score.py: references, alignment
 
-    components, _, _ = score.optics_probe()
-    refs = {r["name"]: r for r in score.load_references()}
-
-    def cost(c) -> float:
-        total = 0.0
-        for name in FIT_SET:
-            ref = refs[name]
-            model = _beam_model(ref, components, tuple(c), BROADENING)
-            total += math.log(model.sum() / ref["image"].sum()) ** 2
-            if not name.endswith("_rand"):
-                ratios, counts = column_ratios(ref, model)
-                total += float(np.mean(np.log(ratios[counts >= 2]) ** 2))
-        return total
-
-    fit = minimize(cost, [0.2, 0.0], method="Nelder-Mead",
-                   options={"xatol": 1e-3, "fatol": 1e-6, "maxfev": 80})
-    coefficients = [round(float(c), 4) for c in fit.x]
-    log(f"channelling fit: column_correction {coefficients}, broadening {BROADENING}")
-    rows = []
-    for name, ref in refs.items():
-        model = _beam_model(ref, components, tuple(coefficients), BROADENING)
+    out = []
+    for ref in score.load_references(group="all"):
+        model = _beam_model(ref)
         _, r, _ = score.align(model, ref["image"])
-        row = {"reference": name, "fit_set": name in FIT_SET,
-               "zone_axis": not name.endswith("_rand"),
-               "model_over_multislice": float(model.sum() / ref["image"].sum()), "r": float(r)}
-        if row["zone_axis"]:
+        out.append({"reference": ref["name"], "optics": _optics_label(_optics(ref)),
+                    "zone_axis": not _is_random(ref["name"]),
+                    "model_over_multislice": float(model.sum() / ref["image"].sum()),
+                    "peak_model_over_multislice": float(model.max() / ref["image"].max()),
+                    "r": float(r), "r_ceiling": score.r_ceiling(ref)})
+    return out
+
+
+def _cost(c, refs: list[dict], broadening) -> float:
+    total = 0.0
+    for ref in refs:
+        model = _beam_model(ref, tuple(c), broadening)
+        total += math.log(model.sum() / ref["image"].sum()) ** 2
+        if not _is_random(ref["name"]):
             ratios, counts = column_ratios(ref, model)
-            err = np.abs(ratios[counts >= 2] - 1)
-            row.update(columns=int(err.size), column_error_mean=float(err.mean()),
-                       column_error_max=float(err.max()))
-        rows.append(row)
-    return {"column_correction": coefficients, "column_broadening": BROADENING,
-            "fit_set": list(FIT_SET), "references": rows}
+            total += float(np.mean(np.log(ratios[counts >= MIN_COLUMN]) ** 2))
+    return total
+
+
+def fit_channelling(log=print) -> dict:
+    """Fit the channelling correction per optics, score every reference with and without.
+
+    The shape comes from 200 kV, 70-200 mrad, where the references have columns of 2 to 8
+    atoms: (c1, c2) fitted on :data:`FIT_SET` and the three-element references. Every other
+    optics, whose references have columns of 8 atoms only, scales that shape by one factor
+    fitted on all its references, so that shorter columns interpolate the same way and the
+    factor keeps rising with the column up to 8 atoms.
+    """
+    import score
+    from scipy.optimize import minimize, minimize_scalar
+
+    refs = score.load_references(group="all")
+    groups: dict[tuple, list[dict]] = {}
+    for ref in refs:
+        groups.setdefault(_optics(ref), []).append(ref)
+    base_optics = (200.0, 20.0, (70.0, 200.0))
+    order = sorted(groups, key=lambda o: o != base_optics)
+    fits, rows, base = [], [], None
+    for optics in order:
+        group = groups[optics]
+        fit_refs = [r for r in group if r["name"] in FIT_SET or r["name"] not in score.ORDER]
+        t0 = time.perf_counter()
+        if base is None:
+            res = minimize(_cost, [0.2, 0.0], args=(fit_refs, BROADENING),
+                           method="Nelder-Mead",
+                           options={"xatol": 1e-4, "fatol": 1e-7, "maxfev": 200})
+            coefficients = [round(float(c), 4) for c in res.x]
+            base, scale = coefficients, 1.0
+        else:
+            res = minimize_scalar(
+                lambda a: _cost([a * c for c in base], fit_refs, BROADENING),
+                bounds=(0.0, 3.0), method="bounded", options={"xatol": 1e-3})
+            scale = float(res.x)
+            coefficients = [round(scale * c, 4) for c in base]
+        kv, conv, detector = optics
+        fits.append({"voltage_kv": kv, "convergence_mrad": conv,
+                     "detector_mrad": list(detector), "column_correction": coefficients,
+                     "scale_of_base": round(scale, 4), "column_broadening": BROADENING,
+                     "fit_set": [r["name"] for r in fit_refs]})
+        log(f"{_optics_label(optics)}: column_correction {coefficients} ({scale:.3f} x the "
+            f"base), broadening {BROADENING} ({time.perf_counter() - t0:.0f} s)")
+        names = {r["name"] for r in fit_refs}
+        for ref in group:
+            plain = _beam_model(ref)
+            model = _beam_model(ref, tuple(coefficients), BROADENING)
+            _, r, _ = score.align(model, ref["image"])
+            _, r_plain, _ = score.align(plain, ref["image"])
+            row = {"reference": ref["name"], "optics": _optics_label(optics),
+                   "fit_set": ref["name"] in names, "zone_axis": not _is_random(ref["name"]),
+                   "total_without": float(plain.sum() / ref["image"].sum()),
+                   "model_over_multislice": float(model.sum() / ref["image"].sum()),
+                   "r_without": float(r_plain), "r": float(r),
+                   "r_ceiling": score.r_ceiling(ref),
+                   "configs": ref["meta"].get("num_configs")}
+            if row["zone_axis"]:
+                ratios, counts = column_ratios(ref, model)
+                keep = counts >= MIN_COLUMN
+                err = np.abs(ratios[keep] - 1)
+                row.update(columns=int(keep.sum()), column_atoms=int(counts[keep].max()),
+                           column_error_mean=float(err.mean()),
+                           column_error_max=float(err.max()),
+                           column_noise=column_noise(ref))
+            rows.append(row)
+    return {"fits": fits, "column_broadening": BROADENING, "references": rows}
 
 
 def write(atoms: list[dict], clusters: list[dict], images: list[dict],
@@ -268,36 +342,49 @@ def write(atoms: list[dict], clusters: list[dict], images: list[dict],
             f"{a['detector_mrad'][1]:.0f} | {a['sampling_A']} | {a['multislice']:.6f} | "
             f"{a['phase_object']:.6f} | {a['phase_object_ratio']:.3f} | {a['born']:.6f} | "
             f"{a['born_ratio']:.3f} |")
-    head = ("| reference | atoms | zone axis | integral (Å²) | ÷ Σ phase object "
+    head = ("| reference | optics | atoms | zone axis | integral (Å²) | ÷ Σ phase object "
             "| ÷ Σ first Born |")
     lines += ["", "## Clusters: image integral over the sum of the atoms' cross-sections", "",
-              head, "|" + " --- |" * 6]
+              head, "|" + " --- |" * 7]
     for c in clusters:
-        lines.append(f"| {c['reference']} | {c['atoms']} | {'yes' if c['zone_axis'] else 'no'} "
+        lines.append(f"| {c['reference']} | {c['optics']} | {c['atoms']} | "
+                     f"{'yes' if c['zone_axis'] else 'no'} "
                      f"| {c['integral']:.4f} | {c['integral_over_phase_object']:.3f} | "
                      f"{c['integral_over_born']:.3f} |")
-    head = ("| reference | zone axis | total: model ÷ multislice | peak: model ÷ multislice "
-            "| Pearson r | noise ceiling |")
-    lines += ["", "## Images in beam units (`normalization=\"beam\"`, optics probe, thermal)",
-              "", head, "|" + " --- |" * 6]
+    head = ("| reference | optics | zone axis | total: model ÷ multislice "
+            "| peak: model ÷ multislice | Pearson r | noise ceiling |")
+    lines += ["", ("## Images in beam units without channelling (`normalization=\"beam\"`, "
+              "`channelling=False`, optics probe, thermal)"), "", head, "|" + " --- |" * 7]
     for m in images:
-        lines.append(f"| {m['reference']} | {'yes' if m['zone_axis'] else 'no'} | "
-                     f"{m['model_over_multislice']:.3f} | "
+        lines.append(f"| {m['reference']} | {m['optics']} | {'yes' if m['zone_axis'] else 'no'} "
+                     f"| {m['model_over_multislice']:.3f} | "
                      f"{m['peak_model_over_multislice']:.3f} | {m['r']:.4f} | "
                      f"{m['r_ceiling']:.4f} |")
     c = channelling
-    head = ("| reference | zone axis | total: model ÷ multislice | columns ≥ 2 atoms "
-            "| mean column error | largest column error | Pearson r |")
-    lines += ["", (f"## Channelling in beam units: column_correction {c['column_correction']}, "
-              f"column_broadening {c['column_broadening']}"), "",
-              f"Fitted on {', '.join(c['fit_set'])} (marked *); the others are held out.", "",
-              head, "|" + " --- |" * 7]
+    lines += ["", "## Channelling in beam units (the default of `normalization=\"beam\"`)", "",
+              (f"Column broadening {c['column_broadening']} Å² throughout. Fits per optics "
+              "(`xyz2image_gpu.physics.column.CHANNELLING_FITS`):"), "",
+              "| optics | column_correction | fitted on |", "| --- | --- | --- |"]
+    for f in c["fits"]:
+        label = _optics_label((f["voltage_kv"], f["convergence_mrad"], f["detector_mrad"]))
+        coefficients = ", ".join(map(str, f["column_correction"]))
+        lines.append(f"| {label} | {coefficients} | {', '.join(f['fit_set'])} |")
+    head = ("| reference | optics | configs | total without | total with | columns (atoms ≤) "
+            "| mean column error | largest column error | column noise | r without | r with "
+            "| noise ceiling |")
+    lines += ["", ("Per reference (* in the fit set): totals are model ÷ multislice; column "
+              "errors |model ÷ multislice − 1| of each column's integrated intensity (columns "
+              f"≥ {MIN_COLUMN} atoms); column noise: the reference's own frozen-phonon "
+              "standard error per column (r.m.s., from its half-means)."), "", head,
+              "|" + " --- |" * 12]
     for m in c["references"]:
-        cols = (f"{m['columns']} | {m['column_error_mean']:.3f} | {m['column_error_max']:.3f}"
-                if m["zone_axis"] else "| |")
-        lines.append(f"| {m['reference']}{' *' if m['fit_set'] else ''} | "
-                     f"{'yes' if m['zone_axis'] else 'no'} | {m['model_over_multislice']:.3f} "
-                     f"| {cols} | {m['r']:.4f} |")
+        cols = (f"{m['columns']} ({m['column_atoms']}) | {m['column_error_mean']:.3f} | "
+                f"{m['column_error_max']:.3f} | {m['column_noise']:.3f}"
+                if m["zone_axis"] else "| | |")
+        lines.append(f"| {m['reference']}{' *' if m['fit_set'] else ''} | {m['optics']} | "
+                     f"{m['configs']} | {m['total_without']:.3f} | "
+                     f"{m['model_over_multislice']:.3f} | {cols} | {m['r_without']:.4f} | "
+                     f"{m['r']:.4f} | {m['r_ceiling']:.4f} |")
     (RESULTS / "cross_sections.md").write_text("\n".join(lines) + "\n")
 
 

@@ -360,6 +360,15 @@ def physics_options(func: F) -> F:
                        "(fitted: 0.004)."),
         setting_option("--column-reference", show_default=True,
                        help="Element whose single-atom peak is the unit of x."),
+        setting_option("--column-weighting", type=click.FloatRange(0, 1), show_default=True,
+                       help="With --normalization beam: x counts each atom as (its "
+                       "cross-section / the reference's)^this atoms."),
+        setting_option("--channelling/--no-channelling", field="channelling",
+                       show_default="on with "
+                       "--normalization beam where a fit covers the optics",
+                       help="With --normalization beam: the column (channelling) correction "
+                       "fitted to multislice for these optics; --column-correction replaces "
+                       "it."),
     ]
     return _apply(options, func)
 
@@ -377,7 +386,15 @@ def _in_option_terms(message: str) -> str:
     def name(m: re.Match) -> str:
         return _OPTION_OF_FIELD.get(m.group(0), m.group(0))
 
+    def flag(m: re.Match) -> str:  # channelling=False -> --no-channelling
+        option = _OPTION_OF_FIELD.get(m.group(1), "")
+        if "/" not in option:
+            return m.group(0)
+        on, off = option.split("/")
+        return on if m.group(2) == "True" else off
+
     message = re.sub(r"(?<![\w-])([a-z_0-9]+)='([^']*)'", assignment, message)
+    message = re.sub(r"(?<![\w-])([a-z_0-9]+)=(True|False)(?![\w-])", flag, message)
     return re.sub(r"(?<![\w-])[a-z0-9]+(?:_[a-z0-9]+)+(?![\w-])", name, message)
 
 

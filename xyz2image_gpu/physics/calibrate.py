@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from ..pipeline.kernels.gaussian import axis_profiles
+from ..pipeline.kernels.gaussian import axis_profiles, column_values
+from .column import ColumnCorrection
 from .constants import FWHM_PER_SIGMA
 from .probe import ProbeOptics, fit_probe
 from .thermal import smear_components
@@ -61,12 +62,17 @@ def model_image(
     z_exponent: float,
     shift: tuple[float, float] = (0.0, 0.0),
     weights: np.ndarray | None = None,
+    column: ColumnCorrection | None = None,
+    count_scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """Unscaled model image (float64, ``shape``): the atoms' probe sums, weights Z^n (or
     ``weights``, one per atom, when given).
 
     The rotated bounding box's centre sits at pixel ((H-1)/2, (W-1)/2), as with
-    ``framing="fixed"``; ``shift`` (Å) moves the atoms.
+    ``framing="fixed"``; ``shift`` (Å) moves the atoms. ``column``: each atom's weight and
+    widths corrected for its column, as the renderer does, counting the atoms by their
+    amplitudes times ``count_scale`` (N,) where given (beam units; see
+    :attr:`..pipeline.frames.FrameTable.count_scale`).
     """
     pos = np.asarray(positions, dtype=np.float64)
     centre = (pos.min(axis=0) + pos.max(axis=0)) / 2.0
@@ -76,12 +82,20 @@ def model_image(
     if weights is None:
         weights = np.asarray(numbers, dtype=np.float64) ** z_exponent
     weights = np.asarray(weights, dtype=np.float64)
+    comps = np.asarray(components, dtype=np.float64).reshape(-1, 2)
+    amps = comps[None, None, :, 0] * weights[None, :, None]  # (1, N, G)
+    sig2 = np.broadcast_to((comps[:, 1] / pixel_size) ** 2, amps.shape).copy()  # px²
+    if column is not None:  # as the renderer: beam units count atoms unweighted
+        coords = np.stack([cx, cy], axis=-1)[None]
+        counted = amps if count_scale is None else amps * count_scale[None, :, None]
+        x = column_values(np, coords, counted, sig2, max_elements=1 << 24)
+        amps, sig2 = column.apply(np, x, amps, sig2, np.array([pixel_size]), counted)
     image = np.zeros(shape)
-    for amplitude, sigma in components:
-        s = np.full((1, len(pos)), sigma / pixel_size)
+    for g in range(comps.shape[0]):
+        s = np.sqrt(sig2[:, :, g])  # (1, N) px
         gx = axis_profiles(np, cx[None, :], s, h)[0]  # (N, H)
         gy = axis_profiles(np, cy[None, :], s, w)[0]  # (N, W)
-        image += (gx * (amplitude * weights)[:, None]).T @ gy
+        image += (gx * amps[0, :, g][:, None]).T @ gy
     return image
 
 
@@ -161,6 +175,7 @@ def calibrate(
     optics: ProbeOptics | None = None,
     probe_gaussians: int = 3,
     detector_mrad: tuple[float, float] | None = None,
+    channelling: bool = True,
 ) -> CalibrationResult:
     """Fit probe width, Z exponent, intensity scale, background and shift to ``image``.
 
@@ -187,6 +202,11 @@ def calibrate(
         Fit the detector's sensitivity instead: atoms weighted by their cross-sections for
         this annular detector (mrad) and ``optics`` (required), in beam fractions; the Z
         exponent is not used.
+    channelling : bool
+        With ``detector_mrad``: apply the column correction that ``render --normalization
+        beam`` applies by default for these optics (where a fit covers them;
+        :func:`.column.fitted_channelling`), so that the sensitivity maps the image onto
+        the same absolute model.
     """
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2:
@@ -241,11 +261,27 @@ def calibrate(
         return beam_weights(num, optics.voltage_kv, optics.convergence_mrad, detector_mrad,
                             components)
 
+    def column_of(components: tuple[tuple[float, float], ...]) -> dict[str, Any]:
+        """The renderer's column correction for these components, as model_image takes."""
+        if detector_mrad is None or not channelling:
+            return {}
+        from ..pipeline.frames import column_count_scale
+        from ..pipeline.settings import RenderSettings
+
+        settings = RenderSettings(
+            normalization="beam", voltage_kv=optics.voltage_kv,
+            convergence_mrad=optics.convergence_mrad, detector_mrad=detector_mrad,
+            probe=components)
+        column = ColumnCorrection.from_settings(settings)
+        if column is None:
+            return {}
+        return {"column": column, "count_scale": column_count_scale(settings, num)}
+
     def model(x: np.ndarray) -> np.ndarray:
         width, n, shift = unpack(x)
         components = components_of(width)
         return model_image(pos, num, img.shape, pixel_size, components, n, shift,
-                           weights_of(components))
+                           weights_of(components), **column_of(components))
 
     def cost(x: np.ndarray) -> float:
         return _linear_fit(model(x), img)[2]
@@ -269,7 +305,7 @@ def calibrate(
                                     optics.defocus, optics.cs_mm, width)
         components = fit_probe(fitted_optics, probe_gaussians).components
     best = model_image(pos, num, img.shape, pixel_size, components, n, shift,
-                       weights_of(components))
+                       weights_of(components), **column_of(components))
     scale, background, _ = _linear_fit(best, img)
     if not scale > 0:
         raise ValueError(

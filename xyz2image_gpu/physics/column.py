@@ -11,6 +11,16 @@ of atoms in its column. Then
 * each of its probe components' squared widths grows by
   ``column_broadening * max(x_i - 1, 0)`` Å², keeping the component's integral.
 
+In beam units (``normalization="beam"``) the atoms are counted, weighed only in part:
+``x_i`` sums every atom's unweighted probe components (thermally smeared) times
+``(w_j / w_ref)**column_weighting`` (``w`` the atoms' cross-sections), in units of the
+reference atom's peak, so that a column of n Au atoms has ``x ≈ n`` and one of n Cu atoms
+(``column_weighting`` 0.5) ``x ≈ 0.45 n``: the multislice references show channelling in
+Cu, Pd and Au columns alike, far more than their cross-sections alone would give. Each
+factor is divided by the atom's value alone, so an isolated atom keeps its cross-section. :data:`CHANNELLING_FITS`
+holds the coefficients fitted for the optics of the references, which
+``normalization="beam"`` applies by default (:func:`fitted_channelling`).
+
 The pair sums that give ``x`` are kernels (:func:`..pipeline.kernels.column_values` on any
 backend, :func:`..pipeline.kernels.column_values_compiled` on the CPU); this module holds the
 rest: the reference peak and what ``x`` does to an atom.
@@ -31,9 +41,90 @@ if TYPE_CHECKING:
     from ..pipeline.settings import RenderSettings
 
 __all__ = [
+    "ChannellingFit",
     "ColumnCorrection",
+    "fitted_channelling",
     "reference_peak",
 ]
+
+
+@dataclass(frozen=True)
+class ChannellingFit:
+    """A column correction fitted to multislice in beam units for one optics setting.
+
+    Attributes
+    ----------
+    voltage_kv, convergence_mrad : float
+        The optics of the references it was fitted on.
+    detector_mrad : (float, float)
+        Their detector's inner and outer angles.
+    coefficients : tuple of float
+        ``column_correction``.
+    broadening : float
+        ``column_broadening``, Å².
+    weighting : float
+        ``column_weighting``: how ``x`` counted the atoms.
+    """
+
+    voltage_kv: float
+    convergence_mrad: float
+    detector_mrad: tuple[float, float]
+    coefficients: tuple[float, ...]
+    broadening: float
+    weighting: float = 0.5
+
+
+#: The fits (validation/cross_sections.py, results in validation/results/cross_sections.md):
+#: Au, Pd and Cu columns of up to 8 atoms, aberration-free 20 mrad probes.
+CHANNELLING_FITS: tuple[ChannellingFit, ...] = (
+    ChannellingFit(200.0, 20.0, (70.0, 200.0), (0.289, -0.0134), 0.004),
+)
+#: How far from a fit's optics it is used: kV between the fitted voltages (linear in the
+#: coefficients) or within this of one; convergence within this; detector angles within
+#: these fractions of the fitted ones.
+VOLTAGE_REACH_KV = 20.0
+CONVERGENCE_REACH_MRAD = 5.0
+INNER_REACH = 0.25
+OUTER_REACH = 0.35
+
+
+def fitted_channelling(voltage_kv: float, convergence_mrad: float,
+                       detector_mrad: Sequence[float]) -> ChannellingFit | None:
+    """The channelling correction for these optics, or None where no fit covers them.
+
+    A fit covers a detector whose inner and outer angles are within :data:`INNER_REACH`
+    and :data:`OUTER_REACH` (fractions) of its own, a convergence angle within
+    :data:`CONVERGENCE_REACH_MRAD`, and a voltage within :data:`VOLTAGE_REACH_KV` of its
+    own; between two fitted voltages for the same detector the coefficients are
+    interpolated linearly in kV.
+    """
+    lo, hi = (float(a) for a in detector_mrad)
+    near = [f for f in CHANNELLING_FITS
+            if abs(f.convergence_mrad - convergence_mrad) <= CONVERGENCE_REACH_MRAD
+            and abs(lo / f.detector_mrad[0] - 1) <= INNER_REACH
+            and abs(hi / f.detector_mrad[1] - 1) <= OUTER_REACH]
+    if not near:
+        return None
+    # the detector whose angles are closest (log ratios), then its voltages
+    def distance(f: ChannellingFit) -> float:
+        return abs(np.log(lo / f.detector_mrad[0])) + abs(np.log(hi / f.detector_mrad[1]))
+
+    best = min(distance(f) for f in near)
+    same = sorted((f for f in near if distance(f) == best), key=lambda f: f.voltage_kv)
+    for f, g in zip(same, same[1:]):
+        if f.voltage_kv < voltage_kv < g.voltage_kv:  # between two fits: interpolate
+            t = (voltage_kv - f.voltage_kv) / (g.voltage_kv - f.voltage_kv)
+            n = max(len(f.coefficients), len(g.coefficients))
+            cf = f.coefficients + (0.0,) * (n - len(f.coefficients))
+            cg = g.coefficients + (0.0,) * (n - len(g.coefficients))
+            return ChannellingFit(
+                float(voltage_kv), f.convergence_mrad, f.detector_mrad,
+                tuple(round((1 - t) * x + t * y, 6) for x, y in zip(cf, cg)),
+                round((1 - t) * f.broadening + t * g.broadening, 6), f.weighting)
+    nearest = min(same, key=lambda f: abs(f.voltage_kv - voltage_kv))
+    if abs(nearest.voltage_kv - voltage_kv) <= VOLTAGE_REACH_KV:
+        return nearest
+    return None
 
 
 def reference_peak(
@@ -87,8 +178,9 @@ class ColumnCorrection:
     reference_peak : float
         Peak of one isolated reference atom (:func:`reference_peak`), float image units.
     isolated_unit : bool
-        Absolute units (``normalization="beam"``): each atom's factor is divided by its value
-        for that atom alone, ``1 + sum_k c_k x0^k`` with ``x0`` the atom's own peak over
+        Absolute units (``normalization="beam"``): ``x`` counts atoms by their unweighted
+        components (see the module), each atom's factor is divided by its value for that
+        atom alone, ``1 + sum_k c_k x0^k`` with ``x0`` the atom's own unweighted peak over
         the reference peak, and the widths grow with ``x - x0``, so that an isolated atom of
         any element keeps its cross-section and only atoms in columns change. Otherwise
         (the relative normalizations absorb the constant) the factor is as given.
@@ -105,17 +197,12 @@ class ColumnCorrection:
         if not (settings.column_correction or settings.column_broadening):
             return None
         beam = settings.normalization == "beam"
+        # beam units count atoms by their unweighted probe components (weight 1 each)
         peak = reference_peak(
             settings.column_reference, z_exponent=0.0 if beam else settings.z_exponent,
             components=settings.components, thermal=settings.thermal,
             thermal_overrides=settings.thermal_overrides,
         )
-        if beam:  # the reference atom weighted as the atoms are: in beam fractions
-            from .cross_section import beam_weights
-
-            peak *= float(beam_weights(
-                np.array([atomic_number(settings.column_reference)]), settings.voltage_kv,
-                settings.convergence_mrad, settings.detector, settings.components)[0])
         return cls(tuple(settings.column_correction), float(settings.column_broadening), peak,
                    beam)
 
@@ -128,7 +215,8 @@ class ColumnCorrection:
             factor += dtype.type(c) * power
         return factor
 
-    def apply(self, xp: Any, x: Any, amps: Any, sig2: Any, voxel: Any) -> tuple[Any, Any]:
+    def apply(self, xp: Any, x: Any, amps: Any, sig2: Any, voxel: Any,
+              counted: Any = None) -> tuple[Any, Any]:
         """Corrected amplitudes and squared widths of a batch's atoms.
 
         Parameters
@@ -144,6 +232,9 @@ class ColumnCorrection:
             Squared widths of the components, px².
         voxel : array, (B,)
             Å per pixel of each image.
+        counted : array, (B, N, G), optional
+            The components ``x`` was summed from, where they are not ``amps`` (beam units:
+            unweighted), for each atom's value alone.
 
         Returns
         -------
@@ -155,7 +246,7 @@ class ColumnCorrection:
         factor = self._factor(xp, x, amps.dtype)
         alone = 1.0
         if self.isolated_unit:  # the atom's own peak: x of the same atom with no neighbours
-            alone = amps.sum(axis=2) / unit
+            alone = (amps if counted is None else counted).sum(axis=2) / unit
             factor /= self._factor(xp, alone, amps.dtype)
         if self.broadening > 0:
             extra = (self.broadening / (voxel * voxel))[:, None] * xp.maximum(x - alone, 0)

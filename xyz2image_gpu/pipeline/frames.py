@@ -57,6 +57,9 @@ class FrameData:
     rms: np.ndarray | None  # (N,) thermal displacement for phonon jitter, Å
     blank: str | None = None  # why its Gaussian images would come out blank, if they would
     numbers: np.ndarray | None = None  # (N,) atomic numbers
+    #: (N,) what turns an atom's amplitudes into its count for the column correction (beam
+    #: units): ``w**(p - 1) / w_ref**p``, ``p`` the settings' ``column_weighting``
+    count_scale: np.ndarray | None = None
 
 
 @dataclass
@@ -86,10 +89,15 @@ class FrameTable:
     numbers: Any = None
     #: (C,) int16 atomic numbers of element_heatmap_2d's channels, where it is requested.
     channels: Any = None
+    #: (F, N) float32 (0 for padding): ``amplitudes * count_scale`` are the components the
+    #: column correction counts atoms with in beam units, each atom's unweighted probe
+    #: times ``(w / w_ref)**column_weighting`` (:class:`~..physics.column.ColumnCorrection`);
+    #: else None.
+    count_scale: Any = None
 
     #: The arrays that live on the backend's device (those that are not None).
     DEVICE = ("positions", "amplitudes", "sigmas", "valid", "radius", "stream_keys", "rms",
-              "numbers", "channels")
+              "numbers", "channels", "count_scale")
 
     def on(self, backend: Backend) -> FrameTable:
         """This table with its per-atom arrays on ``backend`` (the same table on NumPy)."""
@@ -146,9 +154,26 @@ def frame_data(settings: RenderSettings, structure: Structure, *,
             blank = sampling_problem(
                 len(pos), float(sigmas.min()), radius, framing=s.framing,
                 edgesize=s.edgesize, padxyz=s.padxyz, pixel_size=s.pixel_size)
+        count_scale = column_count_scale(s, frame.numbers, weights)
         data.append(FrameData(frame.index, centred, amps, sigmas, radius,
-                              rms if s.phonon_jitter else None, blank, frame.numbers))
+                              rms if s.phonon_jitter else None, blank, frame.numbers,
+                              count_scale))
     return data
+
+
+def column_count_scale(settings: RenderSettings, numbers: np.ndarray,
+                       weights: np.ndarray | None = None) -> np.ndarray | None:
+    """What turns each atom's amplitudes into its count for the column correction in beam
+    units, ``w**(p - 1) / w_ref**p`` (N,) with ``p`` the ``column_weighting``: the atom's
+    unweighted probe times ``(w / w_ref)**p``; None outside beam units or without a
+    correction. ``weights``: :func:`atom_weights` of ``numbers``, when known."""
+    s = settings
+    if s.normalization != "beam" or not (s.column_correction or s.column_broadening):
+        return None
+    w = np.asarray(atom_weights(s, numbers) if weights is None else weights, dtype=np.float64)
+    w_ref = float(atom_weights(s, np.array([atomic_number(s.column_reference)]))[0])
+    p = s.column_weighting
+    return w ** (p - 1.0) / w_ref**p
 
 
 def atom_weights(settings: RenderSettings, numbers: np.ndarray) -> np.ndarray:
@@ -220,6 +245,11 @@ def frame_table(settings: RenderSettings, structure: Structure, frames: list[Fra
             numbers[i, : len(fd.centred)] = fd.numbers
     if "element_heatmap_2d" in output_types:
         channels = channel_numbers(settings, structure)
+    count_scale = None
+    if frames and frames[0].count_scale is not None:
+        count_scale = np.zeros((f, nmax), dtype=np.float32)
+        for i, fd in enumerate(frames):
+            count_scale[i, : len(fd.centred)] = fd.count_scale
     return FrameTable(
         pos, amps, sigmas, valid,
         np.array([fd.radius for fd in frames], dtype=np.float32),
@@ -227,7 +257,7 @@ def frame_table(settings: RenderSettings, structure: Structure, frames: list[Fra
         binary_reach(settings, frames, output_types=output_types,
                      static_shapes=static_shapes),
         stream_keys=keys if settings.augmented else None, rms=rms, numbers=numbers,
-        channels=channels,
+        channels=channels, count_scale=count_scale,
     )
 
 

@@ -168,6 +168,20 @@ class RenderSettings:
         ``column_broadening * max(x - 1, 0)`` Å² (integral kept).
     column_reference : str
         Element whose single-atom peak is the unit of ``x``.
+    column_weighting : float
+        ``normalization="beam"`` only: how ``x`` counts the atoms, each as
+        ``(w / w_ref)**column_weighting`` atoms, ``w`` its beam weight (cross-section) and
+        ``w_ref`` the ``column_reference`` atom's: 0 counts atoms, 1 weighs them by their
+        cross-sections. The fits use 0.5.
+    channelling : bool or None
+        ``normalization="beam"`` only: the column correction fitted to multislice in beam
+        units for the optics (:func:`xyz2image_gpu.physics.column.fitted_channelling`; the
+        fits and their validity: ``validation/results/cross_sections.md``). None (default)
+        resolves to True, with the fit's ``column_correction`` and ``column_broadening``,
+        where a fit covers ``voltage_kv``, ``convergence_mrad`` and ``detector_mrad``, and to
+        False elsewhere; True where no fit covers the optics is refused; False: none. Given
+        ``column_correction`` / ``column_broadening`` replace the fit (channelling then
+        resolves to whether they correct anything).
     heatmap_sigma : float
         Standard deviation of each atom's Gaussian in ``heatmap_2d`` and
         ``element_heatmap_2d``, Å: ``sum_a exp(-|p - c_a|² / (2 heatmap_sigma²))`` over the
@@ -216,6 +230,8 @@ class RenderSettings:
     column_correction: tuple[float, ...] = ()
     column_broadening: float = 0.0
     column_reference: str = "Au"
+    column_weighting: float = 0.5
+    channelling: bool | None = None
     voltage_kv: float | None = None
     convergence_mrad: float | None = None
     detector_mrad: tuple[float, ...] = ()
@@ -242,6 +258,7 @@ class RenderSettings:
         object.__setattr__(self, "channel_elements", channels)
         self._check_finite()
         self._check_beam()
+        self._resolve_channelling()
         if not self.heatmap_sigma > 0:
             raise ValueError(f"heatmap_sigma must be > 0 Å, got {self.heatmap_sigma}")
         if self.heatmap_dtype not in HEATMAP_DTYPES:
@@ -355,6 +372,49 @@ class RenderSettings:
             raise ValueError("normalization='beam' weighs each atom by its cross-section; "
                              "z_exponent plays no part (leave it at its default)")
 
+    def _resolve_channelling(self) -> None:
+        """``channelling``: None -> the fitted correction for the optics (beam units)."""
+        given = bool(self.column_correction or self.column_broadening)
+        if not 0 <= self.column_weighting <= 1:
+            raise ValueError(f"column_weighting must be within [0, 1], got "
+                             f"{self.column_weighting}")
+        if self.normalization != "beam" and self.column_weighting != 0.5:
+            raise ValueError("column_weighting applies to normalization='beam' only (leave it "
+                             "at its default)")
+        if self.normalization != "beam":
+            if self.channelling is not None:
+                raise ValueError(f"channelling={self.channelling} applies the column "
+                                 "correction fitted for normalization='beam'; for the other "
+                                 "normalizations give column_correction")
+            return
+        if self.channelling is False and given:
+            raise ValueError("channelling=False turns the column correction off; it takes no "
+                             "column_correction or column_broadening (give one, or the other)")
+        if given or self.channelling is False:
+            object.__setattr__(self, "channelling", given)
+            return
+        from ..physics.column import fitted_channelling
+
+        fit = fitted_channelling(self.voltage_kv, self.convergence_mrad, self.detector)
+        if fit is None:
+            if self.channelling:
+                raise ValueError(
+                    f"no channelling fit covers {self.voltage_kv:g} kV, "
+                    f"{self.convergence_mrad:g} mrad, a {self.detector[0]:g}-"
+                    f"{self.detector[1]:g} mrad detector (fitted: 20 mrad probes; see "
+                    "validation/results/cross_sections.md); give your own "
+                    "column_correction, or channelling=False")
+            object.__setattr__(self, "channelling", False)
+            return
+        if self.column_weighting != fit.weighting:
+            raise ValueError(
+                f"the channelling fits count atoms with column_weighting {fit.weighting:g}; "
+                f"with column_weighting {self.column_weighting:g} give column_correction "
+                "too")
+        object.__setattr__(self, "column_correction", fit.coefficients)
+        object.__setattr__(self, "column_broadening", fit.broadening)
+        object.__setattr__(self, "channelling", True)
+
     def _check_finite(self) -> None:
         """Refuse NaN and infinite numbers (they render blank images without a word) and a
         Z exponent beyond ±10 (Z**z of heavy atoms overflows float32 sums far before)."""
@@ -365,6 +425,7 @@ class RenderSettings:
             "dose": self.dose, "read_noise": self.read_noise,
             "scan_jitter": self.scan_jitter, "drift": self.drift,
             "column_broadening": self.column_broadening,
+            "column_weighting": self.column_weighting,
             "voltage_kv": self.voltage_kv, "convergence_mrad": self.convergence_mrad,
             "heatmap_sigma": self.heatmap_sigma, "column_radius": self.column_radius,
         }

@@ -146,7 +146,8 @@ def gather(kernel: ArrayKernel, table: Any, host: Mapping[str, Any]) -> dict[str
     xp = be.xp
     index = be.asarray(host["image_frame"])
     out = dict(host)
-    for key in GATHERED + (("numbers",) if table.numbers is not None else ()):
+    optional = tuple(k for k in ("numbers", "count_scale") if getattr(table, k) is not None)
+    for key in GATHERED + optional:
         out[key] = xp.take(getattr(table, key), index, axis=0)
     out["image_frame"] = index
     return out
@@ -302,8 +303,11 @@ def components(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometr
     sig_px = be.asarray(host["sigmas"]) / geo.voxel[:, None, None]
     if column is not None:
         sig2 = sig_px * sig_px
-        x = kernel.column_values(geo.coords, amps, sig2)
-        amps, sig2 = column.apply(xp, x, amps, sig2, geo.voxel)
+        counted = amps  # beam units: atoms counted by their unweighted probe components
+        if "count_scale" in host:
+            counted = amps * be.asarray(host["count_scale"])[:, :, None]
+        x = kernel.column_values(geo.coords, counted, sig2)
+        amps, sig2 = column.apply(xp, x, amps, sig2, geo.voxel, counted)
         sig_px = xp.sqrt(sig2)
     return Components(_spread(xp, geo.coords, n_comp), amps.reshape(b, nmax * n_comp),
                       sig_px.reshape(b, nmax * n_comp), n_comp)
