@@ -310,12 +310,19 @@ def test_the_device_draws_what_the_cpu_draws():
         "noise": device.noise_device(be, xp.asarray(images), *streams,
                                      electrons_per_pixel=xp.asarray(ELECTRONS), read_noise=0.02,
                                      normalization="float", bitrate=8),
+        "noise_absolute": device.noise_device(be, xp.asarray(images), *streams,
+                                              electrons_per_pixel=xp.asarray(ELECTRONS),
+                                              read_noise=0.02, normalization="float",
+                                              bitrate=8, absolute=True),
     }
     want = {
         "phonon": kernels.phonon_compiled(FRAME, ROTATION, KEYS, rms),
         "scan": kernels.scan_compiled(FRAME, ROTATION, KEYS, 33, 0.3, 2.0),
         "noise": kernels.noise_compiled(images, FRAME, ROTATION, KEYS,
                                         electrons_per_pixel=ELECTRONS, read_noise=0.02),
+        "noise_absolute": kernels.noise_compiled(images, FRAME, ROTATION, KEYS,
+                                                 electrons_per_pixel=ELECTRONS, read_noise=0.02,
+                                                 absolute=True),
     }
     for key, value in want.items():
         dev = be.to_host(got[key])

@@ -344,7 +344,9 @@ def physics_options(func: F) -> F:
                        help="Augment: displace atoms at random by their thermal r.m.s. "
                        "(labels keep the undisplaced atoms)."),
         setting_option("--dose", type=click.FloatRange(min=0, min_open=True),
-                       help="Augment: Poisson shot noise at this dose, electrons per Å²."),
+                       help="Augment: Poisson shot noise at this dose, electrons per Å² (the "
+                       "brightest pixel expects dose·pixel²; with --normalization beam each "
+                       "probe position receives them)."),
         setting_option("--read-noise", type=click.FloatRange(min=0), show_default=True,
                        help="Augment: Gaussian read noise, fraction of the image maximum."),
         setting_option("--scan-jitter", type=click.FloatRange(min=0), show_default=True,

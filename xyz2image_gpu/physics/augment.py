@@ -4,11 +4,17 @@
   independent normal offsets of each element's r.m.s. thermal displacement (Å, per axis);
   the image is rendered from the displaced atoms, every label from the undisplaced ones.
 * **Shot noise** (``dose``, electrons per Å²): each pixel of the clean image is scaled to an
-  expected count and replaced by a Poisson draw. Convention: the image's brightest pixel
+  expected count and replaced by a Poisson draw, the count scaled back to the image's units.
+  Relative units (``normalization`` image, float, fixed): the image's brightest pixel
   expects ``dose * voxel_size²`` electrons (all electrons that hit it), the others in
-  proportion to their intensity; the count is scaled back to the image's units.
+  proportion to their intensity. Absolute units (``normalization="beam"``, ``absolute``):
+  each probe position (pixel) receives ``N = dose * voxel_size²`` electrons and the
+  detector sees the fraction ``f`` of them (the pixel's value), so the count is
+  ``Poisson(N f)`` and the value ``count / N``: mean ``f``, variance ``f / N``, whatever the
+  image's brightest pixel.
 * **Read noise** (``read_noise``): additive Gaussian noise whose standard deviation is that
-  fraction of the clean image's maximum.
+  fraction of the clean image's maximum, in every normalization (beam units included: the
+  one noise setting not tied to electrons, it stays a level relative to each image).
 * **Scan distortions** (``scan_jitter``, ``drift``): rows are the slow scan axis; row ``i``
   of ``E`` sees the specimen shifted by ``drift * (i/(E-1) - 1/2)`` along a random direction
   (Å over the frame; the middle row undisplaced) plus a random ``N(0, scan_jitter)`` shift
@@ -108,7 +114,7 @@ def scan_offsets(key: tuple, edgesize: int, jitter: float, drift: float) -> np.n
 
 def noise_batch(xp: Any, images: Any, stream_keys: Any, rotations: Any, *,
                 electrons_per_pixel: Any | None, read_noise: float,
-                executor: Executor | None = None) -> Any:
+                executor: Executor | None = None, absolute: bool = False) -> Any:
     """Shot and read noise for a batch of float images (B, E, E), on ``xp``'s device.
 
     On the host (``xp`` NumPy) the images go in steps of a few (their arrays stay in the
@@ -118,7 +124,8 @@ def noise_batch(xp: Any, images: Any, stream_keys: Any, rotations: Any, *,
     :func:`add_noise`.
     """
     if xp is not np:
-        return _noise(xp, images, stream_keys, rotations, electrons_per_pixel, read_noise)
+        return _noise(xp, images, stream_keys, rotations, electrons_per_pixel, read_noise,
+                      absolute)
     images = np.asarray(images)
     b = len(images)
     out = np.empty(images.shape, dtype=np.float32)
@@ -129,7 +136,7 @@ def noise_batch(xp: Any, images: Any, stream_keys: Any, rotations: Any, *,
     def one(i: int) -> None:
         part = slice(i, min(b, i + per))
         out[part] = _noise(np, images[part], keys[part], rotations[part],
-                           None if epp is None else epp[part], read_noise)
+                           None if epp is None else epp[part], read_noise, absolute)
 
     steps = range(0, b, per)
     if executor is None:
@@ -141,7 +148,7 @@ def noise_batch(xp: Any, images: Any, stream_keys: Any, rotations: Any, *,
 
 
 def _noise(xp: Any, images: Any, stream_keys: Any, rotations: Any,
-           electrons_per_pixel: Any | None, read_noise: float) -> Any:
+           electrons_per_pixel: Any | None, read_noise: float, absolute: bool) -> Any:
     b = images.shape[0]
     flat = xp.asarray(images).reshape(b, -1).astype(xp.float64)
     streams = Streams(xp, stream_keys, rotations, NOISE)
@@ -150,7 +157,8 @@ def _noise(xp: Any, images: Any, stream_keys: Any, rotations: Any,
     if electrons_per_pixel is not None:
         epp = xp.asarray(electrons_per_pixel).astype(xp.float64).reshape(b, 1)
         lit = peak > 0
-        scale = xp.where(lit, epp / xp.where(lit, peak, 1.0), 1.0)
+        # counts per unit of the image: per image's peak, or absolute (beam units)
+        scale = xp.where(lit, epp if absolute else epp / xp.where(lit, peak, 1.0), 1.0)
         counts = poisson(xp, xp.maximum(flat, 0.0) * xp.where(lit, scale, 0.0), streams)
         noisy = xp.where(lit, counts / scale, flat)
     if read_noise > 0:
@@ -166,6 +174,7 @@ def add_noise(
     read_noise: float,
     executor: Executor | None = None,
     rotations: Any = None,
+    absolute: bool = False,
 ) -> np.ndarray:
     """Shot and read noise for a batch of float images (B, E, E) on the host.
 
@@ -176,7 +185,8 @@ def add_noise(
     keys : list of tuple, or (B,) uint64 array with ``rotations``
         :func:`image_key` of each image, or each image's frame stream key.
     electrons_per_pixel : (B,) array or None
-        Expected count of each image's brightest pixel; None: no shot noise.
+        Expected count of each image's brightest pixel; with ``absolute``, the electrons
+        each pixel (probe position) receives. None: no shot noise.
     read_noise : float
         Standard deviation of additive Gaussian noise, as a fraction of each clean image's
         maximum.
@@ -185,6 +195,10 @@ def add_noise(
         the result is the same.
     rotations : (B,) int array, optional
         Each image's rotation index, with ``keys`` an array of stream keys.
+    absolute : bool
+        The images are in absolute units (beam fractions, ``normalization="beam"``): pixel
+        value ``f`` becomes ``Poisson(N f) / N``, ``N`` its image's ``electrons_per_pixel``,
+        whatever the image's maximum.
 
     Returns
     -------
@@ -195,9 +209,11 @@ def add_noise(
     else:
         stream_keys = np.asarray(keys, dtype=np.uint64)
     images = np.asarray(images, dtype=np.float32)  # as the engine's: the same numbers either way
-    if compiled_kernel_available("noise"):  # philox.h: ~4x the array code (bench_draws.py)
+    # philox.h: ~4x the array code (bench_draws.py)
+    if compiled_kernel_available("noise_absolute" if absolute else "noise"):
         return noise_compiled(images, np.arange(len(stream_keys)), rotations, stream_keys,
-                              electrons_per_pixel=electrons_per_pixel, read_noise=read_noise)
+                              electrons_per_pixel=electrons_per_pixel, read_noise=read_noise,
+                              absolute=absolute)
     return noise_batch(np, images, stream_keys, rotations,
                        electrons_per_pixel=electrons_per_pixel, read_noise=read_noise,
-                       executor=executor)
+                       executor=executor, absolute=absolute)

@@ -144,11 +144,15 @@ class RenderSettings:
         by their element's u (Å, per axis); labels stay at the undisplaced positions.
     dose : float or None
         Poisson shot noise at this dose, electrons per Å² (see
-        :mod:`xyz2image_gpu.physics.augment`); the clean image is kept as
-        ``gaussian_2d_clean`` and each image's expected count at its brightest pixel as
-        ``electrons_per_pixel``.
+        :mod:`xyz2image_gpu.physics.augment`), ``N = dose * pixel_size²`` electrons per
+        pixel, kept as ``electrons_per_pixel`` (the clean image as ``gaussian_2d_clean``).
+        Relative normalizations: each image's brightest pixel expects ``N`` electrons, the
+        others in proportion. ``normalization="beam"``: absolute, each probe position
+        receives ``N`` electrons and the detector counts ``Poisson(N f)`` of them (``f`` the
+        pixel's beam fraction), stored as ``count / N`` (mean ``f``, variance ``f / N``).
     read_noise : float
-        Gaussian read noise, standard deviation as a fraction of each image's maximum.
+        Gaussian read noise, standard deviation as a fraction of each clean image's maximum
+        (in every normalization, ``beam`` included).
     scan_jitter : float
         R.m.s. scan-line jitter, Å: each row (slow scan axis 0) shifted at random along the
         fast axis (1).
@@ -474,6 +478,12 @@ class RenderSettings:
     def noisy(self) -> bool:
         """Whether gaussian_2d gets shot or read noise."""
         return self.dose is not None or self.read_noise > 0
+
+    @property
+    def absolute_noise(self) -> bool:
+        """Whether shot noise is absolute (beam units: each probe position receives
+        ``dose * pixel_size²`` electrons) rather than scaled to each image's brightest pixel."""
+        return self.normalization == "beam"
 
     @property
     def scan_distorted(self) -> bool:

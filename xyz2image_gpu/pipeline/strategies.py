@@ -245,12 +245,14 @@ class ArrayKernel:
     def noise(self, images: Any, frame: Any, rotation: Any, keys: Any,
               electrons_per_pixel: Any | None, *, overwrite: bool = False) -> Any:
         """Shot noise (``electrons_per_pixel`` (B,): each image's brightest pixel's expected
-        count; None: none) and the settings' read noise of float32 images (B, E, E), in the
-        stored form. ``overwrite``: ``images`` may be overwritten (it is nothing else's)."""
+        count, or in beam units the electrons each pixel receives (``absolute_noise``); None:
+        none) and the settings' read noise of float32 images (B, E, E), in the stored form.
+        ``overwrite``: ``images`` may be overwritten (it is nothing else's)."""
         noisy = augment.noise_batch(
             self.xp, images, self.xp.take(keys, frame), rotation,
             electrons_per_pixel=electrons_per_pixel, read_noise=self.settings.read_noise,
-            executor=self.threads.executor() if not self.backend.is_gpu else None)
+            executor=self.threads.executor() if not self.backend.is_gpu else None,
+            absolute=self.settings.absolute_noise)
         return self.quantise_augmented(noisy)
 
     def column_values(self, coords: Any, amps: Any, sig2: Any) -> Any:
@@ -317,6 +319,7 @@ class CompiledKernel(ArrayKernel):
         self._compiled_quantise = kernels.compiled_kernel_available("quantise")
         self._compiled_draws = all(kernels.compiled_kernel_available(entry)
                                    for entry in ("noise", "phonon", "scan"))
+        self._compiled_absolute = kernels.compiled_kernel_available("noise_absolute")
 
     @property
     def max_batch(self) -> int:
@@ -399,12 +402,13 @@ class CompiledKernel(ArrayKernel):
 
     def noise(self, images: Any, frame: Any, rotation: Any, keys: Any,
               electrons_per_pixel: Any | None, *, overwrite: bool = False) -> Any:
-        if not self._compiled_draws:
+        absolute = self.settings.absolute_noise
+        if not self._compiled_draws or (absolute and not self._compiled_absolute):
             return super().noise(images, frame, rotation, keys, electrons_per_pixel)
         noisy = kernels.noise_compiled(images, frame, rotation, keys,
                                        electrons_per_pixel=electrons_per_pixel,
                                        read_noise=self.settings.read_noise,
-                                       out=images if overwrite else None)
+                                       out=images if overwrite else None, absolute=absolute)
         return self.quantise_augmented(noisy)
 
     def column_values(self, coords: Any, amps: Any, sig2: Any) -> Any:
@@ -490,7 +494,7 @@ class FusedKernel(ArrayKernel):
         return device.noise_device(
             self.backend, images, frame, rotation, keys, electrons_per_pixel=electrons_per_pixel,
             read_noise=read_noise, normalization=s.stored_normalization, bitrate=s.bitrate,
-            intensity_scale=s.intensity_scale, overwrite=overwrite)
+            intensity_scale=s.intensity_scale, overwrite=overwrite, absolute=s.absolute_noise)
 
 
 class LegacyKernel(ArrayKernel):

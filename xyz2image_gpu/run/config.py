@@ -288,15 +288,24 @@ class RunConfig:
                            "shard_images": self.shard_images})
         if self.probe_optics is not None:  # where settings.probe came from
             params["probe_optics"] = self.probe_optics
+        if self.settings.dose is not None and self.settings.absolute_noise:
+            # beam units' absolute shot noise: a manifest written before it (the dose then
+            # scaled to each image's brightest pixel) lacks the key, so it does not resume
+            params["shot_noise"] = SHOT_NOISE_ABSOLUTE
         return json.loads(json.dumps(params))
 
 
 #: The keys of :meth:`RunConfig.parameters` of the zarr store, recorded only when the run
 #: writes one (so that manifests of .npz runs are as before, and resume).
 STORE_PARAMETERS = ("format", "codec", "chunk_images", "shard_images")
+#: ``parameters()["shot_noise"]``, recorded only with a dose in beam units: each probe
+#: position receives ``dose * pixel_size²`` electrons (absent: relative to each image's
+#: brightest pixel, the meaning of every other normalization).
+SHOT_NOISE_ABSOLUTE = "per probe position"
 #: The keys of :meth:`RunConfig.parameters` that are the run's own, not settings fields.
 RUN_PARAMETERS = ("output_types", "n_rotation", "seed", "frameshift", "maxframes",
-                  "exclude_elements", "compress_level", "probe_optics", *STORE_PARAMETERS)
+                  "exclude_elements", "compress_level", "probe_optics", "shot_noise",
+                  *STORE_PARAMETERS)
 
 
 def settings_from_parameters(parameters: Mapping[str, Any]) -> RenderSettings:

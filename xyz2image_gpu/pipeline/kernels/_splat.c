@@ -569,7 +569,11 @@ done:
  *
  *   noise(images float32 (B,P), out float32 (B,P) (may be images), frame int64 (B),
  *         rotation int64 (B), keys uint64 (F), electrons float64 (B) or empty (no shot
- *         noise), read_noise double (fraction of each image's maximum), B)
+ *         noise), read_noise double (fraction of each image's maximum), B[, absolute 0|1])
+ *     electrons: the expected count of each image's brightest pixel (relative units), or
+ *     with absolute 1 the electrons each pixel receives (beam units: counts
+ *     Poisson(electrons * value), value counts / electrons). The module's noise_absolute
+ *     attribute says a build takes `absolute`.
  *   phonon(frame, rotation, keys, rms float64 (F,N) Å, out float32 (B,N,3) Å, B)
  *   scan(frame, rotation, keys, out float32 (B,E,2) Å, B, jitter double Å, drift double Å)
  */
@@ -600,14 +604,14 @@ static xyz_stream image_stream(const Py_buffer *frame, const Py_buffer *rotation
 }
 
 static void noise_one(const float *in, float *out, int pixels, xyz_stream s, int shot,
-                      double electrons, double read_noise)
+                      double electrons, double read_noise, int absolute)
 {
     float m = in[0];
     for (int p = 1; p < pixels; p++)
         m = in[p] > m ? in[p] : m;
     double peak = (double)m;
     int lit = shot && peak > 0.0;
-    double gain = lit ? electrons / peak : 1.0;
+    double gain = lit ? (absolute ? electrons : electrons / peak) : 1.0;
     double read_sd = read_noise > 0.0 ? read_noise * peak : 0.0;
     for (int g = 0; 4 * g < pixels; g++)
         xyz_noise_group(in, out, pixels, g, s, lit, gain, read_sd);
@@ -617,10 +621,10 @@ static PyObject *py_noise(PyObject *self, PyObject *args)
 {
     Py_buffer images, out, frame, rotation, keys, electrons;
     double read_noise;
-    int batch;
+    int batch, absolute = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*w*y*y*y*y*di", &images, &out, &frame, &rotation, &keys,
-                          &electrons, &read_noise, &batch))
+    if (!PyArg_ParseTuple(args, "y*w*y*y*y*y*di|p", &images, &out, &frame, &rotation, &keys,
+                          &electrons, &read_noise, &batch, &absolute))
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t b = batch;
@@ -638,7 +642,7 @@ static PyObject *py_noise(PyObject *self, PyObject *args)
         long long f;
         xyz_stream s = image_stream(&frame, &rotation, &keys, i, XYZ_PURPOSE_NOISE, &f);
         noise_one((const float *)images.buf + i * per, (float *)out.buf + i * per, (int)per, s,
-                  shot, shot ? ((const double *)electrons.buf)[i] : 0.0, read_noise);
+                  shot, shot ? ((const double *)electrons.buf)[i] : 0.0, read_noise, absolute);
     }
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
@@ -742,5 +746,11 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__splat(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* noise() takes `absolute` (a build older than the package lacks the attribute) */
+    if (m != NULL && PyModule_AddIntConstant(m, "noise_absolute", 1) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

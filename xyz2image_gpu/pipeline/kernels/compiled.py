@@ -32,8 +32,9 @@ except ImportError:  # not built: the NumPy path does the same work
 
 def compiled_kernel_available(entry: str = "render") -> bool:
     """True when the compiled CPU kernel is built, has ``entry`` (``render``, ``quantise``,
-    ``column``, ``binary``, ``noise``, ``phonon``, ``scan``: a build older than the package
-    may lack the newer ones) and is not disabled by the environment."""
+    ``column``, ``binary``, ``noise``, ``noise_absolute`` (noise's ``absolute`` flag),
+    ``phonon``, ``scan``: a build older than the package may lack the newer ones) and is not
+    disabled by the environment."""
     return _splat is not None and hasattr(_splat, entry) and not no_extension()
 
 
@@ -172,15 +173,18 @@ def _stream_arrays(frame: np.ndarray, rotation: np.ndarray, keys: np.ndarray) ->
 
 def noise_compiled(images: np.ndarray, frame: np.ndarray, rotation: np.ndarray,
                    keys: np.ndarray, *, electrons_per_pixel: np.ndarray | None,
-                   read_noise: float, out: np.ndarray | None = None) -> np.ndarray:
+                   read_noise: float, out: np.ndarray | None = None,
+                   absolute: bool = False) -> np.ndarray:
     """Shot and read noise of float32 host images (B, ...) with the compiled kernel
     (``philox.h``'s draws, the GPU's own code): image ``i``'s streams are those of
     ``keys[frame[i]]`` and rotation ``rotation[i]``. ``electrons_per_pixel`` (B,): the
-    expected count of each image's brightest pixel (None: no shot noise); ``read_noise``: the
+    expected count of each image's brightest pixel (None: no shot noise), or with
+    ``absolute`` (beam units) the electrons every pixel receives; ``read_noise``: the
     read noise's standard deviation as a fraction of each image's maximum. Returns float32
     (B, ...) (``out``, which may be ``images``, when given)."""
-    if not compiled_kernel_available("noise"):
-        raise RuntimeError("the compiled kernel xyz2image_gpu.pipeline.kernels._splat is not built")
+    if not compiled_kernel_available("noise_absolute" if absolute else "noise"):
+        raise RuntimeError("the compiled kernel xyz2image_gpu.pipeline.kernels._splat is not built"
+                           + (" (or is too old for absolute shot noise)" if absolute else ""))
     src = np.ascontiguousarray(images, dtype=np.float32)
     if out is None:
         out = np.empty(src.shape, dtype=np.float32)
@@ -191,8 +195,9 @@ def noise_compiled(images: np.ndarray, frame: np.ndarray, rotation: np.ndarray,
         return out
     electrons = (np.empty(0) if electrons_per_pixel is None
                  else np.ascontiguousarray(electrons_per_pixel, dtype=np.float64))
+    # absolute passed only when set: a build older than the flag still serves the rest
     _splat.noise(src, out, *_stream_arrays(frame, rotation, keys), electrons,
-                 float(read_noise), b)
+                 float(read_noise), b, *((1,) if absolute else ()))
     return out
 
 

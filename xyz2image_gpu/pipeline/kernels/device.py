@@ -151,15 +151,17 @@ def _streams(xp: Any, frame: Any, rotation: Any, keys: Any) -> tuple:
 def noise_device(
     backend: Any, images: Any, frame: Any, rotation: Any, keys: Any, *,
     electrons_per_pixel: Any | None, read_noise: float, normalization: str, bitrate: int,
-    intensity_scale: float | None = None, overwrite: bool = False,
+    intensity_scale: float | None = None, overwrite: bool = False, absolute: bool = False,
 ) -> Any:
     """Shot and read noise of float32 images (B, E, E) on the device, quantised in the same
     launch (``random.cu``): the stored form, (B, E, E). Image ``i`` draws from the streams of
     ``keys[frame[i]]`` and rotation ``rotation[i]`` (all device arrays); the same numbers as
     :func:`.compiled.noise_compiled` followed by the compiled quantisation. With neither
-    ``electrons_per_pixel`` nor ``read_noise`` it only quantises. With ``overwrite`` the noisy
-    float image is kept in ``images`` (else in a new array): the float32 result is then
-    ``images`` itself."""
+    ``electrons_per_pixel`` nor ``read_noise`` it only quantises. ``electrons_per_pixel``:
+    each image's brightest pixel's expected count, or with ``absolute`` (beam units) the
+    electrons every pixel receives (see :func:`xyz2image_gpu.physics.augment.add_noise`).
+    With ``overwrite`` the noisy float image is kept in ``images`` (else in a new array): the
+    float32 result is then ``images`` itself."""
     xp = backend.xp
     dtype, mode = _stored_form(normalization, bitrate, intensity_scale)
     images = xp.ascontiguousarray(images, dtype=np.float32)
@@ -178,7 +180,8 @@ def noise_device(
     kernel = backend.raw_kernel(kernel_source(NOISE[0]), NOISE[1], NVRTC_OPTIONS)
     kernel((b,), (THREADS,), (
         images, noisy, *_streams(xp, frame, rotation, keys), electrons,
-        np.int32(1 if shot else 0), np.float64(read_noise), np.int32(pixels), out,
+        np.int32(1 if shot else 0), np.int32(1 if absolute else 0), np.float64(read_noise),
+        np.int32(pixels), out,
         np.int32(dtype.itemsize), np.int32(mode), np.float32(2**bitrate - 1),
         np.float32(intensity_scale or 1.0),
     ))

@@ -7,7 +7,8 @@
  *
  *   xyz2image_noise(images float32 (B,P), noisy float32 (B,P) (may be images), frame int64
  *       (B), rotation int64 (B), keys uint64 (F), electrons float64 (B) (expected count of
- *       each image's brightest pixel), shot 0|1, read_noise (fraction of each image's
+ *       each image's brightest pixel; with absolute 1 the electrons each pixel receives, as
+ *       _splat.c's noise()), shot 0|1, absolute 0|1, read_noise (fraction of each image's
  *       maximum, 0: none), P, out (B,P) uint8 / uint16 / float32, out itemsize, mode
  *       0=float 1=image 2=fixed, top, scale)
  *     grid (B,), block (XYZ_THREADS,): one block per image; the image maximum, the noisy
@@ -34,7 +35,8 @@
 
 XYZ_KERNEL xyz2image_noise(const float *images, float *noisy, const long long *frame,
                            const long long *rotation, const unsigned long long *keys,
-                           const double *electrons, const int shot, const double read_noise,
+                           const double *electrons, const int shot, const int absolute,
+                           const double read_noise,
                            const int pixels, unsigned char *out, const int itemsize,
                            const int mode, const float top, const float scale)
 {
@@ -69,7 +71,7 @@ XYZ_KERNEL xyz2image_noise(const float *images, float *noisy, const long long *f
     {
         double peak = (double)s_peak;
         int lit = shot && peak > 0.0;
-        double gain = lit ? electrons[b] / peak : 1.0;
+        double gain = lit ? (absolute ? electrons[b] : electrons[b] / peak) : 1.0;
         double read_sd = read_noise * peak;
         /* nothing drawn (quantisation alone): frame, rotation and keys are not read */
         xyz_stream s = xyz_stream_of(noise ? keys[frame[b]] : 0ull, noise ? rotation[b] : 0,
