@@ -3,7 +3,8 @@ manifest kept up to date, temporaries of a killed run removed, complete stacks s
 
 Every file is written under a temporary name (``.<name>.<host>.<pid>.<random>.tmp``) and
 renamed when it is complete; temporaries left by a killed run are removed by the next run,
-which skips the stacks that the manifest records as complete and whose files exist (resume).
+which skips the stacks that the manifest records as complete and whose files exist and are
+whole (resume; a stack cut short or damaged is named in a warning and rendered again).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from .units import (
     _thread_env,
     _worker_init,
     _worker_run,
+    unit_problem,
 )
 
 __all__ = [
@@ -85,6 +87,8 @@ class _Input:
     sha256: str | None = None
     n_frames: int = 0
     error: str | None = None
+    #: shape and dtype of every output of one of its stacks (to check stacks on disk)
+    layout: dict[str, Any] | None = None
 
 
 class _Run:
@@ -255,6 +259,8 @@ class _Run:
                     item.error = _describe_input_error(item.path, exc)
                     continue
                 item.n_frames = len(structure.frames)
+                item.layout = renderer.output_layout(structure,
+                                                     item.n_frames * cfg.n_rotation)
                 need.add(renderer, structure)
         finally:
             renderer.close()
@@ -419,7 +425,7 @@ class _Run:
                 kept = previous.get("outside_field", {}).get(str(stack)) if previous else None
                 if cfg.strict and kept and kept.get("atoms_outside"):
                     done.discard(stack)  # kept with atoms outside: --strict renders it again
-                if stack in done and all(p.exists() for p in unit.outputs()):
+                if stack in done and self._whole(unit, item):
                     entry["completed_stacks"].append(stack)
                     if kept is not None:
                         entry["outside_field"][str(stack)] = kept
@@ -442,6 +448,20 @@ class _Run:
             self._write_merged()  # the caller holds the manifest's lock
         self._last_save = time.monotonic()
         return units, total
+
+    def _whole(self, unit: Unit, item: _Input) -> bool:
+        """Whether a stack recorded complete is on disk and whole (:func:`unit_problem`:
+        its files' metadata against the shapes this run would write); a damaged one is
+        named in a warning, and rendered again."""
+        if not all(p.exists() for p in unit.outputs()):
+            return False
+        found = unit_problem(unit, item.layout or {})
+        if found is None:
+            return True
+        path, problem = found
+        self._say(f"warning: {path} is damaged or incomplete ({problem}): stack "
+                  f"{unit.stack} of {item.path} is rendered again")
+        return False
 
     def execute(self, units: list[Unit], total: int) -> None:
         self.progress = Progress(total, self.progress_mode, self.progress_stream,
