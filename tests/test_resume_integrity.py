@@ -182,3 +182,38 @@ def test_resume_renders_a_stack_of_another_shape_again(tmp_path):
             "expected (3, 16, 16) uint8)") in result.output
     assert _tree(out) == whole
     shutil.rmtree(out)
+
+
+# ------------------------------------------------------------------ fewer stacks
+
+
+@pytest.mark.parametrize("fmt", ["npz", "zarr"])
+def test_fewer_stacks_into_the_same_folder_names_the_stacks_left_over(tmp_path, fmt):
+    if fmt == "zarr":
+        pytest.importorskip("zarr")
+    out = tmp_path / "out"
+    base = ["render", AU147, "-o", out, "--output-types", "gaussian_2d,gaussian_2d_image",
+            "--format", fmt, "--edgesize", "16", "--workers", "1", "--n-rotation", "2",
+            "--device", "cpu"]
+    assert _invoke(*base, "--n-stacks", 3).exit_code == 0
+    before = _tree(out)
+    arrays = ("stacks.zarr/au147_icosahedron/{:04d}" if fmt == "zarr"
+              else "au147_icosahedron/{:04d}.npz")
+    left = [arrays.format(1), "au147_icosahedron/0001_gaussian_2d.tif",
+            arrays.format(2), "au147_icosahedron/0002_gaussian_2d.tif"]
+    result = _invoke(*base, "--n-stacks", 1)
+    assert result.exit_code == 0, result.output
+    assert "warning: 4 stacks on disk beyond this run's --n-stacks 1" in result.output
+    for name in left:
+        assert name in result.output
+    assert _tree(out) == before  # kept, untouched
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n_stacks"] == 1
+    assert manifest["files"]["au147_icosahedron"]["completed_stacks"] == [0]
+
+    # every stack on disk in the plan again: nothing to say
+    result = _invoke(*base, "--n-stacks", 3)
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    assert _tree(out) == before
+    result = _invoke(*base, "--n-stacks", 4)
+    assert "warning" not in result.output and "3 complete stacks skipped" in result.output

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -70,6 +71,9 @@ from .units import (
 __all__ = [
     "run",
 ]
+
+#: A stack's name: its index, then ``.npz``, ``_<type>.tif``, or nothing (a zarr group).
+_STACK_INDEX = re.compile(r"(\d{4,})(?:\.npz|_[a-z0-9_]+\.tif)?")
 
 #: Seconds between two writes of the manifest by a shard (at most; and when it ends).
 _SHARD_SAVE_INTERVAL = 10.0
@@ -335,6 +339,35 @@ class _Run:
             self._say(f"--overwrite: removed {len(removed)} stack files rendered with other "
                       f"settings ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
 
+    def _unplanned_stacks(self) -> list[Path]:
+        """Stacks on disk of this run's inputs beyond its ``n_stacks`` (left by an earlier
+        run with more): no unit of this run, and the manifest does not list them."""
+        n = self.config.n_stacks
+        found: list[Path] = []
+        for stem in dict.fromkeys(item.path.stem for item in self.inputs):
+            for folder in (self.out / stem, store_path(self.out) / stem):
+                if not folder.is_dir() or folder.is_symlink():
+                    continue
+                for path in sorted(folder.iterdir()):
+                    match = _STACK_INDEX.fullmatch(path.name)
+                    if (match and int(match.group(1)) >= n
+                            and (is_stack_file(path) or (path / "zarr.json").is_file())):
+                        found.append(path)
+        return found
+
+    def _warn_unplanned(self) -> None:
+        """Name the stacks on disk that this run's plan does not include (kept: the folder
+        is the user's; the manifest, which does not list them, is what readers follow)."""
+        found = self._unplanned_stacks()
+        if not found:
+            return
+        names = [str(p.relative_to(self.out)) for p in found]
+        self._say(f"warning: {len(found)} stack{'s' if len(found) != 1 else ''} on disk "
+                  f"beyond this run's --n-stacks {self.config.n_stacks} (from an earlier run "
+                  f"with more) are not in the manifest and were kept: {', '.join(names[:6])}"
+                  f"{', ...' if len(names) > 6 else ''}; remove them, or rerun with the "
+                  "larger --n-stacks, or render into another --output-folder")
+
     def _temporary_folders(self) -> list[Path]:
         """Where this run's writers put temporaries: the output folder, each input's folder,
         and the zarr store's root and file groups."""
@@ -435,6 +468,7 @@ class _Run:
                 total += entry["images_per_stack"]
             if len(entry["completed_stacks"]) == cfg.n_stacks:
                 entry["status"] = "complete"
+        self._warn_unplanned()
         if self.workers > 1 and len(units) <= 1:
             self.workers = 1  # one unit: render it here, with threaded compression
             self.summary.workers = 1
