@@ -493,8 +493,8 @@ class _Run:
         if found is None:
             return True
         path, problem = found
-        self._say(f"warning: {path} is damaged or incomplete ({problem}): stack "
-                  f"{unit.stack} of {item.path} is rendered again")
+        self._say(f"warning: {path} is damaged, incomplete or not what this run writes "
+                  f"({problem}): stack {unit.stack} of {item.path} is rendered again")
         return False
 
     def execute(self, units: list[Unit], total: int) -> None:
