@@ -265,7 +265,8 @@ def label_options(func: F) -> F:
         setting_option("--heatmap-sigma", type=click.FloatRange(min=0, min_open=True),
                        show_default=True,
                        help="Width of each atom's unit Gaussian in heatmap_2d and "
-                       "element_heatmap_2d, Å."),
+                       "element_heatmap_2d, Å; at least 0.15 pixels (narrower ones, "
+                       "sampled at pixel centres, miss most atoms)."),
         setting_option("--heatmap-dtype", type=click.Choice(HEATMAP_DTYPES),
                        show_default=True,
                        help="How the heatmaps are stored: float16 halves their bytes "

@@ -40,7 +40,7 @@ from .frames import (
     frame_data,
     frame_table,
 )
-from .framing import FieldReport, narrow_field_problem
+from .framing import FieldReport, heatmap_problem, narrow_field_problem
 from .settings import _GAUSSIAN, LABEL_MAPS, SCANNED_LABELS, RenderSettings, requested_arrays
 from .strategies import Threads, choose_kernel
 
@@ -132,6 +132,13 @@ class Renderer:
         self._offsets_extra = bool(self.settings.scan_distorted
                                    and set(SCANNED_LABELS) & set(self.output_types)
                                    and "gaussian_2d" not in self.output_types)
+        self._renders_heatmaps = bool({"heatmap_2d", "element_heatmap_2d"}
+                                      & set(self.output_types))
+        if self.settings.framing == "fixed" and self._renders_heatmaps:
+            problem = heatmap_problem(self.settings.heatmap_sigma,
+                                      float(self.settings.pixel_size or 0.0))
+            if problem:
+                raise ValueError(problem)
         if self.settings.framing == "fixed" and self._renders_images:
             problem = narrow_field_problem(self.settings.edgesize, self.settings.pixel_size,
                                            min(sigma for _, sigma in self.settings.components))
@@ -245,7 +252,8 @@ class Renderer:
     # ------------------------------------------------------------------ host prep
     def _frame_data(self, structure: Structure) -> list[FrameData]:
         """Per-frame host data (:func:`.frames.frame_data`, which says what it refuses)."""
-        return frame_data(self.settings, structure, renders_images=self._renders_images)
+        return frame_data(self.settings, structure, renders_images=self._renders_images,
+                          renders_heatmaps=self._renders_heatmaps)
 
     def _prepared(self, structure: Structure, seed: int, stack: int,
                   ) -> tuple[list[FrameData], FrameTable]:

@@ -26,7 +26,13 @@ from ..physics.cross_section import beam_weights
 from ..physics.thermal import smear_components, thermal_widths
 from ..structures.elements import atomic_number
 from ..structures.model import Structure, StructureError
-from .framing import precision_problem, sampling_problem, wide_gaussian_problem
+from .framing import (
+    coarsest_pixel,
+    heatmap_problem,
+    precision_problem,
+    sampling_problem,
+    wide_gaussian_problem,
+)
 from .kernels.labels import splat_reach
 from .rotations import keyed_rotation_matrices, rotation_key
 from .settings import RenderSettings
@@ -110,10 +116,11 @@ class FrameTable:
 
 
 def frame_data(settings: RenderSettings, structure: Structure, *,
-               renders_images: bool) -> list[FrameData]:
+               renders_images: bool, renders_heatmaps: bool = False) -> list[FrameData]:
     """Per-frame host data; refuses frames whose images could not show the atoms.
 
-    ``renders_images``: whether Gaussian outputs are requested. A frame whose field of view
+    ``renders_images``: whether Gaussian outputs are requested; ``renders_heatmaps``:
+    whether heatmap_2d or element_heatmap_2d are. A frame whose field of view
     is too coarse for any atom to reach a pixel (:func:`~.framing.sampling_problem`,
     Gaussian outputs outside legacy mode) is marked in its ``blank``: rendering it is well
     defined (all zeros), the caller tells.
@@ -123,8 +130,9 @@ def frame_data(settings: RenderSettings, structure: Structure, *,
     StructureError
         Naming the file and frame: the positions are too large to place the atoms
         (:func:`~.framing.precision_problem`), the Gaussians are wider than the field
-        (:func:`~.framing.wide_gaussian_problem`), or all atoms sit at one point with no
-        margin.
+        (:func:`~.framing.wide_gaussian_problem`), all atoms sit at one point with no
+        margin, or the heatmaps' Gaussians are too narrow for the frame's coarsest pixel
+        (:func:`~.framing.heatmap_problem`).
     """
     s = settings
     sigma_min = min(sigma for _, sigma in s.components)
@@ -144,6 +152,12 @@ def frame_data(settings: RenderSettings, structure: Structure, *,
             )
         if s.framing != "fixed" and renders_images:
             problem = wide_gaussian_problem(sigma_min, radius, s.padxyz)
+            if problem:
+                raise StructureError(problem, path=structure.source, frame=frame.index)
+        if renders_heatmaps:
+            problem = heatmap_problem(s.heatmap_sigma, coarsest_pixel(
+                radius, framing=s.framing, edgesize=s.edgesize, padxyz=s.padxyz,
+                pixel_size=s.pixel_size))
             if problem:
                 raise StructureError(problem, path=structure.source, frame=frame.index)
         weights = atom_weights(s, frame.numbers)

@@ -190,6 +190,8 @@ class RenderSettings:
         Standard deviation of each atom's Gaussian in ``heatmap_2d`` and
         ``element_heatmap_2d``, Å: ``sum_a exp(-|p - c_a|² / (2 heatmap_sigma²))`` over the
         projected positions ``c_a`` (peak 1 at an isolated atom, not normalised per image).
+        At least :data:`~.framing.HEATMAP_MIN_SIGMA_PX` (0.15) pixels at the coarsest pixel
+        a frame can get, when heatmaps are rendered (:func:`~.framing.heatmap_problem`).
     heatmap_dtype : {"float32", "float16"}
         How the heatmaps are stored: float16 keeps about three significant digits
         (relative rounding error at most 2**-11 ≈ 4.9e-4; values below 2**-14 ≈ 6.1e-5,

@@ -3,7 +3,8 @@ manifest kept up to date, temporaries of a killed run removed, complete stacks s
 
 Every file is written under a temporary name (``.<name>.<host>.<pid>.<random>.tmp``) and
 renamed when it is complete; temporaries left by a killed run are removed by the next run,
-which skips the stacks that the manifest records as complete and whose files exist (resume).
+which skips the stacks that the manifest records as complete and whose files exist and are
+whole (resume; a stack cut short or damaged is named in a warning and rendered again).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -63,11 +65,15 @@ from .units import (
     _thread_env,
     _worker_init,
     _worker_run,
+    unit_problem,
 )
 
 __all__ = [
     "run",
 ]
+
+#: A stack's name: its index, then ``.npz``, ``_<type>.tif``, or nothing (a zarr group).
+_STACK_INDEX = re.compile(r"(\d{4,})(?:\.npz|_[a-z0-9_]+\.tif)?")
 
 #: Seconds between two writes of the manifest by a shard (at most; and when it ends).
 _SHARD_SAVE_INTERVAL = 10.0
@@ -85,6 +91,8 @@ class _Input:
     sha256: str | None = None
     n_frames: int = 0
     error: str | None = None
+    #: shape and dtype of every output of one of its stacks (to check stacks on disk)
+    layout: dict[str, Any] | None = None
 
 
 class _Run:
@@ -255,6 +263,8 @@ class _Run:
                     item.error = _describe_input_error(item.path, exc)
                     continue
                 item.n_frames = len(structure.frames)
+                item.layout = renderer.output_layout(structure,
+                                                     item.n_frames * cfg.n_rotation)
                 need.add(renderer, structure)
         finally:
             renderer.close()
@@ -328,6 +338,35 @@ class _Run:
             names = [str(p.relative_to(self.out)) for p in removed]
             self._say(f"--overwrite: removed {len(removed)} stack files rendered with other "
                       f"settings ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
+
+    def _unplanned_stacks(self) -> list[Path]:
+        """Stacks on disk of this run's inputs beyond its ``n_stacks`` (left by an earlier
+        run with more): no unit of this run, and the manifest does not list them."""
+        n = self.config.n_stacks
+        found: list[Path] = []
+        for stem in dict.fromkeys(item.path.stem for item in self.inputs):
+            for folder in (self.out / stem, store_path(self.out) / stem):
+                if not folder.is_dir() or folder.is_symlink():
+                    continue
+                for path in sorted(folder.iterdir()):
+                    match = _STACK_INDEX.fullmatch(path.name)
+                    if (match and int(match.group(1)) >= n
+                            and (is_stack_file(path) or (path / "zarr.json").is_file())):
+                        found.append(path)
+        return found
+
+    def _warn_unplanned(self) -> None:
+        """Name the stacks on disk that this run's plan does not include (kept: the folder
+        is the user's; the manifest, which does not list them, is what readers follow)."""
+        found = self._unplanned_stacks()
+        if not found:
+            return
+        names = [str(p.relative_to(self.out)) for p in found]
+        self._say(f"warning: {len(found)} stack{'s' if len(found) != 1 else ''} on disk "
+                  f"beyond this run's --n-stacks {self.config.n_stacks} (from an earlier run "
+                  f"with more) are not in the manifest and were kept: {', '.join(names[:6])}"
+                  f"{', ...' if len(names) > 6 else ''}; remove them, or rerun with the "
+                  "larger --n-stacks, or render into another --output-folder")
 
     def _temporary_folders(self) -> list[Path]:
         """Where this run's writers put temporaries: the output folder, each input's folder,
@@ -419,7 +458,7 @@ class _Run:
                 kept = previous.get("outside_field", {}).get(str(stack)) if previous else None
                 if cfg.strict and kept and kept.get("atoms_outside"):
                     done.discard(stack)  # kept with atoms outside: --strict renders it again
-                if stack in done and all(p.exists() for p in unit.outputs()):
+                if stack in done and self._whole(unit, item):
                     entry["completed_stacks"].append(stack)
                     if kept is not None:
                         entry["outside_field"][str(stack)] = kept
@@ -429,6 +468,7 @@ class _Run:
                 total += entry["images_per_stack"]
             if len(entry["completed_stacks"]) == cfg.n_stacks:
                 entry["status"] = "complete"
+        self._warn_unplanned()
         if self.workers > 1 and len(units) <= 1:
             self.workers = 1  # one unit: render it here, with threaded compression
             self.summary.workers = 1
@@ -442,6 +482,20 @@ class _Run:
             self._write_merged()  # the caller holds the manifest's lock
         self._last_save = time.monotonic()
         return units, total
+
+    def _whole(self, unit: Unit, item: _Input) -> bool:
+        """Whether a stack recorded complete is on disk and whole (:func:`unit_problem`:
+        its files' metadata against the shapes this run would write); a damaged one is
+        named in a warning, and rendered again."""
+        if not all(p.exists() for p in unit.outputs()):
+            return False
+        found = unit_problem(unit, item.layout or {})
+        if found is None:
+            return True
+        path, problem = found
+        self._say(f"warning: {path} is damaged, incomplete or not what this run writes "
+                  f"({problem}): stack {unit.stack} of {item.path} is rendered again")
+        return False
 
     def execute(self, units: list[Unit], total: int) -> None:
         self.progress = Progress(total, self.progress_mode, self.progress_stream,

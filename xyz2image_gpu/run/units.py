@@ -22,6 +22,7 @@ import numpy as np
 from ..output.background import BackgroundWriter
 from ..output.npz import NpzStreamWriter
 from ..output.tiff import TiffStackWriter
+from ..output.verify import npz_problem, tiff_problem, zarr_group_problem
 from ..output.zarr_store import ZarrStackWriter, group_staging_path
 from ..pipeline.engine import Renderer
 from ..pipeline.framing import FieldReport
@@ -86,6 +87,37 @@ class Unit:
         return [arrays] + [
             tif_path(out, self.stem, self.stack, n)
             for n in image_types(self.config.output_types)]
+
+
+Layout = dict[str, tuple[tuple[int, ...], Any]]
+
+
+def stored_layout(config: RunConfig, layout: Layout) -> Layout:
+    """The arrays a unit stores (its .npz or zarr group) out of the renderer's
+    :meth:`~..pipeline.engine.Renderer.output_layout`: the requested outputs and the
+    per-image records, not the outputs rendered only for a TIFF stack."""
+    return {k: v for k, v in layout.items()
+            if k not in OUTPUT_TYPES or k in config.output_types}
+
+
+def unit_problem(unit: Unit, layout: Layout) -> tuple[Path, str] | None:
+    """The first of ``unit``'s files that is not whole (cut short, damaged, of another
+    shape), and what is wrong with it; None when every file is whole. ``layout``: the
+    renderer's :meth:`~..pipeline.engine.Renderer.output_layout` of the unit's stack.
+    Reads the files' metadata only (:mod:`..output.verify`)."""
+    cfg = unit.config
+    arrays, *tifs = unit.outputs()
+    stored = stored_layout(cfg, layout)
+    problem = (zarr_group_problem(arrays, stored) if cfg.format == "zarr"
+               else npz_problem(arrays, stored))
+    if problem:
+        return arrays, problem
+    for path, name in zip(tifs, image_types(cfg.output_types)):
+        shape, dtype = layout[IMAGE_TYPES[name]]
+        problem = tiff_problem(path, shape, dtype)
+        if problem:
+            return path, problem
+    return None
 
 
 def _temporary_names(unit: Unit) -> list[tuple[Path, str]]:
@@ -236,11 +268,10 @@ def _render_unit(unit: Unit, on_batch: Callable[[int], None],
     renderer = _renderer(unit)
     n_images = len(structure.frames) * cfg.n_rotation
     layout = renderer.output_layout(structure, n_images)
-    npz_keys = [k for k in layout if k not in OUTPUT_TYPES or k in cfg.output_types]
     out = Path(cfg.output_folder)
     if cfg.format != "zarr" or image_types(cfg.output_types):  # .npz or .tif files there
         (out / unit.stem).mkdir(parents=True, exist_ok=True)
-    npz, to_host = _array_writer(unit, renderer, {k: layout[k] for k in npz_keys})
+    npz, to_host = _array_writer(unit, renderer, stored_layout(cfg, layout))
     tifs: dict[str, TiffStackWriter] = {}
     background = BackgroundWriter(maxsize=2)
     try:
