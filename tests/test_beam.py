@@ -88,6 +88,18 @@ def test_column_correction_keeps_an_isolated_atom_and_raises_a_column():
     assert raised / alone == pytest.approx((1 + 0.17 * 4) / 1.17, rel=0.01)
 
 
+def test_channelling_gain_is_held_past_the_vertex():
+    # (1 + c1 x + c2 x²) rises to x = -c1 / (2 c2) = 5 and is held there: a column of 12 Au
+    # atoms (x ≈ 12) gets the per-atom gain of x = 5: f(5) / f(1), f = 1 + c1 x + c2 x²
+    c = (0.2, -0.02)
+    column = [[0, 0, 2.9 * k] for k in range(12)]
+    plain = _fixed(column, ["Au"] * 12, edgesize=81, channelling=False)
+    held = _fixed(column, ["Au"] * 12, edgesize=81, column_correction=c)
+    vertex = 1 + c[0] * 5 + c[1] * 25
+    ratio = float(held.sum(dtype=np.float64)) / float(plain.sum(dtype=np.float64))
+    assert ratio == pytest.approx(vertex / (1 + c[0] + c[1]), rel=1e-3)
+
+
 @pytest.mark.parametrize("weighting", [0.0, 0.5, 1.0])
 def test_column_weighting_counts_light_atoms_in_part(weighting):
     # a column of 4 Cu atoms: x = 4 (w_Cu / w_Au)**weighting in units of an Au atom's peak

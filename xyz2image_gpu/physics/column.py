@@ -206,6 +206,17 @@ class ColumnCorrection:
         return cls(tuple(settings.column_correction), float(settings.column_broadening), peak,
                    beam)
 
+    @property
+    def held_beyond(self) -> float | None:
+        """Beam units: ``x`` past which the factor is held at its value there, the vertex
+        ``-c1 / (2 c2)`` of a rising quadratic (``c1 > 0 > c2``): the fits saw columns of
+        up to 8 atoms, and a longer column keeps its per-atom gain rather than losing it
+        down the parabola. None: no hold (other normalizations, other polynomials)."""
+        c = self.coefficients
+        if self.isolated_unit and len(c) == 2 and c[0] > 0 > c[1]:
+            return -c[0] / (2.0 * c[1])
+        return None
+
     def _factor(self, xp: Any, x: Any, dtype: Any) -> Any:
         """``1 + sum_k c_k x^k``."""
         factor = xp.ones_like(x)
@@ -243,7 +254,8 @@ class ColumnCorrection:
         """
         unit = amps.dtype.type(self.reference_peak)
         x /= unit
-        factor = self._factor(xp, x, amps.dtype)
+        held = self.held_beyond
+        factor = self._factor(xp, x if held is None else xp.minimum(x, held), amps.dtype)
         alone = 1.0
         if self.isolated_unit:  # the atom's own peak: x of the same atom with no neighbours
             alone = (amps if counted is None else counted).sum(axis=2) / unit
