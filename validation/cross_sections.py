@@ -58,7 +58,7 @@ from xyz2image_gpu.physics.thermal import rms_displacement
 SINGLE = HERE / "references" / "single_atoms.json"
 RESULTS = HERE / "results"
 CONVERGENCE_MRAD = 20.0
-CASES = [(el, kv, det) for el in ("Au", "Pd", "Si", "C", "U") for kv in (200.0, 300.0)
+CASES = [(el, kv, det) for el in ("Au", "Pd", "Cu", "Si", "C", "U") for kv in (200.0, 300.0)
          for det in ((70.0, 200.0), (40.0, 100.0))]
 #: (element, kV, detector) also simulated at the cluster references' coarser sampling
 COARSE = [("Au", 200.0, (70.0, 200.0)), ("Au", 200.0, (40.0, 100.0))]
