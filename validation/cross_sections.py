@@ -289,7 +289,8 @@ def fit_channelling(log=print) -> dict:
             base, scale = coefficients, 1.0
         else:
             res = minimize_scalar(
-                lambda a: _cost([a * c for c in base], fit_refs, BROADENING),
+                lambda a, base=base, refs=fit_refs: _cost([a * c for c in base], refs,
+                                                          BROADENING),
                 bounds=(0.0, 3.0), method="bounded", options={"xatol": 1e-3})
             scale = float(res.x)
             coefficients = [round(scale * c, 4) for c in base]
