@@ -261,3 +261,44 @@ def test_render_command_refuses_incomplete_beam_settings(tmp_path, args, message
                                       *args])
     assert result.exit_code == 2 and message in result.output
     assert not out.exists()
+
+
+def test_a_beam_manifest_from_before_channelling_resumes(tmp_path):
+    # manifests written before the channelling fields existed lack them: a beam run then
+    # had no fitted correction, and an explicit one weighed atoms by cross-section
+    from xyz2image_gpu.run.config import settings_from_parameters
+    from xyz2image_gpu.run.manifest import same_parameters
+
+    structure = bundled_examples()[0]
+    out = tmp_path / "old"
+    args = ["render", str(structure), "-o", str(out), "--n-rotation", "1", "--normalization",
+            "beam", "--probe-kv", "200", "--framing", "fixed", "--pixel-size", "0.2",
+            "--edgesize", "48", "--quiet", "--device", "cpu", "--output-types", "gaussian_2d"]
+    for extra, implied in (([], {"channelling": False}),
+                           (["--column-correction", "0.2"], {"channelling": True,
+                                                             "column_weighting": 1.0})):
+        run = CliRunner().invoke(cli, [*args, "--no-channelling", *extra]
+                                 if not extra else [*args, *extra, "--column-weighting", "1"],
+                                 catch_exceptions=False)
+        assert run.exit_code == 0, run.output
+        manifest = out / "manifest.json"
+        doc = json.loads(manifest.read_text())
+        params = doc["parameters"]
+        for key in ("channelling", "column_weighting"):
+            params.pop(key)
+        assert settings_from_parameters(params).channelling is implied["channelling"]
+        assert settings_from_parameters(params).column_weighting == implied.get(
+            "column_weighting", 0.5)
+        new = json.loads(json.dumps(settings_from_parameters(params).to_dict()))
+        assert same_parameters(params, {**new, **{k: v for k, v in doc["parameters"].items()
+                                                 if k not in new}})
+        manifest.write_text(json.dumps(doc))
+        again = CliRunner().invoke(cli, [*args, "--no-channelling", *extra]
+                                   if not extra else [*args, *extra, "--column-weighting", "1"],
+                                   catch_exceptions=False)
+        assert again.exit_code == 0 and "other settings" not in again.output, again.output
+        # the default (fitted channelling) is another setting: refused
+        refused = CliRunner().invoke(cli, args)
+        assert refused.exit_code != 0 and "other settings" in refused.output
+        import shutil
+        shutil.rmtree(out)

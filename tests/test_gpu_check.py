@@ -72,7 +72,7 @@ def test_an_injected_failure_keeps_every_other_figure(run):
     assert parity["error"]["type"] == "InjectedFailure"
     assert "inject" in parity["error"]["message"]
     assert "InjectedFailure" in parity["error"]["traceback_tail"]
-    assert len(parity["figures"]["cases"]) == 13  # its own figures, up to the failure
+    assert len(parity["figures"]["cases"]) == 15  # its own figures, up to the failure
     assert doc["stages"]["cpu_baseline"]["figures"]["images_per_s"] > 0
     assert doc["stages"]["repeatability"]["figures"]["all_equal"]
     assert doc["stages"]["tests"] == {"status": "skipped", "figures": {},

@@ -35,11 +35,14 @@ __all__ = [
               help="Fit the sensitivity of this annular detector (INNER,OUTER mrad; needs "
                    "--probe-kv): IMAGE in its units against the absolute model in beam "
                    "fractions.")
+@click.option("--channelling/--no-channelling", default=True, show_default=True,
+              help="With --detector-mrad: the absolute model with the channelling "
+                   "correction that render --normalization beam applies by default.")
 @optics_options("Fit the source size of these optics (accelerating voltage, kV) instead of "
                 "one Gaussian.")
 def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma: float,
               z_exponent: float, fix_z: bool, detector_mrad: tuple[float, float] | None,
-              **optics: Any) -> None:
+              channelling: bool, **optics: Any) -> None:
     """Fit render settings to IMAGE (.npy or .tif, indexed [x, y]) of STRUCTURE (.xyz, atoms
     as imaged: beam along z), whose bounding box is centred in the image.
 
@@ -75,7 +78,8 @@ def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma
     try:
         result = fit(ref, st.frames[0].positions, st.frames[0].numbers, pixel_size,
                      sigma=sigma, z_exponent=z_exponent, fit_z=not fix_z,
-                     optics=probe_optics(optics), detector_mrad=detector_mrad)
+                     optics=probe_optics(optics), detector_mrad=detector_mrad,
+                     channelling=channelling)
     except (StructureError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if result.optics is not None:
