@@ -100,6 +100,19 @@ def test_channelling_gain_is_held_past_the_vertex():
     assert ratio == pytest.approx(vertex / (1 + c[0] + c[1]), rel=1e-3)
 
 
+@pytest.mark.parametrize(("d", "width"), [(0.0, 0.2), (0.3, 0.2), (0.6, 0.2), (0.3, 0.1)])
+def test_column_width_counts_the_atoms_that_line_up(d, width):
+    # two Au atoms d Å apart across the beam: each has x = 1 + exp(-d² / (2 width²)), so
+    # the corrected total over the plain one is (1 + c x) / (1 + c) (no thermal smearing)
+    pair = [[-d / 2, 0, 0], [d / 2, 0, 2.9]]
+    plain = _fixed(pair, ["Au"] * 2, edgesize=81, channelling=False)
+    corrected = _fixed(pair, ["Au"] * 2, edgesize=81, column_correction=(0.17,),
+                       column_width=width)
+    x = 1 + np.exp(-d * d / (2 * width * width))
+    ratio = float(corrected.sum(dtype=np.float64)) / float(plain.sum(dtype=np.float64))
+    assert ratio == pytest.approx((1 + 0.17 * x) / 1.17, rel=2e-3)
+
+
 @pytest.mark.parametrize("weighting", [0.0, 0.5, 1.0])
 def test_column_weighting_counts_light_atoms_in_part(weighting):
     # a column of 4 Cu atoms: x = 4 (w_Cu / w_Au)**weighting in units of an Au atom's peak
@@ -119,6 +132,9 @@ def test_column_weighting_counts_light_atoms_in_part(weighting):
     ({"column_weighting": 0.3}, "column_weighting applies to normalization='beam' only"),
     (dict(BEAM, column_weighting=1.5), "within \\[0, 1\\]"),
     (dict(BEAM, column_weighting=0.3), "the channelling fits count atoms with"),
+    (dict(BEAM, column_width=0.5), "the channelling fits count atoms with"),
+    ({"column_width": 0.2}, "column_width applies to normalization='beam' only"),
+    (dict(BEAM, column_width=-1.0), "column_width must be >= 0"),
     ({**BEAM, "detector_mrad": (15.0, 60.0)}, "must be at least the convergence angle"),
     ({**BEAM, "z_exponent": 2.5}, "z_exponent plays no part"),
     ({"normalization": "beam", "voltage_kv": 200.0}, "needs voltage_kv and convergence_mrad"),
@@ -177,11 +193,12 @@ def test_channelling_is_on_by_default_in_beam_units():
     assert (s.column_correction, s.column_broadening) == (fit.coefficients, fit.broadening)
     # resolved: leaving it out and spelling the fit out are one setting (resume)
     spelled = RenderSettings(**BEAM, column_correction=fit.coefficients,
-                             column_broadening=fit.broadening)
+                             column_broadening=fit.broadening, column_width=fit.width)
     assert spelled == s == RenderSettings(**BEAM, channelling=True)
     assert RenderSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     off = RenderSettings(**BEAM, channelling=False)
     assert off.column_correction == () and off.column_broadening == 0.0
+    assert off.column_width == 0.0 and s.column_width == fit.width > 0
     # given coefficients replace the fit
     own = RenderSettings(**BEAM, column_correction=(0.1,))
     assert own.channelling is True and own.column_correction == (0.1,)

@@ -88,7 +88,9 @@ def model_image(
     if column is not None:  # as the renderer: beam units count atoms unweighted
         coords = np.stack([cx, cy], axis=-1)[None]
         counted = amps if count_scale is None else amps * count_scale[None, :, None]
-        x = column_values(np, coords, counted, sig2, max_elements=1 << 24)
+        x = column_values(np, coords, *column.x_inputs(np, counted, sig2,
+                                                       np.array([pixel_size])),
+                          max_elements=1 << 24)
         amps, sig2 = column.apply(np, x, amps, sig2, np.array([pixel_size]), counted)
     image = np.zeros(shape)
     for g in range(comps.shape[0]):
