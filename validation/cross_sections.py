@@ -162,6 +162,9 @@ def _is_random(name: str) -> bool:
 #: three-element set is fitted whole (one zone-axis and one random reference per optics).
 FIT_SET = ("au55_ico", "au_fcc110", "au13pd42_cs_rand", "au147_ico_rand")
 BROADENING = 0.004
+#: How x counts the atoms (``column_width`` Å, ``column_weighting``): a Gaussian of 0.2 Å
+#: per atom, each counted as (σ / σ_Au)^0.5 atoms.
+WIDTH, WEIGHTING = 0.2, 0.5
 #: Columns of at least this many atoms are scored per column.
 MIN_COLUMN = 2
 
@@ -225,7 +228,8 @@ def _beam_model(ref: dict, correction=(), broadening=0.0) -> np.ndarray:
         edgesize=ref["image"].shape[0], framing="fixed", pixel_size=ref["pixel_size"],
         normalization="beam", voltage_kv=kv, convergence_mrad=conv, detector_mrad=detector,
         probe=components, thermal=True, column_correction=correction,
-        column_broadening=broadening, channelling=None if correction or broadening else False)
+        column_broadening=broadening, channelling=None if correction or broadening else False,
+        column_width=WIDTH if correction or broadening else 0.0, column_weighting=WEIGHTING)
     structure = as_structure(np.asarray(ref["positions"], dtype=np.float64) @ R0,
                              numbers=ref["numbers"], name=ref["name"])
     with Renderer(settings, ["gaussian_2d"], device="cpu", threads=1) as renderer:
@@ -298,6 +302,7 @@ def fit_channelling(log=print) -> dict:
         fits.append({"voltage_kv": kv, "convergence_mrad": conv,
                      "detector_mrad": list(detector), "column_correction": coefficients,
                      "scale_of_base": round(scale, 4), "column_broadening": BROADENING,
+                     "column_width": WIDTH, "column_weighting": WEIGHTING,
                      "fit_set": [r["name"] for r in fit_refs]})
         log(f"{_optics_label(optics)}: column_correction {coefficients} ({scale:.3f} x the "
             f"base), broadening {BROADENING} ({time.perf_counter() - t0:.0f} s)")
