@@ -218,10 +218,22 @@ def test_channelling_between_fitted_voltages_is_interpolated():
     ({"channelling": False}, "for the other normalizations give column_correction"),
     (dict(BEAM, channelling=False, column_correction=(0.2,)), "takes no column_correction"),
     (dict(BEAM, channelling=False, column_broadening=0.01), "takes no column_correction"),
+    # options that would change nothing, or misread the fit, are refused
+    (dict(BEAM, channelling=False, column_weighting=0.2), "column_weighting 0.2 plays no part"),
+    (dict(BEAM, voltage_kv=60.0, column_weighting=0.2), "column_weighting 0.2 plays no part"),
+    ({"column_reference": "Pd"}, "column_reference Pd plays no part"),
+    (dict(BEAM, channelling=False, column_reference="Pd"), "column_reference Pd plays no part"),
+    (dict(BEAM, column_reference="Pd"), "count atoms in units of one Au atom's peak"),
 ])
 def test_contradictory_channelling_is_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         RenderSettings(**fields)
+
+
+def test_column_reference_with_own_correction_is_kept():
+    s = RenderSettings(**BEAM, column_reference="Pd", column_correction=(0.2,))
+    assert s.channelling is True and s.column_reference == "Pd"
+    assert RenderSettings(column_reference="Pd", column_correction=(0.2,)).column_reference == "Pd"
 
 
 def test_render_command_applies_the_fitted_channelling(tmp_path):

@@ -362,7 +362,8 @@ def physics_options(func: F) -> F:
                        help="With --column-correction: widths grow by this × (x - 1), Å² "
                        "(fitted: 0.004)."),
         setting_option("--column-reference", show_default=True,
-                       help="Element whose single-atom peak is the unit of x."),
+                       help="Element whose single-atom peak is the unit of x (with "
+                       "--column-correction)."),
         setting_option("--column-weighting", type=click.FloatRange(0, 1), show_default=True,
                        help="With --normalization beam: x counts each atom as (its "
                        "cross-section / the reference's)^this atoms."),

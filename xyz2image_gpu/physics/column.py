@@ -17,8 +17,8 @@ In beam units (``normalization="beam"``) the atoms are counted, weighed only in 
 reference atom's peak, so that a column of n Au atoms has ``x ≈ n`` and one of n Cu atoms
 (``column_weighting`` 0.5) ``x ≈ 0.45 n``: the multislice references show channelling in
 Cu, Pd and Au columns alike, far more than their cross-sections alone would give. Each
-factor is divided by the atom's value alone, so an isolated atom keeps its cross-section. :data:`CHANNELLING_FITS`
-holds the coefficients fitted for the optics of the references, which
+factor is divided by the atom's value alone, so an isolated atom keeps its cross-section.
+:data:`CHANNELLING_FITS` holds the coefficients fitted for the optics of the references, which
 ``normalization="beam"`` applies by default (:func:`fitted_channelling`).
 
 The pair sums that give ``x`` are kernels (:func:`..pipeline.kernels.column_values` on any
