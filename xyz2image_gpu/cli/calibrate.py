@@ -35,11 +35,15 @@ __all__ = [
               help="Fit the sensitivity of this annular detector (INNER,OUTER mrad; needs "
                    "--probe-kv): IMAGE in its units against the absolute model in beam "
                    "fractions.")
+@click.option("--channelling/--no-channelling", default=True,
+              help="With --detector-mrad: apply the column (channelling) correction that "
+                   "render --normalization beam applies by default for these optics (where a "
+                   "fit covers them); --no-channelling for images rendered with it off.")
 @optics_options("Fit the source size of these optics (accelerating voltage, kV) instead of "
                 "one Gaussian.")
 def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma: float,
               z_exponent: float, fix_z: bool, detector_mrad: tuple[float, float] | None,
-              **optics: Any) -> None:
+              channelling: bool, **optics: Any) -> None:
     """Fit render settings to IMAGE (.npy or .tif, indexed [x, y]) of STRUCTURE (.xyz, atoms
     as imaged: beam along z), whose bounding box is centred in the image.
 
@@ -69,13 +73,17 @@ def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma
     except (OSError, ValueError) as exc:  # StructureError is a ValueError
         raise click.ClickException(str(exc)) from None
     ref = np.squeeze(ref)
+    if not channelling and detector_mrad is None:
+        raise click.UsageError("--no-channelling applies with --detector-mrad only (the "
+                               "relative fit uses no column correction)")
     if detector_mrad is not None and optics["probe_kv"] is None:
         raise click.UsageError("--detector-mrad needs the probe's optics: --probe-kv (and "
                                "--probe-mrad, default 20)")
     try:
         result = fit(ref, st.frames[0].positions, st.frames[0].numbers, pixel_size,
                      sigma=sigma, z_exponent=z_exponent, fit_z=not fix_z,
-                     optics=probe_optics(optics), detector_mrad=detector_mrad)
+                     optics=probe_optics(optics), detector_mrad=detector_mrad,
+                     channelling=channelling)
     except (StructureError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     if result.optics is not None:

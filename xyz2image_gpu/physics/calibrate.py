@@ -125,6 +125,10 @@ class CalibrationResult:
         Fitted displacement of the atoms, Å.
     r_initial, r_final : float
         Pearson r of the starting and the fitted model against the reference.
+    detector_mrad : (float, float) or None
+        The detector whose sensitivity was fitted.
+    channelling : bool
+        With ``detector_mrad``: whether the model applied the fitted column correction.
     """
 
     gauss_sigma: float | None
@@ -138,6 +142,7 @@ class CalibrationResult:
     r_initial: float
     r_final: float
     detector_mrad: tuple[float, float] | None = None
+    channelling: bool = True
 
     def render_options(self) -> str:
         """The ``xyz2image-gpu render`` options that reproduce the fit."""
@@ -150,7 +155,8 @@ class CalibrationResult:
             probe = f"--gauss-sigma {self.gauss_sigma:.4g}"
         if self.detector_mrad is not None:  # absolute: beam fractions, or the detector's units
             lo, hi = self.detector_mrad
-            return (f"{probe} --normalization beam --detector-mrad {lo:g},{hi:g}")
+            off = "" if self.channelling else " --no-channelling"
+            return f"{probe} --normalization beam --detector-mrad {lo:g},{hi:g}{off}"
         return (f"{probe} --z-exponent {self.z_exponent:.3f} "
                 f"--normalization fixed --intensity-scale {self.intensity_scale:.6g}")
 
@@ -324,4 +330,5 @@ def calibrate(
         r_initial=r_initial,
         r_final=pearson_r(best, img),
         detector_mrad=detector_mrad,
+        channelling=channelling,
     )
