@@ -212,3 +212,26 @@ def test_calibrate_command_fits_a_detector_without_channelling(tmp_path):
     relative = CliRunner().invoke(cli, [*args, "--no-channelling"])
     assert relative.exit_code == 2
     assert "--no-channelling applies with --detector-mrad" in relative.output
+
+
+def test_calibrate_command_names_the_image_it_cannot_use(tmp_path):
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+
+    (tmp_path / "au.xyz").write_text("2\nas imaged\nAu 0 0 0\nAu 2.5 0 0\n")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    np.save(tmp_path / "stack.npy", np.ones((3, 16, 16)))
+    (tmp_path / "text.tif").write_text("not a tiff\n")
+    np.save(tmp_path / "ok.npy", np.random.default_rng(0).random((16, 16)))
+    for name, message in (("objects.npy", "cannot be read as a .npy image"),
+                          ("stack.npy", "the reference must be one 2-D image, got shape (3, 16"),
+                          ("text.tif", "cannot be read as a .tif image")):
+        result = CliRunner().invoke(cli, ["calibrate", str(tmp_path / name),
+                                          str(tmp_path / "au.xyz"), "--pixel-size", "0.2"])
+        assert result.exit_code == 1 and f"{name}: {message}" in result.output, result.output
+    bright = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "ok.npy"),
+                                      str(tmp_path / "au.xyz"), "--pixel-size", "0.2",
+                                      "--probe-kv", "200", "--detector-mrad", "5,10"])
+    assert bright.exit_code == 2 and "'--detector-mrad'" in bright.output
+    assert "(--probe-mrad 20)" in bright.output
