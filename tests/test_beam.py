@@ -273,3 +273,20 @@ def test_render_command_refuses_incomplete_beam_settings(tmp_path, args, message
                                       *args])
     assert result.exit_code == 2 and message in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--column-correction", "0.1,,0.2"), ("--column-correction", ",0.2"),
+    ("--detector-mrad", "70,,200"),
+])
+def test_a_blank_number_in_a_list_is_refused(tmp_path, option, value):
+    """The coefficients' positions are their powers (c1 x + c2 x² ...): '0.1,,0.2' was read
+    as c1 = 0.1, c2 = 0.2 (the blank dropped), not c3 = 0.2."""
+    result = CliRunner().invoke(cli, [
+        "render", str(bundled_examples()[0]), "-o", str(tmp_path / "out"), "--quiet",
+        "--normalization", "beam", "--probe-kv", "200", "--device", "cpu", option, value])
+    assert result.exit_code == 2 and f"'{option}'" in result.output
+    assert "has a blank item" in result.output and not (tmp_path / "out").exists()
+    from xyz2image_gpu.cli.options import FloatListType
+
+    assert FloatListType().convert("0.1, -0.02,", None, None) == (0.1, -0.02)

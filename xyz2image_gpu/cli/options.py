@@ -160,9 +160,19 @@ class ElementValuesType(CommaListType):
 
 
 class FloatListType(CommaListType):
-    """Numbers -> a tuple of floats."""
+    """Numbers -> a tuple of floats. Their positions count (coefficients c1,c2,...; INNER,
+    OUTER), so a blank item between commas is refused rather than dropped."""
 
     name = "numbers"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip():
+            items = [t.strip() for t in value.replace(";", ",").split(",")]
+            if "" in items[:-1]:  # a trailing comma alone is allowed
+                self.fail(f"{value!r} has a blank item: each position is a number of its "
+                          "own; give comma-separated numbers, e.g. 1.0,-0.02", param, ctx)
+        return super().convert(value, param, ctx)
 
     def parse(self, items: list[str]) -> tuple[float, ...]:
         try:
