@@ -290,3 +290,18 @@ def test_a_blank_number_in_a_list_is_refused(tmp_path, option, value):
     from xyz2image_gpu.cli.options import FloatListType
 
     assert FloatListType().convert("0.1, -0.02,", None, None) == (0.1, -0.02)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--probe-kv", "inf"], "--probe-kv must be finite"),
+    (["--probe-kv", "200", "--probe-defocus", "nan"], "--probe-defocus must be finite"),
+    (["--probe-kv", "200", "--dose", "inf"], "--dose must be a finite number"),
+    (["--probe-kv", "200", "--drift", "nan"], "--drift must be a finite number"),
+])
+def test_non_finite_values_are_refused_by_option_name(tmp_path, args, message):
+    """They named the field (voltage_kv, dose): one-word fields and the optics' fields were
+    not put in the command line's terms."""
+    result = CliRunner().invoke(cli, [
+        "render", str(bundled_examples()[0]), "-o", str(tmp_path / "out"), "--quiet",
+        "--normalization", "beam", "--device", "cpu", *args])
+    assert result.exit_code == 2 and f"Error: {message}" in result.output, result.output

@@ -408,6 +408,8 @@ def _in_option_terms(message: str) -> str:
         return on if m.group(2) == "True" else off
 
     message = re.sub(r"(?<![\w-])([a-z_0-9]+)='([^']*)'", assignment, message)
+    # a one-word field opening a complaint: "dose must be > 0 ..." -> "--dose must be ..."
+    message = re.sub(r"^[a-z0-9]+(?= must )", name, message)
     message = re.sub(r"(?<![\w-])([a-z_0-9]+)=(True|False)(?![\w-])", flag, message)
     return re.sub(r"(?<![\w-])[a-z0-9]+(?:_[a-z0-9]+)+(?![\w-])", name, message)
 
@@ -432,7 +434,12 @@ def probe_optics(options: dict[str, Any], source_size: float = 0.0) -> ProbeOpti
                            defocus=options["probe_defocus"], cs_mm=options["probe_cs"],
                            source_size=source_size)
     except (TypeError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
+        options_of = {"voltage_kv": "--probe-kv", "convergence_mrad": "--probe-mrad",
+                      "defocus": "--probe-defocus", "cs_mm": "--probe-cs",
+                      "source_size": "--probe-source-size"}
+        message = re.sub(r"(?<![\w-])(voltage_kv|convergence_mrad|defocus|cs_mm|source_size)"
+                         r"(?![\w-])", lambda m: options_of[m.group(1)], str(exc))
+        raise click.UsageError(message) from None
 
 
 def _refuse_given(options: dict[str, Any], why: str) -> None:
