@@ -35,7 +35,16 @@ def cases() -> dict[str, dict]:
         "phonon jitter": {"phonon_jitter": True},
         "shot + read noise": {"dose": 1e4, "read_noise": 0.01},
         "scan jitter + drift": {"scan_jitter": 0.1, "drift": 1.0},
+        # absolute units: atoms weighted by cross-sections; the default adds channelling
+        "beam units, no channelling": {**BEAM, "probe": probe, "thermal": True,
+                                       "channelling": False},
+        "beam units (default: channelling)": {**BEAM, "probe": probe, "thermal": True},
     }
+
+
+#: Absolute units (``normalization="beam"``): 200 kV, 20 mrad, 70-200 mrad.
+BEAM = {"normalization": "beam", "voltage_kv": 200.0, "convergence_mrad": 20.0,
+        "framing": "fixed", "pixel_size": 0.15}
 
 
 def measure(settings: RenderSettings, device: str, structure, n: int, repeats: int) -> float:

@@ -703,6 +703,8 @@ def _parity_cases(ctx: Context) -> list[tuple[str, str, list[str], dict[str, Any
     column = {"probe": probe, "z_exponent": 1.7, "thermal": True,
               "column_correction": (0.175,), "column_broadening": 0.004}
     two_d = ["gaussian_2d", "coordinates_3d", "delta_2d", "binary_2d"]
+    beam = {"probe": probe, "thermal": True, "normalization": "beam", "voltage_kv": 200.0,
+            "convergence_mrad": 20.0, "framing": "fixed", "pixel_size": 20.0 / e}
     e3, el = max(16, e // 2), max(24, (e * 5) // 8)
     return [
         ("plain", "au147_icosahedron", two_d, {"edgesize": e}),
@@ -724,6 +726,10 @@ def _parity_cases(ctx: Context) -> list[tuple[str, str, list[str], dict[str, Any
           "dose": 1e4, "read_noise": 0.01, "scan_jitter": 0.1, "drift": 1.0}),
         ("legacy", "pt309_icosahedron", ["gaussian_2d", "delta_3d"], {"edgesize": el,
                                                                       "legacy": True}),
+        ("beam units, default channelling", "aupd147_core_shell", ["gaussian_2d"],
+         {"edgesize": e, **beam}),
+        ("beam units, absolute shot noise, 16 bit", "aupd147_core_shell", ["gaussian_2d"],
+         {"edgesize": e, **beam, "dose": 1e5, "intensity_scale": 2e4, "bitrate": 16}),
         ("training labels", "aupd147_core_shell", ["gaussian_2d", *TRAINING],
          {"edgesize": e, "column_radius": 0.4}),
         ("training labels, distorted scan", "aupd147_core_shell",

@@ -100,6 +100,19 @@ def test_channelling_gain_is_held_past_the_vertex():
     assert ratio == pytest.approx(vertex / (1 + c[0] + c[1]), rel=1e-3)
 
 
+@pytest.mark.parametrize(("d", "width"), [(0.0, 0.2), (0.3, 0.2), (0.6, 0.2), (0.3, 0.1)])
+def test_column_width_counts_the_atoms_that_line_up(d, width):
+    # two Au atoms d Å apart across the beam: each has x = 1 + exp(-d² / (2 width²)), so
+    # the corrected total over the plain one is (1 + c x) / (1 + c) (no thermal smearing)
+    pair = [[-d / 2, 0, 0], [d / 2, 0, 2.9]]
+    plain = _fixed(pair, ["Au"] * 2, edgesize=81, channelling=False)
+    corrected = _fixed(pair, ["Au"] * 2, edgesize=81, column_correction=(0.17,),
+                       column_width=width)
+    x = 1 + np.exp(-d * d / (2 * width * width))
+    ratio = float(corrected.sum(dtype=np.float64)) / float(plain.sum(dtype=np.float64))
+    assert ratio == pytest.approx((1 + 0.17 * x) / 1.17, rel=2e-3)
+
+
 @pytest.mark.parametrize("weighting", [0.0, 0.5, 1.0])
 def test_column_weighting_counts_light_atoms_in_part(weighting):
     # a column of 4 Cu atoms: x = 4 (w_Cu / w_Au)**weighting in units of an Au atom's peak
@@ -119,6 +132,9 @@ def test_column_weighting_counts_light_atoms_in_part(weighting):
     ({"column_weighting": 0.3}, "column_weighting applies to normalization='beam' only"),
     (dict(BEAM, column_weighting=1.5), "within \\[0, 1\\]"),
     (dict(BEAM, column_weighting=0.3), "the channelling fits count atoms with"),
+    (dict(BEAM, column_width=0.5), "the channelling fits count atoms with"),
+    ({"column_width": 0.2}, "column_width applies to normalization='beam' only"),
+    (dict(BEAM, column_width=-1.0), "column_width must be >= 0"),
     ({**BEAM, "detector_mrad": (15.0, 60.0)}, "must be at least the convergence angle"),
     ({**BEAM, "z_exponent": 2.5}, "z_exponent plays no part"),
     ({"normalization": "beam", "voltage_kv": 200.0}, "needs voltage_kv and convergence_mrad"),
@@ -177,11 +193,12 @@ def test_channelling_is_on_by_default_in_beam_units():
     assert (s.column_correction, s.column_broadening) == (fit.coefficients, fit.broadening)
     # resolved: leaving it out and spelling the fit out are one setting (resume)
     spelled = RenderSettings(**BEAM, column_correction=fit.coefficients,
-                             column_broadening=fit.broadening)
+                             column_broadening=fit.broadening, column_width=fit.width)
     assert spelled == s == RenderSettings(**BEAM, channelling=True)
     assert RenderSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     off = RenderSettings(**BEAM, channelling=False)
     assert off.column_correction == () and off.column_broadening == 0.0
+    assert off.column_width == 0.0 and s.column_width == fit.width > 0
     # given coefficients replace the fit
     own = RenderSettings(**BEAM, column_correction=(0.1,))
     assert own.channelling is True and own.column_correction == (0.1,)
@@ -224,6 +241,7 @@ def test_channelling_between_fitted_voltages_is_interpolated():
     ({"column_reference": "Pd"}, "column_reference Pd plays no part"),
     (dict(BEAM, channelling=False, column_reference="Pd"), "column_reference Pd plays no part"),
     (dict(BEAM, column_reference="Pd"), "count atoms in units of one Au atom's peak"),
+    (dict(BEAM, channelling=False, column_width=0.2), "column_width 0.2 plays no part"),
 ])
 def test_contradictory_channelling_is_refused(fields, message):
     with pytest.raises(ValueError, match=message):
@@ -305,3 +323,44 @@ def test_non_finite_values_are_refused_by_option_name(tmp_path, args, message):
         "render", str(bundled_examples()[0]), "-o", str(tmp_path / "out"), "--quiet",
         "--normalization", "beam", "--device", "cpu", *args])
     assert result.exit_code == 2 and f"Error: {message}" in result.output, result.output
+
+
+def test_a_beam_manifest_from_before_channelling_resumes(tmp_path):
+    # manifests written before the channelling fields existed lack them: a beam run then
+    # had no fitted correction, and an explicit one weighed atoms by cross-section
+    from xyz2image_gpu.run.config import settings_from_parameters
+    from xyz2image_gpu.run.manifest import same_parameters
+
+    structure = bundled_examples()[0]
+    out = tmp_path / "old"
+    args = ["render", str(structure), "-o", str(out), "--n-rotation", "1", "--normalization",
+            "beam", "--probe-kv", "200", "--framing", "fixed", "--pixel-size", "0.2",
+            "--edgesize", "48", "--quiet", "--device", "cpu", "--output-types", "gaussian_2d"]
+    for extra, implied in (([], {"channelling": False}),
+                           (["--column-correction", "0.2"], {"channelling": True,
+                                                             "column_weighting": 1.0})):
+        run = CliRunner().invoke(cli, [*args, "--no-channelling", *extra]
+                                 if not extra else [*args, *extra, "--column-weighting", "1"],
+                                 catch_exceptions=False)
+        assert run.exit_code == 0, run.output
+        manifest = out / "manifest.json"
+        doc = json.loads(manifest.read_text())
+        params = doc["parameters"]
+        for key in ("channelling", "column_weighting"):
+            params.pop(key)
+        assert settings_from_parameters(params).channelling is implied["channelling"]
+        assert settings_from_parameters(params).column_weighting == implied.get(
+            "column_weighting", 0.5)
+        new = json.loads(json.dumps(settings_from_parameters(params).to_dict()))
+        assert same_parameters(params, {**new, **{k: v for k, v in doc["parameters"].items()
+                                                 if k not in new}})
+        manifest.write_text(json.dumps(doc))
+        again = CliRunner().invoke(cli, [*args, "--no-channelling", *extra]
+                                   if not extra else [*args, *extra, "--column-weighting", "1"],
+                                   catch_exceptions=False)
+        assert again.exit_code == 0 and "other settings" not in again.output, again.output
+        # the default (fitted channelling) is another setting: refused
+        refused = CliRunner().invoke(cli, args)
+        assert refused.exit_code != 0 and "other settings" in refused.output
+        import shutil
+        shutil.rmtree(out)

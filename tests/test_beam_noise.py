@@ -249,7 +249,7 @@ def test_render_command_with_a_dose_in_beam_units(tmp_path):
             "beam", "--probe-kv", "200", "--probe-mrad", "20", "--dose", str(dose),
             "--framing", "fixed", "--pixel-size", str(px), "--edgesize", "96", "--quiet",
             "--device", "cpu", "--output-types", "gaussian_2d,coordinates_3d", "--seed", "2",
-            "--no-channelling"]  # the integral is the cross-sections without channelling
+            "--no-channelling"]  # the clean mean is then n_atoms σ / area
     runs = {}
     for name, extra in (("float", []), ("16", ["--intensity-scale", "2e4", "--bitrate", "16"]),
                         ("8", ["--intensity-scale", "200", "--bitrate", "8"])):

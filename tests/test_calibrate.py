@@ -169,6 +169,16 @@ def test_calibrate_command_fits_a_detector(tmp_path):
     # (the fitted source size comes out 0.38 Å, not 0.40)
     assert sensitivity == pytest.approx(2.5e4, rel=0.02)
     assert "--normalization beam --detector-mrad 70,200" in result.output
+    # an image of the model without channelling, fitted by that model
+    plain, _ = _reference(atoms, probe=fit_probe(optics).components, normalization="beam",
+                          voltage_kv=200.0, convergence_mrad=20.0, channelling=False)
+    np.save(tmp_path / "plain.npy", 2.5e4 * plain + 30.0)
+    off = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "plain.npy"), *args[2:],
+                                   "--probe-kv", "200", "--no-channelling"])
+    assert off.exit_code == 0, off.output
+    words = off.output.split()
+    assert float(words[words.index("sensitivity:") + 1]) == pytest.approx(2.5e4, rel=0.02)
+    assert off.output.rstrip().endswith("--no-channelling")
 
 
 @pytest.mark.parametrize("fill", [np.nan, 0.0])

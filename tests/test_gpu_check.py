@@ -58,7 +58,7 @@ def test_dry_run_without_a_gpu_runs_every_cpu_stage(run):
     assert st["cpu_baseline"]["figures"]["images_per_s"] > 0
     rep = st["repeatability"]["figures"]
     assert rep["all_equal"] and rep["batch_sizes"] == [16, 7, 1]
-    assert st["parity"]["figures"]["ok"] and len(st["parity"]["figures"]["cases"]) == 13
+    assert st["parity"]["figures"]["ok"] and len(st["parity"]["figures"]["cases"]) == 15
     assert st["tests"]["figures"]["returncode"] == 0
     assert "-m gpu" in st["tests"]["figures"]["command"]
     assert doc["render"] and doc["machine"]["cpu_model"]
@@ -72,7 +72,7 @@ def test_an_injected_failure_keeps_every_other_figure(run):
     assert parity["error"]["type"] == "InjectedFailure"
     assert "inject" in parity["error"]["message"]
     assert "InjectedFailure" in parity["error"]["traceback_tail"]
-    assert len(parity["figures"]["cases"]) == 13  # its own figures, up to the failure
+    assert len(parity["figures"]["cases"]) == 15  # its own figures, up to the failure
     assert doc["stages"]["cpu_baseline"]["figures"]["images_per_s"] > 0
     assert doc["stages"]["repeatability"]["figures"]["all_equal"]
     assert doc["stages"]["tests"] == {"status": "skipped", "figures": {},

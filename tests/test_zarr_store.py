@@ -468,3 +468,23 @@ def test_format_from_the_environment_variable_named_after_the_option(structures,
                                      "XYZ2IMAGE_GPU_RENDER_CODEC": "lz4"})
     assert result.exit_code == 0, result.output
     assert (out / "stacks.zarr").is_dir() and not list(out.glob("*/*.npz"))
+
+
+def test_gpu_compression_writes_chunks_of_zeros(tmp_path, monkeypatch):
+    """The arrays reopened under zarr's GPU configuration keep ``write_empty_chunks``: a
+    chunk of zeros (an image with no atoms outside, a blank label) is a file, as the resume
+    check (output/verify.py) requires of a whole stack."""
+    from xyz2image_gpu.output.verify import zarr_group_problem
+
+    monkeypatch.setattr(backend_mod, "zarr_gpu_config", contextlib.nullcontext)
+    layout = {"atoms_outside": ((16,), np.dtype(np.int32)),
+              "gaussian_2d": ((16, 4, 4), np.dtype(np.uint8))}
+    writer = ZarrStackWriter(tmp_path, "f", 0, layout, chunk_images=8, threads=1,
+                             device_xp=FakeCupy())
+    try:
+        for key, (shape, dtype) in layout.items():
+            assert writer._arrays[key].config.write_empty_chunks, key
+            writer._arrays[key][0:16] = np.zeros(shape, dtype)  # zarr's own (host) write
+        assert zarr_group_problem(writer._tmpdir, layout) is None
+    finally:
+        writer.abort()

@@ -58,7 +58,7 @@ from xyz2image_gpu.physics.thermal import rms_displacement
 SINGLE = HERE / "references" / "single_atoms.json"
 RESULTS = HERE / "results"
 CONVERGENCE_MRAD = 20.0
-CASES = [(el, kv, det) for el in ("Au", "Pd", "Si", "C", "U") for kv in (200.0, 300.0)
+CASES = [(el, kv, det) for el in ("Au", "Pd", "Cu", "Si", "C", "U") for kv in (200.0, 300.0)
          for det in ((70.0, 200.0), (40.0, 100.0))]
 #: (element, kV, detector) also simulated at the cluster references' coarser sampling
 COARSE = [("Au", 200.0, (70.0, 200.0)), ("Au", 200.0, (40.0, 100.0))]
@@ -289,7 +289,8 @@ def fit_channelling(log=print) -> dict:
             base, scale = coefficients, 1.0
         else:
             res = minimize_scalar(
-                lambda a: _cost([a * c for c in base], fit_refs, BROADENING),
+                lambda a, base=base, refs=fit_refs: _cost([a * c for c in base], refs,
+                                                          BROADENING),
                 bounds=(0.0, 3.0), method="bounded", options={"xatol": 1e-3})
             scale = float(res.x)
             coefficients = [round(scale * c, 4) for c in base]

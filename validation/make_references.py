@@ -77,7 +77,7 @@ SETTINGS = {
     "phonon_seed": 2024,
     # room-temperature r.m.s. displacement per axis (U_iso = sigma²), Å: the 300 K values of
     # the package's table (xyz2image_gpu/thermal.py, from Debye-Waller factors; B = 8π²u²)
-    "phonon_sigmas_A": {"Au": 0.0898, "Pd": 0.0768, "Pt": 0.0697, "Cu": 0.0853},
+    "phonon_sigmas_A": {"Au": 0.0898, "Pd": 0.0768, "Pt": 0.0697},
     # vacuum between the cluster's projected bounding box and the edge of the image
     "margin_A": 2.5,
     # vacuum between the image (scan field) and the edge of the periodic cell
@@ -99,6 +99,7 @@ ABSOLUTE = {
     "detectors_mrad": [[70.0, 200.0], [40.0, 100.0]],
     "potential_sampling_max_A": 0.025,
     "num_configs": {"default": 8},
+    "phonon_sigmas_A": {**SETTINGS["phonon_sigmas_A"], "Cu": 0.0853},
 }
 for _key in ("energy_eV", "detector_inner_mrad", "detector_outer_mrad"):
     ABSOLUTE.pop(_key)

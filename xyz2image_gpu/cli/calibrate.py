@@ -36,10 +36,9 @@ __all__ = [
               help="Fit the sensitivity of this annular detector (INNER,OUTER mrad; needs "
                    "--probe-kv): IMAGE in its units against the absolute model in beam "
                    "fractions.")
-@click.option("--channelling/--no-channelling", default=True,
-              help="With --detector-mrad: apply the column (channelling) correction that "
-                   "render --normalization beam applies by default for these optics (where a "
-                   "fit covers them); --no-channelling for images rendered with it off.")
+@click.option("--channelling/--no-channelling", default=True, show_default=True,
+              help="With --detector-mrad: the absolute model with the channelling "
+                   "correction that render --normalization beam applies by default.")
 @optics_options("Fit the source size of these optics (accelerating voltage, kV) instead of "
                 "one Gaussian.")
 def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma: float,

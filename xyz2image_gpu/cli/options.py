@@ -377,6 +377,9 @@ def physics_options(func: F) -> F:
         setting_option("--column-weighting", type=click.FloatRange(0, 1), show_default=True,
                        help="With --normalization beam: x counts each atom as (its "
                        "cross-section / the reference's)^this atoms."),
+        setting_option("--column-width", type=click.FloatRange(min=0), show_default=True,
+                       help="With --normalization beam: x counts each atom with one "
+                       "Gaussian of this width, Å (0: the probe's); the fits use 0.2."),
         setting_option("--channelling/--no-channelling", field="channelling",
                        show_default="on with "
                        "--normalization beam where a fit covers the optics",

@@ -374,8 +374,9 @@ class ZarrStackWriter(_CompleteOrAbort):
                 # the GPU configuration, zstd is its GPU codec (the metadata is the same)
                 from ..backend import zarr_gpu_config
 
-                with zarr_gpu_config():
+                with zarr_gpu_config():  # the runtime config is not stored: set it again
                     self._arrays = {key: zarr.open_array(self._tmpdir / key, mode="r+")
+                                    .with_config({"write_empty_chunks": True})
                                     for key in self._arrays}
         except BaseException:
             self.abort()

@@ -88,7 +88,9 @@ def model_image(
     if column is not None:  # as the renderer: beam units count atoms unweighted
         coords = np.stack([cx, cy], axis=-1)[None]
         counted = amps if count_scale is None else amps * count_scale[None, :, None]
-        x = column_values(np, coords, counted, sig2, max_elements=1 << 24)
+        x = column_values(np, coords, *column.x_inputs(np, counted, sig2,
+                                                       np.array([pixel_size])),
+                          max_elements=1 << 24)
         amps, sig2 = column.apply(np, x, amps, sig2, np.array([pixel_size]), counted)
     image = np.zeros(shape)
     for g in range(comps.shape[0]):
@@ -126,9 +128,9 @@ class CalibrationResult:
     r_initial, r_final : float
         Pearson r of the starting and the fitted model against the reference.
     detector_mrad : (float, float) or None
-        The detector whose sensitivity was fitted.
+        The detector of a sensitivity fit.
     channelling : bool
-        With ``detector_mrad``: whether the model applied the fitted column correction.
+        Whether a sensitivity fit's model had the default channelling correction.
     """
 
     gauss_sigma: float | None

@@ -64,6 +64,8 @@ class ChannellingFit:
         ``column_broadening``, Å².
     weighting : float
         ``column_weighting``: how ``x`` counted the atoms.
+    width : float
+        ``column_width``, Å: the Gaussian ``x`` counted them with.
     """
 
     voltage_kv: float
@@ -72,6 +74,7 @@ class ChannellingFit:
     coefficients: tuple[float, ...]
     broadening: float
     weighting: float = 0.5
+    width: float = 0.2
 
 
 #: The fits (validation/cross_sections.py, results in validation/results/cross_sections.md):
@@ -120,7 +123,7 @@ def fitted_channelling(voltage_kv: float, convergence_mrad: float,
             return ChannellingFit(
                 float(voltage_kv), f.convergence_mrad, f.detector_mrad,
                 tuple(round((1 - t) * x + t * y, 6) for x, y in zip(cf, cg)),
-                round((1 - t) * f.broadening + t * g.broadening, 6), f.weighting)
+                round((1 - t) * f.broadening + t * g.broadening, 6), f.weighting, f.width)
     nearest = min(same, key=lambda f: abs(f.voltage_kv - voltage_kv))
     if abs(nearest.voltage_kv - voltage_kv) <= VOLTAGE_REACH_KV:
         return nearest
@@ -177,6 +180,9 @@ class ColumnCorrection:
         Growth of each component's squared width per atom beyond the first, Å².
     reference_peak : float
         Peak of one isolated reference atom (:func:`reference_peak`), float image units.
+    width : float
+        Beam units: ``x`` sums one Gaussian of this width (Å, ``column_width``) per atom
+        instead of its probe components; 0: the probe's.
     isolated_unit : bool
         Absolute units (``normalization="beam"``): ``x`` counts atoms by their unweighted
         components (see the module), each atom's factor is divided by its value for that
@@ -190,6 +196,7 @@ class ColumnCorrection:
     broadening: float
     reference_peak: float
     isolated_unit: bool = False
+    width: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: RenderSettings) -> ColumnCorrection | None:
@@ -204,7 +211,17 @@ class ColumnCorrection:
             thermal_overrides=settings.thermal_overrides,
         )
         return cls(tuple(settings.column_correction), float(settings.column_broadening), peak,
-                   beam)
+                   beam, float(settings.column_width) if beam else 0.0)
+
+    def x_inputs(self, xp: Any, counted: Any, sig2: Any, voxel: Any) -> tuple[Any, Any]:
+        """The (amplitudes, squared widths px²) whose pair sums at the atoms are ``x``:
+        ``counted`` with the probe's widths, or with :attr:`width` each atom's peak (the
+        sum of its components) as one Gaussian of that width."""
+        if not self.width > 0:
+            return counted, sig2
+        peaks = counted.sum(axis=2, keepdims=True)
+        s2 = ((self.width / voxel) ** 2).astype(sig2.dtype)[:, None, None]
+        return peaks, xp.broadcast_to(s2, peaks.shape)
 
     @property
     def held_beyond(self) -> float | None:

@@ -136,7 +136,7 @@ class Renderer:
                                       & set(self.output_types))
         if self.settings.framing == "fixed" and self._renders_heatmaps:
             problem = heatmap_problem(self.settings.heatmap_sigma,
-                                      float(self.settings.pixel_size or 0.0))
+                                      float(self.settings.pixel_size or 0.0), fixed=True)
             if problem:
                 raise ValueError(problem)
         if self.settings.framing == "fixed" and self._renders_images:

@@ -185,7 +185,7 @@ def coarsest_pixel(radius: float, *, framing: str, edgesize: int, padxyz: float,
     return (2.0 * radius + 2.0 * padxyz) / (edgesize - 1)
 
 
-def heatmap_problem(heatmap_sigma: float, voxel: float) -> str | None:
+def heatmap_problem(heatmap_sigma: float, voxel: float, *, fixed: bool = False) -> str | None:
     """Why heatmaps of Gaussians of ``heatmap_sigma`` Å on pixels of ``voxel`` Å would come
     out (nearly) blank, or None.
 
@@ -207,11 +207,13 @@ def heatmap_problem(heatmap_sigma: float, voxel: float) -> str | None:
     if sigma_px >= HEATMAP_MIN_SIGMA_PX:
         return None
     least = HEATMAP_MIN_SIGMA_PX * voxel
+    other = ("a pixel_size (--pixel-size) below "
+             f"{math.floor(heatmap_sigma / HEATMAP_MIN_SIGMA_PX * 1000) / 1000:.3g} Å" if fixed
+             else "a larger edgesize, or fixed framing with a smaller pixel size")
     return (f"heatmap_sigma (--heatmap-sigma) {heatmap_sigma:.3g} Å is {sigma_px:.2g} pixels "
             f"of up to {voxel:.3g} Å: below {HEATMAP_MIN_SIGMA_PX} pixels the heatmaps sample "
             "each atom's Gaussian at pixel centres that mostly miss it and come out nearly "
-            f"blank; use heatmap_sigma >= {math.ceil(least * 1000) / 1000:.3g} Å, a larger "
-            "edgesize, or fixed framing with a smaller pixel size")
+            f"blank; use heatmap_sigma >= {math.ceil(least * 1000) / 1000:.3g} Å, or {other}")
 
 
 def narrow_field_problem(edgesize: int, pixel_size: float, sigma_min: float) -> str | None:

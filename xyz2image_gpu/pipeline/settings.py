@@ -177,6 +177,11 @@ class RenderSettings:
         ``(w / w_ref)**column_weighting`` atoms, ``w`` its beam weight (cross-section) and
         ``w_ref`` the ``column_reference`` atom's: 0 counts atoms, 1 weighs them by their
         cross-sections. The fits use 0.5.
+    column_width : float
+        ``normalization="beam"`` only: ``x`` counts the atoms with one Gaussian of this
+        width (Å) each, centred on the atom, instead of the probe's components (0, the
+        default without a fit), so that atoms count as a column only where they line up
+        along the beam rather than wherever their probe images overlap. The fits use 0.2.
     channelling : bool or None
         ``normalization="beam"`` only: the column correction fitted to multislice in beam
         units for the optics (:func:`xyz2image_gpu.physics.column.fitted_channelling`; the
@@ -237,6 +242,7 @@ class RenderSettings:
     column_broadening: float = 0.0
     column_reference: str = "Au"
     column_weighting: float = 0.5
+    column_width: float = 0.0
     channelling: bool | None = None
     voltage_kv: float | None = None
     convergence_mrad: float | None = None
@@ -380,8 +386,8 @@ class RenderSettings:
 
     def _resolve_channelling(self) -> None:
         """``channelling``: None -> the fitted correction for the optics (beam units); then
-        refuse ``column_reference`` / ``column_weighting`` where they change nothing (no
-        correction) or would misread the fit (which counts atoms in Au units)."""
+        refuse ``column_reference`` / ``column_weighting`` / ``column_width`` where they
+        change nothing (no correction) or would misread the fit (which counts atoms in Au units)."""
         self._resolve_channelling_fit()
         if not (self.column_correction or self.column_broadening):
             if self.column_reference != "Au":
@@ -392,14 +398,23 @@ class RenderSettings:
                 raise ValueError(
                     f"column_weighting {self.column_weighting:g} plays no part without a "
                     "column correction (leave it at its default)")
+            if self.column_width != 0:
+                raise ValueError(
+                    f"column_width {self.column_width:g} plays no part without a column "
+                    "correction (leave it at its default)")
 
     def _resolve_channelling_fit(self) -> None:
         given = bool(self.column_correction or self.column_broadening)
         if not 0 <= self.column_weighting <= 1:
             raise ValueError(f"column_weighting must be within [0, 1], got "
                              f"{self.column_weighting}")
+        if not self.column_width >= 0:
+            raise ValueError(f"column_width must be >= 0 Å, got {self.column_width}")
         if self.normalization != "beam" and self.column_weighting != 0.5:
             raise ValueError("column_weighting applies to normalization='beam' only (leave it "
+                             "at its default)")
+        if self.normalization != "beam" and self.column_width != 0:
+            raise ValueError("column_width applies to normalization='beam' only (leave it "
                              "at its default)")
         if self.normalization != "beam":
             if self.channelling is not None:
@@ -430,13 +445,14 @@ class RenderSettings:
             raise ValueError(
                 "the channelling fits count atoms in units of one Au atom's peak; with "
                 f"column_reference {self.column_reference} give column_correction too")
-        if self.column_weighting != fit.weighting:
+        if self.column_weighting != fit.weighting or self.column_width not in (0, fit.width):
             raise ValueError(
-                f"the channelling fits count atoms with column_weighting {fit.weighting:g}; "
-                f"with column_weighting {self.column_weighting:g} give column_correction "
+                f"the channelling fits count atoms with column_weighting {fit.weighting:g} "
+                f"and column_width {fit.width:g}; with other values give column_correction "
                 "too")
         object.__setattr__(self, "column_correction", fit.coefficients)
         object.__setattr__(self, "column_broadening", fit.broadening)
+        object.__setattr__(self, "column_width", fit.width)
         object.__setattr__(self, "channelling", True)
 
     def _check_finite(self) -> None:
@@ -449,7 +465,7 @@ class RenderSettings:
             "dose": self.dose, "read_noise": self.read_noise,
             "scan_jitter": self.scan_jitter, "drift": self.drift,
             "column_broadening": self.column_broadening,
-            "column_weighting": self.column_weighting,
+            "column_weighting": self.column_weighting, "column_width": self.column_width,
             "voltage_kv": self.voltage_kv, "convergence_mrad": self.convergence_mrad,
             "heatmap_sigma": self.heatmap_sigma, "column_radius": self.column_radius,
         }

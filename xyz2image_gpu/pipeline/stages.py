@@ -303,10 +303,10 @@ def components(kernel: ArrayKernel, host: Mapping[str, np.ndarray], geo: Geometr
     sig_px = be.asarray(host["sigmas"]) / geo.voxel[:, None, None]
     if column is not None:
         sig2 = sig_px * sig_px
-        counted = amps  # beam units: atoms counted by their unweighted probe components
+        counted = amps  # beam units: atoms counted, see ColumnCorrection
         if "count_scale" in host:
             counted = amps * be.asarray(host["count_scale"])[:, :, None]
-        x = kernel.column_values(geo.coords, counted, sig2)
+        x = kernel.column_values(geo.coords, *column.x_inputs(xp, counted, sig2, geo.voxel))
         amps, sig2 = column.apply(xp, x, amps, sig2, geo.voxel, counted)
         sig_px = xp.sqrt(sig2)
     return Components(_spread(xp, geo.coords, n_comp), amps.reshape(b, nmax * n_comp),

@@ -321,8 +321,23 @@ def settings_from_parameters(parameters: Mapping[str, Any]) -> RenderSettings:
     ValueError
         A key that is neither a settings field nor one of :data:`RUN_PARAMETERS`.
     """
-    return RenderSettings.from_dict(
-        {k: v for k, v in parameters.items() if k not in RUN_PARAMETERS})
+    return RenderSettings.from_dict({**absent_fields(parameters), **{
+        k: v for k, v in parameters.items() if k not in RUN_PARAMETERS}})
+
+
+def absent_fields(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings fields that a manifest written before they existed lacks, with the values
+    that describe what it rendered (where that is not the field's default): a beam-unit
+    run had no fitted channelling, and its explicit column correction weighed the atoms by
+    their cross-sections (``column_weighting`` 1)."""
+    implied: dict[str, Any] = {}
+    if parameters.get("normalization") == "beam":
+        corrected = bool(parameters.get("column_correction")
+                         or parameters.get("column_broadening"))
+        implied["channelling"] = corrected
+        if corrected:
+            implied["column_weighting"] = 1.0
+    return {k: v for k, v in implied.items() if k not in parameters}
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..output.atomic import temporary_path
 from ..pipeline.settings import RenderSettings
-from .config import SettingsMismatchError
+from .config import SettingsMismatchError, absent_fields
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -62,10 +62,11 @@ def _load_manifest(path: Path) -> dict[str, Any] | None:
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The parameters that differ, in words. A settings field that ``old`` lacks (a
-    manifest of a version before the field existed) matches its default: it did not
-    change the bytes then."""
+    manifest of a version before the field existed) matches its default, or what its
+    absence meant (:func:`.config.absent_fields`): it did not change the bytes then."""
     keys = list(new) + [k for k in old if k not in new]
     defaults = json.loads(json.dumps(RenderSettings().to_dict()))
+    defaults.update(absent_fields(old))  # what the fields that came later meant then
     return [f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}"
             for k in keys if old.get(k) != new.get(k)
             and not (k not in old and k in defaults and new.get(k) == defaults[k])]
