@@ -235,10 +235,23 @@ def test_channelling_between_fitted_voltages_is_interpolated():
     ({"channelling": False}, "for the other normalizations give column_correction"),
     (dict(BEAM, channelling=False, column_correction=(0.2,)), "takes no column_correction"),
     (dict(BEAM, channelling=False, column_broadening=0.01), "takes no column_correction"),
+    # options that would change nothing, or misread the fit, are refused
+    (dict(BEAM, channelling=False, column_weighting=0.2), "column_weighting 0.2 plays no part"),
+    (dict(BEAM, voltage_kv=60.0, column_weighting=0.2), "column_weighting 0.2 plays no part"),
+    ({"column_reference": "Pd"}, "column_reference Pd plays no part"),
+    (dict(BEAM, channelling=False, column_reference="Pd"), "column_reference Pd plays no part"),
+    (dict(BEAM, column_reference="Pd"), "count atoms in units of one Au atom's peak"),
+    (dict(BEAM, channelling=False, column_width=0.2), "column_width 0.2 plays no part"),
 ])
 def test_contradictory_channelling_is_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         RenderSettings(**fields)
+
+
+def test_column_reference_with_own_correction_is_kept():
+    s = RenderSettings(**BEAM, column_reference="Pd", column_correction=(0.2,))
+    assert s.channelling is True and s.column_reference == "Pd"
+    assert RenderSettings(column_reference="Pd", column_correction=(0.2,)).column_reference == "Pd"
 
 
 def test_render_command_applies_the_fitted_channelling(tmp_path):
@@ -278,6 +291,38 @@ def test_render_command_refuses_incomplete_beam_settings(tmp_path, args, message
                                       *args])
     assert result.exit_code == 2 and message in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--column-correction", "0.1,,0.2"), ("--column-correction", ",0.2"),
+    ("--detector-mrad", "70,,200"),
+])
+def test_a_blank_number_in_a_list_is_refused(tmp_path, option, value):
+    """The coefficients' positions are their powers (c1 x + c2 x² ...): '0.1,,0.2' was read
+    as c1 = 0.1, c2 = 0.2 (the blank dropped), not c3 = 0.2."""
+    result = CliRunner().invoke(cli, [
+        "render", str(bundled_examples()[0]), "-o", str(tmp_path / "out"), "--quiet",
+        "--normalization", "beam", "--probe-kv", "200", "--device", "cpu", option, value])
+    assert result.exit_code == 2 and f"'{option}'" in result.output
+    assert "has a blank item" in result.output and not (tmp_path / "out").exists()
+    from xyz2image_gpu.cli.options import FloatListType
+
+    assert FloatListType().convert("0.1, -0.02,", None, None) == (0.1, -0.02)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--probe-kv", "inf"], "--probe-kv must be finite"),
+    (["--probe-kv", "200", "--probe-defocus", "nan"], "--probe-defocus must be finite"),
+    (["--probe-kv", "200", "--dose", "inf"], "--dose must be a finite number"),
+    (["--probe-kv", "200", "--drift", "nan"], "--drift must be a finite number"),
+])
+def test_non_finite_values_are_refused_by_option_name(tmp_path, args, message):
+    """They named the field (voltage_kv, dose): one-word fields and the optics' fields were
+    not put in the command line's terms."""
+    result = CliRunner().invoke(cli, [
+        "render", str(bundled_examples()[0]), "-o", str(tmp_path / "out"), "--quiet",
+        "--normalization", "beam", "--device", "cpu", *args])
+    assert result.exit_code == 2 and f"Error: {message}" in result.output, result.output
 
 
 def test_a_beam_manifest_from_before_channelling_resumes(tmp_path):

@@ -225,8 +225,9 @@ def test_shared_options_are_declared_once():
     for name, command in _commands().items():
         for param in command.params:
             if param.name in ("help", "seed", "frame", "z_exponent", "pixel_size", "overwrite",
-                              "detector_mrad"):
+                              "detector_mrad", "channelling"):
                 continue  # meanings differ: calibrate's are a start, of its reference, or fitted
+                # (its --channelling: the model its --detector-mrad fit uses)
             key = (type(param.type).__name__, repr(param.default), param.help,
                    param.envvar, getattr(param.type, "min", None),
                    getattr(param.type, "max", None))

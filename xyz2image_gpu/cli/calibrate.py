@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +66,32 @@ def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma
             import tifffile
 
             ref = tifffile.imread(image)
+    except (OSError, ValueError, pickle.UnpicklingError) as exc:  # TiffFileError: ValueError
+        kind = ".npy" if image.suffix.lower() == ".npy" else ".tif"
+        raise click.ClickException(f"{image}: cannot be read as a {kind} image "
+                                   f"({exc})") from None
+    ref = np.squeeze(ref)
+    if ref.ndim != 2:
+        raise click.ClickException(f"{image}: the reference must be one 2-D image, got shape "
+                                   f"{ref.shape}")
+    try:
         st = read_xyz(structure, frameshift=frame, maxframes=1)
         if st.frames[0].index != frame:  # read_xyz keeps the last frame past the end
             raise click.BadParameter(f"{structure} has no frame {frame} (its last is "
                                      f"{st.frames[0].index})", param_hint="'--frame'")
     except (OSError, ValueError) as exc:  # StructureError is a ValueError
         raise click.ClickException(str(exc)) from None
-    ref = np.squeeze(ref)
+    if not channelling and detector_mrad is None:
+        raise click.UsageError("--no-channelling applies with --detector-mrad only (the "
+                               "relative fit uses no column correction)")
     if detector_mrad is not None and optics["probe_kv"] is None:
         raise click.UsageError("--detector-mrad needs the probe's optics: --probe-kv (and "
                                "--probe-mrad, default 20)")
+    if detector_mrad is not None and detector_mrad[0] < optics["probe_mrad"]:
+        raise click.BadParameter(
+            f"an annular dark-field detector: its inner angle ({detector_mrad[0]:g} mrad) must "
+            f"be at least the convergence angle (--probe-mrad {optics['probe_mrad']:g})",
+            param_hint="'--detector-mrad'")
     try:
         result = fit(ref, st.frames[0].positions, st.frames[0].numbers, pixel_size,
                      sigma=sigma, z_exponent=z_exponent, fit_z=not fix_z,

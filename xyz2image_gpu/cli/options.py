@@ -160,9 +160,19 @@ class ElementValuesType(CommaListType):
 
 
 class FloatListType(CommaListType):
-    """Numbers -> a tuple of floats."""
+    """Numbers -> a tuple of floats. Their positions count (coefficients c1,c2,...; INNER,
+    OUTER), so a blank item between commas is refused rather than dropped."""
 
     name = "numbers"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip():
+            items = [t.strip() for t in value.replace(";", ",").split(",")]
+            if "" in items[:-1]:  # a trailing comma alone is allowed
+                self.fail(f"{value!r} has a blank item: each position is a number of its "
+                          "own; give comma-separated numbers, e.g. 1.0,-0.02", param, ctx)
+        return super().convert(value, param, ctx)
 
     def parse(self, items: list[str]) -> tuple[float, ...]:
         try:
@@ -362,7 +372,8 @@ def physics_options(func: F) -> F:
                        help="With --column-correction: widths grow by this × (x - 1), Å² "
                        "(fitted: 0.004)."),
         setting_option("--column-reference", show_default=True,
-                       help="Element whose single-atom peak is the unit of x."),
+                       help="Element whose single-atom peak is the unit of x (with "
+                       "--column-correction)."),
         setting_option("--column-weighting", type=click.FloatRange(0, 1), show_default=True,
                        help="With --normalization beam: x counts each atom as (its "
                        "cross-section / the reference's)^this atoms."),
@@ -400,6 +411,8 @@ def _in_option_terms(message: str) -> str:
         return on if m.group(2) == "True" else off
 
     message = re.sub(r"(?<![\w-])([a-z_0-9]+)='([^']*)'", assignment, message)
+    # a one-word field opening a complaint: "dose must be > 0 ..." -> "--dose must be ..."
+    message = re.sub(r"^[a-z0-9]+(?= must )", name, message)
     message = re.sub(r"(?<![\w-])([a-z_0-9]+)=(True|False)(?![\w-])", flag, message)
     return re.sub(r"(?<![\w-])[a-z0-9]+(?:_[a-z0-9]+)+(?![\w-])", name, message)
 
@@ -424,7 +437,12 @@ def probe_optics(options: dict[str, Any], source_size: float = 0.0) -> ProbeOpti
                            defocus=options["probe_defocus"], cs_mm=options["probe_cs"],
                            source_size=source_size)
     except (TypeError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from None
+        options_of = {"voltage_kv": "--probe-kv", "convergence_mrad": "--probe-mrad",
+                      "defocus": "--probe-defocus", "cs_mm": "--probe-cs",
+                      "source_size": "--probe-source-size"}
+        message = re.sub(r"(?<![\w-])(voltage_kv|convergence_mrad|defocus|cs_mm|source_size)"
+                         r"(?![\w-])", lambda m: options_of[m.group(1)], str(exc))
+        raise click.UsageError(message) from None
 
 
 def _refuse_given(options: dict[str, Any], why: str) -> None:

@@ -385,7 +385,25 @@ class RenderSettings:
                              "z_exponent plays no part (leave it at its default)")
 
     def _resolve_channelling(self) -> None:
-        """``channelling``: None -> the fitted correction for the optics (beam units)."""
+        """``channelling``: None -> the fitted correction for the optics (beam units); then
+        refuse ``column_reference`` / ``column_weighting`` / ``column_width`` where they
+        change nothing (no correction) or would misread the fit (which counts atoms in Au units)."""
+        self._resolve_channelling_fit()
+        if not (self.column_correction or self.column_broadening):
+            if self.column_reference != "Au":
+                raise ValueError(
+                    f"column_reference {self.column_reference} plays no part without a column "
+                    "correction (leave it at its default)")
+            if self.column_weighting != 0.5:
+                raise ValueError(
+                    f"column_weighting {self.column_weighting:g} plays no part without a "
+                    "column correction (leave it at its default)")
+            if self.column_width != 0:
+                raise ValueError(
+                    f"column_width {self.column_width:g} plays no part without a column "
+                    "correction (leave it at its default)")
+
+    def _resolve_channelling_fit(self) -> None:
         given = bool(self.column_correction or self.column_broadening)
         if not 0 <= self.column_weighting <= 1:
             raise ValueError(f"column_weighting must be within [0, 1], got "
@@ -423,6 +441,10 @@ class RenderSettings:
                     "column_correction, or channelling=False")
             object.__setattr__(self, "channelling", False)
             return
+        if self.column_reference != "Au":
+            raise ValueError(
+                "the channelling fits count atoms in units of one Au atom's peak; with "
+                f"column_reference {self.column_reference} give column_correction too")
         if self.column_weighting != fit.weighting or self.column_width not in (0, fit.width):
             raise ValueError(
                 f"the channelling fits count atoms with column_weighting {fit.weighting:g} "
