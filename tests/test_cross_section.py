@@ -206,14 +206,15 @@ def test_detector_weight_averages_the_annulus_over_the_aperture():
 
 def test_isolated_atoms_match_multislice():
     # abTEM probe scans over single atoms (validation/cross_sections.py --simulate; potential
-    # sampled at 0.02 Å): five elements, two voltages, two detectors
+    # sampled at 0.02 Å): six elements (C, Si, Cu, Pd, Au, U), two voltages,
+    # two detectors
     import json
     from pathlib import Path
 
     stored = Path(__file__).resolve().parents[1] / "validation" / "references" / \
         "single_atoms.json"
     rows = [r for r in json.loads(stored.read_text())["atoms"] if r["sampling_A"] == 0.02]
-    assert len(rows) == 20
+    assert len(rows) == 24
     for r in rows:
         model = phase_object_cross_section(r["element"], r["kv"], *r["detector_mrad"],
                                            r["convergence_mrad"])
