@@ -364,3 +364,17 @@ def test_a_beam_manifest_from_before_channelling_resumes(tmp_path):
         assert refused.exit_code != 0 and "other settings" in refused.output
         import shutil
         shutil.rmtree(out)
+
+
+def test_render_command_notes_optics_without_a_channelling_fit(tmp_path):
+    common = ["render", str(bundled_examples()[0]), "--n-rotation", "1", "--normalization",
+              "beam", "--probe-kv", "80", "--framing", "fixed", "--pixel-size", "0.2",
+              "--edgesize", "48", "--quiet", "--device", "cpu", "--output-types", "gaussian_2d"]
+    noted = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "a")])
+    assert noted.exit_code == 0, noted.output
+    assert "no channelling fit covers 80 kV" in noted.output
+    quiet = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "b"), "--no-channelling"])
+    assert quiet.exit_code == 0 and "channelling" not in quiet.output
+    asked = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "c"), "--channelling"])
+    assert asked.exit_code == 2 and "no channelling fit covers 80 kV" in asked.output
+    assert not (tmp_path / "c").exists()

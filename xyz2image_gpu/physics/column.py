@@ -44,6 +44,7 @@ __all__ = [
     "ChannellingFit",
     "ColumnCorrection",
     "fitted_channelling",
+    "fitted_optics",
     "reference_peak",
 ]
 
@@ -89,6 +90,13 @@ VOLTAGE_REACH_KV = 20.0
 CONVERGENCE_REACH_MRAD = 5.0
 INNER_REACH = 0.25
 OUTER_REACH = 0.35
+
+
+def fitted_optics() -> str:
+    """The optics of :data:`CHANNELLING_FITS`, in words (for messages)."""
+    return "; ".join(sorted({f"{f.voltage_kv:g} kV, {f.convergence_mrad:g} mrad, "
+                             f"{f.detector_mrad[0]:g}-{f.detector_mrad[1]:g} mrad"
+                             for f in CHANNELLING_FITS}))
 
 
 def fitted_channelling(voltage_kv: float, convergence_mrad: float,

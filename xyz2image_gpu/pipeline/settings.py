@@ -433,11 +433,13 @@ class RenderSettings:
         fit = fitted_channelling(self.voltage_kv, self.convergence_mrad, self.detector)
         if fit is None:
             if self.channelling:
+                from ..physics.column import fitted_optics
+
                 raise ValueError(
                     f"no channelling fit covers {self.voltage_kv:g} kV, "
                     f"{self.convergence_mrad:g} mrad, a {self.detector[0]:g}-"
-                    f"{self.detector[1]:g} mrad detector (fitted: 20 mrad probes; see "
-                    "validation/results/cross_sections.md); give your own "
+                    f"{self.detector[1]:g} mrad detector (fitted: {fitted_optics()}; with "
+                    "the reach of physics.column.fitted_channelling); give your own "
                     "column_correction, or channelling=False")
             object.__setattr__(self, "channelling", False)
             return
