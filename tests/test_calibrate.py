@@ -245,3 +245,20 @@ def test_calibrate_command_names_the_image_it_cannot_use(tmp_path):
                                       "--probe-kv", "200", "--detector-mrad", "5,10"])
     assert bright.exit_code == 2 and "'--detector-mrad'" in bright.output
     assert "(--probe-mrad 20)" in bright.output
+
+
+def test_calibrate_command_warns_about_a_meaningless_fit(tmp_path):
+    from click.testing import CliRunner
+
+    from xyz2image_gpu.cli import cli
+
+    atoms = icosahedron("Au", 3)
+    _, imaged = _reference(atoms)
+    noise = np.random.default_rng(3).random((80, 80))  # no atoms in it at all
+    np.save(tmp_path / "noise.npy", noise)
+    lines = [str(len(atoms)), "as imaged"] + [f"Au {x:.8f} {y:.8f} {w:.8f}" for x, y, w in imaged]
+    (tmp_path / "au.xyz").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, ["calibrate", str(tmp_path / "noise.npy"),
+                                      str(tmp_path / "au.xyz"), "--pixel-size", "0.2"])
+    assert result.exit_code == 0 and "warning: the best model correlates with noise.npy" \
+        in result.output

@@ -20,6 +20,10 @@ __all__ = [
 # ---------------------------------------------------------------------------- calibrate
 
 
+#: Below this Pearson r the fit is reported as meaningless (a structure or image mix-up).
+POOR_FIT_R = 0.5
+
+
 @cli.command(context_settings={"show_default": True},
              short_help="Fit sigma or probe, Z exponent and scale to a reference image.")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -114,4 +118,8 @@ def calibrate(image: Path, structure: Path, pixel_size: float, frame: int, sigma
         click.echo(f"intensity scale: {result.intensity_scale:.6g}, background "
                    f"{result.background:.6g}, {shift}")
     click.echo(f"pearson r: {result.r_initial:.4f} -> {result.r_final:.4f}")
+    if result.r_final < POOR_FIT_R:
+        click.echo(f"warning: the best model correlates with {image.name} at r = "
+                   f"{result.r_final:.2f} only (below {POOR_FIT_R}): it does not look like "
+                   f"{structure.name} as imaged, and the fitted values mean little", err=True)
     click.echo(f"render options: {result.render_options()}")
