@@ -406,11 +406,11 @@ def test_default_beam_model_against_multislice(path):
     structure = as_structure(positions @ R0, numbers=numbers, name=path.stem)
     totals = {}
     for channelling in (None, False):
-        fields = dict(
-            edgesize=image.shape[0], framing="fixed", pixel_size=px, normalization="beam",
-            voltage_kv=kv, convergence_mrad=s["semiangle_cutoff_mrad"], probe=probe,
-            detector_mrad=(s["detector_inner_mrad"], s["detector_outer_mrad"]), thermal=True,
-            channelling=channelling)
+        fields = {
+            "edgesize": image.shape[0], "framing": "fixed", "pixel_size": px,
+            "normalization": "beam", "voltage_kv": kv, "probe": probe, "thermal": True,
+            "convergence_mrad": s["semiangle_cutoff_mrad"], "channelling": channelling,
+            "detector_mrad": (s["detector_inner_mrad"], s["detector_outer_mrad"])}
         # a fit covers every reference's optics
         assert RenderSettings(**fields).channelling is (channelling is None)
         model = render(structure, 1, ("gaussian_2d",), device="cpu", **fields)

@@ -81,10 +81,10 @@ class ChannellingFit:
 #: The fits (validation/cross_sections.py, results in validation/results/cross_sections.md):
 #: Au, Pd and Cu columns of up to 8 atoms, aberration-free 20 mrad probes.
 CHANNELLING_FITS: tuple[ChannellingFit, ...] = (
-    ChannellingFit(200.0, 20.0, (70.0, 200.0), (0.3422, -0.0188), 0.004),
-    ChannellingFit(300.0, 20.0, (70.0, 200.0), (0.3327, -0.0183), 0.004),
-    ChannellingFit(200.0, 20.0, (40.0, 100.0), (0.1744, -0.0096), 0.004),
-    ChannellingFit(300.0, 20.0, (40.0, 100.0), (0.1793, -0.0098), 0.004),
+    ChannellingFit(200.0, 20.0, (70.0, 200.0), (0.3407, -0.0184), 0.004),
+    ChannellingFit(300.0, 20.0, (70.0, 200.0), (0.3341, -0.018), 0.004),
+    ChannellingFit(200.0, 20.0, (40.0, 100.0), (0.1652, -0.0089), 0.004),
+    ChannellingFit(300.0, 20.0, (40.0, 100.0), (0.1668, -0.009), 0.004),
 )
 #: How far from a fit's optics it is used: kV between the fitted voltages (linear in the
 #: coefficients) or within this of one; convergence within this; detector angles within
