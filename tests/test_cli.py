@@ -571,3 +571,23 @@ def test_units_finish_behind_the_next_and_are_all_recorded(tmp_path):
     manifest = json.loads((one / "manifest.json").read_text())
     for entry in manifest["files"].values():
         assert entry["status"] == "complete" and entry["completed_stacks"] == [0, 1, 2]
+
+
+def test_render_warns_when_a_fixed_intensity_scale_clips(tmp_path):
+    # fixed-scale integer images: pixels at the top grey level are counted per stack and
+    # named in a warning (they lost their brightest values); a scale that fits says nothing
+    from xyz2image_gpu.structures.examples import bundled_examples
+
+    structure = bundled_examples()[0]
+    common = ["render", str(structure), "--n-rotation", "2", "--edgesize", "32", "--device",
+              "cpu", "--normalization", "fixed", "--output-types", "gaussian_2d"]
+    loud = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "a"), "--intensity-scale",
+                                    "1000"])
+    assert loud.exit_code == 0, loud.output
+    with np.load(next((tmp_path / "a").rglob("0000.npz"))) as z:
+        at_top = int((z["gaussian_2d"] == 255).sum())
+    assert at_top > 0 and f"{at_top} pixels" in loud.output
+    assert "sit at the top grey level 255" in loud.output
+    quiet = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "b"), "--intensity-scale",
+                                     "0.5", "--bitrate", "16"])
+    assert quiet.exit_code == 0 and "top grey level" not in quiet.output, quiet.output

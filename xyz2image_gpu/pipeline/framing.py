@@ -394,6 +394,12 @@ class FieldReport:
         Gaussians that no atom reaches one (:func:`sampling_problem`).
     blank_reason : str
         Why, for the first of them.
+    pixels_at_top, pixels_checked : int
+        Integer images on a fixed scale (``normalization="fixed"``, or beam units with an
+        ``intensity_scale``): the pixels at the top grey level (clipped, or exactly there)
+        and the pixels looked at (:meth:`add_top`).
+    top_level : int
+        That grey level.
     """
 
     images: int = 0
@@ -404,6 +410,27 @@ class FieldReport:
     frames_empty: tuple[int, ...] = ()
     frames_blank: tuple[int, ...] = ()
     blank_reason: str = ""
+    pixels_at_top: int = 0
+    pixels_checked: int = 0
+    top_level: int = 0
+
+    def add_top(self, images: Any) -> None:
+        """Add one batch of integer images on a fixed scale: count its pixels at the top
+        grey level (NumPy or CuPy arrays; one small reduction)."""
+        top = int(np.iinfo(images.dtype).max)
+        self.pixels_at_top += int((images == top).sum())
+        self.pixels_checked += int(images.size)
+        self.top_level = top
+
+    def clipping(self) -> str:
+        """The pixels at the top grey level, in words; empty when there are none."""
+        if not self.pixels_at_top:
+            return ""
+        share = self.pixels_at_top / max(1, self.pixels_checked)
+        return (f"{self.pixels_at_top} pixels ({share:.2%}) sit at the top grey level "
+                f"{self.top_level}: the intensity scale clips the brightest values there "
+                "(a smaller --intensity-scale"
+                + (" or --bitrate 16" if self.top_level < 65535 else "") + " keeps them)")
 
     def add_blank(self, frames: list[int], reason: str) -> None:
         """Record frames whose images come out blank, and why (the first one's reason)."""

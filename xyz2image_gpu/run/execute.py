@@ -175,11 +175,14 @@ class _Run:
         self._save(force=True)
 
     def _record_field(self, unit: Unit, report: FieldReport) -> None:
-        """Record a finished stack's atoms outside the field of view; warn when there are."""
+        """Record a finished stack's atoms outside the field of view; warn when there are, and
+        when integer images on a fixed scale clip."""
         self._file_entry(unit.stem)["outside_field"][str(unit.stack)] = report.to_dict()
         if report.atoms_outside:
             self._say(f"warning: {unit.path}, stack {unit.stack}: {report.describe()} "
                       "(--strict fails the file instead)")
+        if report.pixels_at_top:
+            self._say(f"warning: {unit.path}, stack {unit.stack}: {report.clipping()}")
 
     def after_failure(self, unit: Unit) -> bool:
         """True for a stack after the stack at which its file failed."""

@@ -282,8 +282,13 @@ def _render_unit(unit: Unit, on_batch: Callable[[int], None],
                                         stack=unit.stack, batch_size=cfg.batch_size,
                                         field_report=field_report, to_host=to_host)
         with contextlib.closing(batches):
+            fixed_scale = cfg.settings.stored_normalization == "fixed"
             for batch in batches:
                 _check_field(unit, field_report)
+                if fixed_scale:  # integer images on a fixed scale: count what clips
+                    for key in ("gaussian_2d", "gaussian_3d"):
+                        if key in batch:
+                            field_report.add_top(batch[key])
                 if stop():
                     raise UnitCancelled(f"{unit.stem} stack {unit.stack}")
                 if not tifs and image_types(cfg.output_types):
