@@ -419,3 +419,25 @@ def test_default_beam_model_against_multislice(path):
     assert totals[None] / reference == pytest.approx(1.0, abs=0.05)
     if "_rand" not in path.stem:
         assert totals[False] / reference < 0.7
+
+
+def test_integer_beam_images_carry_their_scale_in_the_file(tmp_path):
+    # 16-bit beam units: each image's grey levels per unit beam fraction are stored beside
+    # it, and stored / scale gives the float32 beam fractions within half a grey level
+    common = ["render", str(bundled_examples()[0]), "--n-rotation", "2", "--normalization",
+              "beam", "--probe-kv", "200", "--framing", "fixed", "--pixel-size", "0.2",
+              "--edgesize", "48", "--quiet", "--device", "cpu", "--output-types", "gaussian_2d"]
+    stacks = {}
+    for name, extra in (("int", ["--intensity-scale", "2e4", "--bitrate", "16"]),
+                        ("float", [])):
+        out = tmp_path / name
+        result = CliRunner().invoke(cli, [*common, "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        with np.load(next(out.rglob("0000.npz"))) as z:
+            stacks[name] = {k: z[k] for k in z.files}
+    assert "intensity_scale" not in stacks["float"]
+    scale = stacks["int"]["intensity_scale"]
+    assert scale.shape == (2,) and np.all(scale == 2e4)
+    beam = stacks["int"]["gaussian_2d"].astype(np.float64) / scale[:, None, None]
+    np.testing.assert_allclose(beam, stacks["float"]["gaussian_2d"], rtol=0,
+                               atol=0.5 / 2e4 + 1e-9)

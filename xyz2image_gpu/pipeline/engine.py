@@ -134,6 +134,12 @@ class Renderer:
                                    and "gaussian_2d" not in self.output_types)
         self._renders_heatmaps = bool({"heatmap_2d", "element_heatmap_2d"}
                                       & set(self.output_types))
+        #: Beam units stored as integers: each image's grey levels per unit fraction of the
+        #: beam, saved beside it as ``intensity_scale`` so that the file tells its units.
+        self._beam_scale = (float(self.settings.intensity_scale)
+                            if self.settings.normalization == "beam"
+                            and self.settings.intensity_scale is not None
+                            and self._renders_images else None)
         if self.settings.framing == "fixed" and self._renders_heatmaps:
             problem = heatmap_problem(self.settings.heatmap_sigma,
                                       float(self.settings.pixel_size or 0.0), fixed=True)
@@ -224,6 +230,8 @@ class Renderer:
                 layout["scan_offsets"] = ((n_images, e, 2), np.dtype(np.float32))
         if self._offsets_extra:
             layout["scan_offsets"] = ((n_images, e, 2), np.dtype(np.float32))
+        if self._beam_scale is not None:
+            layout["intensity_scale"] = ((n_images,), np.dtype(np.float64))
         layout["rotations"] = ((n_images, 3, 3), np.dtype(np.float64))
         layout["voxel_size"] = ((n_images,), np.dtype(np.float64))
         layout["frame_index"] = ((n_images,), np.dtype(np.int32))
@@ -348,6 +356,9 @@ class Renderer:
                     kernel, inputs, table, geo, comps, images.pop("gaussian_2d")))
             result.update(images)
         result["voxel_size"] = geo.voxel.astype(kernel.xp.float64)
+        if self._beam_scale is not None:  # grey levels per unit beam fraction, in the file
+            result["intensity_scale"] = kernel.xp.full(geo.voxel.shape, self._beam_scale,
+                                                       dtype=kernel.xp.float64)
         move = self.backend.to_host if to_host else self.backend.asarray
         return {k: move(v) for k, v in result.items()}
 
