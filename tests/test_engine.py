@@ -654,12 +654,14 @@ def test_compiled_kernel_fills_given_array_and_checks_it():
 
 
 @pytest.mark.skipif(not renderers.compiled_kernel_available("column"), reason="_splat not built")
-def test_compiled_column_values_match_every_pair():
-    """The compiled column sum (terms below exp(-25) of their peak left out) against a
-    float64 sum over every pair and probe component."""
+@pytest.mark.parametrize(("n", "extent"), [(60, 40.0), (30, 40.0), (300, 400.0)])
+def test_compiled_column_values_match_every_pair(n, extent):
+    """The compiled column sum (terms below exp(-25) of their peak left out; beyond 32 atoms
+    only the pairs a sweep along x finds within reach) against a float64 sum over every
+    pair and probe component: small, dense and wide (most pairs out of reach) batches."""
     rng = np.random.default_rng(3)
-    b, n, g = 3, 60, 2
-    coords = rng.uniform(0, 40, size=(b, n, 3)).astype(np.float32)
+    b, g = 3, 2
+    coords = rng.uniform(0, extent, size=(b, n, 3)).astype(np.float32)
     coords[:, :10, :2] = coords[:, 10:20, :2] + 0.01  # columns of stacked atoms
     amps = rng.uniform(0.1, 2.0, size=(b, n, g)).astype(np.float32)
     amps[:, -5:] = 0.0  # padding atoms
