@@ -412,6 +412,22 @@ static int cmp_x(const void *a, const void *b)
     return (ka->j > kb->j) - (ka->j < kb->j);
 }
 
+/* Mark the atoms from sorted position r on, stepping by step (+1 or -1), while they lie
+ * within reach along x of xi; widen [lo, hi] to their indices. */
+static void mark_within(const xkey *order, int n, int r, int step, double xi, double reach2,
+                        unsigned char *mark, int *lo, int *hi)
+{
+    for (; r >= 0 && r < n; r += step) {
+        double dx = (double)order[r].x - xi;
+        if (dx * dx > reach2)
+            break;
+        int j = order[r].j;
+        mark[j] = 1;
+        *lo = j < *lo ? j : *lo;
+        *hi = j > *hi ? j : *hi;
+    }
+}
+
 /* Pairs further apart along x than the widest component reaches (t >= cut for every
  * component whatever y) cannot add a term. A sweep over the atoms sorted by x marks the
  * others, which are then summed in input order: x is the same, to the bit, as the sum over
@@ -455,24 +471,8 @@ static void column_one(const float *c, const float *amps, const float *sig2, int
     for (int i = 0; i < n; i++) {
         double xi = c[3 * i], yi = c[3 * i + 1];
         int lo = i, hi = i;
-        for (int r = pos[i]; r >= 0; r--) {
-            double dx = (double)order[r].x - xi;
-            if (dx * dx > reach2)
-                break;
-            int j = order[r].j;
-            mark[j] = 1;
-            lo = j < lo ? j : lo;
-            hi = j > hi ? j : hi;
-        }
-        for (int r = pos[i] + 1; r < n; r++) {
-            double dx = (double)order[r].x - xi;
-            if (dx * dx > reach2)
-                break;
-            int j = order[r].j;
-            mark[j] = 1;
-            lo = j < lo ? j : lo;
-            hi = j > hi ? j : hi;
-        }
+        mark_within(order, n, pos[i], -1, xi, reach2, mark, &lo, &hi);
+        mark_within(order, n, pos[i] + 1, 1, xi, reach2, mark, &lo, &hi);
         double acc = 0.0;
         for (int j = lo; j <= hi; j++) {
             if (mark[j]) {
