@@ -24,6 +24,7 @@ import click
 
 from ..backend import DEVICES
 from ..flags import DEVICE_ENV
+from ..physics.column import channelling_gap
 from ..physics.probe import ProbeOptics, fit_probe
 from ..pipeline.settings import (
     ALL_OUTPUT_TYPES,
@@ -501,17 +502,9 @@ def settings_from_options(options: dict[str, Any]) -> tuple[RenderSettings, dict
     settings = make_settings(**fields)
     if settings.normalization == "beam" and fields.get("channelling") is None \
             and not settings.channelling:  # the default found no fit for these optics
-        click.echo(f"note: {channelling_gap(settings)}: rendering without the channelling "
+        gap = channelling_gap(settings.voltage_kv, settings.convergence_mrad, settings.detector)
+        click.echo(f"note: {gap}): rendering without the channelling "
                    "correction (--column-correction gives one; --no-channelling silences "
                    "this)", err=True)
     return settings, described
 
-
-def channelling_gap(settings: RenderSettings) -> str:
-    """Why no channelling fit covers the settings' optics, in words."""
-    from ..physics.column import fitted_optics
-
-    fitted = fitted_optics()
-    return (f"no channelling fit covers {settings.voltage_kv:g} kV, "
-            f"{settings.convergence_mrad:g} mrad, a {settings.detector[0]:g}-"
-            f"{settings.detector[1]:g} mrad detector (fitted: {fitted})")

@@ -269,8 +269,10 @@ def calibrate(
         return beam_weights(num, optics.voltage_kv, optics.convergence_mrad, detector_mrad,
                             components)
 
-    def column_of(components: tuple[tuple[float, float], ...]) -> dict[str, Any]:
-        """The renderer's column correction for these components, as model_image takes."""
+    def column_of(components: tuple[tuple[float, float], ...],
+                  weights: np.ndarray | None) -> dict[str, Any]:
+        """The renderer's column correction for these components (``weights``: the atoms'
+        beam weights of :func:`weights_of`), as model_image takes."""
         if detector_mrad is None or not channelling:
             return {}
         from ..pipeline.frames import column_count_scale
@@ -283,13 +285,14 @@ def calibrate(
         column = ColumnCorrection.from_settings(settings)
         if column is None:
             return {}
-        return {"column": column, "count_scale": column_count_scale(settings, num)}
+        return {"column": column, "count_scale": column_count_scale(settings, num, weights)}
 
     def model(x: np.ndarray) -> np.ndarray:
         width, n, shift = unpack(x)
         components = components_of(width)
-        return model_image(pos, num, img.shape, pixel_size, components, n, shift,
-                           weights_of(components), **column_of(components))
+        weights = weights_of(components)
+        return model_image(pos, num, img.shape, pixel_size, components, n, shift, weights,
+                           **column_of(components, weights))
 
     def cost(x: np.ndarray) -> float:
         return _linear_fit(model(x), img)[2]
@@ -312,8 +315,9 @@ def calibrate(
         fitted_optics = ProbeOptics(optics.voltage_kv, optics.convergence_mrad,
                                     optics.defocus, optics.cs_mm, width)
         components = fit_probe(fitted_optics, probe_gaussians).components
-    best = model_image(pos, num, img.shape, pixel_size, components, n, shift,
-                       weights_of(components), **column_of(components))
+    weights = weights_of(components)
+    best = model_image(pos, num, img.shape, pixel_size, components, n, shift, weights,
+                       **column_of(components, weights))
     scale, background, _ = _linear_fit(best, img)
     if not scale > 0:
         raise ValueError(

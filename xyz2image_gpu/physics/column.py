@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChannellingFit",
     "ColumnCorrection",
+    "channelling_gap",
     "fitted_channelling",
     "fitted_optics",
     "reference_peak",
@@ -100,6 +101,14 @@ def fitted_optics() -> str:
     return "; ".join(sorted({f"{f.voltage_kv:g} kV, {f.convergence_mrad:g} mrad, "
                              f"{f.detector_mrad[0]:g}-{f.detector_mrad[1]:g} mrad"
                              for f in CHANNELLING_FITS}))
+
+
+def channelling_gap(voltage_kv: float, convergence_mrad: float,
+                    detector_mrad: Sequence[float]) -> str:
+    """That no fit covers these optics, in words, naming the fitted ones (for messages)."""
+    lo, hi = detector_mrad
+    return (f"no channelling fit covers {voltage_kv:g} kV, {convergence_mrad:g} mrad, a "
+            f"{lo:g}-{hi:g} mrad detector (fitted: {fitted_optics()}")
 
 
 def fitted_channelling(voltage_kv: float, convergence_mrad: float,

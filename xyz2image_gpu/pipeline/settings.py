@@ -390,18 +390,12 @@ class RenderSettings:
         change nothing (no correction) or would misread the fit (which counts atoms in Au units)."""
         self._resolve_channelling_fit()
         if not (self.column_correction or self.column_broadening):
-            if self.column_reference != "Au":
-                raise ValueError(
-                    f"column_reference {self.column_reference} plays no part without a column "
-                    "correction (leave it at its default)")
-            if self.column_weighting != 0.5:
-                raise ValueError(
-                    f"column_weighting {self.column_weighting:g} plays no part without a "
-                    "column correction (leave it at its default)")
-            if self.column_width != 0:
-                raise ValueError(
-                    f"column_width {self.column_width:g} plays no part without a column "
-                    "correction (leave it at its default)")
+            for name in ("column_reference", *_BEAM_COLUMN_FIELDS):
+                value = getattr(self, name)
+                if value != _DEFAULTS[name]:
+                    shown = value if isinstance(value, str) else f"{value:g}"
+                    raise ValueError(f"{name} {shown} plays no part without a column "
+                                     "correction (leave it at its default)")
 
     def _resolve_channelling_fit(self) -> None:
         given = bool(self.column_correction or self.column_broadening)
@@ -410,13 +404,11 @@ class RenderSettings:
                              f"{self.column_weighting}")
         if not self.column_width >= 0:
             raise ValueError(f"column_width must be >= 0 Å, got {self.column_width}")
-        if self.normalization != "beam" and self.column_weighting != 0.5:
-            raise ValueError("column_weighting applies to normalization='beam' only (leave it "
-                             "at its default)")
-        if self.normalization != "beam" and self.column_width != 0:
-            raise ValueError("column_width applies to normalization='beam' only (leave it "
-                             "at its default)")
         if self.normalization != "beam":
+            for name in _BEAM_COLUMN_FIELDS:
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise ValueError(f"{name} applies to normalization='beam' only (leave it "
+                                     "at its default)")
             if self.channelling is not None:
                 raise ValueError(f"channelling={self.channelling} applies the column "
                                  "correction fitted for normalization='beam'; for the other "
@@ -433,13 +425,11 @@ class RenderSettings:
         fit = fitted_channelling(self.voltage_kv, self.convergence_mrad, self.detector)
         if fit is None:
             if self.channelling:
-                from ..physics.column import fitted_optics
+                from ..physics.column import channelling_gap
 
                 raise ValueError(
-                    f"no channelling fit covers {self.voltage_kv:g} kV, "
-                    f"{self.convergence_mrad:g} mrad, a {self.detector[0]:g}-"
-                    f"{self.detector[1]:g} mrad detector (fitted: {fitted_optics()}; with "
-                    "the reach of physics.column.fitted_channelling); give your own "
+                    f"{channelling_gap(self.voltage_kv, self.convergence_mrad, self.detector)}"
+                    "; with the reach of physics.column.fitted_channelling); give your own "
                     "column_correction, or channelling=False")
             object.__setattr__(self, "channelling", False)
             return
@@ -629,6 +619,12 @@ def image_types(output_types: Sequence[str]) -> tuple[str, ...]:
     """The ``*_image`` output types (written as ``.tif`` stacks)."""
     return tuple(n for n in output_types if n in IMAGE_TYPES)
 
+
+
+#: Every field's default (the value that "plays no part" checks compare with).
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RenderSettings)}
+#: How the column correction counts atoms in beam units: fields of normalization="beam" only.
+_BEAM_COLUMN_FIELDS = ("column_weighting", "column_width")
 
 def render_types(output_types: str | Iterable[str]) -> tuple[str, ...]:
     """The arrays the engine makes for a run: array types plus the arrays the ``*_image``
