@@ -236,11 +236,11 @@ def _beam_model(ref: dict, correction=(), broadening=0.0) -> np.ndarray:
         return renderer.render(structure, 1, seed=0)["gaussian_2d"][0].astype(np.float64)
 
 
-def score_beam_images() -> list[dict]:
-    import score  # validation/score.py: references, alignment
+def score_beam_images(refs: list[dict]) -> list[dict]:
+    import score  # validation/score.py: alignment, noise ceiling
 
     out = []
-    for ref in score.load_references(group="all"):
+    for ref in refs:
         model = _beam_model(ref)
         _, r, _ = score.align(model, ref["image"])
         out.append({"reference": ref["name"], "optics": _optics_label(_optics(ref)),
@@ -262,7 +262,17 @@ def _cost(c, refs: list[dict], broadening) -> float:
     return total
 
 
-def fit_channelling(log=print) -> dict:
+def _fit_shape(refs: list[dict], start: list[float]) -> list[float]:
+    """(c1, c2) minimising :func:`_cost` on ``refs`` (Nelder-Mead from ``start``), rounded
+    to 4 decimals."""
+    from scipy.optimize import minimize
+
+    res = minimize(_cost, start, args=(refs, BROADENING), method="Nelder-Mead",
+                   options={"xatol": 1e-4, "fatol": 1e-7, "maxfev": 200})
+    return [round(float(c), 4) for c in res.x]
+
+
+def fit_channelling(refs: list[dict], log=print) -> dict:
     """Fit the channelling correction per optics, score every reference with and without.
 
     The shape comes from 200 kV, 70-200 mrad, where the references have columns of 2 to 8
@@ -272,9 +282,8 @@ def fit_channelling(log=print) -> dict:
     factor keeps rising with the column up to 8 atoms.
     """
     import score
-    from scipy.optimize import minimize, minimize_scalar
+    from scipy.optimize import minimize_scalar
 
-    refs = score.load_references(group="all")
     groups: dict[tuple, list[dict]] = {}
     for ref in refs:
         groups.setdefault(_optics(ref), []).append(ref)
@@ -286,10 +295,7 @@ def fit_channelling(log=print) -> dict:
         fit_refs = [r for r in group if r["name"] in FIT_SET or r["name"] not in score.ORDER]
         t0 = time.perf_counter()
         if base is None:
-            res = minimize(_cost, [0.2, 0.0], args=(fit_refs, BROADENING),
-                           method="Nelder-Mead",
-                           options={"xatol": 1e-4, "fatol": 1e-7, "maxfev": 200})
-            coefficients = [round(float(c), 4) for c in res.x]
+            coefficients = _fit_shape(fit_refs, [0.2, 0.0])
             base, scale = coefficients, 1.0
         else:
             res = minimize_scalar(
@@ -331,21 +337,16 @@ def fit_channelling(log=print) -> dict:
     return {"fits": fits, "column_broadening": BROADENING, "references": rows}
 
 
-def held_out(channelling: dict, log=print) -> list[dict]:
+def held_out(channelling: dict, refs: list[dict], log=print) -> list[dict]:
     """Fits scored on references they did not see: the 200 kV, 70-200 mrad shape fitted on
     :data:`FIT_SET` alone, on the three-element references of those optics; and each
     detector's 200 kV fit on the 300 kV references."""
     import score
-    from scipy.optimize import minimize
 
-    refs = score.load_references(group="all")
-    first = minimize(_cost, [0.3, -0.015], args=([r for r in refs if r["name"] in FIT_SET],
-                                                 BROADENING),
-                     method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7,
-                                                    "maxfev": 200})
+    first = _fit_shape([r for r in refs if r["name"] in FIT_SET], [0.3, -0.015])
     fits = {(f["voltage_kv"], tuple(f["detector_mrad"])): f["column_correction"]
             for f in channelling["fits"]}
-    cases = [("the first set's fit half only", [round(float(c), 4) for c in first.x],
+    cases = [("the first set's fit half only", first,
               lambda r: r["name"] not in score.ORDER
               and _optics(r) == (200.0, 20.0, (70.0, 200.0)))]
     for det in ((70.0, 200.0), (40.0, 100.0)):
@@ -452,9 +453,12 @@ def main() -> None:
                         help="run the isolated-atom multislice (abTEM) first")
     args = parser.parse_args()
     rows = simulate() if args.simulate else json.loads(SINGLE.read_text())["atoms"]
-    atoms, clusters, images = score_atoms(rows), score_clusters(), score_beam_images()
-    channelling = fit_channelling()
-    write(atoms, clusters, images, channelling, held_out(channelling))
+    import score
+
+    refs = score.load_references(group="all")  # every reference, both sets, loaded once
+    atoms, clusters, images = score_atoms(rows), score_clusters(), score_beam_images(refs)
+    channelling = fit_channelling(refs)
+    write(atoms, clusters, images, channelling, held_out(channelling, refs))
     print((RESULTS / "cross_sections.md").read_text())
 
 
